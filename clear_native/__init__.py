@@ -1,0 +1,40 @@
+"""clear_native: component-level energy of neural networks on NVIDIA GPUs.
+
+The CLEAR method (repeat a component until the slow power sensor sees it),
+with a native core: CUDA-graph replay from C++ and a lossless NVML sampler.
+``import clear_native`` works with no GPU, driver or CUDA toolkit; what needs
+them raises a typed error (clear_native.errors) when called.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from . import errors
+from ._native import HAS_CUDA
+from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
+from .replay import ReplayResult, UnrolledGraph, calibration_load, empty_kernels, replay
+from .sampler import Sampler, SamplerResult, synthetic_sensor
+
+try:
+    __version__ = _version("clear_native")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "HAS_CUDA",
+    "GpuInfo",
+    "ReplayResult",
+    "Sampler",
+    "SamplerResult",
+    "UnrolledGraph",
+    "calibration_load",
+    "cuda_pci_bus_id",
+    "empty_kernels",
+    "errors",
+    "gpu_info",
+    "nvml_device",
+    "replay",
+    "synthetic_sensor",
+    "__version__",
+]

@@ -1,0 +1,109 @@
+"""CUDA-graph replay from C++ (Note [Why replay natively] in csrc/replay.hpp).
+
+Handles are integers: ``torch.cuda.CUDAGraph(keep_graph=True)`` gives them as
+``raw_cuda_graph()`` and, after ``instantiate()``, ``raw_cuda_graph_exec()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._native import core, require_cuda
+
+
+def _current_stream_and_device(stream, device) -> tuple[int, int]:
+    """Integer stream handle and CUDA device index; PyTorch's current ones by default."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if device is None:
+        device = torch.cuda.current_device() if torch is not None and torch.cuda.is_available() else 0
+    if stream is None:
+        stream = torch.cuda.current_stream(device).cuda_stream if torch is not None and torch.cuda.is_available() else 0
+    elif hasattr(stream, "cuda_stream"):
+        stream = stream.cuda_stream
+    if not isinstance(stream, int) or stream < 0:
+        raise TypeError(f"stream must be a torch.cuda.Stream or an integer cudaStream_t, got {stream!r}")
+    return stream, int(device)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """One back-to-back run of graph launches."""
+
+    gpu_time_s: float     # CUDA events around all launches
+    launches: int         # graph launches issued
+    calls: int            # component calls: launches x copies per launch
+    host_start_ns: int    # monotonic time the stream reached the first launch
+    host_end_ns: int      # ... and finished the last
+
+    @property
+    def gpu_time_per_call_s(self) -> float:
+        return self.gpu_time_s / self.calls
+
+
+class UnrolledGraph:
+    """``copies`` copies of a graph, chained as child-graph nodes in one graph.
+
+    One launch of it runs the component ``copies`` times with no launch gap
+    between calls. Owns its graph and executable; keep the source graph alive.
+    """
+
+    def __init__(self, graph_handle: int, copies: int, *, device: int | None = None) -> None:
+        require_cuda("UnrolledGraph")
+        if not isinstance(graph_handle, int) or graph_handle == 0:
+            raise ValueError("graph_handle must be a non-null cudaGraph_t (torch: CUDAGraph(keep_graph=True)"
+                             ".raw_cuda_graph())")
+        if not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"copies must be an integer >= 1, got {copies!r}")
+        _, device = _current_stream_and_device(0, device)
+        self._native = core.UnrolledGraph(device, graph_handle, copies)
+        self.copies = copies
+        self.device = device
+
+    @property
+    def exec_handle(self) -> int:
+        return self._native.exec_handle
+
+
+def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
+           check_every: int = 256) -> ReplayResult:
+    """Launches a graph ``launches`` times back-to-back from C++ and waits for it.
+
+    ``graph_exec`` is an integer ``cudaGraphExec_t`` or an :class:`UnrolledGraph`.
+    The GIL is released; Ctrl-C is honoured every ``check_every`` launches (the
+    launches already queued finish first, then KeyboardInterrupt is raised).
+    """
+    require_cuda("replay()")
+    copies = 1
+    if isinstance(graph_exec, UnrolledGraph):
+        copies, device, graph_exec = graph_exec.copies, graph_exec.device, graph_exec.exec_handle
+    if not isinstance(graph_exec, int) or graph_exec == 0:
+        raise ValueError("graph_exec must be an UnrolledGraph or a non-null cudaGraphExec_t "
+                         "(torch: CUDAGraph.instantiate(), then raw_cuda_graph_exec())")
+    if not isinstance(launches, int) or launches < 1:
+        raise ValueError(f"launches must be an integer >= 1, got {launches!r}")
+    stream, device = _current_stream_and_device(stream, device)
+    r = core.replay(device, graph_exec, stream, launches, check_every)
+    return ReplayResult(gpu_time_s=r["gpu_time_s"], launches=r["launches"], calls=r["launches"] * copies,
+                        host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"])
+
+
+def calibration_load(duration_s: float, sms: int | None = None, *, stream=None, device: int | None = None) -> None:
+    """Enqueues a compute-bound kernel that keeps ``sms`` SMs (all by default) busy for ``duration_s``.
+
+    Returns at once; synchronise the stream to wait for it.
+    """
+    require_cuda("calibration_load()")
+    stream, device = _current_stream_and_device(stream, device)
+    if sms is None:
+        sms = core.cuda_device_info(device)["multiprocessors"]
+    core.calibration_load(device, stream, float(duration_s), int(sms))
+
+
+def empty_kernels(count: int, *, stream=None, device: int | None = None) -> None:
+    """Enqueues ``count`` empty kernels: the GPU awake and launching, doing no work."""
+    require_cuda("empty_kernels()")
+    stream, device = _current_stream_and_device(stream, device)
+    core.empty_kernels(device, stream, int(count))

@@ -1,0 +1,167 @@
+#include "replay.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "clock.hpp"
+#include "cuda_check.hpp"
+
+namespace cn {
+namespace {
+
+void CUDART_CB stamp_now(void* slot) { *static_cast<int64_t*>(slot) = monotonic_ns(); }
+
+// Events and device selection that clean up even when a launch throws.
+class EventPair {
+ public:
+  EventPair() {
+    CN_CUDA_CHECK(cudaEventCreate(&start));
+    try {
+      CN_CUDA_CHECK(cudaEventCreate(&end));
+    } catch (...) {
+      CN_CUDA_WARN(cudaEventDestroy(start));
+      throw;
+    }
+  }
+  ~EventPair() {
+    CN_CUDA_WARN(cudaEventDestroy(start));
+    CN_CUDA_WARN(cudaEventDestroy(end));
+  }
+  cudaEvent_t start = nullptr, end = nullptr;
+};
+
+__global__ void busy_kernel(unsigned long long duration_ns, float* sink) {
+  unsigned long long start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  float a0 = threadIdx.x, a1 = a0 + 1, a2 = a0 + 2, a3 = a0 + 3;
+  const float b = 0.999999f, c = 1e-7f;
+  do {
+#pragma unroll 64
+    for (int i = 0; i < 256; ++i) {
+      a0 = fmaf(a0, b, c);
+      a1 = fmaf(a1, b, c);
+      a2 = fmaf(a2, b, c);
+      a3 = fmaf(a3, b, c);
+    }
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < duration_ns);
+  if (sink != nullptr && a0 + a1 + a2 + a3 == -1.0f) *sink = a0;  // keeps the FMAs alive
+}
+
+__global__ void empty_kernel() {}
+
+}  // namespace
+
+ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int64_t launches, int64_t check_every,
+                               const std::function<bool()>& should_stop) {
+  if (exec == 0) throw std::invalid_argument("graph exec handle is null: instantiate the graph first");
+  if (launches < 1) throw std::invalid_argument("launches must be >= 1");
+  if (check_every < 1) throw std::invalid_argument("check_every must be >= 1");
+  CN_CUDA_CHECK(cudaSetDevice(device));
+  auto graph_exec = reinterpret_cast<cudaGraphExec_t>(exec);
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  EventPair events;
+  ReplayTiming t;
+  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_start_ns));
+  CN_CUDA_CHECK(cudaEventRecord(events.start, s));
+  try {
+    for (int64_t i = 0; i < launches; ++i) {
+      CN_CUDA_CHECK(cudaGraphLaunch(graph_exec, s));
+      t.launches += 1;
+      if (t.launches % check_every == 0 && should_stop && should_stop()) {
+        t.interrupted = true;
+        break;
+      }
+    }
+  } catch (...) {
+    CN_CUDA_WARN(cudaStreamSynchronize(s));  // leave the stream idle, then report the launch error
+    throw;
+  }
+  CN_CUDA_CHECK(cudaEventRecord(events.end, s));
+  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_end_ns));
+  CN_CUDA_CHECK(cudaStreamSynchronize(s));
+  float ms = 0.0f;
+  CN_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.end));
+  t.gpu_time_s = ms * 1e-3;
+  return t;
+}
+
+UnrolledGraph::UnrolledGraph(int device, uintptr_t graph, int copies) : device_(device), copies_(copies) {
+  if (graph == 0) throw std::invalid_argument("graph handle is null: capture with keep_graph=True");
+  if (copies < 1) throw std::invalid_argument("copies must be >= 1");
+  CN_CUDA_CHECK(cudaSetDevice(device));
+  auto child = reinterpret_cast<cudaGraph_t>(graph);
+  cudaGraph_t g = nullptr;
+  CN_CUDA_CHECK(cudaGraphCreate(&g, 0));
+  graph_ = g;
+  try {
+    cudaGraphNode_t prev = nullptr;
+    for (int i = 0; i < copies; ++i) {
+      cudaGraphNode_t node = nullptr;
+      CN_CUDA_CHECK(cudaGraphAddChildGraphNode(&node, g, prev ? &prev : nullptr, prev ? 1 : 0, child));
+      prev = node;
+    }
+    cudaGraphExec_t e = nullptr;
+    CN_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
+    exec_ = e;
+  } catch (...) {
+    CN_CUDA_WARN(cudaGraphDestroy(g));
+    throw;
+  }
+}
+
+UnrolledGraph::~UnrolledGraph() {
+  if (exec_ != nullptr) CN_CUDA_WARN(cudaGraphExecDestroy(exec_));
+  if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
+}
+
+void calibration_load(int device, uintptr_t stream, double duration_s, int sms) {
+  if (!(duration_s > 0) || duration_s > 60) throw std::invalid_argument("duration_s must be in (0, 60]");
+  CN_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  CN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (sms < 1 || sms > prop.multiProcessorCount) {
+    throw std::invalid_argument("sms must be in [1, " + std::to_string(prop.multiProcessorCount) + "]");
+  }
+  // Note [One block per SM]: a block that asks for more than half of an SM's
+  // shared memory cannot share the SM, so `sms` blocks land on `sms` SMs.
+  const int smem = static_cast<int>(std::min<size_t>(prop.sharedMemPerBlockOptin, prop.sharedMemPerMultiprocessor / 2 + 1024));
+  CN_CUDA_CHECK(cudaFuncSetAttribute(busy_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const auto ns = static_cast<unsigned long long>(duration_s * 1e9);
+  busy_kernel<<<sms, 1024, smem, reinterpret_cast<cudaStream_t>(stream)>>>(ns, nullptr);
+  CN_CUDA_CHECK(cudaGetLastError());
+}
+
+void empty_kernels(int device, uintptr_t stream, int64_t count) {
+  CN_CUDA_CHECK(cudaSetDevice(device));
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  for (int64_t i = 0; i < count; ++i) empty_kernel<<<1, 1, 0, s>>>();
+  CN_CUDA_CHECK(cudaGetLastError());
+}
+
+CudaDeviceInfo cuda_device_info(int device) {
+  cudaDeviceProp prop{};
+  CN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  char bus[32] = {};
+  CN_CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
+  return CudaDeviceInfo{prop.name, bus, prop.multiProcessorCount, prop.major * 10 + prop.minor};
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int cuda_runtime_version() {
+  int v = 0;
+  CN_CUDA_CHECK(cudaRuntimeGetVersion(&v));
+  return v;
+}
+
+}  // namespace cn

@@ -1,0 +1,77 @@
+// Replaying CUDA graphs back-to-back from C++ (Note [Why replay natively]).
+//
+// Note [Why replay natively]
+// A component that runs for 5 µs is invisible to a sensor that reports every
+// 20 ms: it must run ~100,000 times back-to-back for a steady 1-2 s window. A
+// Python loop of launches leaves the GPU idle most of the time (FINDINGS.md:
+// busy 10-40 %), so the "energy per call" it reports is mostly idle power.
+// Launching from C++ removes the interpreter; unrolling K copies of the graph
+// into one graph (child-graph nodes in a chain) removes most of the per-launch
+// gap as well. The per-call GPU time depends on how the calls are launched, so
+// it is measured (CUDA events) for the very launches whose power is sampled.
+//
+// Handles come in as integers (cudaGraph_t, cudaGraphExec_t, cudaStream_t):
+// the native layer knows nothing about PyTorch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+struct CUgraph_st;      // cudaGraph_t, without including CUDA's headers here
+struct CUgraphExec_st;  // cudaGraphExec_t
+
+namespace cn {
+
+struct ReplayTiming {
+  double gpu_time_s = 0.0;     // CUDA events around every launch issued
+  int64_t launches = 0;        // graph launches issued
+  int64_t host_start_ns = 0;   // monotonic time at which the stream reached the first launch
+  int64_t host_end_ns = 0;     // ... and finished the last one
+  bool interrupted = false;    // should_stop() asked to stop before all launches were issued
+};
+
+// Launches `exec` on `stream` `launches` times without returning to the caller;
+// every `check_every` launches asks `should_stop` (e.g. for Ctrl-C). Blocks
+// until the stream has finished the launches.
+ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int64_t launches,
+                               int64_t check_every, const std::function<bool()>& should_stop);
+
+// A graph made of `copies` child-graph nodes, each a copy of `graph`, in a
+// chain, and its executable. Owns both.
+class UnrolledGraph {
+ public:
+  UnrolledGraph(int device, uintptr_t graph, int copies);
+  ~UnrolledGraph();
+  UnrolledGraph(const UnrolledGraph&) = delete;
+  UnrolledGraph& operator=(const UnrolledGraph&) = delete;
+  uintptr_t exec_handle() const noexcept { return reinterpret_cast<uintptr_t>(exec_); }
+  int copies() const noexcept { return copies_; }
+  int device() const noexcept { return device_; }
+
+ private:
+  int device_;
+  int copies_;
+  CUgraph_st* graph_ = nullptr;
+  CUgraphExec_st* exec_ = nullptr;
+};
+
+// Enqueues a compute-bound kernel on `stream` that keeps `sms` multiprocessors
+// (one block each) busy with FMA chains for `duration_s`. Returns at once.
+void calibration_load(int device, uintptr_t stream, double duration_s, int sms);
+
+// Enqueues `count` launches of an empty kernel (one block of one thread): the
+// GPU awake, doing nothing.
+void empty_kernels(int device, uintptr_t stream, int64_t count);
+
+struct CudaDeviceInfo {
+  std::string name;
+  std::string pci_bus_id;    // "0000:65:00.0", for NVML
+  int multiprocessors = 0;
+  int compute_capability = 0;  // major * 10 + minor
+};
+CudaDeviceInfo cuda_device_info(int device);
+int cuda_device_count();       // 0 where there is no driver or no GPU
+int cuda_runtime_version();
+
+}  // namespace cn

@@ -1,0 +1,207 @@
+#include "sampler.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "errors.hpp"
+
+namespace cn {
+namespace {
+
+int64_t to_ns(double s) { return static_cast<int64_t>(std::llround(s * 1e9)); }
+
+}  // namespace
+
+Sampler::Sampler(std::shared_ptr<PowerSource> source, SamplerConfig config)
+    : source_(std::move(source)), config_(config) {
+  if (!source_) throw std::invalid_argument("Sampler needs a power source");
+  if (!(config_.drain_interval_s > 0 && config_.status_interval_s > 0 && config_.energy_interval_s > 0)) {
+    throw std::invalid_argument("drain, status and energy intervals must be > 0 s");
+  }
+  if (!(config_.gap_factor > 1)) throw std::invalid_argument("gap_factor must be > 1");
+  // Note [No allocation while sampling]: every row the threads write is allocated here.
+  power_.resize(config_.max_power_samples);
+  energy_.resize(config_.max_energy_rows);
+  status_.resize(config_.max_status_rows);
+  gaps_.resize(config_.max_gaps);
+  stats_.driver_buffer_capacity = source_->sample_buffer_capacity();
+  scratch_.resize(2 * stats_.driver_buffer_capacity + 16);
+}
+
+Sampler::~Sampler() {
+  if (running_) {
+    try {
+      stop();
+    } catch (...) {
+    }
+  }
+}
+
+void Sampler::keep_error(std::exception_ptr e) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!error_) error_ = e;
+}
+
+void Sampler::full(const char* what, std::size_t rows) {
+  keep_error(std::make_exception_ptr(CapacityError(
+      "sampler buffer full after " + std::to_string(rows) + " " + what +
+      ": the window ran longer than the sampler was sized for; give a larger max_duration_s")));
+}
+
+void Sampler::rethrow_error() {
+  std::exception_ptr e;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::swap(e, error_);
+  }
+  if (e) std::rethrow_exception(e);
+}
+
+bool Sampler::sleep_until(int64_t deadline_ns) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const int64_t wait = deadline_ns - monotonic_ns();
+  if (wait > 0) wake_.wait_for(lock, std::chrono::nanoseconds(wait), [this] { return stop_; });
+  return stop_;
+}
+
+void Sampler::start() {
+  if (running_) throw StateError("Sampler.start(): already running; call stop() first");
+  source_->probe();
+  n_power_ = n_energy_ = n_status_ = n_gaps_ = 0;
+  stats_ = SamplerStats{};
+  stats_.driver_buffer_capacity = source_->sample_buffer_capacity();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = false;
+    error_ = nullptr;
+  }
+  stats_.clock_at_start = ClockMap::measure([this] { return source_->wall_now_ns(); });
+  // Samples stamped before start() belong to no window of ours.
+  last_seen_wall_us_ = source_->wall_now_ns() / 1000;
+  have_sample_ = false;
+  typical_spacing_us_ = 0.0;
+  stats_.start_ns = monotonic_ns();
+  // One synchronous read of each stream: errors surface on the caller's thread.
+  read_energy();
+  read_status();
+  last_drain_ns_ = monotonic_ns();
+  drain();
+  fast_ = std::thread([this] { fast_loop(); });
+  try {
+    energy_thread_ = std::thread([this] { energy_loop(); });
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    fast_.join();
+    throw;
+  }
+  running_ = true;
+}
+
+void Sampler::stop() {
+  if (!running_) throw StateError("Sampler.stop(): not running; call start() first");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  fast_.join();
+  energy_thread_.join();
+  running_ = false;
+  // Cover the window up to now: one more drain and counter read.
+  try {
+    drain();
+    read_energy();
+  } catch (...) {
+    keep_error(std::current_exception());
+  }
+  stats_.stop_ns = monotonic_ns();
+  stats_.clock_at_stop = ClockMap::measure([this] { return source_->wall_now_ns(); });
+}
+
+void Sampler::fast_loop() {
+  const int64_t drain_ns = to_ns(config_.drain_interval_s), status_ns = to_ns(config_.status_interval_s);
+  int64_t next_drain = monotonic_ns() + drain_ns, next_status = monotonic_ns() + status_ns;
+  try {
+    while (!sleep_until(std::min(next_drain, next_status))) {
+      const int64_t now = monotonic_ns();
+      if (now >= next_drain) {
+        drain();
+        next_drain = std::max(next_drain + drain_ns, now + drain_ns / 2);
+      }
+      if (now >= next_status) {
+        read_status();
+        next_status = std::max(next_status + status_ns, now + status_ns / 2);
+      }
+    }
+  } catch (...) {
+    keep_error(std::current_exception());
+  }
+  stats_.fast_thread_cpu_s = thread_cpu_s();
+}
+
+void Sampler::energy_loop() {
+  const int64_t period = to_ns(config_.energy_interval_s);
+  int64_t next = monotonic_ns() + period;
+  try {
+    while (!sleep_until(next)) {
+      read_energy();
+      next = std::max(next + period, monotonic_ns() + period / 2);
+    }
+  } catch (...) {
+    keep_error(std::current_exception());
+  }
+  stats_.energy_thread_cpu_s = thread_cpu_s();
+}
+
+void Sampler::drain() {
+  const int64_t t = monotonic_ns();
+  const std::size_t n = source_->read_samples(last_seen_wall_us_, scratch_.data(), scratch_.size());
+  stats_.drains += 1;
+  stats_.max_drain_interval_ns = std::max(stats_.max_drain_interval_ns, t - last_drain_ns_);
+  last_drain_ns_ = t;
+  if (n == 0) return;
+
+  const ClockMap& clock = stats_.clock_at_start;
+  if (n >= 3) {
+    typical_spacing_us_ = static_cast<double>(scratch_[n - 1].wall_us - scratch_[0].wall_us) / (n - 1);
+  }
+  if (have_sample_ && typical_spacing_us_ > 0) {
+    const double interval_us = static_cast<double>(scratch_[0].wall_us - last_seen_wall_us_);
+    if (interval_us > config_.gap_factor * typical_spacing_us_ && n_gaps_ < gaps_.size()) {
+      gaps_[n_gaps_++] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(scratch_[0].wall_us),
+                             std::max<int64_t>(1, std::llround(interval_us / typical_spacing_us_) - 1),
+                             n >= stats_.driver_buffer_capacity};
+    }
+  }
+  const std::size_t room = power_.size() - n_power_;
+  if (n > room) full("power samples", power_.size());
+  for (std::size_t i = 0; i < std::min(n, room); ++i) {
+    power_[n_power_++] = PowerRow{clock.to_monotonic_ns(scratch_[i].wall_us), scratch_[i].wall_us, scratch_[i].power_mw};
+  }
+  last_seen_wall_us_ = scratch_[n - 1].wall_us;
+  have_sample_ = true;
+}
+
+void Sampler::read_status() {
+  const int64_t t = monotonic_ns();
+  const StatusReading r = source_->read_status();
+  if (n_status_ == status_.size()) return full("status rows", status_.size());
+  status_[n_status_++] = StatusRow{t, r};
+}
+
+void Sampler::read_energy() {
+  const int64_t t0 = monotonic_ns();
+  const uint64_t mj = source_->read_energy_mj();
+  const int64_t t1 = monotonic_ns();
+  if (n_energy_ == energy_.size()) return full("energy rows", energy_.size());
+  energy_[n_energy_++] = EnergyRow{t0 + (t1 - t0) / 2, mj, t1 - t0};
+}
+
+}  // namespace cn

@@ -1,0 +1,148 @@
+// The native sampler: between start() and stop() it collects every power
+// sample the driver buffers, the energy counter, and the GPU's status, all
+// stamped on the host's monotonic clock (Note [One clock]).
+//
+// Note [Two threads]
+// nvmlDeviceGetTotalEnergyConsumption blocks its caller for ~2.5 ms (p99 15 ms)
+// while a drain of the power-sample buffer takes ~170 µs. The counter is read
+// by a thread of its own so that it never delays the drains or the status
+// polls; the two threads share no lock on their paths (each writes only its
+// own preallocated rows, and the caller reads them after join()).
+//
+// Note [Draining and gaps]
+// The driver keeps only the newest ~119 power samples (~2.4 s on Hopper), and
+// returns those stamped after the last one we saw. Draining every 100 ms keeps
+// a 20x margin. A drain whose interval from the previous sample exceeds
+// gap_factor times the drain's own sample spacing is a gap; if that drain also
+// came back with a full buffer, samples were overwritten before we read them
+// (an overflow: `lost` estimates how many). Gaps are reported, never
+// interpolated over.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "clock.hpp"
+#include "source.hpp"
+
+namespace cn {
+
+// Raised (kept, then rethrown) when a preallocated buffer filled up.
+class CapacityError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SamplerConfig {
+  double drain_interval_s = 0.100;    // how often the power-sample buffer is drained
+  double status_interval_s = 0.050;   // instant power, temperature, SM clock, reasons
+  double energy_interval_s = 0.250;   // energy counter (its own thread)
+  std::size_t max_power_samples = 1 << 20;  // rows preallocated for each stream
+  std::size_t max_status_rows = 1 << 17;
+  std::size_t max_energy_rows = 1 << 15;
+  std::size_t max_gaps = 4096;
+  double gap_factor = 3.0;
+};
+
+struct PowerRow {
+  int64_t t_ns;       // monotonic
+  int64_t wall_us;    // the driver's own stamp
+  uint32_t power_mw;
+};
+struct EnergyRow {
+  int64_t t_ns;       // monotonic, middle of the call
+  uint64_t energy_mj;
+  int64_t call_ns;    // how long the call blocked
+};
+struct StatusRow {
+  int64_t t_ns;       // monotonic
+  StatusReading reading;
+};
+struct Gap {
+  int64_t after_ns;   // monotonic stamp of the last sample before the gap
+  int64_t before_ns;  // ... and of the first one after it
+  int64_t lost;       // samples estimated missing (overflow) or not produced (sensor gap)
+  bool overflow;      // true: the buffer overflowed, the samples were lost by us
+};
+
+struct SamplerStats {
+  int64_t start_ns = 0, stop_ns = 0;
+  int64_t drains = 0;
+  int64_t max_drain_interval_ns = 0;
+  double fast_thread_cpu_s = 0.0;    // CPU time of the drain/status thread
+  double energy_thread_cpu_s = 0.0;  // CPU time of the energy-counter thread
+  ClockMap clock_at_start, clock_at_stop;
+  std::size_t driver_buffer_capacity = 0;
+};
+
+class Sampler {
+ public:
+  Sampler(std::shared_ptr<PowerSource> source, SamplerConfig config);
+  ~Sampler();
+  Sampler(const Sampler&) = delete;
+  Sampler& operator=(const Sampler&) = delete;
+
+  // Reads every sensor once on the caller's thread (set-up errors are thrown
+  // here), then starts the threads. Throws StateError if already running.
+  void start();
+  // Stops promptly, joins, drains once more. Never throws the threads' errors:
+  // they are kept for rethrow_error(), so the rows collected so far survive.
+  void stop();
+  bool running() const noexcept { return running_; }
+  // Rethrows the first error the threads (or the final drain) met, if any, and clears it.
+  void rethrow_error();
+
+  const std::vector<PowerRow>& power() const noexcept { return power_; }
+  std::size_t power_count() const noexcept { return n_power_; }
+  const std::vector<EnergyRow>& energy() const noexcept { return energy_; }
+  std::size_t energy_count() const noexcept { return n_energy_; }
+  const std::vector<StatusRow>& status() const noexcept { return status_; }
+  std::size_t status_count() const noexcept { return n_status_; }
+  const std::vector<Gap>& gaps() const noexcept { return gaps_; }
+  std::size_t gap_count() const noexcept { return n_gaps_; }
+  const SamplerStats& stats() const noexcept { return stats_; }
+  PowerSource& source() noexcept { return *source_; }
+
+ private:
+  void fast_loop();
+  void energy_loop();
+  void drain();
+  void read_status();
+  void read_energy();
+  void keep_error(std::exception_ptr e);
+  void full(const char* what, std::size_t rows);  // keeps a CapacityError
+  // Sleeps until `deadline_ns` or stop; true when stopping.
+  bool sleep_until(int64_t deadline_ns);
+
+  std::shared_ptr<PowerSource> source_;
+  SamplerConfig config_;
+
+  std::vector<PowerRow> power_;
+  std::vector<EnergyRow> energy_;
+  std::vector<StatusRow> status_;
+  std::vector<Gap> gaps_;
+  std::vector<PowerSample> scratch_;
+  std::size_t n_power_ = 0, n_energy_ = 0, n_status_ = 0, n_gaps_ = 0;
+
+  // Drain state (fast thread, or the caller when no thread runs).
+  int64_t last_seen_wall_us_ = 0;
+  bool have_sample_ = false;
+  double typical_spacing_us_ = 0.0;
+  int64_t last_drain_ns_ = 0;
+
+  SamplerStats stats_;
+  bool running_ = false;
+  std::mutex mutex_;  // guards stop_ and error_ only
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread fast_, energy_thread_;
+};
+
+}  // namespace cn

@@ -1,0 +1,137 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "errors.hpp"
+#include "helpers.hpp"
+#include "nvml_api.hpp"
+#include "sampler.hpp"
+
+using namespace cn;
+
+namespace {
+
+SamplerConfig fast_config() {
+  SamplerConfig c;
+  c.drain_interval_s = 0.02;
+  c.status_interval_s = 0.01;
+  c.energy_interval_s = 0.02;
+  c.max_power_samples = 1 << 14;
+  return c;
+}
+
+// Samples the model produced with stamps in (from, to]: what a lossless drain returns.
+int64_t produced_between(const SyntheticSource& s, int64_t from_wall_us, int64_t to_wall_us) {
+  int64_t n = 0;
+  for (int64_t k = 1; s.sample_stamp_us(k) <= to_wall_us; ++k) n += s.sample_stamp_us(k) > from_wall_us;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("start/stop cycles: every cycle collects, nothing leaks (run under ASan)") {
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());
+  Sampler sampler(src, fast_config());
+  for (int cycle = 0; cycle < 30; ++cycle) {
+    sampler.start();
+    CHECK(sampler.running());
+    testing::sleep_s(0.03);
+    sampler.stop();
+    CHECK_FALSE(sampler.running());
+    CHECK(sampler.power_count() >= 5);
+    CHECK(sampler.energy_count() >= 2);
+    CHECK(sampler.status_count() >= 1);
+    sampler.rethrow_error();  // no error kept
+  }
+}
+
+TEST_CASE("draining through a small buffer loses nothing, and stamps map onto the monotonic clock") {
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());  // buffer: 119 x 2 ms = 0.24 s
+  Sampler sampler(src, fast_config());
+  sampler.start();
+  testing::sleep_s(1.0);
+  sampler.stop();
+  sampler.rethrow_error();
+  const std::size_t n = sampler.power_count();
+  const auto& rows = sampler.power();
+  REQUIRE(n > 400);
+  CHECK(sampler.gap_count() == 0);
+  // Every sample the model produced between the first and last we got is there.
+  CHECK(static_cast<int64_t>(n) == produced_between(*src, rows[0].wall_us - 1, rows[n - 1].wall_us));
+  // Clock conversion: a sample's monotonic stamp is the model's time for it (µs stamps: 1 µs of rounding).
+  const int64_t k0 = (rows[0].t_ns - src->origin_ns() + 1'000'000) / 2'000'000;
+  int64_t k = k0 - 1;
+  while (src->sample_stamp_us(k) != rows[0].wall_us) ++k;
+  for (std::size_t i = 0; i < n; i += 50) {
+    CHECK(std::llabs(rows[i].t_ns - src->sample_time_ns(k + static_cast<int64_t>(i))) < 2'000 +
+          sampler.stats().clock_at_start.uncertainty_ns);
+  }
+}
+
+TEST_CASE("a starved drain is reported as an overflow gap with the number of samples lost") {
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());
+  auto config = fast_config();
+  config.drain_interval_s = 0.5;  // the buffer holds 0.24 s
+  Sampler sampler(src, config);
+  sampler.start();
+  testing::sleep_s(1.2);
+  sampler.stop();
+  REQUIRE(sampler.gap_count() >= 1);
+  int64_t lost = 0;
+  for (std::size_t i = 0; i < sampler.gap_count(); ++i) {
+    CHECK(sampler.gaps()[i].overflow);
+    lost += sampler.gaps()[i].lost;
+  }
+  const auto& rows = sampler.power();
+  const int64_t produced = produced_between(*src, rows[0].wall_us - 1, rows[sampler.power_count() - 1].wall_us);
+  // The estimate counts spacings, the truth counts samples: they agree to a sample per gap.
+  CHECK(std::llabs(static_cast<int64_t>(sampler.power_count()) + lost - produced) <=
+        static_cast<int64_t>(sampler.gap_count()));
+}
+
+TEST_CASE("a blocking energy counter does not delay the drains") {
+  auto params = testing::fast_sensor();
+  params.energy_read_delay_s = 0.05;  // 20x the real counter's typical block
+  auto src = std::make_shared<SyntheticSource>(params);
+  Sampler sampler(src, fast_config());
+  sampler.start();
+  testing::sleep_s(0.5);
+  sampler.stop();
+  CHECK(sampler.stats().max_drain_interval_ns < 40'000'000);  // drains every 20 ms
+  CHECK(sampler.energy_count() >= 5);
+}
+
+TEST_CASE("errors in the thread are kept for the caller, with the rows collected before them") {
+  auto params = testing::fast_sensor();
+  params.fail_after_reads = 5;
+  params.fail_code = NVML_ERROR_GPU_IS_LOST;
+  auto src = std::make_shared<SyntheticSource>(params);
+  Sampler sampler(src, fast_config());
+  sampler.start();
+  testing::sleep_s(0.3);
+  sampler.stop();  // does not throw
+  CHECK(sampler.power_count() > 0);
+  try {
+    sampler.rethrow_error();
+    FAIL("expected NvmlError");
+  } catch (const NvmlError& e) {
+    CHECK(e.code() == NVML_ERROR_GPU_IS_LOST);
+    CHECK(e.function() == "nvmlDeviceGetSamples");
+  }
+  sampler.rethrow_error();  // cleared
+}
+
+TEST_CASE("misuse is a StateError, a full buffer a CapacityError") {
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());
+  auto config = fast_config();
+  config.max_power_samples = 50;
+  Sampler sampler(src, config);
+  CHECK_THROWS_AS(sampler.stop(), StateError);
+  sampler.start();
+  CHECK_THROWS_AS(sampler.start(), StateError);
+  testing::sleep_s(0.3);
+  sampler.stop();
+  CHECK(sampler.power_count() == 50);
+  CHECK_THROWS_AS(sampler.rethrow_error(), CapacityError);
+}
