@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import errors
 from ._native import HAS_CUDA
+from .capture import Capture, CaptureError, capture
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
 from .replay import ReplayResult, UnrolledGraph, calibration_load, empty_kernels, replay
 from .sampler import Sampler, SamplerResult, synthetic_sensor
@@ -23,6 +24,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "HAS_CUDA",
+    "Capture",
+    "CaptureError",
+    "capture",
     "GpuInfo",
     "ReplayResult",
     "Sampler",

@@ -1,0 +1,117 @@
+"""Capture a callable (an nn.Module or any function of CUDA tensors) into a CUDA graph.
+
+The graph keeps its inputs static: replaying it recomputes the same call on
+the same tensors, which is what a repetition-based energy measurement needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ClearNativeError
+
+
+class CaptureError(ClearNativeError):
+    """The callable cannot be captured into a CUDA graph; the message says why."""
+
+
+def _tensors(obj, path="args"):
+    """Yields (path, tensor) for every tensor in nested args."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{path}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{path}[{k!r}]")
+
+
+@dataclass
+class Capture:
+    """A captured call: its CUDA graph (kept, instantiated), and what it closes over."""
+
+    name: str
+    fn: Callable
+    args: tuple
+    kwargs: dict
+    device: int
+    graph: Any = None                 # torch.cuda.CUDAGraph, None for an eager fallback
+    outputs: Any = None               # the static outputs the graph writes
+    eager: bool = False               # True: not captured; replays run the callable from Python
+    reason: str = ""                  # why it was not captured
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def graph_handle(self) -> int:
+        self._need_graph()
+        return self.graph.raw_cuda_graph()
+
+    @property
+    def exec_handle(self) -> int:
+        self._need_graph()
+        return self.graph.raw_cuda_graph_exec()
+
+    def run_once(self) -> None:
+        """One call, the way it was captured (graph replay, or eager)."""
+        if self.eager:
+            self.fn(*self.args, **self.kwargs)
+        else:
+            self.graph.replay()
+
+    def _need_graph(self) -> None:
+        if self.eager:
+            raise CaptureError(f"{self.name} runs eagerly (not captured: {self.reason}); it has no graph")
+
+
+def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager_fallback: bool = False,
+            **kwargs) -> Capture:
+    """Captures ``fn(*args, **kwargs)`` into a CUDA graph, after ``warmup`` calls on a side stream.
+
+    Every tensor argument must already be on one CUDA device. Runs under
+    ``torch.no_grad()``. If the call cannot be captured (it synchronises with
+    the CPU, has data-dependent shapes, touches CPU tensors...), raises
+    CaptureError naming the reason, or with ``eager_fallback=True`` returns an
+    eager Capture flagged ``eager=True`` with that reason.
+    """
+    import torch
+
+    name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
+    tensors = list(_tensors(args)) + list(_tensors(kwargs, "kwargs"))
+    devices = {t.device for _, t in tensors}
+    cpu = [p for p, t in tensors if t.device.type != "cuda"]
+    if cpu:
+        raise CaptureError(f"cannot capture {name}: {', '.join(cpu)} is not on a CUDA device; move inputs with .cuda()")
+    if len(devices) > 1:
+        raise CaptureError(f"cannot capture {name}: inputs are on several devices {sorted(map(str, devices))}")
+    if not torch.cuda.is_available():
+        raise CaptureError(f"cannot capture {name}: PyTorch sees no CUDA device")
+    device = next(iter(devices)).index if devices else torch.cuda.current_device()
+    cap = Capture(name=name, fn=fn, args=args, kwargs=kwargs, device=device)
+
+    with torch.cuda.device(device), torch.no_grad():
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup)):
+                fn(*args, **kwargs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.synchronize(device)
+        graph = torch.cuda.CUDAGraph(keep_graph=True)
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                cap.outputs = fn(*args, **kwargs)
+            graph.instantiate()
+        except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
+            torch.cuda.synchronize(device)
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not eager_fallback:
+                raise CaptureError(f"cannot capture {name} into a CUDA graph: {reason}; pass "
+                                   "eager_fallback=True to measure it eagerly (flagged)") from exc
+            cap.eager, cap.reason, cap.outputs = True, reason, None
+            return cap
+        cap.graph = graph
+    return cap

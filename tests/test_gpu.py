@@ -1,0 +1,124 @@
+"""The native core on a real GPU (marker `gpu`: skipped, with the reason, where there is none)."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import clear_native as cn
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def torch():
+    import torch
+
+    torch.cuda.init()
+    return torch
+
+
+@pytest.fixture(scope="module")
+def matmul_capture(torch):
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    return cn.capture(torch.matmul, a, b, name="matmul1024")
+
+
+def test_gpu_identity():
+    info = cn.gpu_info(0)
+    assert info.name and info.uuid.startswith("GPU-")
+    assert info.driver_version
+    assert info.multiprocessors > 0
+    assert info.cuda_runtime_version >= 12000
+
+
+def test_real_sampler_is_lossless_and_on_the_monotonic_clock():
+    with cn.Sampler(device=0) as s:
+        time.sleep(3.0)
+    r = s.result
+    assert r.samples_lost == 0
+    assert r.power_mw.size >= 3.0 / 0.05  # a sample every ~20 ms
+    assert 0.005 < r.median_sample_period_s < 0.05
+    assert np.all(np.diff(r.power_t_ns) > 0)
+    # Stamps mapped from the wall clock land inside the window (± one period).
+    assert r.power_t_ns[0] >= r.start_ns - 50_000_000 and r.power_t_ns[-1] <= r.stop_ns + 50_000_000
+    assert np.all(r.power_w > 10) and np.all(r.power_w < 2000)
+    assert np.isfinite(r.temperature_c).all() and np.isfinite(r.sm_clock_mhz).all()
+    assert r.energy_mj.size >= 8 and np.all(np.diff(r.energy_mj.astype(np.int64)) >= 0)
+
+
+def test_real_sampler_detects_a_starved_drain():
+    # Drain every 4 s: the driver keeps ~2.4 s, so samples must be reported lost.
+    s = cn.Sampler(device=0, drain_interval_s=4.0)
+    s.start()
+    time.sleep(5.0)
+    r = s.stop()
+    assert r.samples_lost > 20
+    assert r.gap_overflow.any()
+
+
+def test_replay_counts_calls_and_times_them(torch, matmul_capture):
+    c = matmul_capture
+    single = cn.replay(c.exec_handle, 200)
+    assert single.launches == single.calls == 200
+    assert single.gpu_time_s > 0
+    assert single.host_end_ns > single.host_start_ns
+    # 1024^3 bf16 is ~2.1 GFLOP: a few µs to tens of µs per call on Hopper.
+    assert 1e-6 < single.gpu_time_per_call_s < 1e-3
+    unrolled = cn.UnrolledGraph(c.graph_handle, 16)
+    u = cn.replay(unrolled, 20)
+    assert u.calls == 320
+    assert u.gpu_time_per_call_s <= single.gpu_time_per_call_s * 1.05
+    # The replayed graph computes what the callable computes.
+    a, b = c.args
+    torch.testing.assert_close(c.outputs, a @ b)
+
+
+def test_replay_is_interruptible(torch, matmul_capture):
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        cn.replay(matmul_capture.exec_handle, 5_000_000)  # far longer than the test
+    assert time.monotonic() - t0 < 5.0
+    torch.cuda.synchronize()
+
+
+def test_calibration_kernel_duration_and_power(torch):
+    sms = cn.gpu_info(0).multiprocessors
+    stream = torch.cuda.current_stream()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    with cn.Sampler(device=0) as s:
+        time.sleep(0.3)
+        t_on = cn._native.core.monotonic_ns()
+        start.record(stream)
+        cn.calibration_load(0.8, sms)
+        end.record(stream)
+        torch.cuda.synchronize()
+        t_off = cn._native.core.monotonic_ns()
+        time.sleep(0.3)
+    assert start.elapsed_time(end) == pytest.approx(800, rel=0.05)
+    r = s.result
+    idle = r.mean_power_w(r.start_ns, t_on)
+    loaded = r.mean_power_w(t_on + 300_000_000, t_off)
+    assert loaded > idle + 50  # all SMs busy draws far more than idle
+
+
+def test_bad_handles_and_arguments(torch):
+    with pytest.raises(ValueError, match="graph_exec"):
+        cn.replay(0, 10)
+    with pytest.raises(ValueError, match="launches"):
+        cn.replay(1, 0)
+    with pytest.raises(ValueError, match="sms"):
+        cn.calibration_load(0.1, 10_000)
+    with pytest.raises(cn.CaptureError, match="not on a CUDA device"):
+        cn.capture(torch.matmul, torch.ones(2, 2), torch.ones(2, 2))
+    x = torch.ones(4, device="cuda")
+    with pytest.raises(cn.CaptureError, match="cannot capture"):
+        cn.capture(lambda t: t.nonzero(), x)  # data-dependent shape: syncs with the CPU
+    eager = cn.capture(lambda t: t.nonzero(), x, eager_fallback=True)
+    assert eager.eager and eager.reason
