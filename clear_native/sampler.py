@@ -158,8 +158,8 @@ class Sampler:
 
     _MIN_SAMPLE_SPACING_S = 0.005  # the driver's samples come >= 10 ms apart (p1): a 2x margin
 
-    def __init__(self, device: int = 0, *, source=None, drain_interval_s: float = 0.1,
-                 status_interval_s: float = 0.05, energy_interval_s: float = 0.25,
+    def __init__(self, device: int = 0, *, source=None, drain_interval_s: float = 0.2,
+                 status_interval_s: float = 0.1, energy_interval_s: float = 1.0,
                  max_duration_s: float = 3600.0) -> None:
         for name, v in (("drain_interval_s", drain_interval_s), ("status_interval_s", status_interval_s),
                         ("energy_interval_s", energy_interval_s), ("max_duration_s", max_duration_s)):

@@ -81,7 +81,6 @@ void Sampler::start() {
   stats_.clock_at_start = ClockMap::measure([this] { return source_->wall_now_ns(); });
   // Samples stamped before start() belong to no window of ours.
   last_seen_wall_us_ = source_->wall_now_ns() / 1000;
-  have_sample_ = false;
   typical_spacing_us_ = 0.0;
   stats_.start_ns = monotonic_ns();
   // One synchronous read of each stream: errors surface on the caller's thread.
@@ -172,7 +171,9 @@ void Sampler::drain() {
   if (n >= 3) {
     typical_spacing_us_ = static_cast<double>(scratch_[n - 1].wall_us - scratch_[0].wall_us) / (n - 1);
   }
-  if (have_sample_ && typical_spacing_us_ > 0) {
+  // last_seen_wall_us_ starts at the start() instant: a buffer already
+  // overflowing at the first drain is a gap too.
+  if (typical_spacing_us_ > 0) {
     const double interval_us = static_cast<double>(scratch_[0].wall_us - last_seen_wall_us_);
     if (interval_us > config_.gap_factor * typical_spacing_us_ && n_gaps_ < gaps_.size()) {
       gaps_[n_gaps_++] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(scratch_[0].wall_us),
@@ -186,7 +187,6 @@ void Sampler::drain() {
     power_[n_power_++] = PowerRow{clock.to_monotonic_ns(scratch_[i].wall_us), scratch_[i].wall_us, scratch_[i].power_mw};
   }
   last_seen_wall_us_ = scratch_[n - 1].wall_us;
-  have_sample_ = true;
 }
 
 void Sampler::read_status() {

@@ -11,8 +11,7 @@
 //
 // Note [Draining and gaps]
 // The driver keeps only the newest ~119 power samples (~2.4 s on Hopper), and
-// returns those stamped after the last one we saw. Draining every 100 ms keeps
-// a 20x margin. A drain whose interval from the previous sample exceeds
+// returns those stamped after the last one we saw (Note [Sampler cadence]). A drain whose interval from the previous sample exceeds
 // gap_factor times the drain's own sample spacing is a gap; if that drain also
 // came back with a full buffer, samples were overwritten before we read them
 // (an overflow: `lost` estimates how many). Gaps are reported, never
@@ -39,10 +38,16 @@ class CapacityError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Note [Sampler cadence]
+// Measured on an H200 (driver 580): a drain costs ~0.6 ms of CPU, a status
+// read ~80 µs, and an energy-counter read ~6 ms of CPU (the driver spins).
+// Draining every 200 ms keeps a 12x margin on the ~2.4 s buffer; the status
+// values change every ~100 ms; the counter is a cross-check over whole runs,
+// read at 1 Hz plus at start and stop. Together: ~1 % of one core.
 struct SamplerConfig {
-  double drain_interval_s = 0.100;    // how often the power-sample buffer is drained
-  double status_interval_s = 0.050;   // instant power, temperature, SM clock, reasons
-  double energy_interval_s = 0.250;   // energy counter (its own thread)
+  double drain_interval_s = 0.200;    // how often the power-sample buffer is drained
+  double status_interval_s = 0.100;   // instant power, temperature, SM clock, reasons
+  double energy_interval_s = 1.000;   // energy counter (its own thread)
   std::size_t max_power_samples = 1 << 20;  // rows preallocated for each stream
   std::size_t max_status_rows = 1 << 17;
   std::size_t max_energy_rows = 1 << 15;
@@ -131,8 +136,7 @@ class Sampler {
   std::size_t n_power_ = 0, n_energy_ = 0, n_status_ = 0, n_gaps_ = 0;
 
   // Drain state (fast thread, or the caller when no thread runs).
-  int64_t last_seen_wall_us_ = 0;
-  bool have_sample_ = false;
+  int64_t last_seen_wall_us_ = 0;  // the start() instant, then the newest sample's stamp
   double typical_spacing_us_ = 0.0;
   int64_t last_drain_ns_ = 0;
 

@@ -45,7 +45,7 @@ def test_lossless_draining_of_a_10s_stream_through_a_2_4s_buffer():
     # Hopper-like sensor: a sample every ~20 ms, the driver keeps 119 (~2.4 s).
     src = cn.synthetic_sensor(noise_w=3.0, energy_read_delay_s=0.0025)
     assert src.sample_buffer_capacity == 119
-    s = cn.Sampler(source=src)  # default drain every 100 ms
+    s = cn.Sampler(source=src)  # default cadence: drain every 200 ms
     s.start()
     time.sleep(10.0)
     r = s.stop()
@@ -56,7 +56,7 @@ def test_lossless_draining_of_a_10s_stream_through_a_2_4s_buffer():
     assert r.power_mw.size >= 10.0 / 0.020 - 2
     assert r.median_sample_period_s == pytest.approx(0.020, abs=0.002)
     assert r.driver_buffer_capacity == 119
-    assert r.max_drain_interval_ns < 0.2e9
+    assert r.max_drain_interval_ns < 0.3e9
 
 
 def test_starved_draining_is_detected_as_lost_samples():
@@ -66,10 +66,12 @@ def test_starved_draining_is_detected_as_lost_samples():
     time.sleep(1.2)
     r = s.stop()
     assert r.gap_overflow.size >= 1 and r.gap_overflow.all()
-    truth = produced(src, int(r.power_wall_us[0]), int(r.power_wall_us[-1]))
+    start_wall_us = (r.start_ns + r.clock_offset_ns) // 1000
+    truth = produced(src, start_wall_us + 1, int(r.power_wall_us[-1]))
     missing = truth - r.power_mw.size
     assert missing > 100
-    assert abs(r.samples_lost - missing) <= r.gap_lost.size  # the estimate is good to a sample per gap
+    # The estimate counts spacings, the truth samples: they agree to a sample per gap.
+    assert abs(r.samples_lost - missing) <= r.gap_lost.size + 1
     # Never interpolated: what we return is only what the driver gave.
     assert r.power_mw.size < truth
 
