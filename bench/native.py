@@ -95,6 +95,7 @@ def bench_sampler(window_s: float) -> dict:
             "sensor_gaps": r.sensor_gaps,
             "driver_buffer_capacity": r.driver_buffer_capacity,
             "drains": r.drains,
+            "duplicates_dropped": r.duplicates,
             "max_drain_interval_ms": r.max_drain_interval_ns * 1e-6,
             "energy_reads": int(r.energy_mj.size),
             "energy_read_ms_median": float(np.median(r.energy_call_ns)) * 1e-6,

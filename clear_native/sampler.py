@@ -64,6 +64,7 @@ class SamplerResult:
     start_ns: int
     stop_ns: int
     drains: int
+    duplicates: int                 # re-stamped repeats of samples already kept (dropped)
     max_drain_interval_ns: int
     fast_thread_cpu_s: float        # CPU time of the drain/status thread
     energy_thread_cpu_s: float      # CPU time of the energy-counter thread

@@ -67,6 +67,7 @@ py::dict sampler_result(const cn::Sampler& s) {
   d["start_ns"] = stats.start_ns;
   d["stop_ns"] = stats.stop_ns;
   d["drains"] = stats.drains;
+  d["duplicates"] = stats.duplicates;
   d["max_drain_interval_ns"] = stats.max_drain_interval_ns;
   d["fast_thread_cpu_s"] = stats.fast_thread_cpu_s;
   d["energy_thread_cpu_s"] = stats.energy_thread_cpu_s;
@@ -131,7 +132,7 @@ PYBIND11_MODULE(_core, m) {
 #define CN_FIELD(name) .def_readwrite(#name, &cn::SyntheticParams::name)
       CN_FIELD(sample_period_s) CN_FIELD(period_jitter_s) CN_FIELD(window_s) CN_FIELD(lag_s) CN_FIELD(noise_w)
       CN_FIELD(buffer_size) CN_FIELD(energy_update_s) CN_FIELD(energy_read_delay_s) CN_FIELD(status_update_s)
-      CN_FIELD(idle_w) CN_FIELD(overshoot_fraction) CN_FIELD(overshoot_s) CN_FIELD(wall_offset_ns) CN_FIELD(seed)
+      CN_FIELD(idle_w) CN_FIELD(overshoot_fraction) CN_FIELD(overshoot_s) CN_FIELD(wall_offset_ns) CN_FIELD(restamp_us) CN_FIELD(seed)
       CN_FIELD(fail_after_reads) CN_FIELD(fail_code) CN_FIELD(temperature_c) CN_FIELD(sm_clock_mhz);
 #undef CN_FIELD
 

@@ -45,7 +45,7 @@ void Sampler::keep_error(std::exception_ptr e) {
   if (!error_) error_ = e;
 }
 
-void Sampler::full(const char* what, std::size_t rows) {
+void Sampler::full_buffer(const char* what, std::size_t rows) {
   keep_error(std::make_exception_ptr(CapacityError(
       "sampler buffer full after " + std::to_string(rows) + " " + what +
       ": the window ran longer than the sampler was sized for; give a larger max_duration_s")));
@@ -81,6 +81,7 @@ void Sampler::start() {
   stats_.clock_at_start = ClockMap::measure([this] { return source_->wall_now_ns(); });
   // Samples stamped before start() belong to no window of ours.
   last_seen_wall_us_ = source_->wall_now_ns() / 1000;
+  have_sample_ = false;
   typical_spacing_us_ = 0.0;
   stats_.start_ns = monotonic_ns();
   // One synchronous read of each stream: errors surface on the caller's thread.
@@ -161,38 +162,46 @@ void Sampler::energy_loop() {
 
 void Sampler::drain() {
   const int64_t t = monotonic_ns();
-  const std::size_t n = source_->read_samples(last_seen_wall_us_, scratch_.data(), scratch_.size());
+  std::size_t n = source_->read_samples(last_seen_wall_us_, scratch_.data(), scratch_.size());
   stats_.drains += 1;
   stats_.max_drain_interval_ns = std::max(stats_.max_drain_interval_ns, t - last_drain_ns_);
   last_drain_ns_ = t;
-  if (n == 0) return;
+  const bool full = n + std::max<std::size_t>(2, stats_.driver_buffer_capacity / 10) >= stats_.driver_buffer_capacity;
+  // Note [Re-stamped samples]: the driver may report a sample we already have
+  // with its stamp moved by a microsecond; it is the same sample, not a new one.
+  std::size_t first = 0;
+  if (have_sample_) {
+    while (first < n && scratch_[first].wall_us <= last_seen_wall_us_ + kSameSampleUs) ++first;
+    stats_.duplicates += static_cast<int64_t>(first);
+  }
+  if (first == n) return;
+  const PowerSample* fresh = scratch_.data() + first;
+  n -= first;
 
   const ClockMap& clock = stats_.clock_at_start;
-  if (n >= 3) {
-    typical_spacing_us_ = static_cast<double>(scratch_[n - 1].wall_us - scratch_[0].wall_us) / (n - 1);
-  }
+  if (n >= 3) typical_spacing_us_ = static_cast<double>(fresh[n - 1].wall_us - fresh[0].wall_us) / (n - 1);
   // last_seen_wall_us_ starts at the start() instant: a buffer already
   // overflowing at the first drain is a gap too.
   if (typical_spacing_us_ > 0) {
-    const double interval_us = static_cast<double>(scratch_[0].wall_us - last_seen_wall_us_);
+    const double interval_us = static_cast<double>(fresh[0].wall_us - last_seen_wall_us_);
     if (interval_us > config_.gap_factor * typical_spacing_us_ && n_gaps_ < gaps_.size()) {
-      gaps_[n_gaps_++] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(scratch_[0].wall_us),
-                             std::max<int64_t>(1, std::llround(interval_us / typical_spacing_us_) - 1),
-                             n >= stats_.driver_buffer_capacity};
+      gaps_[n_gaps_++] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(fresh[0].wall_us),
+                             std::max<int64_t>(1, std::llround(interval_us / typical_spacing_us_) - 1), full};
     }
   }
   const std::size_t room = power_.size() - n_power_;
-  if (n > room) full("power samples", power_.size());
+  if (n > room) full_buffer("power samples", power_.size());
   for (std::size_t i = 0; i < std::min(n, room); ++i) {
-    power_[n_power_++] = PowerRow{clock.to_monotonic_ns(scratch_[i].wall_us), scratch_[i].wall_us, scratch_[i].power_mw};
+    power_[n_power_++] = PowerRow{clock.to_monotonic_ns(fresh[i].wall_us), fresh[i].wall_us, fresh[i].power_mw};
   }
-  last_seen_wall_us_ = scratch_[n - 1].wall_us;
+  last_seen_wall_us_ = fresh[n - 1].wall_us;
+  have_sample_ = true;
 }
 
 void Sampler::read_status() {
   const int64_t t = monotonic_ns();
   const StatusReading r = source_->read_status();
-  if (n_status_ == status_.size()) return full("status rows", status_.size());
+  if (n_status_ == status_.size()) return full_buffer("status rows", status_.size());
   status_[n_status_++] = StatusRow{t, r};
 }
 
@@ -200,7 +209,7 @@ void Sampler::read_energy() {
   const int64_t t0 = monotonic_ns();
   const uint64_t mj = source_->read_energy_mj();
   const int64_t t1 = monotonic_ns();
-  if (n_energy_ == energy_.size()) return full("energy rows", energy_.size());
+  if (n_energy_ == energy_.size()) return full_buffer("energy rows", energy_.size());
   energy_[n_energy_++] = EnergyRow{t0 + (t1 - t0) / 2, mj, t1 - t0};
 }
 

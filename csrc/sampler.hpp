@@ -14,8 +14,9 @@
 // returns those stamped after the last one we saw (Note [Sampler cadence]). A drain whose interval from the previous sample exceeds
 // gap_factor times the drain's own sample spacing is a gap; if that drain also
 // came back with a full buffer, samples were overwritten before we read them
-// (an overflow: `lost` estimates how many). Gaps are reported, never
-// interpolated over.
+// (an overflow: `lost` estimates how many). "Full" allows 10 % slack: the
+// H200's driver says it keeps 120 samples and returns at most 119. Gaps are
+// reported, never interpolated over.
 #pragma once
 
 #include <condition_variable>
@@ -79,12 +80,17 @@ struct Gap {
 struct SamplerStats {
   int64_t start_ns = 0, stop_ns = 0;
   int64_t drains = 0;
+  int64_t duplicates = 0;            // re-stamped repeats of samples already kept (dropped)
   int64_t max_drain_interval_ns = 0;
   double fast_thread_cpu_s = 0.0;    // CPU time of the drain/status thread
   double energy_thread_cpu_s = 0.0;  // CPU time of the energy-counter thread
   ClockMap clock_at_start, clock_at_stop;
   std::size_t driver_buffer_capacity = 0;
 };
+
+// Two stamps closer than this are one sample (Note [Re-stamped samples]); the
+// driver's samples come >= 10 ms apart.
+constexpr int64_t kSameSampleUs = 500;
 
 class Sampler {
  public:
@@ -121,7 +127,7 @@ class Sampler {
   void read_status();
   void read_energy();
   void keep_error(std::exception_ptr e);
-  void full(const char* what, std::size_t rows);  // keeps a CapacityError
+  void full_buffer(const char* what, std::size_t rows);  // keeps a CapacityError
   // Sleeps until `deadline_ns` or stop; true when stopping.
   bool sleep_until(int64_t deadline_ns);
 
@@ -137,6 +143,7 @@ class Sampler {
 
   // Drain state (fast thread, or the caller when no thread runs).
   int64_t last_seen_wall_us_ = 0;  // the start() instant, then the newest sample's stamp
+  bool have_sample_ = false;
   double typical_spacing_us_ = 0.0;
   int64_t last_drain_ns_ = 0;
 

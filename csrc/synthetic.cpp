@@ -32,6 +32,9 @@ SyntheticSource::SyntheticSource(SyntheticParams params)
   if (period_ns_ <= 0) throw std::invalid_argument("sample_period_s must be > 0");
   if (2 * jitter_ns_ >= period_ns_) throw std::invalid_argument("period_jitter_s must be < sample_period_s / 2");
   if (params.buffer_size == 0) throw std::invalid_argument("buffer_size must be >= 1");
+  if (params.restamp_us < 0 || params.restamp_us * 1000 * 4 > period_ns_) {
+    throw std::invalid_argument("restamp_us must be >= 0 and well under the sample period");
+  }
   if (params.window_s <= 0 || params.lag_s < 0 || params.noise_w < 0 || params.energy_update_s <= 0 ||
       params.status_update_s <= 0 || params.energy_read_delay_s < 0 || params.overshoot_s < 0) {
     throw std::invalid_argument("window, update periods and overshoot_s must be > 0; lag, noise, delay >= 0");
@@ -127,7 +130,10 @@ std::size_t SyntheticSource::read_samples(int64_t last_seen_wall_us, PowerSample
     const uint64_t bits = splitmix64(params_.seed ^ (static_cast<uint64_t>(k) << 1));
     const double gauss = std::sqrt(-2.0 * std::log(unit(bits))) * std::cos(6.283185307179586 * unit(splitmix64(bits)));
     const double watts = std::max(0.0, mean_w + params_.noise_w * gauss);
-    out[written++] = PowerSample{sample_stamp_us(k), static_cast<uint32_t>(std::llround(watts * 1000.0))};
+    // The driver filters on a sample's own stamp but may report it re-stamped a little early.
+    const int64_t early = static_cast<int64_t>(splitmix64(bits ^ static_cast<uint64_t>(n)) %
+                                               static_cast<uint64_t>(params_.restamp_us + 1));
+    out[written++] = PowerSample{sample_stamp_us(k) - early, static_cast<uint32_t>(std::llround(watts * 1000.0))};
   }
   return written;
 }

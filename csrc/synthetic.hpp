@@ -5,7 +5,8 @@
 // buffer that keeps only the newest ~119 samples; an energy counter that
 // advances in ~100 ms steps and blocks its caller for milliseconds; an
 // overshoot when the load steps up; stamps on a wall clock that is not the
-// monotonic clock. Everything is deterministic given the seed and the times.
+// monotonic clock, which a read may report a microsecond early (seen on an
+// H200: the same sample, read twice, with stamps 1 µs apart). Everything is deterministic given the seed and the times.
 #pragma once
 
 #include <atomic>
@@ -31,6 +32,7 @@ struct SyntheticParams {
   double overshoot_fraction = 0.0;     // after a step up by dW the power is new + fraction*dW...
   double overshoot_s = 0.080;          // ...for this long
   int64_t wall_offset_ns = 1'700'000'000'000'000'000LL;  // wall clock = monotonic + this
+  int64_t restamp_us = 1;              // each read may report a stamp up to this many µs early
   uint64_t seed = 1;
   int64_t fail_after_reads = -1;       // >= 0: read_samples fails after this many calls
   int fail_code = 15;                  // ... with this NVML code (15 = GPU is lost)
@@ -72,7 +74,7 @@ class SyntheticSource final : public PowerSource {
   int64_t period_ns_, jitter_ns_;
   mutable std::mutex mutex_;
   std::vector<std::pair<int64_t, double>> steps_;  // (from t_ns, watts), sorted by time
-  std::atomic<int64_t> reads_{0};
+  std::atomic<int64_t> reads_{0};  // read_samples calls: for failure injection and re-stamping
 };
 
 }  // namespace cn

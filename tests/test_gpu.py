@@ -41,6 +41,7 @@ def test_real_sampler_is_lossless_and_on_the_monotonic_clock():
         time.sleep(3.0)
     r = s.result
     assert r.samples_lost == 0
+    assert np.all(np.diff(r.power_wall_us) > 1000)  # no sample twice, re-stamped or not
     assert r.power_mw.size >= 3.0 / 0.05  # a sample every ~20 ms
     assert 0.005 < r.median_sample_period_s < 0.05
     assert np.all(np.diff(r.power_t_ns) > 0)
@@ -48,7 +49,7 @@ def test_real_sampler_is_lossless_and_on_the_monotonic_clock():
     assert r.power_t_ns[0] >= r.start_ns - 50_000_000 and r.power_t_ns[-1] <= r.stop_ns + 50_000_000
     assert np.all(r.power_w > 10) and np.all(r.power_w < 2000)
     assert np.isfinite(r.temperature_c).all() and np.isfinite(r.sm_clock_mhz).all()
-    assert r.energy_mj.size >= 8 and np.all(np.diff(r.energy_mj.astype(np.int64)) >= 0)
+    assert r.energy_mj.size >= 3 and np.all(np.diff(r.energy_mj.astype(np.int64)) >= 0)
 
 
 def test_real_sampler_detects_a_starved_drain():

@@ -15,7 +15,11 @@ FAST = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_
 
 
 def produced(src, first_stamp_us: int, last_stamp_us: int) -> int:
-    """How many samples the model produced with stamps in [first, last]."""
+    """How many samples the model produced with stamps in [first, last + 1].
+
+    (+1: a read may report a sample's stamp 1 µs early, as the real driver does.)
+    """
+    last_stamp_us += 1
     k = 1
     while src.sample_stamp_us(k) < first_stamp_us:
         k += 1
@@ -52,6 +56,8 @@ def test_lossless_draining_of_a_10s_stream_through_a_2_4s_buffer():
     assert r.duration_s >= 10.0
     assert r.samples_lost == 0
     assert r.gap_after_ns.size == 0
+    assert r.duplicates > 0  # the sensor re-stamps samples by 1 µs: each repeat was dropped
+    assert np.all(np.diff(r.power_wall_us) > 1000)
     assert r.power_mw.size == produced(src, int(r.power_wall_us[0]), int(r.power_wall_us[-1]))
     assert r.power_mw.size >= 10.0 / 0.020 - 2
     assert r.median_sample_period_s == pytest.approx(0.020, abs=0.002)
@@ -86,10 +92,10 @@ def test_wall_clock_stamps_are_mapped_onto_the_monotonic_clock():
     assert abs(r.clock_offset_ns - offset) < 100_000  # measured, within the bracket of two reads
     assert abs(r.clock_drift_ns) < 100_000
     k = 1
-    while src.sample_stamp_us(k) != r.power_wall_us[0]:
+    while abs(src.sample_stamp_us(k) - r.power_wall_us[0]) > 1:  # a read may stamp 1 µs early
         k += 1
     truth = np.array([src.sample_time_ns(k + i) for i in range(r.power_t_ns.size)])
-    assert np.abs(r.power_t_ns - truth).max() < 2_000 + r.clock_offset_uncertainty_ns  # µs stamps
+    assert np.abs(r.power_t_ns - truth).max() < 3_000 + r.clock_offset_uncertainty_ns  # µs stamps
 
 
 def test_window_statistics_recover_the_truth():

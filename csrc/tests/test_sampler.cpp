@@ -57,14 +57,16 @@ TEST_CASE("draining through a small buffer loses nothing, and stamps map onto th
   const auto& rows = sampler.power();
   REQUIRE(n > 400);
   CHECK(sampler.gap_count() == 0);
+  CHECK(sampler.stats().duplicates > 0);  // the model re-stamps; the repeats were dropped
   // Every sample the model produced between the first and last we got is there.
-  CHECK(static_cast<int64_t>(n) == produced_between(*src, rows[0].wall_us - 1, rows[n - 1].wall_us));
+  // (+1 µs: the last one may have been reported 1 µs early.)
+  CHECK(static_cast<int64_t>(n) == produced_between(*src, rows[0].wall_us - 1, rows[n - 1].wall_us + 1));
   // Clock conversion: a sample's monotonic stamp is the model's time for it (µs stamps: 1 µs of rounding).
   const int64_t k0 = (rows[0].t_ns - src->origin_ns() + 1'000'000) / 2'000'000;
   int64_t k = k0 - 1;
-  while (src->sample_stamp_us(k) != rows[0].wall_us) ++k;
+  while (std::llabs(src->sample_stamp_us(k) - rows[0].wall_us) > 1) ++k;  // reported up to 1 µs early
   for (std::size_t i = 0; i < n; i += 50) {
-    CHECK(std::llabs(rows[i].t_ns - src->sample_time_ns(k + static_cast<int64_t>(i))) < 2'000 +
+    CHECK(std::llabs(rows[i].t_ns - src->sample_time_ns(k + static_cast<int64_t>(i))) < 3'000 +
           sampler.stats().clock_at_start.uncertainty_ns);
   }
 }
@@ -87,7 +89,7 @@ TEST_CASE("a starved drain is reported as an overflow gap with the number of sam
   // The first drain already overflowed: count from the start() instant.
   const ClockMap& clock = sampler.stats().clock_at_start;
   const int64_t start_wall_us = (sampler.stats().start_ns + clock.wall_minus_mono_ns) / 1000;
-  const int64_t produced = produced_between(*src, start_wall_us, rows[sampler.power_count() - 1].wall_us);
+  const int64_t produced = produced_between(*src, start_wall_us, rows[sampler.power_count() - 1].wall_us + 1);
   // The estimate counts spacings, the truth counts samples: they agree to a sample per gap.
   CHECK(std::llabs(static_cast<int64_t>(sampler.power_count()) + lost - produced) <=
         static_cast<int64_t>(sampler.gap_count()) + 1);
