@@ -207,6 +207,29 @@ class Sampler:
             raise
         return self.result
 
+    def snapshot(self) -> SamplerResult:
+        """The rows collected so far, while the threads keep running.
+
+        Statistics that only stop() settles (CPU time, drains, stop_ns) are 0.
+        """
+        return SamplerResult(source=self.source.describe(), **self._native.result())
+
+    def wait_for_samples(self, t_ns: int, timeout_s: float = 2.0) -> bool:
+        """Waits until a sample stamped at or after monotonic ``t_ns`` has been drained.
+
+        Asks the drain thread to drain now (every 10 ms) rather than at its next
+        tick. Returns False if none came within ``timeout_s``.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while self._native.newest_sample_ns() < t_ns:
+            if time.monotonic() > deadline:
+                return False
+            self._native.request_drain()
+            time.sleep(0.01)
+        return True
+
     def __enter__(self) -> "Sampler":
         return self.start()
 

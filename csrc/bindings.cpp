@@ -41,13 +41,14 @@ py::array_t<T> column(const Rows& rows, std::size_t n, Get get) {
 
 double unavailable_to_nan(uint32_t v) { return v == cn::kUnavailable32 ? std::nan("") : static_cast<double>(v); }
 
+// Rows so far (Note [Reading while running]); the statistics only once stopped.
 py::dict sampler_result(const cn::Sampler& s) {
   const auto& p = s.power();
   const auto& e = s.energy();
   const auto& st = s.status();
   const auto& g = s.gaps();
   const std::size_t np = s.power_count(), ne = s.energy_count(), ns = s.status_count(), ng = s.gap_count();
-  const auto& stats = s.stats();
+  const cn::SamplerStats stats = s.running() ? cn::SamplerStats{} : s.stats();
   py::dict d;
   d["power_t_ns"] = column<int64_t>(p, np, [](const cn::PowerRow& r) { return r.t_ns; });
   d["power_wall_us"] = column<int64_t>(p, np, [](const cn::PowerRow& r) { return r.wall_us; });
@@ -64,17 +65,17 @@ py::dict sampler_result(const cn::Sampler& s) {
   d["gap_before_ns"] = column<int64_t>(g, ng, [](const cn::Gap& r) { return r.before_ns; });
   d["gap_lost"] = column<int64_t>(g, ng, [](const cn::Gap& r) { return r.lost; });
   d["gap_overflow"] = column<bool>(g, ng, [](const cn::Gap& r) { return r.overflow; });
-  d["start_ns"] = stats.start_ns;
+  d["start_ns"] = s.stats().start_ns;  // settled once start() returned
   d["stop_ns"] = stats.stop_ns;
   d["drains"] = stats.drains;
   d["duplicates"] = stats.duplicates;
   d["max_drain_interval_ns"] = stats.max_drain_interval_ns;
   d["fast_thread_cpu_s"] = stats.fast_thread_cpu_s;
   d["energy_thread_cpu_s"] = stats.energy_thread_cpu_s;
-  d["clock_offset_ns"] = stats.clock_at_start.wall_minus_mono_ns;
-  d["clock_offset_uncertainty_ns"] = stats.clock_at_start.uncertainty_ns;
+  d["clock_offset_ns"] = s.stats().clock_at_start.wall_minus_mono_ns;
+  d["clock_offset_uncertainty_ns"] = s.stats().clock_at_start.uncertainty_ns;
   d["clock_drift_ns"] = stats.clock_at_stop.wall_minus_mono_ns - stats.clock_at_start.wall_minus_mono_ns;
-  d["driver_buffer_capacity"] = stats.driver_buffer_capacity;
+  d["driver_buffer_capacity"] = s.stats().driver_buffer_capacity;
   return d;
 }
 
@@ -159,6 +160,11 @@ PYBIND11_MODULE(_core, m) {
       .def("stop", &cn::Sampler::stop, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("running", &cn::Sampler::running)
       .def("rethrow_error", &cn::Sampler::rethrow_error)
+      .def("request_drain", &cn::Sampler::request_drain)
+      .def("newest_sample_ns", [](const cn::Sampler& s) -> int64_t {
+        const std::size_t n = s.power_count();
+        return n == 0 ? INT64_MIN : s.power()[n - 1].t_ns;
+      }, "Monotonic stamp of the newest sample collected so far (INT64_MIN if none).")
       .def("result", &sampler_result, "The rows of the last start()..stop(), as numpy arrays.");
 
 #ifdef CN_HAVE_CUDA

@@ -60,22 +60,41 @@ void Sampler::rethrow_error() {
   if (e) std::rethrow_exception(e);
 }
 
-bool Sampler::sleep_until(int64_t deadline_ns) {
+bool Sampler::sleep_until(int64_t deadline_ns, bool* requested) {
   std::unique_lock<std::mutex> lock(mutex_);
   const int64_t wait = deadline_ns - monotonic_ns();
-  if (wait > 0) wake_.wait_for(lock, std::chrono::nanoseconds(wait), [this] { return stop_; });
+  if (wait > 0) {
+    wake_.wait_for(lock, std::chrono::nanoseconds(wait),
+                   [this, requested] { return stop_ || (requested != nullptr && drain_requested_); });
+  }
+  if (requested != nullptr) {
+    *requested = drain_requested_;
+    drain_requested_ = false;
+  }
   return stop_;
+}
+
+void Sampler::request_drain() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    drain_requested_ = true;
+  }
+  wake_.notify_all();
 }
 
 void Sampler::start() {
   if (running_) throw StateError("Sampler.start(): already running; call stop() first");
   source_->probe();
-  n_power_ = n_energy_ = n_status_ = n_gaps_ = 0;
+  n_power_ = 0;
+  n_energy_ = 0;
+  n_status_ = 0;
+  n_gaps_ = 0;
   stats_ = SamplerStats{};
   stats_.driver_buffer_capacity = source_->sample_buffer_capacity();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = false;
+    drain_requested_ = false;
     error_ = nullptr;
   }
   stats_.clock_at_start = ClockMap::measure([this] { return source_->wall_now_ns(); });
@@ -128,10 +147,11 @@ void Sampler::stop() {
 void Sampler::fast_loop() {
   const int64_t drain_ns = to_ns(config_.drain_interval_s), status_ns = to_ns(config_.status_interval_s);
   int64_t next_drain = monotonic_ns() + drain_ns, next_status = monotonic_ns() + status_ns;
+  bool requested = false;
   try {
-    while (!sleep_until(std::min(next_drain, next_status))) {
+    while (!sleep_until(std::min(next_drain, next_status), &requested)) {
       const int64_t now = monotonic_ns();
-      if (now >= next_drain) {
+      if (requested || now >= next_drain) {
         drain();
         next_drain = std::max(next_drain + drain_ns, now + drain_ns / 2);
       }
@@ -184,16 +204,20 @@ void Sampler::drain() {
   // overflowing at the first drain is a gap too.
   if (typical_spacing_us_ > 0) {
     const double interval_us = static_cast<double>(fresh[0].wall_us - last_seen_wall_us_);
-    if (interval_us > config_.gap_factor * typical_spacing_us_ && n_gaps_ < gaps_.size()) {
-      gaps_[n_gaps_++] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(fresh[0].wall_us),
-                             std::max<int64_t>(1, std::llround(interval_us / typical_spacing_us_) - 1), full};
+    const std::size_t g = n_gaps_.load(std::memory_order_relaxed);
+    if (interval_us > config_.gap_factor * typical_spacing_us_ && g < gaps_.size()) {
+      gaps_[g] = Gap{clock.to_monotonic_ns(last_seen_wall_us_), clock.to_monotonic_ns(fresh[0].wall_us),
+                     std::max<int64_t>(1, std::llround(interval_us / typical_spacing_us_) - 1), full};
+      n_gaps_.store(g + 1, std::memory_order_release);
     }
   }
-  const std::size_t room = power_.size() - n_power_;
+  std::size_t count = n_power_.load(std::memory_order_relaxed);  // only this thread writes it
+  const std::size_t room = power_.size() - count;
   if (n > room) full_buffer("power samples", power_.size());
   for (std::size_t i = 0; i < std::min(n, room); ++i) {
-    power_[n_power_++] = PowerRow{clock.to_monotonic_ns(fresh[i].wall_us), fresh[i].wall_us, fresh[i].power_mw};
+    power_[count++] = PowerRow{clock.to_monotonic_ns(fresh[i].wall_us), fresh[i].wall_us, fresh[i].power_mw};
   }
+  n_power_.store(count, std::memory_order_release);
   last_seen_wall_us_ = fresh[n - 1].wall_us;
   have_sample_ = true;
 }
@@ -201,16 +225,20 @@ void Sampler::drain() {
 void Sampler::read_status() {
   const int64_t t = monotonic_ns();
   const StatusReading r = source_->read_status();
-  if (n_status_ == status_.size()) return full_buffer("status rows", status_.size());
-  status_[n_status_++] = StatusRow{t, r};
+  const std::size_t i = n_status_.load(std::memory_order_relaxed);
+  if (i == status_.size()) return full_buffer("status rows", status_.size());
+  status_[i] = StatusRow{t, r};
+  n_status_.store(i + 1, std::memory_order_release);
 }
 
 void Sampler::read_energy() {
   const int64_t t0 = monotonic_ns();
   const uint64_t mj = source_->read_energy_mj();
   const int64_t t1 = monotonic_ns();
-  if (n_energy_ == energy_.size()) return full_buffer("energy rows", energy_.size());
-  energy_[n_energy_++] = EnergyRow{t0 + (t1 - t0) / 2, mj, t1 - t0};
+  const std::size_t i = n_energy_.load(std::memory_order_relaxed);
+  if (i == energy_.size()) return full_buffer("energy rows", energy_.size());
+  energy_[i] = EnergyRow{t0 + (t1 - t0) / 2, mj, t1 - t0};
+  n_energy_.store(i + 1, std::memory_order_release);
 }
 
 }  // namespace cn

@@ -19,6 +19,7 @@
 // reported, never interpolated over.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -108,15 +109,22 @@ class Sampler {
   bool running() const noexcept { return running_; }
   // Rethrows the first error the threads (or the final drain) met, if any, and clears it.
   void rethrow_error();
+  // Asks the drain thread to drain now rather than at its next tick (returns at once).
+  void request_drain();
 
+  // Note [Reading while running]: rows [0, count) never change once counted:
+  // each thread writes a row, then publishes the count (release); readers load
+  // the count (acquire) and may read those rows while the threads run.
   const std::vector<PowerRow>& power() const noexcept { return power_; }
-  std::size_t power_count() const noexcept { return n_power_; }
+  std::size_t power_count() const noexcept { return n_power_.load(std::memory_order_acquire); }
   const std::vector<EnergyRow>& energy() const noexcept { return energy_; }
-  std::size_t energy_count() const noexcept { return n_energy_; }
+  std::size_t energy_count() const noexcept { return n_energy_.load(std::memory_order_acquire); }
   const std::vector<StatusRow>& status() const noexcept { return status_; }
-  std::size_t status_count() const noexcept { return n_status_; }
+  std::size_t status_count() const noexcept { return n_status_.load(std::memory_order_acquire); }
   const std::vector<Gap>& gaps() const noexcept { return gaps_; }
-  std::size_t gap_count() const noexcept { return n_gaps_; }
+  std::size_t gap_count() const noexcept { return n_gaps_.load(std::memory_order_acquire); }
+  // Complete only after stop(); while running, only start_ns, the clock at start
+  // and the driver's capacity are settled.
   const SamplerStats& stats() const noexcept { return stats_; }
   PowerSource& source() noexcept { return *source_; }
 
@@ -128,8 +136,9 @@ class Sampler {
   void read_energy();
   void keep_error(std::exception_ptr e);
   void full_buffer(const char* what, std::size_t rows);  // keeps a CapacityError
-  // Sleeps until `deadline_ns` or stop; true when stopping.
-  bool sleep_until(int64_t deadline_ns);
+  // Sleeps until `deadline_ns` or stop (or, given `requested`, a drain request,
+  // which it reports there and clears); true when stopping.
+  bool sleep_until(int64_t deadline_ns, bool* requested = nullptr);
 
   std::shared_ptr<PowerSource> source_;
   SamplerConfig config_;
@@ -139,7 +148,7 @@ class Sampler {
   std::vector<StatusRow> status_;
   std::vector<Gap> gaps_;
   std::vector<PowerSample> scratch_;
-  std::size_t n_power_ = 0, n_energy_ = 0, n_status_ = 0, n_gaps_ = 0;
+  std::atomic<std::size_t> n_power_{0}, n_energy_{0}, n_status_{0}, n_gaps_{0};
 
   // Drain state (fast thread, or the caller when no thread runs).
   int64_t last_seen_wall_us_ = 0;  // the start() instant, then the newest sample's stamp
@@ -149,9 +158,10 @@ class Sampler {
 
   SamplerStats stats_;
   bool running_ = false;
-  std::mutex mutex_;  // guards stop_ and error_ only
+  std::mutex mutex_;  // guards stop_, drain_requested_ and error_ only
   std::condition_variable wake_;
   bool stop_ = false;
+  bool drain_requested_ = false;
   std::exception_ptr error_;
   std::thread fast_, energy_thread_;
 };

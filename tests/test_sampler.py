@@ -173,3 +173,18 @@ def test_result_serialises():
     json.dumps(d)
     assert d["source"] == "synthetic sensor"
     assert len(d["power_mw"]) == s.result.power_mw.size
+
+
+def test_snapshot_while_running_and_waiting_for_samples():
+    src = cn.synthetic_sensor(**FAST)
+    s = cn.Sampler(source=src, drain_interval_s=5.0, max_duration_s=5)  # drains only on request
+    s.start()
+    t = cn._native.core.monotonic_ns() + 100_000_000
+    assert s.wait_for_samples(t, timeout_s=1.0)
+    snap = s.snapshot()
+    assert snap.power_t_ns[-1] >= t
+    assert snap.stop_ns == 0 and snap.samples_lost == 0
+    assert not s.wait_for_samples(t + 10_000_000_000, timeout_s=0.05)  # 10 s ahead: times out
+    r = s.stop()
+    assert r.power_t_ns.size >= snap.power_t_ns.size
+    np.testing.assert_array_equal(r.power_t_ns[: snap.power_t_ns.size], snap.power_t_ns)
