@@ -153,7 +153,9 @@ void Sampler::fast_loop() {
       const int64_t now = monotonic_ns();
       if (requested || now >= next_drain) {
         drain();
-        next_drain = std::max(next_drain + drain_ns, now + drain_ns / 2);
+        // The next periodic drain is a full interval after this one, whatever
+        // caused it (requests must not push it later and later).
+        next_drain = now + drain_ns;
       }
       if (now >= next_status) {
         read_status();

@@ -166,3 +166,23 @@ TEST_CASE("rows can be read while the threads run, and a drain can be asked for"
   sampler.stop();
   sampler.rethrow_error();
 }
+
+TEST_CASE("regression: a burst of drain requests does not postpone the periodic drains") {
+  // Each requested drain used to move the next periodic drain a full interval
+  // later, so after a burst of requests the buffer overflowed (seen in the
+  // protocol's warm-up with a fast sensor: 56 samples lost).
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());  // buffer: 0.24 s
+  auto config = fast_config();
+  config.drain_interval_s = 0.05;
+  Sampler sampler(src, config);
+  sampler.start();
+  for (int i = 0; i < 60; ++i) {  // 0.3 s of requests every 5 ms
+    sampler.request_drain();
+    testing::sleep_s(0.005);
+  }
+  testing::sleep_s(0.6);  // then none: only the periodic drains keep up
+  sampler.stop();
+  sampler.rethrow_error();
+  CHECK(sampler.gap_count() == 0);
+  CHECK(sampler.stats().max_drain_interval_ns < 100'000'000);
+}
