@@ -19,15 +19,14 @@ Usage: python bench/native.py [--out results] [--sampler-window-s 10] [--replay-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 import clear_native as cn
+from common import kernel_time_in_replay_s, kernel_time_per_call_s, require_gpu, run_identity, write_results
 
 
 # --------------------------------------------------------------------------- sampler
@@ -120,38 +119,6 @@ def bench_sampler(window_s: float) -> dict:
 
 
 # --------------------------------------------------------------------------- replay
-def kernel_time_per_call_s(torch, fn, calls: int = 50) -> float:
-    """Sum of the GPU kernels' durations in one call, from the PyTorch profiler."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.no_grad():
-        for _ in range(5):
-            fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(calls):
-                fn()
-            torch.cuda.synchronize()
-    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return us * 1e-6 / calls
-
-
-def kernel_time_in_replay_s(torch, graph, launches: int) -> float:
-    """Kernel time per call of the component inside a native replay, from the PyTorch profiler.
-
-    Measured in the same sustained run as the replay: a kernel that runs at a
-    lower clock under sustained load is compared with the same clock.
-    """
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        r = cn.replay(graph, launches)
-    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return us * 1e-6 / r.calls
-
-
 def timed_python_loop(torch, body, seconds: float) -> tuple[float, int]:
     """GPU time per call of a Python loop of `body`, with CUDA events around it."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -271,18 +238,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sampler-window-s", type=float, default=10.0)
     ap.add_argument("--replay-s", type=float, default=0.5, help="GPU seconds per replay method")
     a = ap.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("bench/native.py needs PyTorch with CUDA", file=sys.stderr)
-        return 2
-    if not (cn.HAS_CUDA and torch.cuda.is_available()):
-        print("bench/native.py needs an NVIDIA GPU and clear_native built with CUDA", file=sys.stderr)
-        return 2
-    info = cn.gpu_info(0)
-    res = {"gpu": info.to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
-           "clear_native": cn.__version__}
-    print(f"{info.name}, driver {info.driver_version}: sampler window {a.sampler_window_s} s ...", flush=True)
+    torch = require_gpu("bench/native.py")
+    res = run_identity(torch)
+    print(f"{res['gpu']['name']}, driver {res['gpu']['driver_version']}: sampler window {a.sampler_window_s} s ...",
+          flush=True)
     res["sampler"] = bench_sampler(a.sampler_window_s)
     res["replay"] = {}
     for name, build in workloads(torch).items():
@@ -291,12 +250,7 @@ def main(argv=None) -> int:
             res["replay"][name] = bench_replay(torch, name, build, a.replay_s)
         except Exception as exc:  # noqa: BLE001 - one failure must not lose the other results
             res["replay"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "native.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    (out / "native.md").write_text(md)
-    print(md)
+    write_results(a.out, "native", res, markdown(res))
     return 0
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import errors
+from . import baselines, errors
+from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from ._native import HAS_CUDA
 from .capture import Capture, CaptureError, capture
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
-from .replay import ReplayResult, UnrolledGraph, calibration_load, empty_kernels, replay
+from .replay import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .measure import MeasureRun, Measurement, measure
+from .meter import Meter, MeterResult
+from .profile import SensorProfile, calibrate
 from .sampler import Sampler, SamplerResult, synthetic_sensor
 
 try:
@@ -23,6 +27,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "GpuBackend",
+    "MeasureRun",
+    "Measurement",
+    "Meter",
+    "MeterResult",
+    "SensorProfile",
+    "SimulatedBackend",
+    "SimulatedCall",
+    "baselines",
+    "calibrate",
+    "measure",
     "HAS_CUDA",
     "Capture",
     "CaptureError",
@@ -34,7 +49,7 @@ __all__ = [
     "UnrolledGraph",
     "calibration_load",
     "cuda_pci_bus_id",
-    "empty_kernels",
+    "awake_idle",
     "errors",
     "gpu_info",
     "nvml_device",

@@ -34,7 +34,7 @@ class ReplayResult:
 
     gpu_time_s: float     # CUDA events around all launches
     launches: int         # graph launches issued
-    calls: int            # component calls: launches x copies per launch
+    calls: int            # component calls: launches x copies per launch (0: not a component)
     host_start_ns: int    # monotonic time the stream reached the first launch
     host_end_ns: int      # ... and finished the last
 
@@ -85,25 +85,29 @@ def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
     if not isinstance(launches, int) or launches < 1:
         raise ValueError(f"launches must be an integer >= 1, got {launches!r}")
     stream, device = _current_stream_and_device(stream, device)
-    r = core.replay(device, graph_exec, stream, launches, check_every)
-    return ReplayResult(gpu_time_s=r["gpu_time_s"], launches=r["launches"], calls=r["launches"] * copies,
-                        host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"])
+    return _result(core.replay(device, graph_exec, stream, launches, check_every), copies)
 
 
-def calibration_load(duration_s: float, sms: int | None = None, *, stream=None, device: int | None = None) -> None:
-    """Enqueues a compute-bound kernel that keeps ``sms`` SMs (all by default) busy for ``duration_s``.
+def calibration_load(duration_s: float, sms: int | None = None, *, stream=None,
+                     device: int | None = None) -> ReplayResult:
+    """Runs a compute-bound kernel that keeps ``sms`` SMs (all by default) busy for ``duration_s``.
 
-    Returns at once; synchronise the stream to wait for it.
+    Blocks until it has run; the result's host stamps say when (monotonic ns).
     """
     require_cuda("calibration_load()")
     stream, device = _current_stream_and_device(stream, device)
     if sms is None:
         sms = core.cuda_device_info(device)["multiprocessors"]
-    core.calibration_load(device, stream, float(duration_s), int(sms))
+    return _result(core.calibration_load(device, stream, float(duration_s), int(sms)), copies=0)
 
 
-def empty_kernels(count: int, *, stream=None, device: int | None = None) -> None:
-    """Enqueues ``count`` empty kernels: the GPU awake and launching, doing no work."""
-    require_cuda("empty_kernels()")
+def awake_idle(duration_s: float, *, stream=None, device: int | None = None) -> ReplayResult:
+    """Launches empty kernels back-to-back for ``duration_s``: the GPU awake, doing no work. Blocks."""
+    require_cuda("awake_idle()")
     stream, device = _current_stream_and_device(stream, device)
-    core.empty_kernels(device, stream, int(count))
+    return _result(core.awake_idle(device, stream, float(duration_s)), copies=0)
+
+
+def _result(r: dict, copies: int) -> ReplayResult:
+    return ReplayResult(gpu_time_s=r["gpu_time_s"], launches=r["launches"], calls=r["launches"] * copies,
+                        host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"])

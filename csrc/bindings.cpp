@@ -79,6 +79,13 @@ py::dict sampler_result(const cn::Sampler& s) {
   return d;
 }
 
+#ifdef CN_HAVE_CUDA
+py::dict timing_dict(const cn::ReplayTiming& t) {
+  return py::dict("gpu_time_s"_a = t.gpu_time_s, "launches"_a = t.launches, "host_start_ns"_a = t.host_start_ns,
+                  "host_end_ns"_a = t.host_end_ns);
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -182,8 +189,7 @@ PYBIND11_MODULE(_core, m) {
           t = cn::replay_graph_exec(device, exec, stream, launches, check_every, interrupted);
         }
         if (t.interrupted) throw py::error_already_set();  // KeyboardInterrupt (or what the handler raised)
-        return py::dict("gpu_time_s"_a = t.gpu_time_s, "launches"_a = t.launches,
-                        "host_start_ns"_a = t.host_start_ns, "host_end_ns"_a = t.host_end_ns);
+        return timing_dict(t);
       },
       "device"_a, "exec_handle"_a, "stream"_a, "launches"_a, "check_every"_a = 256);
   py::class_<cn::UnrolledGraph>(m, "UnrolledGraph")
@@ -192,8 +198,22 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("exec_handle", &cn::UnrolledGraph::exec_handle)
       .def_property_readonly("copies", &cn::UnrolledGraph::copies)
       .def_property_readonly("device", &cn::UnrolledGraph::device);
-  m.def("calibration_load", &cn::calibration_load, "device"_a, "stream"_a, "duration_s"_a, "sms"_a);
-  m.def("empty_kernels", &cn::empty_kernels, "device"_a, "stream"_a, "count"_a);
+  m.def("calibration_load", [](int device, uintptr_t stream, double duration_s, int sms) {
+    cn::ReplayTiming t;
+    {
+      py::gil_scoped_release release;
+      t = cn::calibration_load(device, stream, duration_s, sms);
+    }
+    return timing_dict(t);
+  }, "device"_a, "stream"_a, "duration_s"_a, "sms"_a);
+  m.def("awake_idle", [](int device, uintptr_t stream, double duration_s) {
+    cn::ReplayTiming t;
+    {
+      py::gil_scoped_release release;
+      t = cn::awake_idle(device, stream, duration_s);
+    }
+    return timing_dict(t);
+  }, "device"_a, "stream"_a, "duration_s"_a);
   m.def("cuda_device_info", [](int device) {
     const auto info = cn::cuda_device_info(device);
     return py::dict("name"_a = info.name, "pci_bus_id"_a = info.pci_bus_id,

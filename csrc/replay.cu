@@ -117,7 +117,25 @@ UnrolledGraph::~UnrolledGraph() {
   if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
 }
 
-void calibration_load(int device, uintptr_t stream, double duration_s, int sms) {
+// Stamps the host clock when the stream reaches `before`, runs `enqueue`, and
+// stamps again when the stream has finished it; waits for the stream.
+template <class Enqueue>
+ReplayTiming timed_on_stream(cudaStream_t s, Enqueue&& enqueue) {
+  EventPair events;
+  ReplayTiming t;
+  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_start_ns));
+  CN_CUDA_CHECK(cudaEventRecord(events.start, s));
+  t.launches = enqueue();
+  CN_CUDA_CHECK(cudaEventRecord(events.end, s));
+  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_end_ns));
+  CN_CUDA_CHECK(cudaStreamSynchronize(s));
+  float ms = 0.0f;
+  CN_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.end));
+  t.gpu_time_s = ms * 1e-3;
+  return t;
+}
+
+ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, int sms) {
   if (!(duration_s > 0) || duration_s > 60) throw std::invalid_argument("duration_s must be in (0, 60]");
   CN_CUDA_CHECK(cudaSetDevice(device));
   cudaDeviceProp prop{};
@@ -130,15 +148,28 @@ void calibration_load(int device, uintptr_t stream, double duration_s, int sms) 
   const int smem = static_cast<int>(std::min<size_t>(prop.sharedMemPerBlockOptin, prop.sharedMemPerMultiprocessor / 2 + 1024));
   CN_CUDA_CHECK(cudaFuncSetAttribute(busy_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const auto ns = static_cast<unsigned long long>(duration_s * 1e9);
-  busy_kernel<<<sms, 1024, smem, reinterpret_cast<cudaStream_t>(stream)>>>(ns, nullptr);
-  CN_CUDA_CHECK(cudaGetLastError());
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  return timed_on_stream(s, [&]() -> int64_t {
+    busy_kernel<<<sms, 1024, smem, s>>>(ns, nullptr);
+    CN_CUDA_CHECK(cudaGetLastError());
+    return 1;
+  });
 }
 
-void empty_kernels(int device, uintptr_t stream, int64_t count) {
+ReplayTiming awake_idle(int device, uintptr_t stream, double duration_s) {
+  if (!(duration_s > 0) || duration_s > 600) throw std::invalid_argument("duration_s must be in (0, 600]");
   CN_CUDA_CHECK(cudaSetDevice(device));
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  for (int64_t i = 0; i < count; ++i) empty_kernel<<<1, 1, 0, s>>>();
-  CN_CUDA_CHECK(cudaGetLastError());
+  return timed_on_stream(s, [&]() -> int64_t {
+    const int64_t until = monotonic_ns() + static_cast<int64_t>(duration_s * 1e9);
+    int64_t launched = 0;
+    do {
+      for (int i = 0; i < 256; ++i) empty_kernel<<<1, 1, 0, s>>>();
+      launched += 256;
+      CN_CUDA_CHECK(cudaGetLastError());
+    } while (monotonic_ns() < until);
+    return launched;
+  });
 }
 
 CudaDeviceInfo cuda_device_info(int device) {

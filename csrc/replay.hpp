@@ -56,13 +56,14 @@ class UnrolledGraph {
   CUgraphExec_st* exec_ = nullptr;
 };
 
-// Enqueues a compute-bound kernel on `stream` that keeps `sms` multiprocessors
-// (one block each) busy with FMA chains for `duration_s`. Returns at once.
-void calibration_load(int device, uintptr_t stream, double duration_s, int sms);
+// Runs a compute-bound kernel on `stream` that keeps `sms` multiprocessors (one
+// block each) busy with FMA chains for `duration_s`, and waits for it. The
+// timing's launches is 1; its host stamps say when the kernel ran.
+ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, int sms);
 
-// Enqueues `count` launches of an empty kernel (one block of one thread): the
-// GPU awake, doing nothing.
-void empty_kernels(int device, uintptr_t stream, int64_t count);
+// Launches empty kernels (one block of one thread) back-to-back on `stream`
+// for `duration_s`: the GPU awake and launching, doing no work. Waits for them.
+ReplayTiming awake_idle(int device, uintptr_t stream, double duration_s);
 
 struct CudaDeviceInfo {
   std::string name;

@@ -66,6 +66,7 @@ void SyntheticSource::set_power(double watts, int64_t at_ns) {
   auto first_after = std::lower_bound(steps_.begin(), steps_.end(), std::make_pair(at_ns, -1.0));
   const double before = first_after == steps_.begin() ? params_.idle_w : std::prev(first_after)->second;
   steps_.erase(first_after, steps_.end());
+  if (watts == before) return;  // no change: keep the schedule short
   const double rise = watts - before;
   if (rise > 0 && params_.overshoot_fraction > 0 && params_.overshoot_s > 0) {
     steps_.emplace_back(at_ns, watts + params_.overshoot_fraction * rise);

@@ -91,18 +91,15 @@ def test_replay_is_interruptible(torch, matmul_capture):
 
 def test_calibration_kernel_duration_and_power(torch):
     sms = cn.gpu_info(0).multiprocessors
-    stream = torch.cuda.current_stream()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     with cn.Sampler(device=0) as s:
         time.sleep(0.3)
-        t_on = cn._native.core.monotonic_ns()
-        start.record(stream)
-        cn.calibration_load(0.8, sms)
-        end.record(stream)
-        torch.cuda.synchronize()
-        t_off = cn._native.core.monotonic_ns()
+        load = cn.calibration_load(0.8, sms)
         time.sleep(0.3)
-    assert start.elapsed_time(end) == pytest.approx(800, rel=0.05)
+        awake = cn.awake_idle(0.5)
+    assert load.gpu_time_s == pytest.approx(0.8, rel=0.02)
+    assert (load.host_end_ns - load.host_start_ns) * 1e-9 == pytest.approx(0.8, rel=0.05)
+    assert awake.gpu_time_s == pytest.approx(0.5, rel=0.1) and awake.launches > 1000
+    t_on, t_off = load.host_start_ns, load.host_end_ns
     r = s.result
     idle = r.mean_power_w(r.start_ns, t_on)
     loaded = r.mean_power_w(t_on + 300_000_000, t_off)

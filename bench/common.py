@@ -1,0 +1,69 @@
+"""What every benchmark shares: the GPU check, the run's identity, writing results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import clear_native as cn
+
+
+def require_gpu(script: str):
+    """PyTorch with a GPU and clear_native's CUDA engine, or a clear message and exit code 2."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit(f"{script} needs PyTorch with CUDA")
+    if not (cn.HAS_CUDA and torch.cuda.is_available()):
+        print(f"{script} needs an NVIDIA GPU and clear_native built with CUDA", file=sys.stderr)
+        sys.exit(2)
+    return torch
+
+
+def run_identity(torch) -> dict:
+    """Card, driver, date and versions: stored with every result file."""
+    info = cn.gpu_info(0)
+    return {"gpu": info.to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
+            "clear_native": cn.__version__, "python": platform.python_version()}
+
+
+def write_results(out: str, name: str, res: dict, md: str) -> None:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    (folder / f"{name}.md").write_text(md)
+    print(md)
+
+
+def kernel_time_per_call_s(torch, fn, calls: int = 50) -> float:
+    """Sum of the GPU kernels' durations in one call, from the PyTorch profiler."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return us * 1e-6 / calls
+
+
+def kernel_time_in_replay_s(torch, graph, launches: int) -> float:
+    """Kernel time per call of the component inside a native replay, from the PyTorch profiler.
+
+    Measured in the same sustained run as the replay: a kernel that runs at a
+    lower clock under sustained load is compared with the same clock.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        r = cn.replay(graph, launches)
+    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return us * 1e-6 / r.calls

@@ -1,0 +1,156 @@
+"""Where repetitions run: on the GPU (GpuBackend), or in a simulation with a known truth.
+
+The protocol (measure.py, profile.py) talks only to this interface, so the same
+code is tested on the CPU against the synthetic sensor and run on the GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ._native import core
+from .replay import ReplayResult
+
+
+class GpuBackend:
+    """Replays captures natively on a CUDA device and reads its sensors through NVML."""
+
+    kind = "gpu"
+
+    def __init__(self, device: int = 0) -> None:
+        from . import replay as rp
+        from .device import gpu_info, nvml_device
+
+        self._rp = rp
+        self.device = device
+        self.info = gpu_info(device).to_dict()
+        self.source = core.NvmlSource(nvml_device(device))
+        self._unrolled: dict = {}
+
+    @property
+    def identity(self) -> str:
+        return f"{self.info['uuid']}-driver-{self.info['driver_version']}"
+
+    def time_per_call_s(self, cap) -> float:
+        """GPU time of one call, launched singly (a short probe)."""
+        if cap.eager:
+            return self._eager(cap, 20).gpu_time_per_call_s
+        r = self._rp.replay(cap.exec_handle, 20, device=cap.device)
+        n = max(20, min(100_000, int(0.02 / max(r.gpu_time_per_call_s, 1e-7))))
+        return self._rp.replay(cap.exec_handle, n, device=cap.device).gpu_time_per_call_s
+
+    def prepare(self, cap, copies: int):
+        """What run() launches: the capture unrolled `copies` times (one graph)."""
+        if cap.eager:
+            return (cap, copies)
+        key = (id(cap), copies)
+        if key not in self._unrolled:
+            self._unrolled[key] = (cap, self._rp.UnrolledGraph(cap.graph_handle, copies, device=cap.device))
+        return self._unrolled[key][1]
+
+    def run(self, handle, launches: int) -> ReplayResult:
+        if isinstance(handle, tuple):  # an eager capture
+            cap, copies = handle
+            return self._eager(cap, launches * copies)
+        return self._rp.replay(handle, launches)
+
+    def load(self, duration_s: float) -> ReplayResult:
+        return self._rp.calibration_load(duration_s, device=self.device)
+
+    def awake_idle(self, duration_s: float) -> ReplayResult:
+        return self._rp.awake_idle(duration_s, device=self.device)
+
+    def _eager(self, cap, calls: int) -> ReplayResult:
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(cap.device)
+        t0 = core.monotonic_ns()
+        start.record()
+        with torch.no_grad():
+            for _ in range(calls):
+                cap.fn(*cap.args, **cap.kwargs)
+        end.record()
+        torch.cuda.synchronize(cap.device)
+        return ReplayResult(start.elapsed_time(end) * 1e-3, calls, calls, t0, core.monotonic_ns())
+
+
+@dataclass(frozen=True)
+class SimulatedCall:
+    """A component with a known truth: each call keeps the GPU busy `kernel_s` at `power_w`;
+    each graph launch adds `launch_gap_s` at the backend's awake-idle power."""
+
+    name: str
+    kernel_s: float
+    power_w: float
+    launch_gap_s: float = 2e-6
+    eager: bool = False
+
+    def true_time_per_call_s(self, copies: int) -> float:
+        return self.kernel_s + self.launch_gap_s / copies
+
+    def true_energy_per_call_j(self, copies: int, awake_w: float) -> float:
+        return self.power_w * self.kernel_s + awake_w * self.launch_gap_s / copies
+
+
+class SimulatedBackend:
+    """Runs SimulatedCalls on the synthetic sensor: while a run lasts, the sensor's
+    true power is what the call draws, so the protocol's answer can be checked."""
+
+    kind = "simulated"
+
+    def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0) -> None:
+        self.source = source
+        self.awake_w = awake_w
+        self.load_w = load_w
+        self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none"}
+
+    identity = "synthetic"
+
+    def time_per_call_s(self, call: SimulatedCall) -> float:
+        return call.true_time_per_call_s(1)
+
+    def prepare(self, call: SimulatedCall, copies: int):
+        return (call, copies)
+
+    def _hold(self, watts: float, seconds: float) -> tuple[int, int]:
+        t0 = core.monotonic_ns()
+        self.source.set_power(watts, t0)
+        time.sleep(seconds)
+        t1 = core.monotonic_ns()
+        self.source.set_power(self.source.params.idle_w, t1)
+        return t0, t1
+
+    def run(self, handle, launches: int) -> ReplayResult:
+        call, copies = handle
+        per_call = call.true_time_per_call_s(copies)
+        watts = call.true_energy_per_call_j(copies, self.awake_w) / per_call
+        t0, t1 = self._hold(watts, launches * copies * per_call)
+        # The GPU time is what the events would say: the sleep, as it really lasted.
+        return ReplayResult((t1 - t0) * 1e-9, launches, launches * copies, t0, t1)
+
+    def load(self, duration_s: float) -> ReplayResult:
+        t0, t1 = self._hold(self.load_w, duration_s)
+        return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
+
+    def awake_idle(self, duration_s: float) -> ReplayResult:
+        t0, t1 = self._hold(self.awake_w, duration_s)
+        return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
+
+    def python_loop_call(self, call: SimulatedCall, python_overhead_s: float = 100e-6):
+        """A callable as a Python loop sees the component: each call costs the
+        interpreter `python_overhead_s` of wall time, of which the GPU is busy only
+        `kernel_s`; between calls it sits at awake-idle power."""
+        busy = min(1.0, call.kernel_s / python_overhead_s)
+        watts = busy * call.power_w + (1 - busy) * self.awake_w
+        idle = self.source.params.idle_w
+
+        def one_call() -> None:
+            t0 = core.monotonic_ns()
+            self.source.set_power(watts, t0)
+            self.source.set_power(idle, t0 + int(python_overhead_s * 1e9))
+            while core.monotonic_ns() - t0 < python_overhead_s * 1e9:
+                pass
+
+        return one_call

@@ -1,0 +1,56 @@
+"""The protocol on a real GPU (marker `gpu`)."""
+
+import time
+
+import numpy as np
+import pytest
+
+import clear_native as cn
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def torch():
+    import torch
+
+    return torch
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return cn.calibrate(cache=False)
+
+
+def test_calibration_on_the_gpu(profile):
+    assert 0.005 < profile.sample_period_s < 0.1
+    assert 10 < profile.idle_power_w < profile.loaded_power_w - 100
+    assert 0 < profile.rise_lag_s < 0.2 and 0 < profile.fall_lag_s < 0.2
+    assert profile.rise_lag_s < profile.settle_s < 0.8
+    assert 0.01 < profile.energy_counter_update_s < 0.5
+    assert profile.identity.startswith("GPU-")
+
+
+def test_measure_a_matmul(torch, profile):
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    cap = cn.capture(torch.matmul, a, a, name="mm")
+    run = cn.measure(cap, profile=profile, window_s=0.5, min_trials=3, max_trials=3)
+    m = run["mm"]
+    assert m.trials == 3 and m.cv < 0.02
+    assert m.mean_power_w > run.idle_power_w
+    assert m.energy_per_call_j == pytest.approx(m.mean_power_w * m.gpu_time_per_call_s, rel=0.01)
+    assert 0 < m.dynamic_energy_per_call_j < m.energy_per_call_j
+    assert abs(run.counter_vs_samples_rel) < 0.05
+    assert run.samples_lost == 0
+    assert m.temperature_c[0] > 0 and m.sm_clock_mhz[1] > 0
+
+
+def test_meter_and_reference_loop(torch):
+    with cn.Meter() as meter:
+        cn.calibration_load(0.6)
+    r = meter.result
+    assert r.duration_s >= 0.6 and r.samples >= 20
+    assert r.counter_energy_j == pytest.approx(r.energy_j, rel=0.1)
+    x = torch.randn(256, 256, device="cuda")
+    ref = cn.baselines.counter_loop(torch.matmul, x, x, n=200, trials=2, sleep_s=0.1)
+    assert ref.trials == 2 and ref.energy_per_call_j > 0 and ref.wall_time_per_call_s > 0

@@ -1,0 +1,188 @@
+"""The measurement protocol against a simulated GPU whose true energy per call is known."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import clear_native as cn
+from clear_native.stats import Summary, t975
+
+# The Hopper sensor of SENSORS.md with time running 10x faster: 2 ms samples, a
+# 119-sample buffer, an overshoot on load steps, a blocking counter, 1 µs re-stamps.
+FAST = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=3.0,
+            energy_update_s=0.01, energy_read_delay_s=0.0003, status_update_s=0.01,
+            overshoot_fraction=0.35, overshoot_s=0.008, idle_w=80.0)
+KW = dict(window_s=0.1, idle_s=0.2, max_warmup_s=0.5, budget_s=60)
+
+
+class LoggingBackend(cn.SimulatedBackend):
+    """Remembers the order in which calls were run."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.order = []
+
+    def run(self, handle, launches):
+        self.order.append(handle[0].name)
+        return super().run(handle, launches)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    backend = LoggingBackend(cn.synthetic_sensor(**FAST))
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    return backend, profile
+
+
+def test_calibration_recovers_the_sensor(sim):
+    _, p = sim
+    assert p.sample_period_s == pytest.approx(0.002, rel=0.05)
+    assert p.idle_power_w == pytest.approx(80.0, abs=1.5)
+    assert p.loaded_power_w == pytest.approx(650.0, rel=0.01)
+    assert p.overshoot_ratio == pytest.approx(1 + 0.35 * 570 / 650, rel=0.03)
+    # Samples average a window ending lag before their stamp: a step shows after lag (+ up to a period).
+    assert 0.0015 <= p.rise_lag_s <= 0.0015 + 0.0005 + 0.003
+    # The overshoot lasts 8 ms and the lag is 1.5 ms: settled no sooner, and not much later.
+    assert 0.0095 <= p.settle_s <= 0.02
+    assert p.energy_counter_update_s == pytest.approx(0.01, rel=0.2)
+
+
+def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
+    backend, profile = sim
+    calls = [cn.SimulatedCall("tiny_5us", kernel_s=5e-6, power_w=300.0),
+             cn.SimulatedCall("big_1ms", kernel_s=1e-3, power_w=520.0)]
+    backend.order.clear()
+    run = cn.measure(calls, backend=backend, profile=profile, min_trials=6, target_ci_rel=0.005, **KW)
+    for call in calls:
+        m = run[call.name]
+        truth = call.true_energy_per_call_j(m.unroll, backend.awake_w)
+        assert m.energy_per_call_j == pytest.approx(truth, rel=0.01), call.name
+        assert m.cv <= 0.005
+        assert m.trials >= 6 and m.converged
+        assert m.gpu_time_per_call_s == pytest.approx(call.true_time_per_call_s(m.unroll), rel=0.01)
+        assert m.dynamic_energy_per_call_j == pytest.approx(
+            (m.mean_power_w - backend.awake_w) * m.gpu_time_per_call_s, rel=0.02)
+        assert m.baseline == "awake_idle"
+    assert run.idle_power_w == pytest.approx(80.0, abs=1.0)
+    assert run.awake_idle_power_w == pytest.approx(backend.awake_w, abs=1.0)
+    assert abs(run.counter_vs_samples_rel) < 0.02
+    assert run.samples_lost == 0
+    # Interleaved round-robin: the two captures alternate (after the warm-up runs of the first).
+    trials = [n for n in backend.order if n in ("tiny_5us", "big_1ms")]
+    first_big = trials.index("big_1ms")
+    assert trials[first_big - 1 : first_big + 5] == ["tiny_5us", "big_1ms"] * 3
+    # The unroll keeps each launch ~2 ms.
+    assert run["tiny_5us"].unroll == math.ceil(2e-3 / 7e-6)
+    assert run["big_1ms"].unroll == 2
+
+
+def test_trimming_the_settle_time_matters(sim):
+    backend, profile = sim
+    call = cn.SimulatedCall("c", kernel_s=20e-6, power_w=400.0)
+    untrimmed = cn.SensorProfile(**{**profile.to_dict(), "settle_s": 0.0})
+    kw = dict(backend=backend, min_trials=3, max_trials=3, window_s=0.02, idle_s=0.1, max_warmup_s=0.2)
+    good = cn.measure(call, profile=profile, **kw)[0]
+    bad = cn.measure(call, profile=untrimmed, **kw)[0]
+    truth = call.true_energy_per_call_j(good.unroll, backend.awake_w)
+    assert good.energy_per_call_j == pytest.approx(truth, rel=0.015)
+    assert bad.energy_per_call_j > truth * 1.03  # the overshoot and the lag leak in
+
+
+def test_stopping_rule_budget_and_max_trials(sim):
+    backend, profile = sim
+    call = cn.SimulatedCall("c", kernel_s=50e-6, power_w=300.0)
+    capped = cn.measure(call, backend=backend, profile=profile, min_trials=3, max_trials=4,
+                        target_ci_rel=1e-6, **KW)
+    assert capped[0].trials == 4 and not capped[0].converged
+    assert "max_trials" in capped.stop_reason
+    short = cn.measure(call, backend=backend, profile=profile, min_trials=50, max_trials=100,
+                       window_s=0.1, idle_s=0.2, max_warmup_s=0.2, budget_s=1.0)
+    assert "time budget" in short.stop_reason and not short[0].converged
+    assert 1 <= short[0].trials < 50
+    easy = cn.measure(call, backend=backend, profile=profile, min_trials=3, max_trials=30,
+                      target_ci_rel=0.05, **KW)
+    assert easy[0].converged and easy[0].trials == 3 and easy[0].time_to_target_s > 0
+
+
+def test_reference_method_shows_its_bias(sim):
+    backend, _ = sim
+    call = cn.SimulatedCall("attention", kernel_s=5e-6, power_w=300.0)
+    loop = backend.python_loop_call(call, python_overhead_s=100e-6)
+    ref = cn.baselines.counter_loop(loop, n=2000, trials=3, sleep_s=0.05, source=backend.source)
+    truth = call.power_w * call.kernel_s  # no launch gaps in a single eager call
+    # Idle power x interpreter time per call is charged to the component: several times the truth.
+    assert ref.energy_per_call_j > 5 * truth
+    assert ref.wall_time_per_call_s == pytest.approx(100e-6, rel=0.5)
+
+
+def test_meter_window(sim):
+    backend, _ = sim
+    src = backend.source
+    with cn.Meter(source=src, drain_interval_s=0.02) as m:
+        src.set_power(250.0)
+        time.sleep(0.3)
+    src.set_power(src.params.idle_w)
+    r = m.result
+    assert r.duration_s == pytest.approx(0.3, rel=0.1)
+    assert r.mean_power_w == pytest.approx(250.0, rel=0.03)
+    assert r.energy_j == pytest.approx(250.0 * r.duration_s, rel=0.03)
+    assert r.counter_energy_j == pytest.approx(r.energy_j, rel=0.1)
+    assert r.samples > 100 and r.samples_lost == 0
+
+
+def test_bad_arguments(sim):
+    backend, profile = sim
+    call = cn.SimulatedCall("c", kernel_s=5e-6, power_w=300.0)
+    with pytest.raises(ValueError, match="at least one"):
+        cn.measure([], backend=backend, profile=profile)
+    with pytest.raises(ValueError, match="baseline"):
+        cn.measure(call, backend=backend, profile=profile, baseline="zero")
+    with pytest.raises(ValueError, match="min_trials"):
+        cn.measure(call, backend=backend, profile=profile, min_trials=1)
+
+
+def test_summary_statistics():
+    s = Summary.of([1.0, 1.1, 0.9, 1.0])
+    assert s.mean == pytest.approx(1.0)
+    assert s.std == pytest.approx(np.std([1.0, 1.1, 0.9, 1.0], ddof=1))
+    assert s.ci95_half == pytest.approx(3.182 * s.std / 2)
+    assert t975(1) == pytest.approx(12.706) and t975(1000) == pytest.approx(1.96)
+    assert math.isinf(Summary.of([2.0]).ci95_half)
+
+
+def test_a_failure_keeps_the_trials_already_measured(sim):
+    backend, profile = sim
+
+    class Failing(cn.SimulatedBackend):
+        runs = 0
+
+        def run(self, handle, launches):
+            Failing.runs += 1
+            if handle[0].name == "bad" and Failing.runs > 8:
+                raise RuntimeError("the GPU fell over")
+            return super().run(handle, launches)
+
+    failing = Failing(backend.source)
+    calls = [cn.SimulatedCall("good", 10e-6, 300.0), cn.SimulatedCall("bad", 10e-6, 350.0)]
+    with pytest.raises(RuntimeError, match="fell over") as info:
+        cn.measure(calls, backend=failing, profile=profile, min_trials=10, **KW)
+    partial = info.value.partial
+    assert partial["good"].trials >= 2 and partial["bad"].trials >= 2
+    assert "interrupted" in partial.stop_reason
+    assert partial["good"].energy_per_call_j == pytest.approx(300.0 * 10e-6, rel=0.02)
+
+
+def test_protocol_at_the_hopper_time_scale():
+    # The sensor as SENSORS.md measured it: a sample every 20 ms, 80 ms overshoot.
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(noise_w=5.0, overshoot_fraction=0.35))
+    profile = cn.calibrate(backend)
+    assert profile.sample_period_s == pytest.approx(0.020, rel=0.05)
+    assert 0.08 <= profile.settle_s <= 0.2
+    call = cn.SimulatedCall("block_1ms", kernel_s=1e-3, power_w=450.0)
+    run = cn.measure(call, backend=backend, profile=profile, window_s=0.5, min_trials=3, max_trials=3)
+    m = run[0]
+    assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, backend.awake_w), rel=0.01)
+    assert m.samples_per_trial >= 20
+    assert abs(run.counter_vs_samples_rel) < 0.03
