@@ -15,8 +15,8 @@ from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from ._native import HAS_CUDA
 from .capture import Capture, CaptureError, capture
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
-from .replay import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
-from .measure import MeasureRun, Measurement, measure
+from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .protocol import MeasureRun, Measurement, measure
 from .meter import Meter, MeterResult
 from .profile import SensorProfile, calibrate
 from .sampler import Sampler, SamplerResult, synthetic_sensor

@@ -1,6 +1,6 @@
 """Where repetitions run: on the GPU (GpuBackend), or in a simulation with a known truth.
 
-The protocol (measure.py, profile.py) talks only to this interface, so the same
+The protocol (protocol.py, profile.py) talks only to this interface, so the same
 code is tested on the CPU against the synthetic sensor and run on the GPU.
 """
 
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from ._native import core
-from .replay import ReplayResult
+from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 
 
 class GpuBackend:
@@ -19,10 +19,8 @@ class GpuBackend:
     kind = "gpu"
 
     def __init__(self, device: int = 0) -> None:
-        from . import replay as rp
         from .device import gpu_info, nvml_device
 
-        self._rp = rp
         self.device = device
         self.info = gpu_info(device).to_dict()
         self.source = core.NvmlSource(nvml_device(device))
@@ -36,9 +34,9 @@ class GpuBackend:
         """GPU time of one call, launched singly (a short probe)."""
         if cap.eager:
             return self._eager(cap, 20).gpu_time_per_call_s
-        r = self._rp.replay(cap.exec_handle, 20, device=cap.device)
+        r = replay(cap.exec_handle, 20, device=cap.device)
         n = max(20, min(100_000, int(0.02 / max(r.gpu_time_per_call_s, 1e-7))))
-        return self._rp.replay(cap.exec_handle, n, device=cap.device).gpu_time_per_call_s
+        return replay(cap.exec_handle, n, device=cap.device).gpu_time_per_call_s
 
     def prepare(self, cap, copies: int):
         """What run() launches: the capture unrolled `copies` times (one graph)."""
@@ -46,20 +44,20 @@ class GpuBackend:
             return (cap, copies)
         key = (id(cap), copies)
         if key not in self._unrolled:
-            self._unrolled[key] = (cap, self._rp.UnrolledGraph(cap.graph_handle, copies, device=cap.device))
+            self._unrolled[key] = (cap, UnrolledGraph(cap.graph_handle, copies, device=cap.device))
         return self._unrolled[key][1]
 
     def run(self, handle, launches: int) -> ReplayResult:
         if isinstance(handle, tuple):  # an eager capture
             cap, copies = handle
             return self._eager(cap, launches * copies)
-        return self._rp.replay(handle, launches)
+        return replay(handle, launches)
 
     def load(self, duration_s: float) -> ReplayResult:
-        return self._rp.calibration_load(duration_s, device=self.device)
+        return calibration_load(duration_s, device=self.device)
 
     def awake_idle(self, duration_s: float) -> ReplayResult:
-        return self._rp.awake_idle(duration_s, device=self.device)
+        return awake_idle(duration_s, device=self.device)
 
     def _eager(self, cap, calls: int) -> ReplayResult:
         import torch

@@ -51,3 +51,13 @@ def test_cuda_work_without_a_gpu_is_a_typed_error():
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("ok:") == 3, r.stdout
+
+
+def test_no_public_name_shadows_a_submodule():
+    # Regression: `from . import replay` inside the package returned the function
+    # clear_native.replay, not the module, and GpuBackend failed on the GPU.
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(clear_native.__path__):
+        attr = getattr(clear_native, mod.name, None)
+        assert attr is None or type(attr).__name__ == "module", f"clear_native.{mod.name} is {attr!r}"
