@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import baselines, errors
 from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from ._native import HAS_CUDA
-from .capture import Capture, CaptureError, capture
+from .graph_capture import Capture, CaptureError, capture
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 from .protocol import MeasureRun, Measurement, measure

@@ -75,7 +75,8 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     ``torch.no_grad()``. If the call cannot be captured (it synchronises with
     the CPU, has data-dependent shapes, touches CPU tensors...), raises
     CaptureError naming the reason, or with ``eager_fallback=True`` returns an
-    eager Capture flagged ``eager=True`` with that reason.
+    eager Capture flagged ``eager=True`` with that reason. Synchronising calls
+    are found before any capture starts (Note [Reject before capturing]).
     """
     import torch
 
@@ -95,23 +96,48 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     with torch.cuda.device(device), torch.no_grad():
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
+        reason, error = "", None
         with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                fn(*args, **kwargs)
+            fn(*args, **kwargs)  # the first call may synchronise once (lazy initialisation)
+            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1))
         torch.cuda.current_stream(device).wait_stream(side)
         torch.cuda.synchronize(device)
-        graph = torch.cuda.CUDAGraph(keep_graph=True)
-        try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                cap.outputs = fn(*args, **kwargs)
-            graph.instantiate()
-        except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
-            torch.cuda.synchronize(device)
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if not eager_fallback:
-                raise CaptureError(f"cannot capture {name} into a CUDA graph: {reason}; pass "
-                                   "eager_fallback=True to measure it eagerly (flagged)") from exc
-            cap.eager, cap.reason, cap.outputs = True, reason, None
-            return cap
-        cap.graph = graph
-    return cap
+        if not reason:
+            graph = torch.cuda.CUDAGraph(keep_graph=True)
+            try:
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    cap.outputs = fn(*args, **kwargs)
+                graph.instantiate()
+                cap.graph = graph
+                return cap
+            except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
+                torch.cuda.synchronize(device)
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                error = exc
+        if not eager_fallback:
+            raise CaptureError(f"cannot capture {name} into a CUDA graph: {reason}; pass "
+                               "eager_fallback=True to measure it eagerly (flagged)") from error
+        cap.eager, cap.reason = True, reason
+        return cap
+
+
+def _synchronises(torch, fn, args, kwargs, calls: int) -> str:
+    """Runs ``fn`` with CUDA's sync debug mode set to "error"; returns why it synchronised, or "".
+
+    Note [Reject before capturing]: a capture that fails half-way leaves
+    PyTorch's CUDA RNG state unusable in this process ("Offset increment
+    outside graph capture"). A call that synchronises with the CPU (.item(),
+    nonzero(), data-dependent shapes) cannot be captured, and this finds it
+    without starting a capture.
+    """
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(calls):
+            fn(*args, **kwargs)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"it synchronises the GPU with the CPU ({first})"
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    return ""
