@@ -130,9 +130,13 @@ def _synchronises(torch, fn, args, kwargs, calls: int) -> str:
     nonzero(), data-dependent shapes) cannot be captured, and this finds it
     without starting a capture.
     """
+    import warnings
+
     previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
     try:
+        with warnings.catch_warnings():  # "a prototype feature": known, and not the user's concern
+            warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype")
+            torch.cuda.set_sync_debug_mode("error")
         for _ in range(calls):
             fn(*args, **kwargs)
     except RuntimeError as exc:

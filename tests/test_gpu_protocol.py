@@ -47,10 +47,11 @@ def test_measure_a_matmul(torch, profile):
 
 def test_meter_and_reference_loop(torch):
     with cn.Meter() as meter:
-        cn.calibration_load(0.6)
+        cn.calibration_load(2.0)
     r = meter.result
-    assert r.duration_s >= 0.6 and r.samples >= 20
-    assert r.counter_energy_j == pytest.approx(r.energy_j, rel=0.1)
+    assert r.duration_s >= 2.0 and r.samples >= 80
+    # The counter moves in ~100 ms steps: over 2 s it agrees to a step or so.
+    assert r.counter_energy_j == pytest.approx(r.energy_j, rel=0.08)
     x = torch.randn(256, 256, device="cuda")
     ref = cn.baselines.counter_loop(torch.matmul, x, x, n=200, trials=2, sleep_s=0.1)
     assert ref.trials == 2 and ref.energy_per_call_j > 0 and ref.wall_time_per_call_s > 0
