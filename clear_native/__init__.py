@@ -13,7 +13,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import baselines, errors
 from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from ._native import HAS_CUDA
+from .components import Component, ComponentGroup, find_components, group_components
 from .graph_capture import Capture, CaptureError, capture
+from .model import ModelInputError, ModelReport, measure_model
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 from .protocol import MeasureRun, Measurement, measure
@@ -27,6 +29,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Component",
+    "ComponentGroup",
+    "ModelInputError",
+    "ModelReport",
+    "find_components",
+    "group_components",
+    "measure_model",
     "GpuBackend",
     "MeasureRun",
     "Measurement",

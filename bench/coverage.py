@@ -1,0 +1,113 @@
+"""Coverage benchmark on a GPU: do the components add up to the whole model?
+
+For BERT-base, GPT-2, a Llama-3.2-1B-shaped model and T5-small (random weights,
+bf16), at batch 8 x sequence 128 and batch 1 x sequence 8 (prefill), and one
+decode step of GPT-2 and the Llama-shaped model after a 512-token static cache:
+every component group's energy, coverage, glue, gaps, explained coverage, CVs
+and the wall time each model took. Each model's report is written as soon as it
+is measured (results/coverage/<model>.json); the summary goes to
+results/coverage.json and results/coverage.md.
+
+Usage: python bench/coverage.py [--out results] [--only bert-base,gpt2,...] [--window-s 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import clear_native as cn
+from common import require_gpu, run_identity, write_results
+
+
+def models(T):
+    return {
+        "bert-base": (T.BertModel, T.BertConfig()),
+        "gpt2": (T.GPT2LMHeadModel, T.GPT2Config()),
+        "llama-3.2-1b-shaped": (T.LlamaForCausalLM, T.LlamaConfig(
+            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+            num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True,
+            max_position_embeddings=8192)),
+        "t5-small": (T.T5ForConditionalGeneration, T.T5Config(d_model=512, d_ff=2048, d_kv=64, num_layers=6,
+                                                               num_heads=8, vocab_size=32128)),
+    }
+
+
+CASES = [(name, "prefill", b, s) for b, s in ((8, 128), (1, 8))
+         for name in ("bert-base", "gpt2", "llama-3.2-1b-shaped", "t5-small")]
+CASES += [("gpt2", "decode", 1, 1), ("llama-3.2-1b-shaped", "decode", 1, 1)]
+
+
+def run_case(torch, T, name, mode, batch, seq, profile, window_s) -> cn.ModelReport:
+    cls, config = models(T)[name]
+    model = cls(config).to(device="cuda", dtype=torch.bfloat16).eval()
+    ids = torch.randint(0, config.vocab_size, (batch, seq), device="cuda")
+    kw = {"decoder_input_ids": ids} if name.startswith("t5") else {}
+    return cn.measure_model(model, ids, mode=mode, cache_len=512, profile=profile, min_trials=5,
+                            target_ci_rel=0.01, window_s=window_s, budget_s=240,
+                            progress=lambda m: print(f"    {m}", flush=True), **kw)
+
+
+def markdown(res: dict) -> str:
+    g = res["gpu"]
+    lines = [f"# Coverage on {g['name']} (driver {g['driver_version']}), {res['date']}", "",
+             "bf16, random weights. Coverage = Σ components / whole model; explained adds glue kernels "
+             "(at the components' mean power) and gaps between kernels (at awake-idle power).", "",
+             "| model | mode | batch×seq | groups | whole model | coverage | glue | gaps | explained | max CV | eager | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in res["cases"]:
+        if "error" in c:
+            lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | failed: {c['error']} |||||||||")
+            continue
+        a = c["report"]["accounting"]
+        cvs = [x["cv"] for x in c["report"]["groups"]] + [c["report"]["whole"]["cv"]]
+        eager = sum(x["eager"] for x in c["report"]["groups"]) + int(c["report"]["settings"]["whole_model_eager"])
+        lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | {len(c['report']['groups'])} | "
+                     f"{a['model_energy_j'] * 1e3:.3f} mJ, {a['model_time_s'] * 1e6:.0f} µs | {a['coverage'] * 100:.1f} % | "
+                     f"{a['glue_time_s'] * 1e6:.0f} µs | {a['gaps_time_s'] * 1e6:.0f} µs | "
+                     f"{a['explained_coverage'] * 100:.1f} % | {max(cvs) * 100:.2f} % | {eager} | {c['wall_s']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--window-s", type=float, default=0.3)
+    a = ap.parse_args(argv)
+    torch = require_gpu("bench/coverage.py")
+    import transformers as T
+
+    res = run_identity(torch)
+    res["profile"] = cn.calibrate(cache=False).to_dict()
+    profile = cn.SensorProfile(**res["profile"])
+    res["cases"] = []
+    folder = Path(a.out) / "coverage"
+    folder.mkdir(parents=True, exist_ok=True)
+    only = set(filter(None, a.only.split(",")))
+    for name, mode, b, s in CASES:
+        if only and name not in only:
+            continue
+        print(f"{name} {mode} {b}x{s} ...", flush=True)
+        t0 = time.monotonic()
+        case = {"model": name, "mode": mode, "batch": b, "seq": s}
+        try:
+            rep = run_case(torch, T, name, mode, b, s, profile, a.window_s)
+            case["report"] = rep.to_dict()
+            print(rep.table(), flush=True)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not lose the others
+            case["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"  failed: {case['error']}", flush=True)
+        case["wall_s"] = time.monotonic() - t0
+        res["cases"].append(case)
+        (folder / f"{name}-{mode}-{b}x{s}.json").write_text(json.dumps(case, indent=1, default=float) + "\n")
+        torch.cuda.empty_cache()
+    write_results(a.out, "coverage", res, markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""measure_model(): from a model and its input to the energy of every component,
+and a check that the components add up to the whole model.
+
+coverage = sum(occurrences x energy per call) / whole-model energy per call.
+The remainder is split, from the profiler's kernel list of one forward pass:
+- glue: kernels outside every component (residual adds, casts, masks...), whose
+  energy is taken at the components' mean power;
+- gaps: the whole model's GPU time per call minus the components' GPU time and
+  the glue's, spent at the power of the GPU awake but idle.
+explained coverage = (components + glue + gaps) / whole model.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from .components import find_components, group_components
+from .errors import ClearNativeError
+from .graph_capture import capture
+from .protocol import measure
+
+
+class ModelInputError(ClearNativeError):
+    """The model does not run on the given inputs; nothing was measured."""
+
+
+@dataclass
+class GroupResult:
+    name: str
+    kind: str
+    members: list
+    occurrences: int                 # calls per forward pass
+    gpu_time_per_call_s: float
+    energy_per_call_j: float
+    dynamic_energy_per_call_j: float
+    cv: float
+    ci95_rel: float
+    trials: int
+    flops: int                       # per call
+    bytes_min: int                   # per call: parameters + inputs + outputs
+    j_per_flop: float                # energy per call / FLOPs (NaN without FLOPs)
+    share: float                     # occurrences x energy per call / whole-model energy
+    eager: bool = False              # measured from a Python loop (its capture failed)
+
+    @property
+    def energy_total_j(self) -> float:
+        return self.occurrences * self.energy_per_call_j
+
+
+@dataclass
+class Accounting:
+    """Where the whole model's energy goes (per forward pass)."""
+
+    model_energy_j: float
+    model_time_s: float
+    components_energy_j: float
+    components_time_s: float
+    glue_time_s: float
+    glue_energy_j: float
+    gaps_time_s: float
+    gaps_energy_j: float
+    coverage: float                  # components / model
+    explained_coverage: float        # (components + glue + gaps) / model
+
+
+def account(groups: list, model_energy_j: float, model_time_s: float, kernel_time_s: float,
+            component_kernel_time_s: float, awake_idle_power_w: float) -> Accounting:
+    """The coverage arithmetic (see the module's doc). Times are per forward pass."""
+    comp_e = sum(g.occurrences * g.energy_per_call_j for g in groups)
+    comp_t = sum(g.occurrences * g.gpu_time_per_call_s for g in groups)
+    glue_t = max(0.0, kernel_time_s - component_kernel_time_s)
+    glue_e = glue_t * (comp_e / comp_t) if comp_t > 0 else math.nan
+    gaps_t = max(0.0, model_time_s - comp_t - glue_t)
+    gaps_e = gaps_t * awake_idle_power_w
+    return Accounting(model_energy_j, model_time_s, comp_e, comp_t, glue_t, glue_e, gaps_t, gaps_e,
+                      comp_e / model_energy_j, (comp_e + glue_e + gaps_e) / model_energy_j)
+
+
+@dataclass
+class ModelReport:
+    model: str
+    mode: str
+    inputs: dict                     # shapes and dtypes
+    groups: list                     # GroupResult
+    whole: dict                      # the whole model's Measurement, as a dict
+    accounting: Accounting
+    failures: list                   # (component, reason): not measured
+    run: dict                        # gpu, profile, settings, counter check of the measure run
+    wall_s: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> float:
+        return self.accounting.coverage
+
+    @property
+    def explained_coverage(self) -> float:
+        return self.accounting.explained_coverage
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=float))
+
+    def to_json(self, path=None) -> str:
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    _CSV = ("name", "kind", "occurrences", "gpu_time_per_call_s", "energy_per_call_j", "dynamic_energy_per_call_j",
+            "cv", "ci95_rel", "trials", "flops", "bytes_min", "j_per_flop", "share", "eager")
+
+    def to_csv(self, path=None) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(self._CSV)
+        for g in self.groups:
+            w.writerow([getattr(g, c) for c in self._CSV])
+        if path is not None:
+            with open(path, "w", newline="") as f:
+                f.write(buf.getvalue())
+        return buf.getvalue()
+
+    def to_dataframe(self):
+        import pandas as pd  # optional: only for this conversion
+
+        return pd.DataFrame([{c: getattr(g, c) for c in self._CSV} for g in self.groups])
+
+    def table(self) -> str:
+        a = self.accounting
+        rows = [f"{self.model} ({self.mode}, {self.inputs}) on {self.run.get('gpu', {}).get('name', '?')}", "",
+                "| component | kind | × | GPU time/call | energy/call | CV | FLOPs | J/FLOP | share |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for g in self.groups:
+            rows.append(f"| {g.name}{' (eager)' if g.eager else ''} | {g.kind} | {g.occurrences} | "
+                        f"{g.gpu_time_per_call_s * 1e6:.2f} µs | {g.energy_per_call_j * 1e3:.4g} mJ | {g.cv * 100:.2f} % | "
+                        f"{g.flops:.3g} | {g.j_per_flop:.3g} | {g.share * 100:.1f} % |")
+        rows += [f"| whole model | | 1 | {a.model_time_s * 1e6:.1f} µs | {a.model_energy_j * 1e3:.4g} mJ | "
+                 f"{self.whole.get('cv', math.nan) * 100:.2f} % | | | 100 % |", "",
+                 f"coverage {a.coverage * 100:.1f} %; glue {a.glue_time_s * 1e6:.1f} µs / {a.glue_energy_j * 1e3:.3g} mJ; "
+                 f"gaps {a.gaps_time_s * 1e6:.1f} µs / {a.gaps_energy_j * 1e3:.3g} mJ; explained coverage "
+                 f"{a.explained_coverage * 100:.1f} %"]
+        for name, reason in self.failures:
+            rows.append(f"not measured: {name}: {reason}")
+        return "\n".join(rows)
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def decode_inputs(model, input_ids, cache_len: int, kw: dict):
+    """Inputs of one decode step after `cache_len` tokens, with a static (fixed-size) KV cache.
+
+    The cache is filled with a prefill of random tokens; every replay of the step
+    writes the same cache slot, so each does the same work.
+    """
+    import torch
+    from transformers import StaticCache
+
+    b = input_ids.shape[0]
+    cache = StaticCache(config=model.config, max_cache_len=cache_len + 1)
+    prompt = torch.randint(0, model.config.vocab_size, (b, cache_len), device=input_ids.device)
+    with torch.no_grad():
+        model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(cache_len, device=prompt.device))
+    step_kw = dict(kw, past_key_values=cache, use_cache=True,
+                   cache_position=torch.tensor([cache_len], device=input_ids.device))
+    return (input_ids[:, -1:],), step_kw
+
+
+def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
+    """(all kernels, kernels launched inside components) of one eager forward pass, from the profiler."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    stack, handles = [], []
+    for c in components:
+        def pre(module, args, name=f"cn::{c.qualname}"):
+            stack.append(record_function(name))
+            stack[-1].__enter__()
+
+        def post(module, args, output):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [c.module.register_forward_pre_hook(pre), c.module.register_forward_hook(post)]
+    try:
+        with torch.no_grad():
+            model(*inputs, **kw)  # warm
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                model(*inputs, **kw)
+                torch.cuda.synchronize()
+    finally:
+        for h in handles:
+            h.remove()
+    events = prof.events()
+    kernels = sum(e.time_range.elapsed_us() for e in events
+                  if e.device_type == DeviceType.CUDA and not e.name.startswith("cn::"))
+    inside = sum(e.device_time_total for e in events if e.device_type == DeviceType.CPU and e.name.startswith("cn::"))
+    return kernels * 1e-6, inside * 1e-6
+
+
+def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, select=None, backend=None,
+                  profile=None, min_trials: int = 5, max_trials: int = 30, target_ci_rel: float = 0.01,
+                  window_s: float = 0.5, budget_s: float = 600.0, progress=None, **kw) -> ModelReport:
+    """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
+
+    mode: "prefill" (one forward pass of the inputs) or "decode" (one new token,
+    inputs[0] its ids, after ``cache_len`` cached tokens in a static KV cache).
+    select: the components (see find_components); None for the rules.
+    The rest goes to measure() for every component group and the whole model together.
+    """
+    import torch
+
+    if mode not in ("prefill", "decode"):
+        raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}")
+    say = progress or (lambda msg: None)
+    t0 = time.monotonic()
+    model.eval()
+    if mode == "decode":
+        if not hasattr(model, "config") or not _accepts(model.forward, "past_key_values"):
+            raise ValueError("decode mode needs a transformers model with a KV cache (past_key_values)")
+        inputs, kw = decode_inputs(model, inputs[0], cache_len, kw)
+    elif _accepts(model.forward, "use_cache"):
+        kw.setdefault("use_cache", False)  # prefill: no cache that grows between replays
+    try:
+        with torch.no_grad():
+            model(*inputs, **kw)
+    except Exception as exc:
+        raise ModelInputError(f"{type(model).__name__} does not run on the given inputs: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    comps = find_components(model, *inputs, select=select, **kw)
+    groups = group_components(comps)
+    say(f"{len(comps)} components in {len(groups)} groups")
+    caps, failures = [], []
+    for g in groups:
+        rep = g.representative
+        try:
+            caps.append(capture(rep.module, *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
+        except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
+            failures.append((g.name, f"{type(exc).__name__}: {exc}"))
+    whole = capture(model, *inputs, name="whole_model", eager_fallback=True, **kw)
+    kernels_s, inside_s = kernel_times_s(model, comps, inputs, kw)
+    run = measure(caps + [whole], backend=backend, profile=profile, min_trials=min_trials, max_trials=max_trials,
+                  target_ci_rel=target_ci_rel, window_s=window_s, budget_s=budget_s, progress=progress)
+    wm = run["whole_model"]
+    results = []
+    by_name = {g.name: g for g in groups}
+    for cap in caps:
+        m, g = run[cap.name], by_name[cap.name]
+        results.append(GroupResult(
+            name=g.name, kind=g.kind, members=g.members, occurrences=g.occurrences,
+            gpu_time_per_call_s=m.gpu_time_per_call_s, energy_per_call_j=m.energy_per_call_j,
+            dynamic_energy_per_call_j=m.dynamic_energy_per_call_j, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
+            flops=g.flops, bytes_min=g.bytes_min, j_per_flop=m.energy_per_call_j / g.flops if g.flops else math.nan,
+            share=g.occurrences * m.energy_per_call_j / wm.energy_per_call_j, eager=cap.eager))
+    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
+    run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
+    shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}
+    shapes["dtype"] = str(next(model.parameters()).dtype)
+    return ModelReport(model=type(model).__name__, mode=mode, inputs=shapes, groups=results,
+                       whole=asdict(wm), accounting=acc, failures=failures, run=run_meta,
+                       wall_s=time.monotonic() - t0,
+                       settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
+                                     target_ci_rel=target_ci_rel, window_s=window_s,
+                                     kernel_time_s=kernels_s, component_kernel_time_s=inside_s,
+                                     whole_model_eager=whole.eager))

@@ -1,0 +1,203 @@
+"""Components of tiny models of every family, on the CPU: discovery, recorded inputs,
+signatures, FLOPs, and the coverage arithmetic."""
+
+import collections
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import clear_native as cn  # noqa: E402
+from clear_native.model import Accounting, GroupResult, ModelReport, account  # noqa: E402
+
+H = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=3)
+T = transformers
+
+
+def tiny(family: str, dtype=torch.float32, attn="sdpa"):
+    """A 3-layer model of the family with random weights, and its inputs."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (2, 8))
+    dec = dict(decoder_input_ids=torch.randint(0, 100, (2, 4)), use_cache=False)
+    configs = {
+        "bert": (T.BertModel, T.BertConfig(**H, vocab_size=100), (ids,), {}),
+        "roberta": (T.RobertaModel, T.RobertaConfig(**H, vocab_size=100), (ids,), {}),
+        "distilbert": (T.DistilBertModel, T.DistilBertConfig(dim=32, n_heads=2, hidden_dim=64, n_layers=3,
+                                                             vocab_size=100), (ids,), {}),
+        "albert": (T.AlbertModel, T.AlbertConfig(**H, embedding_size=16, vocab_size=100), (ids,), {}),
+        "gpt2": (T.GPT2LMHeadModel, T.GPT2Config(n_embd=32, n_head=2, n_layer=3, vocab_size=100, bos_token_id=0,
+                                                 eos_token_id=0), (ids,), dict(use_cache=False)),
+        "llama": (T.LlamaForCausalLM, T.LlamaConfig(**H, num_key_value_heads=1, vocab_size=100), (ids,),
+                  dict(use_cache=False)),
+        "qwen2": (T.Qwen2ForCausalLM, T.Qwen2Config(**H, num_key_value_heads=1, vocab_size=100), (ids,),
+                  dict(use_cache=False)),
+        "t5": (T.T5ForConditionalGeneration, T.T5Config(d_model=32, d_kv=16, d_ff=64, num_layers=3, num_heads=2,
+                                                        vocab_size=100), (ids,), dec),
+        "bart": (T.BartForConditionalGeneration, T.BartConfig(d_model=32, encoder_layers=3, decoder_layers=3,
+                 encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                 vocab_size=100), (ids,), dec),
+        "vit": (T.ViTModel, T.ViTConfig(**H, image_size=32, patch_size=8), (torch.randn(2, 3, 32, 32),), {}),
+    }
+    cls, config, inputs, kw = configs[family]
+    config._attn_implementation = attn
+    model = cls(config).to(dtype).eval()
+    return model, tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs), kw
+
+
+# Calls per forward pass of each kind, for 3 layers.
+EXPECTED = {
+    "bert": dict(embeddings=1, self_attention=3, mlp=6, head=1),
+    "roberta": dict(embeddings=1, self_attention=3, mlp=6, head=1),
+    "distilbert": dict(embeddings=1, self_attention=3, mlp=3, norm=6),
+    "albert": dict(embeddings=1, self_attention=3, mlp=6, norm=3, head=1),
+    "gpt2": dict(embeddings=2, self_attention=3, mlp=3, norm=7, head=1),
+    "llama": dict(embeddings=2, self_attention=3, mlp=3, norm=7, head=1),
+    "qwen2": dict(embeddings=2, self_attention=3, mlp=3, norm=7, head=1),
+    "t5": dict(embeddings=2, self_attention=6, cross_attention=3, mlp=6, norm=2, head=1),
+    "bart": dict(embeddings=4, self_attention=6, cross_attention=3, mlp=12, norm=17, head=1),
+    "vit": dict(embeddings=1, self_attention=3, mlp=3, norm=7, head=1),
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_discovery_finds_the_expected_components(family):
+    model, inputs, kw = tiny(family)
+    comps = cn.find_components(model, *inputs, **kw)
+    calls = collections.Counter()
+    for c in comps:
+        calls[c.kind] += c.calls
+    assert dict(calls) == EXPECTED[family]
+    # Nothing counted twice: no component inside another.
+    names = [c.qualname for c in comps]
+    assert not any(a != b and b.startswith(a + ".") for a in names for b in names)
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_recorded_inputs_replay_to_the_same_outputs(family):
+    model, inputs, kw = tiny(family)
+    for c in cn.find_components(model, *inputs, **kw):
+        with torch.no_grad():
+            again = c.module(*c.args, **c.kwargs)
+        first = lambda o: o if isinstance(o, torch.Tensor) else o[0]  # noqa: E731
+        torch.testing.assert_close(first(again), first(c.output), msg=c.qualname)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "t5", "vit"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_discovery_in_half_precision(family, dtype):
+    model, inputs, kw = tiny(family, dtype)
+    comps = cn.find_components(model, *inputs, **kw)
+    assert sum(c.calls for c in comps) == sum(EXPECTED[family].values())
+    assert all(p.dtype == dtype for c in comps for p in c.module.parameters())
+
+
+def test_signatures_group_identical_layers():
+    model, inputs, kw = tiny("bert")
+    groups = cn.group_components(cn.find_components(model, *inputs, **kw))
+    att = next(g for g in groups if g.kind == "self_attention")
+    assert att.members == [f"encoder.layer.{i}.attention" for i in range(3)] and att.occurrences == 3
+    assert len(groups) == 5  # embeddings, attention, intermediate, output, pooler: a 3-layer model costs a 1-layer's
+    # T5's first block carries the relative position bias: a different computation.
+    model, inputs, kw = tiny("t5")
+    groups = cn.group_components(cn.find_components(model, *inputs, **kw))
+    enc_att = [g for g in groups if g.kind == "self_attention" and g.name.startswith("encoder")]
+    assert [g.occurrences for g in enc_att] == [1, 2]
+
+
+def test_flops_of_a_linear_layer_and_an_attention_block():
+    model, inputs, kw = tiny("bert", attn="eager")
+    comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
+    tokens, hidden = 2 * 8, 32
+    flops, nbytes = cn.components.work_per_call(comps["encoder.layer.0.intermediate"])  # Linear 32 -> 64 + GELU
+    assert flops == 2 * tokens * hidden * 64
+    params = (32 * 64 + 64) * 4
+    assert nbytes == params + tokens * hidden * 4 + tokens * 64 * 4
+    expected_att = 4 * 2 * tokens * hidden * hidden + 2 * 2 * 2 * 8 * 8 * hidden  # projections + QK^T + AV
+    assert cn.components.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
+    # SDPA on the CPU counts the same (clear_native registers the CPU kernel's formula).
+    model, inputs, kw = tiny("bert", attn="sdpa")
+    comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
+    assert cn.components.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
+
+
+def test_user_selection_by_name_type_and_predicate():
+    model, inputs, kw = tiny("llama")
+    by_name = cn.find_components(model, *inputs, select=["model.layers.0.self_attn.q_proj", "model.layers.1.mlp"], **kw)
+    assert [(c.qualname, c.kind) for c in by_name] == [("model.layers.0.self_attn.q_proj", "custom"),
+                                                        ("model.layers.1.mlp", "mlp")]
+    by_type = cn.find_components(model, *inputs, select=[T.models.llama.modeling_llama.LlamaDecoderLayer], **kw)
+    assert [c.qualname for c in by_type] == [f"model.layers.{i}" for i in range(3)]
+    linears = cn.find_components(model, *inputs, select=lambda q, m: isinstance(m, torch.nn.Linear), **kw)
+    assert len(linears) == 3 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the LM head
+    with pytest.raises(ValueError, match="no module named"):
+        cn.find_components(model, *inputs, select=["model.layers.9"], **kw)
+
+
+def test_any_module_with_explicit_names():
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    comps = cn.find_components(net, torch.randn(3, 8), select=["0", "2"])
+    assert [(c.qualname, c.calls) for c in comps] == [("0", 1), ("2", 1)]
+    with pytest.raises(ValueError, match="no component"):
+        cn.find_components(net, torch.randn(3, 8))  # no rule matches a plain Sequential's parts
+
+
+def _group(name, occ, e, t, flops=1e6):
+    return GroupResult(name=name, kind="mlp", members=[name], occurrences=occ, gpu_time_per_call_s=t,
+                       energy_per_call_j=e, dynamic_energy_per_call_j=e / 2, cv=0.001, ci95_rel=0.001, trials=5,
+                       flops=int(flops), bytes_min=1000, j_per_flop=e / flops, share=0.0)
+
+
+def test_coverage_arithmetic():
+    groups = [_group("a", 4, 1e-3, 10e-6), _group("b", 2, 3e-3, 20e-6)]  # 10 mJ in 80 us of component time
+    acc = account(groups, model_energy_j=14e-3, model_time_s=110e-6, kernel_time_s=70e-6,
+                  component_kernel_time_s=60e-6, awake_idle_power_w=100.0)
+    assert acc.components_energy_j == pytest.approx(10e-3)
+    assert acc.coverage == pytest.approx(10 / 14)
+    assert acc.glue_time_s == pytest.approx(10e-6)
+    assert acc.glue_energy_j == pytest.approx(10e-6 * 10e-3 / 80e-6)  # at the components' mean power
+    assert acc.gaps_time_s == pytest.approx(110e-6 - 80e-6 - 10e-6)
+    assert acc.gaps_energy_j == pytest.approx(20e-6 * 100.0)
+    assert acc.explained_coverage == pytest.approx((10e-3 + 1.25e-3 + 2e-3) / 14e-3)
+
+
+def test_coverage_on_a_simulated_gpu():
+    """Components and a whole model with known energies, measured by the protocol: coverage adds up."""
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
+                                                      lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
+                                                      energy_read_delay_s=0.0, status_update_s=0.01))
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    att = cn.SimulatedCall("attention", kernel_s=20e-6, power_w=300.0, launch_gap_s=0.0)
+    mlp = cn.SimulatedCall("mlp", kernel_s=30e-6, power_w=400.0, launch_gap_s=0.0)
+    # The model: 4 x (attention + mlp) of kernels, 20 us of gaps at awake-idle power, no glue.
+    kern_t = 4 * (20e-6 + 30e-6)
+    kern_e = 4 * (300.0 * 20e-6 + 400.0 * 30e-6)
+    whole_t = kern_t + 20e-6
+    whole = cn.SimulatedCall("whole", kernel_s=whole_t, power_w=(kern_e + 20e-6 * backend.awake_w) / whole_t,
+                             launch_gap_s=0.0)
+    run = cn.measure([att, mlp, whole], backend=backend, profile=profile, window_s=0.1, idle_s=0.2,
+                     max_warmup_s=0.3, min_trials=4)
+    groups = [_group(n, 4, run[n].energy_per_call_j, run[n].gpu_time_per_call_s) for n in ("attention", "mlp")]
+    acc = account(groups, run["whole"].energy_per_call_j, run["whole"].gpu_time_per_call_s, kern_t, kern_t,
+                  run.awake_idle_power_w)
+    assert acc.coverage == pytest.approx(kern_e / (kern_e + 20e-6 * backend.awake_w), rel=0.01)
+    assert acc.explained_coverage == pytest.approx(1.0, abs=0.01)
+    assert acc.glue_time_s == 0 and acc.gaps_time_s == pytest.approx(20e-6, rel=0.05)
+
+
+def test_report_serialises_and_prints(tmp_path):
+    groups = [_group("a", 4, 1e-3, 10e-6), _group("b", 2, 3e-3, 20e-6)]
+    acc = account(groups, 14e-3, 110e-6, 70e-6, 60e-6, 100.0)
+    rep = ModelReport(model="Tiny", mode="prefill", inputs={"arg0": [1, 8]}, groups=groups,
+                      whole={"cv": 0.001}, accounting=acc, failures=[("c", "CaptureError: reason")],
+                      run={"gpu": {"name": "sim"}}, wall_s=1.0)
+    d = json.loads(rep.to_json(tmp_path / "r.json"))
+    assert d["accounting"]["coverage"] == pytest.approx(10 / 14)
+    assert json.loads((tmp_path / "r.json").read_text()) == d
+    lines = rep.to_csv(tmp_path / "r.csv").strip().splitlines()
+    assert lines[0].startswith("name,kind,occurrences") and len(lines) == 3
+    text = rep.table()
+    assert "explained coverage" in text and "not measured: c" in text
+    assert isinstance(acc, Accounting) and not math.isnan(rep.explained_coverage)
