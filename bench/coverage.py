@@ -8,7 +8,7 @@ and the wall time each model took. Each model's report is written as soon as it
 is measured (results/coverage/<model>.json); the summary goes to
 results/coverage.json and results/coverage.md.
 
-Usage: python bench/coverage.py [--out results] [--only bert-base,gpt2,...] [--window-s 0.3]
+Usage: python bench/coverage.py [--out results] [--only bert-base,gpt2:decode,...] [--window-s 0.3]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="results")
-    ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--only", default="", help="comma-separated model names, or name:mode (e.g. gpt2:decode)")
     ap.add_argument("--window-s", type=float, default=0.3)
     a = ap.parse_args(argv)
     torch = require_gpu("bench/coverage.py")
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, a.only.split(",")))
     for name, mode, b, s in CASES:
-        if only and name not in only:
+        if only and name not in only and f"{name}:{mode}" not in only:
             continue
         print(f"{name} {mode} {b}x{s} ...", flush=True)
         t0 = time.monotonic()

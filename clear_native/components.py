@@ -228,8 +228,22 @@ def work_per_call(comp: Component) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     _register_cpu_sdpa_flops()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        output = comp.module(*comp.args, **comp.kwargs)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            output = comp.module(*comp.args, **comp.kwargs)
+    except AssertionError:
+        # PyTorch's SDPA formula rejects grouped-query shapes (fewer K/V heads than Q heads,
+        # seen with Llama on CUDA). The same attention in transformers' eager form is plain matmuls.
+        config = getattr(comp.module, "config", None)
+        if config is None or not hasattr(config, "_attn_implementation"):
+            raise
+        saved = config._attn_implementation
+        config._attn_implementation = "eager"
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                output = comp.module(*comp.args, **comp.kwargs)
+        finally:
+            config._attn_implementation = saved
     seen: set = set()
     params = sum(p.numel() * p.element_size() for p in comp.module.parameters())
     return int(counter.get_total_flops()), int(params + _tensor_bytes((comp.args, comp.kwargs), seen)

@@ -158,12 +158,31 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
+def _fixed_slot_update(layer, key_states, value_states, *args, **kwargs):
+    """A StaticLayer.update that writes at a fixed position instead of advancing its counter.
+
+    Note [Decode replays write one slot]: transformers' StaticCache advances a
+    device-side counter on every step, so replaying a captured step would write
+    the next slot each time (and run out of bounds). For repetitions every
+    replay must do the same work: the same index arithmetic (arange + base) and
+    the same copies, from a base that never moves.
+    """
+    import torch
+
+    cache_position = torch.arange(key_states.shape[-2], device=layer.keys.device) + layer._cn_base
+    layer.keys.index_copy_(2, cache_position, key_states)
+    layer.values.index_copy_(2, cache_position, value_states)
+    return layer.keys, layer.values
+
+
 def decode_inputs(model, input_ids, cache_len: int, kw: dict):
     """Inputs of one decode step after `cache_len` tokens, with a static (fixed-size) KV cache.
 
-    The cache is filled with a prefill of random tokens; every replay of the step
-    writes the same cache slot, so each does the same work.
+    The cache is filled with a prefill of random tokens; then every layer writes
+    the new token at slot `cache_len` on every call (Note [Decode replays write one slot]).
     """
+    import types
+
     import torch
     from transformers import StaticCache
 
@@ -172,6 +191,11 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
     prompt = torch.randint(0, model.config.vocab_size, (b, cache_len), device=input_ids.device)
     with torch.no_grad():
         model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(cache_len, device=prompt.device))
+    for layer in cache.layers:
+        if not hasattr(layer, "cumulative_length"):
+            raise ValueError(f"decode mode needs transformers' StaticCache layers; got {type(layer).__name__}")
+        layer._cn_base = torch.full((), cache_len, dtype=torch.long, device=layer.keys.device)
+        layer.update = types.MethodType(_fixed_slot_update, layer)
     step_kw = dict(kw, past_key_values=cache, use_cache=True,
                    cache_position=torch.tensor([cache_len], device=input_ids.device))
     return (input_ids[:, -1:],), step_kw
@@ -274,4 +298,4 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
                                      target_ci_rel=target_ci_rel, window_s=window_s,
                                      kernel_time_s=kernels_s, component_kernel_time_s=inside_s,
-                                     whole_model_eager=whole.eager))
+                                     whole_model_eager=whole.eager, whole_model_eager_reason=whole.reason))

@@ -201,3 +201,38 @@ def test_report_serialises_and_prints(tmp_path):
     text = rep.table()
     assert "explained coverage" in text and "not measured: c" in text
     assert isinstance(acc, Accounting) and not math.isnan(rep.explained_coverage)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+def test_decode_steps_repeat_the_same_work(family):
+    # transformers' StaticCache advances a counter each step; a decode replay must write one slot.
+    model, inputs, _ = tiny(family)
+    step, kw = cn.model.decode_inputs(model, inputs[0][:1, :1], cache_len=8, kw={})
+    cache = kw["past_key_values"]
+    with torch.no_grad():
+        outs = [model(*step, **kw).logits for _ in range(4)]  # 4 steps: past the 9 slots if it advanced
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0])
+    assert cache.layers[0].keys.shape[2] == 9
+    comps = cn.find_components(model, *step, **kw)
+    att = next(c for c in comps if c.kind == "self_attention")
+    hidden = att.kwargs.get("hidden_states", att.args[0] if att.args else None)
+    assert hidden.shape[:2] == (1, 1)  # one new token attends over the cache
+
+
+def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypatch):
+    from torch.utils import flop_counter as fc
+
+    model, inputs, kw = tiny("llama")  # 2 query heads, 1 key/value head
+    comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
+    att = comps["model.layers.0.self_attn"]
+    expected = cn.components.work_per_call(att)[0]
+    real = fc.sdpa_flop_count
+
+    def strict(q, k, v):  # as on CUDA: the formula rejects fewer K/V heads
+        assert q[1] == k[1], "sdpa_flop_count: query/key/value shapes are incompatible"
+        return real(q, k, v)
+
+    monkeypatch.setattr(fc, "sdpa_flop_count", strict)
+    assert cn.components.work_per_call(att)[0] == expected
+    assert att.module.config._attn_implementation == "sdpa"  # restored
