@@ -60,7 +60,7 @@ def markdown(res: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["cases"]:
         if "error" in c:
-            lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | failed: {c['error']} |||||||||")
+            lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | failed: {c['error'].splitlines()[0]} |||||||||")
             continue
         a = c["report"]["accounting"]
         cvs = [x["cv"] for x in c["report"]["groups"]] + [c["report"]["whole"]["cv"]]
@@ -104,7 +104,11 @@ def main(argv=None) -> int:
         case["wall_s"] = time.monotonic() - t0
         res["cases"].append(case)
         (folder / f"{name}-{mode}-{b}x{s}.json").write_text(json.dumps(case, indent=1, default=float) + "\n")
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.empty_cache()
+        except RuntimeError as exc:  # a device-side assert leaves the CUDA context unusable
+            print(f"  CUDA context lost ({exc}); stopping here", flush=True)
+            break
     write_results(a.out, "coverage", res, markdown(res))
     return 0
 

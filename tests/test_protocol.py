@@ -81,13 +81,14 @@ def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
 def test_trimming_the_settle_time_matters(sim):
     backend, profile = sim
     call = cn.SimulatedCall("c", kernel_s=20e-6, power_w=400.0)
-    untrimmed = cn.SensorProfile(**{**profile.to_dict(), "settle_s": 0.0})
+    # Trim only the lag (so the first samples are not idle ones), keep the 8 ms overshoot.
+    untrimmed = cn.SensorProfile(**{**profile.to_dict(), "settle_s": 0.0025})
     kw = dict(backend=backend, min_trials=3, max_trials=3, window_s=0.02, idle_s=0.1, max_warmup_s=0.2)
     good = cn.measure(call, profile=profile, **kw)[0]
     bad = cn.measure(call, profile=untrimmed, **kw)[0]
     truth = call.true_energy_per_call_j(good.unroll, backend.awake_w)
     assert good.energy_per_call_j == pytest.approx(truth, rel=0.015)
-    assert bad.energy_per_call_j > truth * 1.03  # the overshoot and the lag leak in
+    assert bad.energy_per_call_j > truth * 1.04  # the overshoot leaks in
 
 
 def test_stopping_rule_budget_and_max_trials(sim):
