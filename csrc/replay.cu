@@ -52,6 +52,30 @@ __global__ void busy_kernel(unsigned long long duration_ns, float* sink) {
 
 __global__ void empty_kernel() {}
 
+// Stamps the host clock when the stream starts what `enqueue` enqueues and again
+// when it has finished it; times it with events; waits for the stream.
+template <class Enqueue>
+ReplayTiming timed_on_stream(cudaStream_t s, Enqueue&& enqueue) {
+  EventPair events;
+  ReplayTiming t;
+  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_start_ns));
+  try {
+    CN_CUDA_CHECK(cudaEventRecord(events.start, s));
+    t.launches = enqueue();
+    CN_CUDA_CHECK(cudaEventRecord(events.end, s));
+    CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_end_ns));
+    CN_CUDA_CHECK(cudaStreamSynchronize(s));
+  } catch (...) {
+    // The host callbacks queued above write into `t`: let the stream finish before `t` goes.
+    CN_CUDA_WARN(cudaStreamSynchronize(s));
+    throw;
+  }
+  float ms = 0.0f;
+  CN_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.end));
+  t.gpu_time_s = ms * 1e-3;
+  return t;
+}
+
 }  // namespace
 
 ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int64_t launches, int64_t check_every,
@@ -62,29 +86,20 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
   CN_CUDA_CHECK(cudaSetDevice(device));
   auto graph_exec = reinterpret_cast<cudaGraphExec_t>(exec);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  EventPair events;
-  ReplayTiming t;
-  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_start_ns));
-  CN_CUDA_CHECK(cudaEventRecord(events.start, s));
-  try {
-    for (int64_t i = 0; i < launches; ++i) {
+  bool interrupted = false;
+  ReplayTiming t = timed_on_stream(s, [&]() -> int64_t {
+    int64_t issued = 0;
+    while (issued < launches) {
       CN_CUDA_CHECK(cudaGraphLaunch(graph_exec, s));
-      t.launches += 1;
-      if (t.launches % check_every == 0 && should_stop && should_stop()) {
-        t.interrupted = true;
+      issued += 1;
+      if (issued % check_every == 0 && should_stop && should_stop()) {
+        interrupted = true;
         break;
       }
     }
-  } catch (...) {
-    CN_CUDA_WARN(cudaStreamSynchronize(s));  // leave the stream idle, then report the launch error
-    throw;
-  }
-  CN_CUDA_CHECK(cudaEventRecord(events.end, s));
-  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_end_ns));
-  CN_CUDA_CHECK(cudaStreamSynchronize(s));
-  float ms = 0.0f;
-  CN_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.end));
-  t.gpu_time_s = ms * 1e-3;
+    return issued;
+  });
+  t.interrupted = interrupted;
   return t;
 }
 
@@ -115,24 +130,6 @@ UnrolledGraph::UnrolledGraph(int device, uintptr_t graph, int copies) : device_(
 UnrolledGraph::~UnrolledGraph() {
   if (exec_ != nullptr) CN_CUDA_WARN(cudaGraphExecDestroy(exec_));
   if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
-}
-
-// Stamps the host clock when the stream reaches `before`, runs `enqueue`, and
-// stamps again when the stream has finished it; waits for the stream.
-template <class Enqueue>
-ReplayTiming timed_on_stream(cudaStream_t s, Enqueue&& enqueue) {
-  EventPair events;
-  ReplayTiming t;
-  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_start_ns));
-  CN_CUDA_CHECK(cudaEventRecord(events.start, s));
-  t.launches = enqueue();
-  CN_CUDA_CHECK(cudaEventRecord(events.end, s));
-  CN_CUDA_CHECK(cudaLaunchHostFunc(s, stamp_now, &t.host_end_ns));
-  CN_CUDA_CHECK(cudaStreamSynchronize(s));
-  float ms = 0.0f;
-  CN_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.end));
-  t.gpu_time_s = ms * 1e-3;
-  return t;
 }
 
 ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, int sms) {
