@@ -77,10 +77,5 @@ def gpu_info(device: int = 0) -> GpuInfo:
     )
 
 
-def card_slug(info: GpuInfo) -> str:
-    """A file-name-safe name of the card, e.g. 'NVIDIA-H100-80GB-HBM3'."""
-    return "".join(c if c.isalnum() else "-" for c in info.name).strip("-")
-
-
 def utc_now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

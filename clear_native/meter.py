@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._native import core
+from .errors import SamplerStateError
 from .sampler import Sampler, SamplerResult
 
 
@@ -51,8 +52,6 @@ class Meter:
 
     def end(self) -> MeterResult:
         if self._begin_ns is None:
-            from .errors import SamplerStateError
-
             raise SamplerStateError("Meter.end() without begin()")
         t1 = core.monotonic_ns()
         self._sampler.wait_for_samples(t1, timeout_s=0.5)  # the sample covering the end

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._native import core
 from .device import nvml_device
-from .errors import ClearNativeError, SamplerStateError
+from .errors import ClearNativeError
 
 
 def synthetic_sensor(**params) -> "core.SyntheticSource":
@@ -242,4 +242,4 @@ class Sampler:
                     raise  # an error of the sampler's own; don't hide one from the body
 
 
-__all__ = ["Sampler", "SamplerResult", "SamplerStateError", "synthetic_sensor"]
+__all__ = ["Sampler", "SamplerResult", "synthetic_sensor"]

@@ -1,8 +1,5 @@
 """The protocol on a real GPU (marker `gpu`)."""
 
-import time
-
-import numpy as np
 import pytest
 
 import clear_native as cn
