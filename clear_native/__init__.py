@@ -11,16 +11,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import baselines, errors
-from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from ._native import HAS_CUDA
+from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from .components import Component, ComponentGroup, find_components, group_components
-from .graph_capture import Capture, CaptureError, capture
-from .model import ModelInputError, ModelReport, measure_model
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
+from .graph_capture import Capture, CaptureError, capture
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
-from .protocol import MeasureRun, Measurement, measure
 from .meter import Meter, MeterResult
+from .model import ModelInputError, ModelReport, measure_model
 from .profile import SensorProfile, calibrate
+from .protocol import MeasureRun, Measurement, measure
 from .sampler import Sampler, SamplerResult, synthetic_sensor
 
 try:
@@ -29,40 +29,40 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
-    "Component",
-    "ComponentGroup",
-    "ModelInputError",
-    "ModelReport",
-    "find_components",
-    "group_components",
-    "measure_model",
-    "GpuBackend",
-    "MeasureRun",
-    "Measurement",
-    "Meter",
-    "MeterResult",
-    "SensorProfile",
-    "SimulatedBackend",
-    "SimulatedCall",
+    "awake_idle",
     "baselines",
     "calibrate",
-    "measure",
-    "HAS_CUDA",
+    "calibration_load",
+    "capture",
     "Capture",
     "CaptureError",
-    "capture",
+    "Component",
+    "ComponentGroup",
+    "cuda_pci_bus_id",
+    "errors",
+    "find_components",
+    "gpu_info",
+    "GpuBackend",
     "GpuInfo",
+    "group_components",
+    "HAS_CUDA",
+    "measure",
+    "measure_model",
+    "Measurement",
+    "MeasureRun",
+    "Meter",
+    "MeterResult",
+    "ModelInputError",
+    "ModelReport",
+    "nvml_device",
+    "replay",
     "ReplayResult",
     "Sampler",
     "SamplerResult",
-    "UnrolledGraph",
-    "calibration_load",
-    "cuda_pci_bus_id",
-    "awake_idle",
-    "errors",
-    "gpu_info",
-    "nvml_device",
-    "replay",
+    "SensorProfile",
+    "SimulatedBackend",
+    "SimulatedCall",
     "synthetic_sensor",
+    "UnrolledGraph",
     "__version__",
 ]
