@@ -186,7 +186,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={launches}")
         _warm_up(backend, sampler, plans[0], settle_s, tail_s, max_warmup_s, say)
         awake = backend.awake_idle(settle_s + window_s)
-        awake_window = (awake.host_start_ns + int(settle_s * 1e9), awake.host_end_ns - int(tail_s * 1e9))
+        awake_window = _steady_window(awake, settle_s, tail_s)
         while True:
             active = [p for p in plans if math.isnan(p.converged_at) and len(p.values) < max_trials]
             if not active:
@@ -198,7 +198,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                 break
             for p in active:
                 r = backend.run(p.handle, p.launches)
-                p.results.append((r, (r.host_start_ns + int(settle_s * 1e9), r.host_end_ns - int(tail_s * 1e9))))
+                p.results.append((r, _steady_window(r, settle_s, tail_s)))
             sampler.wait_for_samples(max(p.results[-1][0].host_end_ns for p in active))
             snap = sampler.snapshot()
             for p in active:
@@ -233,6 +233,11 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     return run
 
 
+def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
+    """The monotonic span of a run whose samples are steady: after the settle time, before the tail."""
+    return r.host_start_ns + int(settle_s * 1e9), r.host_end_ns - int(tail_s * 1e9)
+
+
 def drain_interval_for(profile: SensorProfile, source) -> float:
     """Drain 10x as often as the driver's buffer fills (Note [Sampler cadence]), at most every 200 ms."""
     return min(0.2, source.sample_buffer_capacity * profile.sample_period_s / 10)
@@ -245,8 +250,7 @@ def _warm_up(backend, sampler, plan, settle_s, tail_s, max_s, say) -> None:
         r = backend.run(plan.handle, plan.launches)
         sampler.wait_for_samples(r.host_end_ns)
         s = sampler.snapshot()
-        m = s.in_window(r.host_start_ns + int(settle_s * 1e9), r.host_end_ns - int(tail_s * 1e9))
-        power = float(s.power_w[m].mean()) if m.any() else math.nan
+        power = s.mean_power_w(*_steady_window(r, settle_s, tail_s))
         if last is not None and abs(power - last) <= 0.005 * last:
             say(f"warm: {power:.1f} W after {time.monotonic() - t0:.1f} s")
             return

@@ -12,6 +12,7 @@ energy counter and the GPU's status, stamped on the host's monotonic clock.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -220,8 +221,6 @@ class Sampler:
         Asks the drain thread to drain now (every 10 ms) rather than at its next
         tick. Returns False if none came within ``timeout_s``.
         """
-        import time
-
         deadline = time.monotonic() + timeout_s
         while self._native.newest_sample_ns() < t_ns:
             if time.monotonic() > deadline:
