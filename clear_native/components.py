@@ -206,9 +206,13 @@ def _register_cpu_sdpa_flops() -> None:
 
 def _tensor_bytes(x, seen: set) -> int:
     import torch
+    from torch._subclasses.fake_tensor import is_fake
 
     if isinstance(x, torch.Tensor):
-        key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
+        if is_fake(x):  # a dry run's fake tensors have no data pointer: count each tensor once
+            key = ("fake", id(x))
+        else:
+            key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
         if key in seen:
             return 0
         seen.add(key)

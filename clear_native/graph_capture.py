@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._decisions import EagerDecisions
 from .errors import ClearNativeError
 
 
@@ -77,6 +78,8 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     CaptureError naming the reason, or with ``eager_fallback=True`` returns an
     eager Capture flagged ``eager=True`` with that reason. Synchronising calls
     are found before any capture starts (Note [Reject before capturing]).
+    Data-dependent branches of transformers' masks are taken as in the first,
+    eager call (Note [Capture what eager runs]).
     """
     import torch
 
@@ -97,17 +100,20 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         reason, error = "", None
+        decisions = EagerDecisions()  # Note [Capture what eager runs]
         with torch.cuda.stream(side):
-            fn(*args, **kwargs)  # the first call may synchronise once (lazy initialisation)
-            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1))
+            with decisions.recording():
+                fn(*args, **kwargs)  # the first call may synchronise once (lazy initialisation)
+            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1), decisions)
         torch.cuda.current_stream(device).wait_stream(side)
         torch.cuda.synchronize(device)
         if not reason:
             graph = torch.cuda.CUDAGraph(keep_graph=True)
             try:
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                with decisions.replaying(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
                     cap.outputs = fn(*args, **kwargs)
                 graph.instantiate()
+                cap.meta.update(eager_decisions=len(decisions.recorded), decision_mismatches=decisions.mismatches)
                 cap.graph = graph
                 return cap
             except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
@@ -121,7 +127,7 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
         return cap
 
 
-def _synchronises(torch, fn, args, kwargs, calls: int) -> str:
+def _synchronises(torch, fn, args, kwargs, calls: int, decisions: EagerDecisions) -> str:
     """Runs ``fn`` with CUDA's sync debug mode set to "error"; returns why it synchronised, or "".
 
     Note [Reject before capturing]: a capture that fails half-way leaves
@@ -138,7 +144,8 @@ def _synchronises(torch, fn, args, kwargs, calls: int) -> str:
             warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype")
             torch.cuda.set_sync_debug_mode("error")
         for _ in range(calls):
-            fn(*args, **kwargs)
+            with decisions.replaying():
+                fn(*args, **kwargs)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"it synchronises the GPU with the CPU ({first})"

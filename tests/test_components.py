@@ -236,3 +236,35 @@ def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypat
     monkeypatch.setattr(fc, "sdpa_flop_count", strict)
     assert cn.components.work_per_call(att)[0] == expected
     assert att.module.config._attn_implementation == "sdpa"  # restored
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "t5"])
+def test_eager_decisions_replay_in_order(family):
+    # Note [Capture what eager runs]: what the eager call decided is what later calls get.
+    import transformers.masking_utils as mu
+
+    from clear_native._decisions import DECISIONS, EagerDecisions
+
+    model, inputs, kw = tiny(family)
+    real = {name: getattr(mu, name) for _, name in DECISIONS}
+    d = EagerDecisions()
+    with torch.no_grad(), d.recording():
+        ref = model(*inputs, **kw)
+    assert d.recorded, "transformers' mask decisions were not seen"
+    with torch.no_grad(), d.replaying():
+        assert all(getattr(mu, n) is not f for n, f in real.items())  # patched while replaying
+        out = model(*inputs, **kw)
+    assert all(getattr(mu, n) is f for n, f in real.items())  # and restored
+    assert d.mismatches == 0
+    torch.testing.assert_close(out[0], ref[0])
+
+
+def test_eager_decisions_fall_back_on_a_different_call_sequence():
+    from clear_native._decisions import EagerDecisions
+
+    model, inputs, kw = tiny("gpt2")
+    d = EagerDecisions()
+    d.recorded = [("something_else", True)]  # as if the eager call had taken another path
+    with torch.no_grad(), d.replaying():
+        model(*inputs, **kw)
+    assert d.mismatches >= 1  # the originals ran, and the capture's meta will say so

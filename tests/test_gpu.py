@@ -124,3 +124,18 @@ def test_bad_handles_and_arguments(torch):
         eager.exec_handle
     # Rejected before capturing: PyTorch's CUDA RNG still works afterwards.
     assert torch.randn(8, device="cuda").isfinite().all()
+
+
+def test_transformers_model_captures_its_eager_kernels(torch):
+    # Note [Capture what eager runs]: no mask is materialised in the graph, the output matches eager.
+    import transformers as T
+
+    model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=2)).cuda().eval()
+    ids = torch.randint(0, 1000, (2, 16), device="cuda")
+    cap = cn.capture(model, ids, use_cache=False)
+    assert not cap.eager and cap.meta["eager_decisions"] >= 1 and cap.meta["decision_mismatches"] == 0
+    cap.run_once()
+    with torch.no_grad():
+        ref = model(ids, use_cache=False).logits
+    torch.cuda.synchronize()
+    torch.testing.assert_close(cap.outputs.logits, ref)

@@ -1,0 +1,83 @@
+"""Diagnose a whole-model graph: its kernels in an eager forward vs in its CUDA-graph replay.
+
+Prints, per model, the GPU time per replay (CUDA events), the kernel count and
+summed kernel time of an eager forward and of a graph replay (profiler), and
+the kernels whose summed time differs most. Writes results/whole_graph.json.
+
+Usage: python bench/whole_graph.py [--cases bert-base:8x128,gpt2:1x8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import clear_native as cn
+from common import require_gpu, run_identity
+
+
+def kernels(torch, fn, calls):
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+    by = collections.Counter()
+    n = 0
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            by[e.name[:90]] += e.time_range.elapsed_us() / calls
+            n += 1
+    return n / calls, by
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default="bert-base:8x128,bert-base:1x8,gpt2:1x8,llama-3.2-1b-shaped:1x8")
+    ap.add_argument("--out", default="results")
+    a = ap.parse_args(argv)
+    torch = require_gpu("bench/whole_graph.py")
+    import transformers as T
+    from coverage import models
+
+    res = run_identity(torch)
+    res["cases"] = []
+    for case in a.cases.split(","):
+        name, shape = case.split(":")
+        b, s = map(int, shape.split("x"))
+        cls, config = models(T)[name]
+        model = cls(config).to(device="cuda", dtype=torch.bfloat16).eval()
+        ids = torch.randint(0, config.vocab_size, (b, s), device="cuda")
+        kw = {"use_cache": False} if "use_cache" in model.forward.__code__.co_varnames else {}
+        cap = cn.capture(model, ids, name=name, eager_fallback=True, **kw)
+        out = {"case": case, "eager": cap.eager, "reason": cap.reason, "meta": cap.meta}
+        print(f"== {case}: eager={cap.eager} {cap.reason} {cap.meta}", flush=True)
+        n_e, k_e = kernels(torch, lambda: model(ids, **kw), 5)
+        out.update(eager_kernels=n_e, eager_kernel_us=sum(k_e.values()))
+        if not cap.eager:
+            r = cn.replay(cap.exec_handle, 50)
+            n_g, k_g = kernels(torch, cap.graph.replay, 5)
+            diff = sorted(set(k_e) | set(k_g), key=lambda k: -abs(k_g[k] - k_e[k]))[:12]
+            out.update(graph_us=r.gpu_time_per_call_s * 1e6, graph_kernels=n_g, graph_kernel_us=sum(k_g.values()),
+                       top_diff=[(k, k_e[k], k_g[k]) for k in diff])
+            for k in diff:
+                print(f"  eager {k_e[k]:9.1f} µs  graph {k_g[k]:9.1f} µs  {k}")
+        print({k: v for k, v in out.items() if k != "top_diff"}, flush=True)
+        res["cases"].append(out)
+        del model, cap
+        torch.cuda.empty_cache()
+    Path(a.out).mkdir(exist_ok=True)
+    (Path(a.out) / "whole_graph.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
