@@ -1,0 +1,222 @@
+"""The study's models (transformers configs at the published sizes, random weights) and its plan.
+
+A task is one measure_model() call: a model, a mode, a shape, a dtype and
+config changes (for the sweeps). Its id is stable, so a resumed run knows what
+is done. Nothing here needs a GPU: the plan is also what --dry-run prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import asdict, dataclass
+
+FAMILIES = ("encoder", "decoder", "encoder-decoder", "vision")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    cls: str                      # transformers class name
+    config_cls: str
+    config: dict                  # arguments of the config class (published sizes)
+
+    def build_config(self, T, **overrides):
+        return getattr(T, self.config_cls)(**{**self.config, **overrides})
+
+
+_LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                 num_key_value_heads=8, head_dim=64, vocab_size=128256, rope_theta=500000.0,
+                 tie_word_embeddings=True, max_position_embeddings=131072)
+_QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                   num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0, tie_word_embeddings=True,
+                   max_position_embeddings=32768)
+
+MODELS = {m.name: m for m in [
+    ModelSpec("bert-base", "encoder", "BertModel", "BertConfig", {}),
+    ModelSpec("bert-large", "encoder", "BertModel", "BertConfig",
+              dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
+    ModelSpec("roberta-base", "encoder", "RobertaModel", "RobertaConfig",
+              dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
+    ModelSpec("distilbert-base", "encoder", "DistilBertModel", "DistilBertConfig", {}),
+    ModelSpec("albert-base-v2", "encoder", "AlbertModel", "AlbertConfig",
+              dict(embedding_size=128, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+                   num_hidden_layers=12, vocab_size=30000)),
+    ModelSpec("gpt2", "decoder", "GPT2LMHeadModel", "GPT2Config", {}),
+    ModelSpec("gpt2-medium", "decoder", "GPT2LMHeadModel", "GPT2Config", dict(n_embd=1024, n_layer=24, n_head=16)),
+    ModelSpec("llama-3.2-1b", "decoder", "LlamaForCausalLM", "LlamaConfig", _LLAMA_1B),
+    ModelSpec("qwen2.5-0.5b", "decoder", "Qwen2ForCausalLM", "Qwen2Config", _QWEN25_05B),
+    ModelSpec("t5-small", "encoder-decoder", "T5ForConditionalGeneration", "T5Config",
+              dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_heads=8, vocab_size=32128)),
+    ModelSpec("t5-base", "encoder-decoder", "T5ForConditionalGeneration", "T5Config",
+              dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12, vocab_size=32128)),
+    ModelSpec("bart-base", "encoder-decoder", "BartForConditionalGeneration", "BartConfig",
+              dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                   decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265)),
+    ModelSpec("vit-b-16", "vision", "ViTModel", "ViTConfig", {}),
+    ModelSpec("vit-l-16", "vision", "ViTModel", "ViTConfig",
+              dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
+    ModelSpec("deit-s-16", "vision", "DeiTModel", "DeiTConfig",
+              dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)),
+]}
+
+
+@dataclass(frozen=True)
+class Task:
+    model: str
+    mode: str = "prefill"         # "prefill" or "decode"
+    batch: int = 8
+    seq: int = 128                # tokens (prefill); ignored for vision (224 px images)
+    dtype: str = "bf16"
+    cache_len: int = 0            # decode: tokens already in the static KV cache
+    overrides: tuple = ()         # config changes, as sorted (key, value) pairs
+    purpose: tuple = ("suite",)   # "suite", "coverage", "sweep:<name>", "reference"
+
+    @property
+    def id(self) -> str:
+        shape = f"b{self.batch}" + (f"kv{self.cache_len}" if self.mode == "decode" else
+                                    ("img224" if MODELS[self.model].family == "vision" else f"s{self.seq}"))
+        extra = "".join(f"/{k}={v}" for k, v in self.overrides)
+        return f"{self.model}/{self.mode}/{shape}/{self.dtype}{extra}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["id"] = self.id
+        return d
+
+
+SWEEPS = ("batch", "seq", "kv", "heads", "hidden", "dtype")
+
+
+def plan(models=None, sweeps=SWEEPS, quick: bool = False) -> list[Task]:
+    """The study's tasks, in the order they run; a task wanted by several purposes runs once."""
+    names = list(models) if models else list(MODELS)
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
+    bad = [s for s in sweeps if s not in SWEEPS]
+    if bad:
+        raise ValueError(f"unknown sweep {bad[0]!r}; choose from {', '.join(SWEEPS)}")
+    tasks: list[Task] = []
+    for name in names:
+        fam = MODELS[name].family
+        tasks.append(Task(name))
+        if fam == "decoder":
+            tasks.append(Task(name, "decode", batch=1, seq=1, cache_len=512))
+    # Issue 4's coverage cases at batch 1 x sequence 8 (the size where gaps between kernels dominate).
+    for name in ("bert-base", "gpt2", "llama-3.2-1b", "t5-small"):
+        if name in names and not quick:
+            tasks.append(Task(name, batch=1, seq=8, purpose=("coverage",)))
+    if quick:
+        sweeps = [s for s in sweeps if s in ("batch", "dtype")]
+    enc = "bert-base" if "bert-base" in names else None
+    dec = "gpt2" if "gpt2" in names else None
+    sweep_tasks = []
+    if enc and "batch" in sweeps:
+        sweep_tasks += [Task(enc, batch=b, purpose=("sweep:batch",)) for b in ((1, 8) if quick else (1, 8, 64))]
+    if enc and "seq" in sweeps:
+        sweep_tasks += [Task(enc, seq=s, purpose=("sweep:seq",)) for s in (32, 128, 512)]
+    if dec and "kv" in sweeps:
+        sweep_tasks += [Task(dec, "decode", batch=1, seq=1, cache_len=c, purpose=("sweep:kv",))
+                        for c in (128, 512, 1000)]
+    if enc and "heads" in sweeps:  # hidden size fixed at 768
+        sweep_tasks += [Task(enc, overrides=(("num_attention_heads", h),) if h != 12 else (),
+                             purpose=("sweep:heads",)) for h in (4, 12, 24)]
+    if enc and "hidden" in sweeps:  # head dim fixed at 64, feed-forward 4x
+        sweep_tasks += [Task(enc, overrides=(("hidden_size", h), ("intermediate_size", 4 * h),
+                                             ("num_attention_heads", h // 64)) if h != 768 else (),
+                             purpose=("sweep:hidden",)) for h in (512, 768, 1024)]
+    if enc and "dtype" in sweeps:
+        sweep_tasks += [Task(enc, dtype=d, purpose=("sweep:dtype",)) for d in ((("fp16", "bf16")) if quick else DTYPES)]
+    return _merge(tasks + sweep_tasks)
+
+
+def _merge(tasks: list[Task]) -> list[Task]:
+    """One task per id; the purposes of duplicates are joined."""
+    by_id: dict = {}
+    for t in tasks:
+        if t.id in by_id:
+            old = by_id[t.id]
+            by_id[t.id] = Task(**{**asdict(old), "purpose": old.purpose + tuple(p for p in t.purpose
+                                                                                   if p not in old.purpose)})
+        else:
+            by_id[t.id] = t
+    return list(by_id.values())
+
+
+QUICK_MODELS = ("bert-base", "gpt2", "t5-small", "deit-s-16")
+
+
+def torch_dtype(torch, name: str):
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def build(T, torch, task: Task, device, init_weights: bool = True):
+    """(model, positional inputs, keyword inputs) of a task, random weights, on ``device``."""
+    spec = MODELS[task.model]
+    config = spec.build_config(T, **dict(task.overrides))
+    dtype = torch_dtype(torch, task.dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in its dtype on its device: no fp32 copy on the CPU
+    try:
+        with torch.device(device), (contextlib.nullcontext() if init_weights else no_init_weights()):
+            model = getattr(T, spec.cls)(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    kw: dict = {"use_cache": False} if _accepts(model.forward, "use_cache") else {}
+    if spec.family == "vision":
+        size = config.image_size
+        inputs = (torch.randn(task.batch, config.num_channels, size, size, dtype=dtype, device=device),)
+    else:
+        ids = torch.randint(0, config.vocab_size, (task.batch, task.seq), device=device)
+        inputs = (ids,)
+        if spec.family == "encoder-decoder":
+            kw["decoder_input_ids"] = ids
+    return model, inputs, kw
+
+
+def _accepts(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def no_init_weights():
+    from transformers.initialization import no_init_weights as skip
+
+    return skip()
+
+
+def flops_plan(task: Task) -> dict:
+    """Components, signature groups, FLOPs and bytes of a task, with fake tensors (no GPU, no memory)."""
+    import torch
+    import transformers as T
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import clear_native as cn
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs, kw = build(T, torch, task, "cpu", init_weights=False)  # fake tensors: nothing to draw
+        note = ""
+        if task.mode == "decode":
+            inputs = (inputs[0][:, -1:],)
+            note = f"decode priced as one token without its {task.cache_len}-token cache (measured, not planned)"
+        comps = cn.find_components(model, *inputs, **kw)
+        groups = cn.group_components(comps)
+    return {"components": len(comps), "note": note,
+            "groups": [{"name": g.name, "kind": g.kind, "occurrences": g.occurrences, "flops": g.flops,
+                        "bytes_min": g.bytes_min} for g in groups]}
+
+
+def estimate_s(n_groups: int, trials: int, settle_s: float, window_s: float, overhead_s: float = 12.0) -> float:
+    """Wall seconds of one measure_model() call: every capture's trials, plus build, capture and baselines."""
+    return overhead_s + (n_groups + 1) * trials * (settle_s + window_s + 0.02)
+
+
+def as_list(value: str | None, default) -> list:
+    if value is None:
+        return list(default)
+    return [v for v in value.split(",") if v and v != "none"]
+
+
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "build", "flops_plan", "estimate_s", "QUICK_MODELS"]

@@ -1,0 +1,170 @@
+"""bench/run.py on the CPU: the dry run of the whole suite, an interrupted run resumed, the report.
+
+Measurements come from a fake executor whose component energies follow a known
+energy model E = a·FLOPs + b·bytes + P·t (with the FLOPs and bytes the dry run
+plans), so the report's fit can be checked against the truth.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import clear_native as cn  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+import suite  # noqa: E402
+from clear_native.model import GroupResult, ModelReport, account  # noqa: E402
+
+TRUTH = dict(a=0.6e-12, b=25e-12, p=140.0)  # J/FLOP, J/byte, W
+SMALL = ["--models", "bert-base,gpt2,t5-small,deit-s-16", "--sweeps", "batch,kv,dtype", "--no-reference"]
+
+
+def test_dry_run_plans_the_whole_suite_without_a_gpu(capsys):
+    assert run.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    tasks = suite.plan()
+    for name in suite.MODELS:
+        assert f"| {name}/prefill/" in out
+    for t in tasks:
+        assert f"| {t.id} |" in out
+    assert "estimated GPU time" in out
+    # 15 models, decode for the 4 decoders, 4 coverage cases, 6 sweeps of 2 new points each.
+    assert len(tasks) == len({t.id for t in tasks}) == 35
+    assert {t.model for t in tasks if t.mode == "decode"} == {"gpt2", "gpt2-medium", "llama-3.2-1b", "qwen2.5-0.5b"}
+
+
+def test_plan_rejects_unknown_names_clearly(capsys):
+    assert run.main(["--dry-run", "--models", "bert-huge"]) == 2
+    assert "unknown model 'bert-huge'" in capsys.readouterr().err
+    assert run.main(["--dry-run", "--sweeps", "depth"]) == 2
+
+
+def test_without_a_gpu_it_says_so_and_exits_non_zero(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "needs an NVIDIA GPU" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+class FakeGpu:
+    """Stands in for the GPU: components' energies follow TRUTH; can fail or be interrupted on cue."""
+
+    def __init__(self, interrupt_at=None, fail=()):
+        self.calls, self.interrupt_at, self.fail = 0, interrupt_at, set(fail)
+        self.plans = {}
+
+    def measure_task(self, torch_, T, task, profile, args):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        if task.id in self.fail:
+            raise RuntimeError("simulated capture failure")
+        if task.id not in self.plans:
+            self.plans[task.id] = suite.flops_plan(task)
+        groups = []
+        for i, g in enumerate(self.plans[task.id]["groups"]):
+            t = 2e-6 + g["flops"] / 300e12 + g["bytes_min"] / 2e12
+            e = TRUTH["a"] * g["flops"] + TRUTH["b"] * g["bytes_min"] + TRUTH["p"] * t
+            cv = 0.002 + 0.001 * (i % 3)
+            groups.append(GroupResult(g["name"], g["kind"], [g["name"]], g["occurrences"], t, e, e - 80 * t, cv,
+                                      2.8 * cv / math.sqrt(5), 5, g["flops"], g["bytes_min"],
+                                      e / g["flops"] if g["flops"] else math.nan, 0.0))
+        comp_t = sum(g.occurrences * g.gpu_time_per_call_s for g in groups)
+        comp_e = sum(g.occurrences * g.energy_per_call_j for g in groups)
+        model_t = comp_t * 1.15
+        model_e = 1.02 * comp_e + 0.13 * comp_t * 90.0  # glue 2 % at the components' power, gaps 13 % at 90 W
+        acc = account(groups, model_e, model_t, comp_t * 1.02, comp_t, 90.0)
+        whole = dict(energy_per_call_j=model_e, energy_per_call_ci95_j=model_e * 0.003, gpu_time_per_call_s=model_t,
+                     cv=0.003, ci95_rel=0.003)
+        return ModelReport(task.model, task.mode, {}, groups, whole, acc, [], {}, 1.0,
+                           settings=dict(whole_model_eager=False)).to_dict()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Patches the GPU-facing parts of bench/run.py; returns a function installing a FakeGpu."""
+    profile = cn.SensorProfile("GPU-fake-driver-1", 0.02, 0.021, 0.009, 0.009, 0.43, 1.3, 0.1, 77.0, 250.0, "now")
+    monkeypatch.setattr(run, "_require_gpu", lambda: torch)
+    monkeypatch.setattr(run, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "driver_version": "1",
+                                                                  "power_limit_w": 700.0}, "date": "2026-11-26"})
+    monkeypatch.setattr(cn, "calibrate", lambda **kw: profile)
+    clock = iter(range(10**6))
+    monkeypatch.setattr(run.time, "monotonic", lambda: float(next(clock)))  # deterministic wall times
+
+    def install(gpu):
+        monkeypatch.setattr(run, "measure_task", gpu.measure_task)
+        return gpu
+    return install
+
+
+def test_interrupted_run_resumes_and_gives_the_same_report_as_one_run(tmp_path, fake, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(one)]) == 0
+    whole_run = (one / "fake-h0" / "REPORT.md").read_text()
+
+    fake(FakeGpu(interrupt_at=4))
+    assert run.main(SMALL + ["--out", str(two)]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err
+    records = run.load_records(two / "fake-h0" / run.MEASUREMENTS)
+    assert len(records) == 3  # the three measured before the interruption are kept
+
+    assert run.main(SMALL + ["--out", str(two)]) == 2  # no silent overwrite
+    assert "pass --resume" in capsys.readouterr().err
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(two), "--resume"]) == 0
+    assert gpu.calls == len(suite.plan(SMALL[1].split(","), SMALL[3].split(","))) - 3  # only what was missing
+    assert (two / "fake-h0" / "REPORT.md").read_text() == whole_run
+    for name in report.FIGURES:
+        assert (two / "fake-h0" / f"{name}.png").stat().st_size > 1000
+
+
+def test_a_failed_task_is_reported_and_retried_on_request(tmp_path, fake):
+    bad = "gpt2/decode/b1kv512/bf16"
+    fake(FakeGpu(fail={bad}))
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
+    text = (tmp_path / "fake-h0" / "REPORT.md").read_text()
+    assert f"| {bad} | failed: RuntimeError: simulated capture failure" in text
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path), "--resume"]) == 0 and gpu.calls == 0
+    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--retry-failed"]) == 0 and gpu.calls == 1
+    assert "failed:" not in (tmp_path / "fake-h0" / "REPORT.md").read_text()
+
+
+def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
+    folder = tmp_path / "fake-h0"
+    (folder / "REPORT.md").unlink()
+    assert run.main(SMALL + ["--report-only", str(folder)]) == 0
+    an = json.loads((folder / "report.json").read_text())["analysis"]
+    c = an["energy_model"]["coefficients"]
+    assert c["j_per_flop"] == pytest.approx(TRUTH["a"], rel=1e-6)
+    assert c["j_per_byte"] == pytest.approx(TRUTH["b"], rel=1e-6)
+    assert c["power_w"] == pytest.approx(TRUTH["p"], rel=1e-6)
+    assert an["energy_model"]["lomo_mean_abs"] < 1e-6
+    assert an["energy_model"]["lomo_mean_abs_flops_only"] > 0.05  # FLOPs alone miss bytes and time
+    text = (folder / "REPORT.md").read_text()
+    assert "## Energy per FLOP by component kind" in text and "## Sweep: batch size" in text
+    assert "## Sweep: KV-cache length" in text and "## Sweep: dtype" in text
+    # The coverage arithmetic of the fake: components + glue + gaps = whole model.
+    rec = run.load_records(folder / run.MEASUREMENTS)[0]["report"]["accounting"]
+    assert rec["explained_coverage"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_report_only_without_records_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="run bench/run.py first"):
+        run.main(["--report-only", str(tmp_path)])
