@@ -33,6 +33,7 @@ import clear_native as cn
 import suite
 from common import run_identity
 
+ROOT = Path(__file__).resolve().parents[1]
 MEASUREMENTS = "measurements.jsonl"
 REFERENCE = "reference.jsonl"
 
@@ -264,7 +265,8 @@ def parse(argv=None):
     ap.add_argument("--models", help=f"comma-separated, from: {', '.join(suite.MODELS)}")
     ap.add_argument("--sweeps", help=f"comma-separated from {', '.join(suite.SWEEPS)}, or 'none'")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index")
-    ap.add_argument("--out", default="results/study", help="results go to <out>/<card>/")
+    ap.add_argument("--out", default=str(ROOT / "results" / "study"),
+                    help="results go to <out>/<card>/ (default: the repository's results/study)")
     ap.add_argument("--resume", action="store_true", help="continue the run recorded in <out>/<card>/")
     ap.add_argument("--retry-failed", action="store_true", help="with --resume: measure failed tasks again")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; needs no GPU")
@@ -275,7 +277,7 @@ def parse(argv=None):
     ap.add_argument("--max-trials", type=int, default=12)
     ap.add_argument("--target-ci", type=float, default=0.01, help="stop at this 95 %% CI half-width (fraction)")
     ap.add_argument("--task-budget-s", type=float, default=120.0, help="wall-clock budget of one task's trials")
-    ap.add_argument("--reference-calls", type=int, default=5000)
+    ap.add_argument("--reference-calls", type=int, default=2000)
     ap.add_argument("--reference-trials", type=int, default=5)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
