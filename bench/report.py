@@ -197,6 +197,7 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
                  f"b = {c['j_per_byte'] * 1e12:.3g} pJ/byte, P = {c['power_w']:.0f} W; leave-one-model-out error "
                  f"{em['lomo_mean_abs'] * 100:.1f} % (mean |error|) vs {em['lomo_mean_abs_flops_only'] * 100:.1f} % "
                  f"for FLOPs alone.")
+    L += targets(ok)
     L += ["", "## Models", "",
           "Energy and GPU time per forward pass (decode: per token). Coverage = Σ components ÷ whole model; "
           "explained adds glue kernels and the gaps between kernels.", "",
@@ -262,6 +263,37 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
                      f"{f['energy_per_call_j'] / o['energy_per_call_j']:.2f} | {row['reference_wall_s']:.0f} s |")
     L += ["", "## Figures", ""] + [f"![{n}]({n}.png)" for n in FIGURES]
     return "\n".join(L) + "\n"
+
+
+def targets(ok: dict) -> list[str]:
+    """Which measurements miss the study's targets (CV <= 1 %, explained 100 ± 3 %, plain 100 ± 5 % at 8 x 128)."""
+    cv_miss, expl_miss, plain_miss = [], [], []
+    modes = set()
+    for tid, r in sorted(ok.items()):
+        rep = r["report"]
+        modes.add(r.get("settings", {}).get("l2", "hot"))
+        reasons = rep["whole"].get("clock_event_reasons", [])
+        for g in rep["groups"] + [dict(rep["whole"], name="whole model")]:
+            if g["cv"] > 0.01:
+                cv_miss.append(f"{tid} {g['name']}: {g['cv'] * 100:.2f} % over {g['trials']} trials"
+                               + (f" ({', '.join(reasons)} during the run)" if reasons else ""))
+        a = rep["accounting"]
+        if abs(a["explained_coverage"] - 1) > 0.03:
+            expl_miss.append(f"{tid}: {_pct(a['explained_coverage'])}")
+        t = r["task"]
+        if t["mode"] == "prefill" and t["batch"] == 8 and t["seq"] == 128 and abs(a["coverage"] - 1) > 0.05:
+            plain_miss.append(f"{tid}: {_pct(a['coverage'])}")
+    L = ["", "## Against the targets", "",
+         f"Components replayed with **{'/'.join(sorted(modes))} L2** "
+         + ("(one copy: its weights stay in the L2 cache, unlike inside the model, so components read low; "
+            "bench/cold_cache.py measures that bias and `--l2 cold` removes it)." if "hot" in modes else
+            "(distinct copies whose weights overflow the L2 cache, as inside the model)."), ""]
+    for title, items in (("component or whole-model CV above 1 %", cv_miss),
+                         ("explained coverage outside 100 ± 3 %", expl_miss),
+                         ("plain coverage outside 100 ± 5 % at batch 8 × 128", plain_miss)):
+        L.append(f"- {len(items)} {title}" + (":" if items else "."))
+        L += [f"  - {x}" for x in items]
+    return L
 
 
 FIGURES = ("energy_by_component", "j_per_flop", "shares", "cv_coverage", "sweeps")

@@ -69,6 +69,11 @@ def append_record(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def record_l2(record: dict) -> str:
+    """The L2 mode a record was measured with; records from before the option replayed hot."""
+    return record.get("settings", {}).get("l2", "hot")
+
+
 def done_ids(records: list[dict], retry_failed: bool) -> set:
     return {r["task"]["id"] for r in records if r.get("status") == "ok" or not retry_failed}
 
@@ -123,7 +128,8 @@ def measure_task(torch, T, task, profile, args):
         verbose = (lambda m: print(f"      {m}", flush=True)) if args.verbose else None
         rep = cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
                                min_trials=args.min_trials, max_trials=args.max_trials, target_ci_rel=args.target_ci,
-                               window_s=args.window_s, budget_s=args.task_budget_s, progress=verbose, **kw)
+                               window_s=args.window_s, budget_s=args.task_budget_s, l2=args.l2, progress=verbose,
+                               **kw)
         return rep.to_dict()
     finally:
         del model
@@ -179,6 +185,12 @@ def run(args, tasks) -> int:
         print("calibrating the power sensor ...", flush=True)
         profile = cn.calibrate(cache=False)
         ppath.write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
+    modes = {record_l2(r) for r in records if r.get("status") == "ok"}
+    if modes - {args.l2}:
+        print(f"{mpath} holds measurements with {'/'.join(sorted(modes))} L2 replay, and this run asks for "
+              f"--l2 {args.l2}: one report cannot mix them; pass --l2 {'/'.join(sorted(modes))} or --out <folder>",
+              file=sys.stderr)
+        return 2
     skip = done_ids(records, args.retry_failed)
     todo = [t for t in tasks if t.id not in skip]
     want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in load_records(rpath))
@@ -186,7 +198,7 @@ def run(args, tasks) -> int:
     print(f"{card_slug(ident['gpu']['name'])}: {len(tasks)} tasks, {len(tasks) - len(todo)} already measured, "
           f"{len(todo)} to go{' + reference procedure' if want_ref else ''}; results in {folder}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    settings = {k: getattr(args, k) for k in ("window_s", "min_trials", "max_trials", "target_ci", "task_budget_s")}
+    settings = {k: getattr(args, k) for k in ("window_s", "min_trials", "max_trials", "target_ci", "task_budget_s", "l2")}
     t_start, spent_est, rc = time.monotonic(), 0.0, 0
     try:
         for i, task in enumerate(todo, 1):
@@ -277,6 +289,9 @@ def parse(argv=None):
     ap.add_argument("--max-trials", type=int, default=12)
     ap.add_argument("--target-ci", type=float, default=0.01, help="stop at this 95 %% CI half-width (fraction)")
     ap.add_argument("--task-budget-s", type=float, default=120.0, help="wall-clock budget of one task's trials")
+    ap.add_argument("--l2", choices=("cold", "hot"), default="cold",
+                    help="replay components as copies that overflow the L2 cache, as in the model (cold), or one "
+                         "copy (hot)")
     ap.add_argument("--reference-calls", type=int, default=2000)
     ap.add_argument("--reference-trials", type=int, default=5)
     ap.add_argument("-v", "--verbose", action="store_true")

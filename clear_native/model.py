@@ -12,6 +12,7 @@ explained coverage = (components + glue + gaps) / whole model.
 
 from __future__ import annotations
 
+import copy
 import csv
 import inspect
 import io
@@ -47,6 +48,7 @@ class GroupResult:
     j_per_flop: float                # energy per call / FLOPs (NaN without FLOPs)
     share: float                     # occurrences x energy per call / whole-model energy
     eager: bool = False              # measured from a Python loop (its capture failed)
+    copies: int = 1                  # distinct copies called in turn per replay (Note [Cold L2])
 
     @property
     def energy_total_j(self) -> float:
@@ -114,7 +116,7 @@ class ModelReport:
         return text
 
     _CSV = ("name", "kind", "occurrences", "gpu_time_per_call_s", "energy_per_call_j", "dynamic_energy_per_call_j",
-            "cv", "ci95_rel", "trials", "flops", "bytes_min", "j_per_flop", "share", "eager")
+            "cv", "ci95_rel", "trials", "flops", "bytes_min", "j_per_flop", "share", "eager", "copies")
 
     def to_csv(self, path=None) -> str:
         buf = io.StringIO()
@@ -149,6 +151,45 @@ class ModelReport:
         for name, reason in self.failures:
             rows.append(f"not measured: {name}: {reason}")
         return "\n".join(rows)
+
+
+def l2_copies(module, l2_bytes: int, max_copies: int = 64) -> int:
+    """How many distinct copies of a component to call in turn so that its parameters cannot stay in L2."""
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    if params == 0 or l2_bytes <= 0:
+        return 1
+    return int(min(max_copies, max(1, math.ceil(2 * l2_bytes / params))))
+
+
+class ColdCopies:
+    """Calls ``copies`` distinct deep copies of a module in turn on the same inputs; returns the last output.
+
+    Note [Cold L2]: a component replayed back-to-back keeps its parameters in
+    the GPU's L2 cache (50 MB on an H200), while inside the model every layer's
+    weights come from HBM. Measured on an H200 (results/cold_cache.md), BERT-base
+    components replayed alone cost 9-69 % less energy than as distinct copies
+    whose parameters overflow L2, and coverage went from 75.3 % to 98.6 % (1x8)
+    and from 90.0 % to 98.9 % (8x128). So a replay calls enough copies that
+    their parameters are twice the L2, and energy and time per call are divided
+    by the number of copies. Inputs stay hot, as they are in the model (the
+    previous kernel just wrote them).
+    """
+
+    def __init__(self, module, copies: int) -> None:
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
+        self.modules = [module] + [copy.deepcopy(module) for _ in range(copies - 1)]
+        self.__qualname__ = f"ColdCopies[{type(module).__name__} x{copies}]"
+
+    @property
+    def copies(self) -> int:
+        return len(self.modules)
+
+    def __call__(self, *args, **kwargs):
+        out = None
+        for m in self.modules:
+            out = m(*args, **kwargs)
+        return out
 
 
 def _accepts(fn, name: str) -> bool:
@@ -201,6 +242,14 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
     return (input_ids[:, -1:],), step_kw
 
 
+def _l2_bytes(torch, model) -> int:
+    """The L2 cache size of the GPU holding the model's parameters (0 if not on a GPU)."""
+    p = next(model.parameters(), None)
+    if p is None or p.device.type != "cuda":
+        return 0
+    return int(torch.cuda.get_device_properties(p.device).L2_cache_size)
+
+
 def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
     """(all kernels, kernels launched inside components) of one eager forward pass, from the profiler."""
     import torch
@@ -236,18 +285,23 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
 
 def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, select=None, backend=None,
                   profile=None, min_trials: int = 5, max_trials: int = 30, target_ci_rel: float = 0.01,
-                  window_s: float = 0.5, budget_s: float = 600.0, progress=None, **kw) -> ModelReport:
+                  window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold", progress=None,
+                  **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     mode: "prefill" (one forward pass of the inputs) or "decode" (one new token,
     inputs[0] its ids, after ``cache_len`` cached tokens in a static KV cache).
     select: the components (see find_components); None for the rules.
+    l2: "cold" replays each component as distinct copies whose parameters overflow
+    the L2 cache, as inside the model (Note [Cold L2]); "hot" replays one copy.
     The rest goes to measure() for every component group and the whole model together.
     """
     import torch
 
     if mode not in ("prefill", "decode"):
         raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}")
+    if l2 not in ("cold", "hot"):
+        raise ValueError(f"l2 must be 'cold' or 'hot', got {l2!r}")
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
     model.eval()
@@ -266,11 +320,14 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     comps = find_components(model, *inputs, select=select, **kw)
     groups = group_components(comps)
     say(f"{len(comps)} components in {len(groups)} groups")
-    caps, failures = [], []
+    l2_bytes = _l2_bytes(torch, model) if l2 == "cold" else 0
+    caps, failures, copies = [], [], {}
     for g in groups:
         rep = g.representative
+        n = copies[g.name] = l2_copies(rep.module, l2_bytes)
+        fn = ColdCopies(rep.module, n) if n > 1 else rep.module
         try:
-            caps.append(capture(rep.module, *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
+            caps.append(capture(fn, *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
         except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
             failures.append((g.name, f"{type(exc).__name__}: {exc}"))
     whole = capture(model, *inputs, name="whole_model", eager_fallback=True, **kw)
@@ -281,13 +338,14 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     results = []
     by_name = {g.name: g for g in groups}
     for cap in caps:
-        m, g = run[cap.name], by_name[cap.name]
+        m, g, n = run[cap.name], by_name[cap.name], copies[cap.name]
+        e = m.energy_per_call_j / n
         results.append(GroupResult(
             name=g.name, kind=g.kind, members=g.members, occurrences=g.occurrences,
-            gpu_time_per_call_s=m.gpu_time_per_call_s, energy_per_call_j=m.energy_per_call_j,
-            dynamic_energy_per_call_j=m.dynamic_energy_per_call_j, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
-            flops=g.flops, bytes_min=g.bytes_min, j_per_flop=m.energy_per_call_j / g.flops if g.flops else math.nan,
-            share=g.occurrences * m.energy_per_call_j / wm.energy_per_call_j, eager=cap.eager))
+            gpu_time_per_call_s=m.gpu_time_per_call_s / n, energy_per_call_j=e,
+            dynamic_energy_per_call_j=m.dynamic_energy_per_call_j / n, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
+            flops=g.flops, bytes_min=g.bytes_min, j_per_flop=e / g.flops if g.flops else math.nan,
+            share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, copies=n))
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
     shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}
@@ -296,6 +354,7 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
                        whole=asdict(wm), accounting=acc, failures=failures, run=run_meta,
                        wall_s=time.monotonic() - t0,
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
+                                     l2=l2, l2_bytes=l2_bytes,
                                      target_ci_rel=target_ci_rel, window_s=window_s,
                                      kernel_time_s=kernels_s, component_kernel_time_s=inside_s,
                                      whole_model_eager=whole.eager, whole_model_eager_reason=whole.reason))

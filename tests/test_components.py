@@ -268,3 +268,40 @@ def test_eager_decisions_fall_back_on_a_different_call_sequence():
     with torch.no_grad(), d.replaying():
         model(*inputs, **kw)
     assert d.mismatches >= 1  # the originals ran, and the capture's meta will say so
+
+
+def test_cold_copies_overflow_the_l2_and_repeat_the_same_work():
+    # Note [Cold L2]: a 4.7 MB attention block needs 23 copies to be twice a 50 MB L2.
+    from clear_native.model import ColdCopies, l2_copies
+
+    l2 = 50 * 2**20
+    lin = torch.nn.Linear(1024, 1152)  # 4.7 MB of fp32 parameters
+    assert l2_copies(lin, l2) == math.ceil(2 * l2 / (1024 * 1152 * 4 + 1152 * 4))
+    assert l2_copies(torch.nn.GELU(), l2) == 1            # nothing to keep in the cache
+    assert l2_copies(torch.nn.Linear(8192, 8192), l2) == 1  # 268 MB: already overflows
+    assert l2_copies(torch.nn.Linear(8, 8), l2) == 64       # capped
+    assert l2_copies(lin, 0) == 1                            # hot replay
+    model, inputs, kw = tiny("bert")
+    comps = cn.find_components(model, *inputs, **kw)
+    att = next(c for c in comps if c.kind == "self_attention")
+    cold = ColdCopies(att.module, 3)
+    assert cold.copies == 3
+    ptrs = {id(m.query.weight if hasattr(m, "query") else next(m.parameters())) for m in cold.modules}
+    assert len(ptrs) == 3  # distinct parameters, not one module three times
+    with torch.no_grad():
+        torch.testing.assert_close(cold(*att.args, **att.kwargs)[0], att.module(*att.args, **att.kwargs)[0])
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as one:
+        att.module(*att.args, **att.kwargs)
+    with torch.no_grad(), FlopCounterMode(display=False) as three:
+        cold(*att.args, **att.kwargs)
+    assert three.get_total_flops() == 3 * one.get_total_flops() > 0
+    with pytest.raises(ValueError, match="copies"):
+        ColdCopies(att.module, 0)
+
+
+def test_measure_model_rejects_an_unknown_l2_mode():
+    model, inputs, kw = tiny("bert")
+    with pytest.raises(ValueError, match="l2 must be"):
+        cn.measure_model(model, *inputs, l2="warm", **kw)
