@@ -9,6 +9,7 @@ is measured (results/coverage/<model>.json); the summary goes to
 results/coverage.json and results/coverage.md.
 
 Usage: python bench/coverage.py [--out results] [--only bert-base,gpt2:decode,...] [--window-s 0.3]
+       python bench/coverage.py --from-study results/study/<card>   # the same table from the study's records
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ def run_case(torch, T, name, mode, batch, seq, profile, window_s) -> cn.ModelRep
                             progress=lambda m: print(f"    {m}", flush=True), **kw)
 
 
+def l2_modes(res: dict) -> set:
+    """How the cases' components were replayed; reports from before the option replayed hot."""
+    return {c["report"]["settings"].get("l2", "hot") for c in res["cases"] if "report" in c} or {"?"}
+
+
 def markdown(res: dict) -> str:
     g = res["gpu"]
     lines = [f"# Coverage on {g['name']} (driver {g['driver_version']}), {res['date']}", "",
              "bf16, random weights. Coverage = Σ components / whole model; explained adds glue kernels "
-             "(at the components' mean power) and gaps between kernels (at awake-idle power).", "",
+             "(at the components' mean power) and gaps between kernels (at awake-idle power). Components replayed "
+             f"with {'/'.join(sorted(l2_modes(res)))} L2 (Note [Cold L2] in clear_native/model.py).", "",
              "| model | mode | batch×seq | groups | whole model | coverage | glue | gaps | explained | max CV | eager | wall |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["cases"]:
@@ -72,12 +79,44 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+STUDY_NAMES = {"llama-3.2-1b-shaped": "llama-3.2-1b"}  # bench/suite.py's name of the same config
+
+
+def from_study(folder: Path) -> dict:
+    """The coverage cases, taken from a study's records (bench/run.py measures them all)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import latest_ok
+    from run import MEASUREMENTS, load_records
+
+    records = load_records(Path(folder) / MEASUREMENTS)
+    if not records:
+        raise SystemExit(f"no study records in {folder}: run bench/run.py first")
+    ok = latest_ok(records)["ok"]
+    res = dict(records[0]["identity"], source=str(folder), cases=[])
+    for name, mode, b, s in CASES:
+        study = STUDY_NAMES.get(name, name)
+        tid = (f"{study}/decode/b{b}kv512/bf16" if mode == "decode" else f"{study}/prefill/b{b}s{s}/bf16")
+        r = ok.get(tid)
+        case = {"model": name, "mode": mode, "batch": b, "seq": s, "study_task": tid}
+        if r is None:
+            case["error"] = "not in the study's records"
+        else:
+            case.update(report=r["report"], wall_s=r["wall_s"])
+        res["cases"].append(case)
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--from-study", metavar="CARD_DIR", help="write the table from a study's records (no GPU)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--only", default="", help="comma-separated model names, or name:mode (e.g. gpt2:decode)")
     ap.add_argument("--window-s", type=float, default=0.3)
     a = ap.parse_args(argv)
+    if a.from_study:
+        res = from_study(Path(a.from_study))
+        write_results(a.out, "coverage", res, markdown(res) + f"\nFrom the study's records in {a.from_study}.\n")
+        return 0
     torch = require_gpu("bench/coverage.py")
     import transformers as T
 

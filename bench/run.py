@@ -178,6 +178,12 @@ def run(args, tasks) -> int:
         print(f"{mpath} already holds {len(records)} measurements: pass --resume to continue that run, "
               f"or --out <folder> to start another", file=sys.stderr)
         return 2
+    modes = {record_l2(r) for r in records if r.get("status") == "ok"}
+    if modes - {args.l2}:
+        print(f"{mpath} holds measurements with {'/'.join(sorted(modes))} L2 replay, and this run asks for "
+              f"--l2 {args.l2}: one report cannot mix them; pass --l2 {'/'.join(sorted(modes))} or --out <folder>",
+              file=sys.stderr)
+        return 2
     ppath = folder / "profile.json"
     if ppath.exists():  # a resumed run keeps the sensor profile of its start: one run, one profile
         profile = cn.SensorProfile(**json.loads(ppath.read_text()))
@@ -185,12 +191,6 @@ def run(args, tasks) -> int:
         print("calibrating the power sensor ...", flush=True)
         profile = cn.calibrate(cache=False)
         ppath.write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
-    modes = {record_l2(r) for r in records if r.get("status") == "ok"}
-    if modes - {args.l2}:
-        print(f"{mpath} holds measurements with {'/'.join(sorted(modes))} L2 replay, and this run asks for "
-              f"--l2 {args.l2}: one report cannot mix them; pass --l2 {'/'.join(sorted(modes))} or --out <folder>",
-              file=sys.stderr)
-        return 2
     skip = done_ids(records, args.retry_failed)
     todo = [t for t in tasks if t.id not in skip]
     want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in load_records(rpath))
@@ -317,8 +317,13 @@ def main(argv=None) -> int:
         return 0
     if args.dry_run:
         return print_plan(tasks, args)
-    if args.device != 0:
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(args.device))
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
+    if visible and args.device >= len(visible):
+        print(f"bench/run.py: --device {args.device} but CUDA_VISIBLE_DEVICES shows {len(visible)} GPU(s)",
+              file=sys.stderr)
+        return 2
+    # Before CUDA starts: the chosen GPU becomes device 0 for PyTorch and for the NVML mapping alike.
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[args.device] if visible else str(args.device)
     return run(args, tasks)
 
 

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         cap = cn.capture(model, ids, name=name, eager_fallback=True, **kw)
         out = {"case": case, "eager": cap.eager, "reason": cap.reason, "meta": cap.meta}
         print(f"== {case}: eager={cap.eager} {cap.reason} {cap.meta}", flush=True)
-        n_e, k_e = kernels(torch, lambda: model(ids, **kw), 5)
+        n_e, k_e = kernels(torch, lambda m=model: m(ids, **kw), 5)
         out.update(eager_kernels=n_e, eager_kernel_us=sum(k_e.values()))
         if not cap.eager:
             r = cn.replay(cap.exec_handle, 50)

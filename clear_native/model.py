@@ -140,7 +140,8 @@ class ModelReport:
                 "| component | kind | × | GPU time/call | energy/call | CV | FLOPs | J/FLOP | share |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for g in self.groups:
-            rows.append(f"| {g.name}{' (eager)' if g.eager else ''} | {g.kind} | {g.occurrences} | "
+            rows.append(f"| {g.name}{' (eager)' if g.eager else ''}{f' (x{g.copies} copies)' if g.copies > 1 else ''} | "
+                        f"{g.kind} | {g.occurrences} | "
                         f"{g.gpu_time_per_call_s * 1e6:.2f} µs | {g.energy_per_call_j * 1e3:.4g} mJ | {g.cv * 100:.2f} % | "
                         f"{g.flops:.3g} | {g.j_per_flop:.3g} | {g.share * 100:.1f} % |")
         rows += [f"| whole model | | 1 | {a.model_time_s * 1e6:.1f} µs | {a.model_energy_j * 1e3:.4g} mJ | "
@@ -325,8 +326,8 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     for g in groups:
         rep = g.representative
         n = copies[g.name] = l2_copies(rep.module, l2_bytes)
-        fn = ColdCopies(rep.module, n) if n > 1 else rep.module
-        try:
+        try:  # copying (memory) and capturing may fail: named and reported, the others still measured
+            fn = ColdCopies(rep.module, n) if n > 1 else rep.module
             caps.append(capture(fn, *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
         except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
             failures.append((g.name, f"{type(exc).__name__}: {exc}"))

@@ -51,6 +51,7 @@ def test_plan_rejects_unknown_names_clearly(capsys):
 
 def test_without_a_gpu_it_says_so_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # run.main() sets it: restored after the test
     with pytest.raises(SystemExit) as exc:
         run.main(["--out", str(tmp_path)])
     assert exc.value.code == 2
@@ -96,6 +97,7 @@ class FakeGpu:
 def fake(monkeypatch):
     """Patches the GPU-facing parts of bench/run.py; returns a function installing a FakeGpu."""
     profile = cn.SensorProfile("GPU-fake-driver-1", 0.02, 0.021, 0.009, 0.009, 0.43, 1.3, 0.1, 77.0, 250.0, "now")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # run.main() sets it: restored after the test
     monkeypatch.setattr(run, "_require_gpu", lambda: torch)
     monkeypatch.setattr(run, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "driver_version": "1",
                                                                   "power_limit_w": 700.0}, "date": "2026-11-26"})
@@ -168,3 +170,12 @@ def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
 def test_report_only_without_records_says_what_to_do(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="run bench/run.py first"):
         run.main(["--report-only", str(tmp_path)])
+
+
+def test_a_resumed_run_cannot_mix_l2_modes(tmp_path, fake, capsys):
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path), "--models", "bert-base", "--sweeps", "none"]) == 0
+    rec = run.load_records(tmp_path / "fake-h0" / run.MEASUREMENTS)[0]
+    assert rec["settings"]["l2"] == "cold"
+    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--l2", "hot"]) == 2
+    assert "cannot mix" in capsys.readouterr().err
