@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -37,21 +38,31 @@ def write_results(out: str, name: str, res: dict, md: str) -> None:
     print(md)
 
 
-def kernel_time_per_call_s(torch, fn, calls: int = 50) -> float:
-    """Sum of the GPU kernels' durations in one call, from the PyTorch profiler."""
+def kernel_profile(torch, fn, calls: int = 50, warmup: int = 5) -> tuple[float, Counter]:
+    """(kernels launched per call, µs per call by kernel name) of ``fn``, from the PyTorch profiler."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
-        for _ in range(5):
+        for _ in range(warmup):
             fn()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(calls):
                 fn()
             torch.cuda.synchronize()
-    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return us * 1e-6 / calls
+    by_name: Counter = Counter()
+    count = 0
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            by_name[e.name] += e.time_range.elapsed_us() / calls
+            count += 1
+    return count / calls, by_name
+
+
+def kernel_time_per_call_s(torch, fn, calls: int = 50) -> float:
+    """Sum of the GPU kernels' durations in one call, from the PyTorch profiler."""
+    return sum(kernel_profile(torch, fn, calls)[1].values()) * 1e-6
 
 
 def kernel_time_in_replay_s(torch, graph, launches: int) -> float:

@@ -10,33 +10,12 @@ Usage: python bench/whole_graph.py [--cases bert-base:8x128,gpt2:1x8]
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 from pathlib import Path
 
 import clear_native as cn
-from common import require_gpu, run_identity
-
-
-def kernels(torch, fn, calls):
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.no_grad():
-        fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(calls):
-                fn()
-            torch.cuda.synchronize()
-    by = collections.Counter()
-    n = 0
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            by[e.name[:90]] += e.time_range.elapsed_us() / calls
-            n += 1
-    return n / calls, by
+from common import kernel_profile, require_gpu, run_identity
 
 
 def main(argv=None) -> int:
@@ -60,16 +39,16 @@ def main(argv=None) -> int:
         cap = cn.capture(model, ids, name=name, eager_fallback=True, **kw)
         out = {"case": case, "eager": cap.eager, "reason": cap.reason, "meta": cap.meta}
         print(f"== {case}: eager={cap.eager} {cap.reason} {cap.meta}", flush=True)
-        n_e, k_e = kernels(torch, lambda m=model: m(ids, **kw), 5)
+        n_e, k_e = kernel_profile(torch, lambda m=model: m(ids, **kw), 5)
         out.update(eager_kernels=n_e, eager_kernel_us=sum(k_e.values()))
         if not cap.eager:
             r = cn.replay(cap.exec_handle, 50)
-            n_g, k_g = kernels(torch, cap.graph.replay, 5)
+            n_g, k_g = kernel_profile(torch, cap.graph.replay, 5)
             diff = sorted(set(k_e) | set(k_g), key=lambda k: -abs(k_g[k] - k_e[k]))[:12]
             out.update(graph_us=r.gpu_time_per_call_s * 1e6, graph_kernels=n_g, graph_kernel_us=sum(k_g.values()),
                        top_diff=[(k, k_e[k], k_g[k]) for k in diff])
             for k in diff:
-                print(f"  eager {k_e[k]:9.1f} µs  graph {k_g[k]:9.1f} µs  {k}")
+                print(f"  eager {k_e[k]:9.1f} µs  graph {k_g[k]:9.1f} µs  {k[:90]}")
         print({k: v for k, v in out.items() if k != "top_diff"}, flush=True)
         res["cases"].append(out)
         del model, cap

@@ -52,3 +52,24 @@ def test_meter_and_reference_loop(torch):
     x = torch.randn(256, 256, device="cuda")
     ref = cn.baselines.counter_loop(torch.matmul, x, x, n=200, trials=2, sleep_s=0.1)
     assert ref.trials == 2 and ref.energy_per_call_j > 0 and ref.wall_time_per_call_s > 0
+
+
+def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
+    # Note [Cold L2]: a 2-layer BERT-base-wide model; each layer's blocks are small, so they get copies.
+    import transformers as T
+
+    with torch.device("cuda"):
+        model = T.BertModel(T.BertConfig(num_hidden_layers=2)).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 30000, (1, 8), device="cuda")
+    rep = cn.measure_model(model, ids, profile=profile, min_trials=3, max_trials=6, window_s=0.2, budget_s=60)
+    assert rep.settings["l2"] == "cold" and rep.settings["l2_bytes"] > 1 << 20
+    assert not rep.settings["whole_model_eager"] and not rep.failures
+    att = next(g for g in rep.groups if g.kind == "self_attention")
+    assert att.copies > 1 and att.occurrences == 2 and not att.eager
+    assert 0 < att.energy_per_call_j < rep.accounting.model_energy_j
+    # Components replayed cold cover the model to within a few percent (hot read 75 % for BERT-base at 1x8).
+    assert 0.85 < rep.coverage < 1.1 and 0.9 < rep.explained_coverage < 1.1
+    hot = cn.measure_model(model, ids, profile=profile, l2="hot", min_trials=3, max_trials=6, window_s=0.2,
+                           budget_s=60)
+    assert all(g.copies == 1 for g in hot.groups)
+    assert hot.coverage < rep.coverage
