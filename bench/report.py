@@ -175,7 +175,12 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
          f"{profile.get('settle_s', math.nan) * 1e3:.0f} ms, idle {profile.get('idle_power_w', math.nan):.0f} W.",
          f"Random weights from transformers configs at the published sizes. {len(ok)} of {len(tasks)} planned tasks "
          f"measured, {len(failed)} failed; measuring took {fmt_s(an['measure_wall_s'])} (min:s) of GPU wall time "
-         "(sum over tasks, whatever the number of invocations).", ""]
+         "(sum over tasks, whatever the number of invocations)."]
+    missing = [t.id for t in tasks if t.id not in ok and t.id not in failed]
+    if missing:
+        L.append(f"Planned but not measured yet ({len(missing)}; `bench/run.py --resume` measures them): "
+                 + ", ".join(missing) + ".")
+    L.append("")
     jpf = an["j_per_flop"]
     L += ["## Headline", ""]
     if "self_attention" in jpf and "mlp" in jpf:

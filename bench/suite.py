@@ -68,7 +68,7 @@ class Task:
     model: str
     mode: str = "prefill"         # "prefill" or "decode"
     batch: int = 8
-    seq: int = 128                # tokens (prefill); ignored for vision (224 px images)
+    seq: int = 128                # tokens (prefill; encoder tokens of an encoder-decoder's decode); vision: 224 px
     dtype: str = "bf16"
     cache_len: int = 0            # decode: tokens already in the static KV cache
     overrides: tuple = ()         # config changes, as sorted (key, value) pairs
@@ -76,8 +76,11 @@ class Task:
 
     @property
     def id(self) -> str:
-        shape = f"b{self.batch}" + (f"kv{self.cache_len}" if self.mode == "decode" else
-                                    ("img224" if MODELS[self.model].family == "vision" else f"s{self.seq}"))
+        family = MODELS[self.model].family
+        if self.mode == "decode":
+            shape = f"b{self.batch}kv{self.cache_len}" + (f"enc{self.seq}" if family == "encoder-decoder" else "")
+        else:
+            shape = f"b{self.batch}" + ("img224" if family == "vision" else f"s{self.seq}")
         extra = "".join(f"/{k}={v}" for k, v in self.overrides)
         return f"{self.model}/{self.mode}/{shape}/{self.dtype}{extra}"
 
@@ -105,6 +108,8 @@ def plan(models=None, sweeps=SWEEPS, quick: bool = False) -> list[Task]:
         tasks.append(Task(name))
         if fam == "decoder":
             tasks.append(Task(name, "decode", batch=1, seq=1, cache_len=512))
+        elif fam == "encoder-decoder":  # one decoder token over 512 cached ones and a 128-token encoding
+            tasks.append(Task(name, "decode", batch=1, seq=128, cache_len=512))
     # Issue 4's coverage cases at batch 1 x sequence 8 (the size where gaps between kernels dominate).
     for name in ("bert-base", "gpt2", "llama-3.2-1b", "t5-small"):
         if name in names and not quick:
@@ -199,8 +204,9 @@ def flops_plan(task: Task) -> dict:
         model, inputs, kw = build(T, torch, task, "cpu", init_weights=False)  # fake tensors: nothing to draw
         note = ""
         if task.mode == "decode":
-            inputs = (inputs[0][:, -1:],)
-            note = f"decode priced as one token without its {task.cache_len}-token cache (measured, not planned)"
+            kw.pop("use_cache", None)
+            kw.pop("decoder_input_ids", None)
+            inputs, kw = cn.model.decode_inputs(model, inputs[0], task.cache_len, kw)
         comps = cn.find_components(model, *inputs, **kw)
         groups = cn.group_components(comps)
     return {"components": len(comps), "note": note,

@@ -222,24 +222,37 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
 
     The cache is filled with a prefill of random tokens; then every layer writes
     the new token at slot `cache_len` on every call (Note [Decode replays write one slot]).
+    An encoder-decoder model encodes ``input_ids`` once: the step is the
+    decoder's, with the encoder's output and its cross-attention cache fixed.
     """
     import types
 
     import torch
-    from transformers import StaticCache
+    from transformers import EncoderDecoderCache, StaticCache
 
+    config, dev = model.config, input_ids.device
     b = input_ids.shape[0]
-    cache = StaticCache(config=model.config, max_cache_len=cache_len + 1)
-    prompt = torch.randint(0, model.config.vocab_size, (b, cache_len), device=input_ids.device)
+    self_cache = StaticCache(config=config, max_cache_len=cache_len + 1)
+    prompt = torch.randint(0, config.vocab_size, (b, cache_len), device=dev)
+    positions = torch.arange(cache_len, device=dev)
     with torch.no_grad():
-        model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(cache_len, device=prompt.device))
-    for layer in cache.layers:
+        if config.is_encoder_decoder:
+            encoded = model.get_encoder()(input_ids)
+            cache = EncoderDecoderCache(self_cache, StaticCache(config=config, max_cache_len=input_ids.shape[1]))
+            model(encoder_outputs=encoded, decoder_input_ids=prompt, past_key_values=cache, use_cache=True,
+                  cache_position=positions)
+        else:
+            cache = self_cache
+            model(prompt, past_key_values=cache, use_cache=True, cache_position=positions)
+    for layer in self_cache.layers:
         if not hasattr(layer, "cumulative_length"):
             raise ValueError(f"decode mode needs transformers' StaticCache layers; got {type(layer).__name__}")
         layer._cn_base = torch.full((), cache_len, dtype=torch.long, device=layer.keys.device)
         layer.update = types.MethodType(_fixed_slot_update, layer)
-    step_kw = dict(kw, past_key_values=cache, use_cache=True,
-                   cache_position=torch.tensor([cache_len], device=input_ids.device))
+    step_kw = dict(kw, past_key_values=cache, use_cache=True, cache_position=torch.tensor([cache_len], device=dev))
+    if config.is_encoder_decoder:
+        step_kw.update(encoder_outputs=encoded, decoder_input_ids=prompt[:, -1:])
+        return (), step_kw
     return (input_ids[:, -1:],), step_kw
 
 
@@ -350,6 +363,7 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
     shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}
+    shapes.update({k: list(v.shape) for k, v in kw.items() if isinstance(v, torch.Tensor)})
     shapes["dtype"] = str(next(model.parameters()).dtype)
     return ModelReport(model=type(model).__name__, mode=mode, inputs=shapes, groups=results,
                        whole=asdict(wm), accounting=acc, failures=failures, run=run_meta,

@@ -203,17 +203,22 @@ def test_report_serialises_and_prints(tmp_path):
     assert isinstance(acc, Accounting) and not math.isnan(rep.explained_coverage)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "t5", "bart"])
 def test_decode_steps_repeat_the_same_work(family):
     # transformers' StaticCache advances a counter each step; a decode replay must write one slot.
     model, inputs, _ = tiny(family)
-    step, kw = cn.model.decode_inputs(model, inputs[0][:1, :1], cache_len=8, kw={})
+    step, kw = cn.model.decode_inputs(model, inputs[0][:1, :6], cache_len=8, kw={})
     cache = kw["past_key_values"]
     with torch.no_grad():
         outs = [model(*step, **kw).logits for _ in range(4)]  # 4 steps: past the 9 slots if it advanced
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0])
-    assert cache.layers[0].keys.shape[2] == 9
+    self_cache = getattr(cache, "self_attention_cache", cache)
+    assert self_cache.layers[0].keys.shape[2] == 9
+    if family in ("t5", "bart"):  # the encoder ran once: the step is the decoder's, over 6 encoded tokens
+        assert step == () and kw["encoder_outputs"][0].shape[:2] == (1, 6)
+        assert kw["decoder_input_ids"].shape == (1, 1)
+        assert cache.cross_attention_cache.layers[0].keys.shape[2] == 6
     comps = cn.find_components(model, *step, **kw)
     att = next(c for c in comps if c.kind == "self_attention")
     hidden = att.kwargs.get("hidden_states", att.args[0] if att.args else None)

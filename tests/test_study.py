@@ -38,9 +38,10 @@ def test_dry_run_plans_the_whole_suite_without_a_gpu(capsys):
     for t in tasks:
         assert f"| {t.id} |" in out
     assert "estimated GPU time" in out
-    # 15 models, decode for the 4 decoders, 4 coverage cases, 6 sweeps of 2 new points each.
-    assert len(tasks) == len({t.id for t in tasks}) == 35
-    assert {t.model for t in tasks if t.mode == "decode"} == {"gpt2", "gpt2-medium", "llama-3.2-1b", "qwen2.5-0.5b"}
+    # 15 models, decode for the 4 decoders and 3 encoder-decoders, 4 coverage cases, 6 sweeps of 2 new points each.
+    assert len(tasks) == len({t.id for t in tasks}) == 38
+    assert {t.model for t in tasks if t.mode == "decode"} == {"gpt2", "gpt2-medium", "llama-3.2-1b", "qwen2.5-0.5b",
+                                                              "t5-small", "t5-base", "bart-base"}
 
 
 def test_plan_rejects_unknown_names_clearly(capsys):
