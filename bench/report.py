@@ -280,7 +280,9 @@ def targets(ok: dict) -> list[str]:
         reasons = rep["whole"].get("clock_event_reasons", [])
         for g in rep["groups"] + [dict(rep["whole"], name="whole model")]:
             if g["cv"] > 0.01:
+                drift = [abs(x) for x in g.get("trial_drift_rel", []) if x == x]
                 cv_miss.append(f"{tid} {g['name']}: {g['cv'] * 100:.2f} % over {g['trials']} trials"
+                               + (f", window drift up to {max(drift) * 100:.1f} %" if drift else "")
                                + (f" ({', '.join(reasons)} during the run)" if reasons else ""))
         a = rep["accounting"]
         if abs(a["explained_coverage"] - 1) > 0.03:

@@ -49,6 +49,9 @@ class GroupResult:
     share: float                     # occurrences x energy per call / whole-model energy
     eager: bool = False              # measured from a Python loop (its capture failed)
     copies: int = 1                  # distinct copies called in turn per replay (Note [Cold L2])
+    trial_energy_per_call_j: list = field(default_factory=list)
+    trial_after: list = field(default_factory=list)      # the capture measured just before each trial
+    trial_drift_rel: list = field(default_factory=list)  # power drift within each trial's window
 
     @property
     def energy_total_j(self) -> float:
@@ -359,7 +362,9 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
             gpu_time_per_call_s=m.gpu_time_per_call_s / n, energy_per_call_j=e,
             dynamic_energy_per_call_j=m.dynamic_energy_per_call_j / n, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
             flops=g.flops, bytes_min=g.bytes_min, j_per_flop=e / g.flops if g.flops else math.nan,
-            share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, copies=n))
+            share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, copies=n,
+            trial_energy_per_call_j=[x / n for x in m.trial_energy_per_call_j], trial_after=m.trial_after,
+            trial_drift_rel=m.trial_drift_rel))
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
     shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}

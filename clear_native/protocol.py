@@ -72,6 +72,8 @@ class Measurement:
     trial_energy_per_call_j: list = field(default_factory=list)
     trial_power_w: list = field(default_factory=list)
     trial_time_per_call_s: list = field(default_factory=list)
+    trial_after: list = field(default_factory=list)       # the capture whose trial ran just before each trial
+    trial_drift_rel: list = field(default_factory=list)   # (2nd half - 1st half of the window's samples) / mean
 
 
 @dataclass
@@ -125,6 +127,8 @@ class _Plan:
     launches: int
     results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
     values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
+    after: list = field(default_factory=list)     # per value: the capture measured just before
+    drift: list = field(default_factory=list)     # per value: power drift within its window, relative
     converged_at: float = math.nan
 
 
@@ -185,6 +189,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             plans.append(_Plan(item, name, backend.prepare(item, copies), copies, launches))
             say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={launches}")
         _warm_up(backend, sampler, plans[0], settle_s, tail_s, max_warmup_s, say)
+        previous = "awake_idle"
         awake = backend.awake_idle(settle_s + window_s)
         awake_window = _steady_window(awake, settle_s, tail_s)
         while True:
@@ -196,9 +201,12 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             if time.monotonic() - t_begin > budget_s:
                 stop_reason = f"time budget of {budget_s:.0f} s ended before every capture reached ±{target_ci_rel:.2%}"
                 break
+            before = {}
             for p in active:
+                before[p.name] = previous
                 r = backend.run(p.handle, p.launches)
                 p.results.append((r, _steady_window(r, settle_s, tail_s)))
+                previous = p.name
             sampler.wait_for_samples(max(p.results[-1][0].host_end_ns for p in active))
             snap = sampler.snapshot()
             for p in active:
@@ -209,6 +217,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                     say(f"{p.name}: trial window held {int(m.sum())} samples; doubling R to {p.launches}")
                     continue
                 p.values.append((float(snap.power_w[m].mean()), r.gpu_time_s / r.calls, int(m.sum()), (b - a) * 1e-9))
+                p.after.append(before[p.name])
+                p.drift.append(_drift(snap.power_w[m]))
                 e = Summary.of([pw * tc for pw, tc, _, _ in p.values])
                 if e.n >= min_trials and e.ci95_rel <= target_ci_rel:
                     p.converged_at = time.monotonic() - t_begin
@@ -231,6 +241,18 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error
     return run
+
+
+def _drift(power_w: np.ndarray) -> float:
+    """How much a window's power still moves: (mean of its 2nd half - mean of its 1st half) / mean.
+
+    Recorded per trial, with the capture that ran before it, to tell a window
+    that still carries the previous capture's power from steady noise.
+    """
+    half = power_w.size // 2
+    if half == 0:
+        return math.nan
+    return float((power_w[half:].mean() - power_w[:half].mean()) / power_w.mean())
 
 
 def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
@@ -289,7 +311,8 @@ def _summarise(res: SamplerResult, plans: Sequence[_Plan], profile, backend, idl
             temperature_c=_range(res.temperature_c[in_windows]), sm_clock_mhz=_range(res.sm_clock_mhz[in_windows]),
             clock_event_reasons=reason_names(reasons), converged=not math.isnan(p.converged_at),
             time_to_target_s=p.converged_at, eager=bool(getattr(p.item, "eager", False)),
-            trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist()))
+            trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
+            trial_after=list(p.after), trial_drift_rel=list(p.drift)))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
     sample_j = res.sample_integral_j(a, b)
     counter_j = res.counter_energy_j(a, b)

@@ -73,6 +73,11 @@ def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
     trials = [n for n in backend.order if n in ("tiny_5us", "big_1ms")]
     first_big = trials.index("big_1ms")
     assert trials[first_big - 1 : first_big + 5] == ["tiny_5us", "big_1ms"] * 3
+    # Each trial says what ran before it, and that its window was steady.
+    tiny, big = run["tiny_5us"], run["big_1ms"]
+    assert tiny.trial_after[0] == "awake_idle" and set(tiny.trial_after[1:]) == {"big_1ms"}
+    assert set(big.trial_after) == {"tiny_5us"}
+    assert len(big.trial_drift_rel) == big.trials and max(map(abs, big.trial_drift_rel)) < 0.01
     # The unroll keeps each launch ~2 ms.
     assert run["tiny_5us"].unroll == math.ceil(2e-3 / 7e-6)
     assert run["big_1ms"].unroll == 2
