@@ -50,14 +50,26 @@ def max_cv(report: dict) -> float:
 
 
 def fit_energy_model(points: list[dict], features: tuple) -> np.ndarray:
-    """Least squares of energy per call on the features, in relative terms (every component counts alike)."""
+    """Non-negative least squares of energy per call on the features, in relative terms (every component
+    counts alike). Energy per FLOP, per byte and power cannot be negative: with three features, trying
+    every subset and keeping the best all-positive solution is the exact NNLS."""
     X = np.array([[p[f] for f in features] for p in points], dtype=float)
     y = np.array([p["energy"] for p in points], dtype=float)
     A = X / y[:, None]
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0  # FLOPs, bytes and seconds differ by 1e14: solve on columns of equal norm
-    coef, *_ = np.linalg.lstsq(A / scale, np.ones_like(y), rcond=None)
-    return coef / scale
+    A = A / scale
+    best, best_err = np.zeros(len(features)), math.inf
+    for mask in range(1, 2 ** len(features)):
+        cols = [i for i in range(len(features)) if mask >> i & 1]
+        sol, *_ = np.linalg.lstsq(A[:, cols], np.ones_like(y), rcond=None)
+        if np.any(sol < 0):
+            continue
+        err = float(np.sum((A[:, cols] @ sol - 1) ** 2))
+        if err < best_err:
+            best, best_err = np.zeros(len(features)), err
+            best[cols] = sol
+    return best / scale
 
 
 def lomo(points: list[dict], features: tuple) -> dict:

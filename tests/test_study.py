@@ -180,3 +180,20 @@ def test_a_resumed_run_cannot_mix_l2_modes(tmp_path, fake, capsys):
     assert rec["settings"]["l2"] == "cold"
     assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--l2", "hot"]) == 2
     assert "cannot mix" in capsys.readouterr().err
+
+
+def test_energy_model_fit_keeps_coefficients_physical():
+    # Energy that grows with FLOPs and time only: the bytes coefficient must come out 0, not negative.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    points = []
+    for i in range(40):
+        f, b, t = 10 ** rng.uniform(6, 11), 10 ** rng.uniform(5, 8), 10 ** rng.uniform(-6, -3)
+        e = 1e-12 * f + 200.0 * t
+        points.append({"model": f"m{i % 5}", "task": f"t{i % 5}", "occurrences": 1, "flops": f, "bytes": b,
+                       "time": t, "energy": e * (1 + 0.01 * rng.standard_normal())})
+    coef = report.fit_energy_model(points, ("flops", "bytes", "time"))
+    assert (coef >= 0).all()
+    assert coef[0] == pytest.approx(1e-12, rel=0.05) and coef[2] == pytest.approx(200.0, rel=0.05)
+    assert coef[1] < 1e-14  # ~0 J/byte
