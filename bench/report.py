@@ -327,8 +327,8 @@ def figures(folder: Path, ok: dict, an: dict) -> list[str]:
     colors = dict(zip(KIND_ORDER + ("glue", "gaps"), plt.get_cmap("tab10").colors))
     made = []
 
-    def save(fig, name):
-        fig.tight_layout()
+    def save(fig, name, rect=(0, 0, 1, 1)):
+        fig.tight_layout(rect=rect)
         fig.savefig(folder / f"{name}.png", dpi=110)
         plt.close(fig)
         made.append(name)
@@ -347,7 +347,7 @@ def figures(folder: Path, ok: dict, an: dict) -> list[str]:
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_yticks(range(len(suite)), [t.split("/bf16")[0] for t in suite], fontsize=7)
         ax.set_xlabel("share of the whole model's energy per forward pass")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, "energy_by_component")
     jpf = an["j_per_flop"]
     if jpf:
@@ -404,8 +404,10 @@ def figures(folder: Path, ok: dict, an: dict) -> list[str]:
             ax.set_yscale("log")
             ax.set_xlabel(SWEEP_X[name][1], fontsize=8)
             ax.set_ylabel("mJ per forward pass", fontsize=8)
-        axes[0][0].legend(fontsize=6)
-        save(fig, "sweeps")
+        handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+        fig.legend(handles.values(), handles.keys(), fontsize=7, loc="upper center", ncol=len(handles),
+                   bbox_to_anchor=(0.5, 1.0))
+        save(fig, "sweeps", rect=(0, 0, 1, 0.88))
     return made
 
 
