@@ -190,7 +190,9 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
          "(sum over tasks, whatever the number of invocations)."]
     missing = [t.id for t in tasks if t.id not in ok and t.id not in failed]
     if missing:
-        L.append(f"Planned but not measured yet ({len(missing)}; `bench/run.py --resume` measures them): "
+        modes = {r.get("settings", {}).get("l2", "hot") for r in ok.values()}
+        resume = "bench/run.py --resume" + (f" --l2 {modes.pop()}" if len(modes) == 1 else "")
+        L.append(f"Planned but not measured yet ({len(missing)}; `{resume}` measures them): "
                  + ", ".join(missing) + ".")
     L.append("")
     jpf = an["j_per_flop"]
