@@ -1,13 +1,14 @@
 """Does a component replayed alone cost less because its weights stay in L2?
 
 A component repeated back-to-back keeps its parameters in the GPU's L2 cache
-(50 MB on an H100/H200); inside the model every layer's weights come from HBM.
+(50 MB on an H100 or H200); inside the model every layer's weights come from HBM.
 For each component group of BERT-base (bf16) this captures the component once
-("hot", as measure_model does) and as M distinct deep copies called in turn on
+("hot", as measure_model(l2="hot") does) and as M distinct deep copies called in turn on
 the same inputs ("cold": M x its parameters exceed twice the L2), measures both
 with the whole model in one measure() run, and compares coverage
 (Σ occurrences x energy per call ÷ whole model) hot and cold.
-Writes results/cold_cache.{json,md}.
+Writes results/cold_cache.{json,md}. (The committed results came from this script
+with its own copy helper and a fixed 50 MiB L2, before clear_native.ColdCopies.)
 
 Usage: python bench/cold_cache.py [--shapes 1x8,8x128] [--out results]
 """
@@ -15,25 +16,10 @@ Usage: python bench/cold_cache.py [--shapes 1x8,8x128] [--out results]
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import sys
 
 import clear_native as cn
 from common import require_gpu, run_identity, write_results
-
-L2_BYTES = 50 * 2**20
-
-
-def cold_fn(module, copies: int):
-    mods = [module] + [copy.deepcopy(module) for _ in range(copies - 1)]
-
-    def call(*args, **kwargs):
-        out = None
-        for m in mods:
-            out = m(*args, **kwargs)
-        return out
-    return call
 
 
 def main(argv=None) -> int:
@@ -57,12 +43,12 @@ def main(argv=None) -> int:
         ids = torch.randint(0, 30000, (b, s), device="cuda")
         groups = cn.group_components(cn.find_components(model, ids))
         caps, copies = [cn.capture(model, ids, name="whole")], {}
+        l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
         for g in groups:
             rep = g.representative
-            pbytes = sum(p.numel() * p.element_size() for p in rep.module.parameters())
-            copies[g.name] = int(min(64, max(2, math.ceil(2 * L2_BYTES / max(pbytes, 1)))))
+            copies[g.name] = max(2, cn.l2_copies(rep.module, l2_bytes))
             caps.append(cn.capture(rep.module, *rep.args, name=f"hot:{g.name}", **rep.kwargs))
-            caps.append(cn.capture(cold_fn(rep.module, copies[g.name]), *rep.args, name=f"cold:{g.name}",
+            caps.append(cn.capture(cn.ColdCopies(rep.module, copies[g.name]), *rep.args, name=f"cold:{g.name}",
                                    **rep.kwargs))
         run = cn.measure(caps, profile=profile, min_trials=3, target_ci_rel=0.01, window_s=0.2, budget_s=60)
         whole = run["whole"].energy_per_call_j

@@ -206,7 +206,7 @@ def flops_plan(task: Task) -> dict:
         if task.mode == "decode":
             kw.pop("use_cache", None)
             kw.pop("decoder_input_ids", None)
-            inputs, kw = cn.model.decode_inputs(model, inputs[0], task.cache_len, kw)
+            inputs, kw = cn.decode_inputs(model, inputs[0], task.cache_len, kw)
         comps = cn.find_components(model, *inputs, **kw)
         groups = cn.group_components(comps)
     return {"components": len(comps), "note": note,

@@ -18,7 +18,7 @@ from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
 from .graph_capture import Capture, CaptureError, capture
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 from .meter import Meter, MeterResult
-from .model import ModelInputError, ModelReport, measure_model
+from .model import ColdCopies, ModelInputError, ModelReport, decode_inputs, l2_copies, measure_model
 from .profile import SensorProfile, calibrate
 from .protocol import MeasureRun, Measurement, measure
 from .sampler import Sampler, SamplerResult, synthetic_sensor
@@ -36,9 +36,11 @@ __all__ = [
     "capture",
     "Capture",
     "CaptureError",
+    "ColdCopies",
     "Component",
     "ComponentGroup",
     "cuda_pci_bus_id",
+    "decode_inputs",
     "errors",
     "find_components",
     "gpu_info",
@@ -46,6 +48,7 @@ __all__ = [
     "GpuInfo",
     "group_components",
     "HAS_CUDA",
+    "l2_copies",
     "measure",
     "measure_model",
     "Measurement",
