@@ -1,8 +1,8 @@
 """Coverage benchmark on a GPU: do the components add up to the whole model?
 
-For BERT-base, GPT-2, a Llama-3.2-1B-shaped model and T5-small (random weights,
-bf16), at batch 8 x sequence 128 and batch 1 x sequence 8 (prefill), and one
-decode step of GPT-2 and the Llama-shaped model after a 512-token static cache:
+For BERT-base, GPT-2, Llama-3.2-1B and T5-small (bench/suite.py's configs, random
+weights, bf16), at batch 8 x sequence 128 and batch 1 x sequence 8 (prefill), and
+one decode step of GPT-2 and Llama after a 512-token static cache:
 every component group's energy, coverage, glue, gaps, explained coverage, CVs
 and the wall time each model took. Each model's report is written as soon as it
 is measured (results/coverage/<model>.json); the summary goes to
@@ -21,34 +21,24 @@ import time
 from pathlib import Path
 
 import clear_native as cn
+import suite
 from common import require_gpu, run_identity, write_results
 
 
-def models(T):
-    return {
-        "bert-base": (T.BertModel, T.BertConfig()),
-        "gpt2": (T.GPT2LMHeadModel, T.GPT2Config()),
-        "llama-3.2-1b-shaped": (T.LlamaForCausalLM, T.LlamaConfig(
-            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-            num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True,
-            max_position_embeddings=8192)),
-        "t5-small": (T.T5ForConditionalGeneration, T.T5Config(d_model=512, d_ff=2048, d_kv=64, num_layers=6,
-                                                               num_heads=8, vocab_size=32128)),
-    }
+def cases() -> list:
+    """Issue 4's cases as the study's tasks (bench/suite.py builds the models)."""
+    names = ("bert-base", "gpt2", "llama-3.2-1b", "t5-small")
+    out = [suite.Task(n, batch=b, seq=s, purpose=("coverage",)) for b, s in ((8, 128), (1, 8)) for n in names]
+    return out + [suite.Task(n, "decode", batch=1, seq=1, cache_len=512, purpose=("coverage",))
+                  for n in ("gpt2", "llama-3.2-1b")]
 
 
-CASES = [(name, "prefill", b, s) for b, s in ((8, 128), (1, 8))
-         for name in ("bert-base", "gpt2", "llama-3.2-1b-shaped", "t5-small")]
-CASES += [("gpt2", "decode", 1, 1), ("llama-3.2-1b-shaped", "decode", 1, 1)]
-
-
-def run_case(torch, T, name, mode, batch, seq, profile, window_s) -> cn.ModelReport:
-    cls, config = models(T)[name]
-    model = cls(config).to(device="cuda", dtype=torch.bfloat16).eval()
-    ids = torch.randint(0, config.vocab_size, (batch, seq), device="cuda")
-    kw = {"decoder_input_ids": ids} if name.startswith("t5") else {}
-    return cn.measure_model(model, ids, mode=mode, cache_len=512, profile=profile, min_trials=5,
-                            target_ci_rel=0.01, window_s=window_s, budget_s=240,
+def run_case(torch, T, task, profile, window_s) -> cn.ModelReport:
+    model, inputs, kw = suite.build(T, torch, task, "cuda")
+    if task.mode == "decode":
+        kw.pop("use_cache", None)
+    return cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
+                            min_trials=5, target_ci_rel=0.01, window_s=window_s, budget_s=240,
                             progress=lambda m: print(f"    {m}", flush=True), **kw)
 
 
@@ -79,12 +69,8 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDY_NAMES = {"llama-3.2-1b-shaped": "llama-3.2-1b"}  # bench/suite.py's name of the same config
-
-
 def from_study(folder: Path) -> dict:
     """The coverage cases, taken from a study's records (bench/run.py measures them all)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from report import latest_ok
     from run import MEASUREMENTS, load_records
 
@@ -93,11 +79,9 @@ def from_study(folder: Path) -> dict:
         raise SystemExit(f"no study records in {folder}: run bench/run.py first")
     ok = latest_ok(records)["ok"]
     res = dict(records[0]["identity"], source=str(folder), cases=[])
-    for name, mode, b, s in CASES:
-        study = STUDY_NAMES.get(name, name)
-        tid = (f"{study}/decode/b{b}kv512/bf16" if mode == "decode" else f"{study}/prefill/b{b}s{s}/bf16")
-        r = ok.get(tid)
-        case = {"model": name, "mode": mode, "batch": b, "seq": s, "study_task": tid}
+    for task in cases():
+        r = ok.get(task.id)
+        case = {"model": task.model, "mode": task.mode, "batch": task.batch, "seq": task.seq, "study_task": task.id}
         if r is None:
             case["error"] = "not in the study's records"
         else:
@@ -127,14 +111,15 @@ def main(argv=None) -> int:
     folder = Path(a.out) / "coverage"
     folder.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, a.only.split(",")))
-    for name, mode, b, s in CASES:
+    for task in cases():
+        name, mode, b, s = task.model, task.mode, task.batch, task.seq
         if only and name not in only and f"{name}:{mode}" not in only:
             continue
-        print(f"{name} {mode} {b}x{s} ...", flush=True)
+        print(f"{task.id} ...", flush=True)
         t0 = time.monotonic()
         case = {"model": name, "mode": mode, "batch": b, "seq": s}
         try:
-            rep = run_case(torch, T, name, mode, b, s, profile, a.window_s)
+            rep = run_case(torch, T, task, profile, a.window_s)
             case["report"] = rep.to_dict()
             print(rep.table(), flush=True)
         except Exception as exc:  # noqa: BLE001 - one model's failure must not lose the others

@@ -15,31 +15,28 @@ import sys
 from pathlib import Path
 
 import clear_native as cn
+import suite
 from common import kernel_profile, require_gpu, run_identity
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", default="bert-base:8x128,bert-base:1x8,gpt2:1x8,llama-3.2-1b-shaped:1x8")
+    ap.add_argument("--cases", default="bert-base:8x128,bert-base:1x8,gpt2:1x8,llama-3.2-1b:1x8")
     ap.add_argument("--out", default="results")
     a = ap.parse_args(argv)
     torch = require_gpu("bench/whole_graph.py")
     import transformers as T
-    from coverage import models
 
     res = run_identity(torch)
     res["cases"] = []
     for case in a.cases.split(","):
         name, shape = case.split(":")
         b, s = map(int, shape.split("x"))
-        cls, config = models(T)[name]
-        model = cls(config).to(device="cuda", dtype=torch.bfloat16).eval()
-        ids = torch.randint(0, config.vocab_size, (b, s), device="cuda")
-        kw = {"use_cache": False} if "use_cache" in model.forward.__code__.co_varnames else {}
-        cap = cn.capture(model, ids, name=name, eager_fallback=True, **kw)
+        model, inputs, kw = suite.build(T, torch, suite.Task(name, batch=b, seq=s), "cuda")
+        cap = cn.capture(model, *inputs, name=name, eager_fallback=True, **kw)
         out = {"case": case, "eager": cap.eager, "reason": cap.reason, "meta": cap.meta}
         print(f"== {case}: eager={cap.eager} {cap.reason} {cap.meta}", flush=True)
-        n_e, k_e = kernel_profile(torch, lambda m=model: m(ids, **kw), 5)
+        n_e, k_e = kernel_profile(torch, lambda m=model: m(*inputs, **kw), 5)
         out.update(eager_kernels=n_e, eager_kernel_us=sum(k_e.values()))
         if not cap.eager:
             r = cn.replay(cap.exec_handle, 50)

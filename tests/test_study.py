@@ -91,7 +91,7 @@ class FakeGpu:
         whole = dict(energy_per_call_j=model_e, energy_per_call_ci95_j=model_e * 0.003, gpu_time_per_call_s=model_t,
                      cv=0.003, ci95_rel=0.003)
         return ModelReport(task.model, task.mode, {}, groups, whole, acc, [], {}, 1.0,
-                           settings=dict(whole_model_eager=False)).to_dict()
+                           settings=dict(whole_model_eager=False, l2=args.l2)).to_dict()
 
 
 @pytest.fixture
@@ -197,3 +197,17 @@ def test_energy_model_fit_keeps_coefficients_physical():
     assert (coef >= 0).all()
     assert coef[0] == pytest.approx(1e-12, rel=0.05) and coef[2] == pytest.approx(200.0, rel=0.05)
     assert coef[1] < 1e-14  # ~0 J/byte
+
+
+def test_coverage_table_from_the_study_records(tmp_path, fake):
+    import coverage
+
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path), "--sweeps", "none"]) == 0
+    res = coverage.from_study(tmp_path / "fake-h0")
+    by_id = {c["study_task"]: c for c in res["cases"]}
+    assert len(by_id) == 10
+    assert "report" in by_id["bert-base/prefill/b8s128/bf16"] and "report" in by_id["gpt2/decode/b1kv512/bf16"]
+    assert by_id["llama-3.2-1b/prefill/b8s128/bf16"]["error"] == "not in the study's records"
+    text = coverage.markdown(res)
+    assert "| bert-base | prefill | 8×128 |" in text and "cold L2" in text
