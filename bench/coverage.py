@@ -35,8 +35,6 @@ def cases() -> list:
 
 def run_case(torch, T, task, profile, window_s) -> cn.ModelReport:
     model, inputs, kw = suite.build(T, torch, task, "cuda")
-    if task.mode == "decode":
-        kw.pop("use_cache", None)
     return cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
                             min_trials=5, target_ci_rel=0.01, window_s=window_s, budget_s=240,
                             progress=lambda m: print(f"    {m}", flush=True), **kw)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run import MEASUREMENTS, REFERENCE, fmt_s, load_records
+from run import MEASUREMENTS, REFERENCE, fmt_s, load_records, record_l2
 
 KIND_ORDER = ("embeddings", "self_attention", "cross_attention", "mlp", "norm", "head", "custom")
 SWEEP_X = {"batch": ("batch", "batch size"), "seq": ("seq", "sequence length"), "kv": ("cache_len", "KV-cache length"),
@@ -154,10 +154,11 @@ def sweep_rows(ok: dict, name: str) -> list[dict]:
         else:
             x = {"num_attention_heads": 12, "hidden_size": 768}[key]
         rep = r["report"]
+        kinds = by_kind(rep)
         out.append({"x": x, "task": t["id"], "energy_j": rep["whole"]["energy_per_call_j"],
                     "ci95_j": rep["whole"]["energy_per_call_ci95_j"], "time_s": rep["whole"]["gpu_time_per_call_s"],
-                    "kinds": {k: v[0] for k, v in by_kind(rep).items()},
-                    "kind_ci": {k: _kind_ci(rep, k) for k in by_kind(rep)},
+                    "kinds": {k: v[0] for k, v in kinds.items()},
+                    "kind_ci": {k: _kind_ci(rep, k) for k in kinds},
                     "explained": rep["accounting"]["explained_coverage"]})
     order = {"fp32": 0, "fp16": 1, "bf16": 2}
     return sorted(out, key=lambda d: order.get(d["x"], d["x"]) if isinstance(d["x"], str) else d["x"])
@@ -190,7 +191,7 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
          "(sum over tasks, whatever the number of invocations)."]
     missing = [t.id for t in tasks if t.id not in ok and t.id not in failed]
     if missing:
-        modes = {r.get("settings", {}).get("l2", "hot") for r in ok.values()}
+        modes = {record_l2(r) for r in ok.values()}
         resume = "bench/run.py --resume" + (f" --l2 {modes.pop()}" if len(modes) == 1 else "")
         L.append(f"Planned but not measured yet ({len(missing)}; `{resume}` measures them): "
                  + ", ".join(missing) + ".")
@@ -287,10 +288,9 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
 def targets(ok: dict) -> list[str]:
     """Which measurements miss the study's targets (CV <= 1 %, explained 100 ± 3 %, plain 100 ± 5 % at 8 x 128)."""
     cv_miss, expl_miss, plain_miss = [], [], []
-    modes = set()
+    modes = {record_l2(r) for r in ok.values()}
     for tid, r in sorted(ok.items()):
         rep = r["report"]
-        modes.add(r.get("settings", {}).get("l2", "hot"))
         reasons = rep["whole"].get("clock_event_reasons", [])
         for g in rep["groups"] + [dict(rep["whole"], name="whole model")]:
             if g["cv"] > 0.01:

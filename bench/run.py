@@ -123,8 +123,6 @@ def measure_task(torch, T, task, profile, args):
     """One task on the GPU: a ModelReport as a dict."""
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     try:
-        if task.mode == "decode":
-            kw.pop("use_cache", None)
         verbose = (lambda m: print(f"      {m}", flush=True)) if args.verbose else None
         rep = cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
                                min_trials=args.min_trials, max_trials=args.max_trials, target_ci_rel=args.target_ci,

@@ -203,9 +203,7 @@ def flops_plan(task: Task) -> dict:
     with FakeTensorMode(allow_non_fake_inputs=True):
         model, inputs, kw = build(T, torch, task, "cpu", init_weights=False)  # fake tensors: nothing to draw
         note = ""
-        if task.mode == "decode":
-            kw.pop("use_cache", None)
-            kw.pop("decoder_input_ids", None)
+        if task.mode == "decode":  # the step's use_cache and decoder_input_ids replace the prefill's
             inputs, kw = cn.decode_inputs(model, inputs[0], task.cache_len, kw)
         comps = cn.find_components(model, *inputs, **kw)
         groups = cn.group_components(comps)
