@@ -6,7 +6,8 @@ Handles are integers: ``torch.cuda.CUDAGraph(keep_graph=True)`` gives them as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from ._native import core, require_cuda
 
@@ -37,10 +38,35 @@ class ReplayResult:
     calls: int            # component calls: launches x copies per launch (0: not a component)
     host_start_ns: int    # monotonic time the stream reached the first launch
     host_end_ns: int      # ... and finished the last
+    # GPU seconds from the start of the first launch to the end of each launch
+    # (replay(stamp_launches=True)); empty where launches were not stamped.
+    launch_end_s: tuple = field(default=(), repr=False)
 
     @property
     def gpu_time_per_call_s(self) -> float:
         return self.gpu_time_s / self.calls
+
+    def window_time_per_call_s(self, start_ns: int, end_ns: int, min_launches: int = 3) -> tuple[float, int]:
+        """GPU time per call of the launches that ran inside a host-clock window, and how many there were.
+
+        Note [Time the window's launches] (csrc/replay.hpp): launch ends are placed
+        on the host clock from ``host_start_ns``; a launch counts when it began at
+        or after ``start_ns`` and ended by ``end_ns``. Where the launches were not
+        stamped, or fewer than ``min_launches`` fit, the whole run's time per call
+        is returned with a count of 0.
+        """
+        n = len(self.launch_end_s)
+        if n == 0 or self.calls == 0:
+            return self.gpu_time_per_call_s, 0
+        ends = [self.host_start_ns + round(e * 1e9) for e in self.launch_end_s]
+        starts = [self.host_start_ns] + ends[:-1]
+        inside = [i for i in range(n) if starts[i] >= start_ns and ends[i] <= end_ns]
+        if len(inside) < min_launches:
+            return self.gpu_time_per_call_s, 0
+        first, last = inside[0], inside[-1]
+        span_s = self.launch_end_s[last] - (self.launch_end_s[first - 1] if first > 0 else 0.0)
+        calls = len(inside) * (self.calls // self.launches)
+        return (span_s / calls if calls else math.nan), len(inside)
 
 
 class UnrolledGraph:
@@ -68,12 +94,14 @@ class UnrolledGraph:
 
 
 def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
-           check_every: int = 256) -> ReplayResult:
+           check_every: int = 256, stamp_launches: bool = False) -> ReplayResult:
     """Launches a graph ``launches`` times back-to-back from C++ and waits for it.
 
     ``graph_exec`` is an integer ``cudaGraphExec_t`` or an :class:`UnrolledGraph`.
     The GIL is released; Ctrl-C is honoured every ``check_every`` launches (the
     launches already queued finish first, then KeyboardInterrupt is raised).
+    ``stamp_launches`` times every launch (``ReplayResult.launch_end_s``), for
+    the time per call inside a power window; at most 2**20 launches.
     """
     require_cuda("replay()")
     copies = 1
@@ -85,7 +113,7 @@ def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
     if not isinstance(launches, int) or launches < 1:
         raise ValueError(f"launches must be an integer >= 1, got {launches!r}")
     stream, device = _current_stream_and_device(stream, device)
-    return _result(core.replay(device, graph_exec, stream, launches, check_every), copies)
+    return _result(core.replay(device, graph_exec, stream, launches, check_every, stamp_launches), copies)
 
 
 def calibration_load(duration_s: float, sms: int | None = None, *, stream=None,
@@ -110,4 +138,5 @@ def awake_idle(duration_s: float, *, stream=None, device: int | None = None) -> 
 
 def _result(r: dict, copies: int) -> ReplayResult:
     return ReplayResult(gpu_time_s=r["gpu_time_s"], launches=r["launches"], calls=r["launches"] * copies,
-                        host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"])
+                        host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"],
+                        launch_end_s=tuple(r.get("launch_end_s", ())))

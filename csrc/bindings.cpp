@@ -82,7 +82,7 @@ py::dict sampler_result(const cn::Sampler& s) {
 #ifdef CN_HAVE_CUDA
 py::dict timing_dict(const cn::ReplayTiming& t) {
   return py::dict("gpu_time_s"_a = t.gpu_time_s, "launches"_a = t.launches, "host_start_ns"_a = t.host_start_ns,
-                  "host_end_ns"_a = t.host_end_ns);
+                  "host_end_ns"_a = t.host_end_ns, "launch_end_s"_a = t.launch_end_s);
 }
 #endif
 
@@ -178,7 +178,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("HAS_CUDA") = true;
   m.def(
       "replay",
-      [](int device, uintptr_t exec, uintptr_t stream, int64_t launches, int64_t check_every) {
+      [](int device, uintptr_t exec, uintptr_t stream, int64_t launches, int64_t check_every, bool stamp_launches) {
         auto interrupted = [] {
           py::gil_scoped_acquire gil;
           return PyErr_CheckSignals() != 0;
@@ -186,12 +186,13 @@ PYBIND11_MODULE(_core, m) {
         cn::ReplayTiming t;
         {
           py::gil_scoped_release release;
-          t = cn::replay_graph_exec(device, exec, stream, launches, check_every, interrupted);
+          t = cn::replay_graph_exec(device, exec, stream, launches, check_every, interrupted, stamp_launches);
         }
         if (t.interrupted) throw py::error_already_set();  // KeyboardInterrupt (or what the handler raised)
         return timing_dict(t);
       },
-      "device"_a, "exec_handle"_a, "stream"_a, "launches"_a, "check_every"_a = 256);
+      "device"_a, "exec_handle"_a, "stream"_a, "launches"_a, "check_every"_a = 256,
+      "stamp_launches"_a = false);
   py::class_<cn::UnrolledGraph>(m, "UnrolledGraph")
       .def(py::init<int, uintptr_t, int>(), "device"_a, "graph_handle"_a, "copies"_a,
            py::call_guard<py::gil_scoped_release>())

@@ -32,6 +32,36 @@ class EventPair {
   cudaEvent_t start = nullptr, end = nullptr;
 };
 
+// Timing events for every launch of a replay; destroyed with the pool.
+class EventPool {
+ public:
+  explicit EventPool(int64_t n) {
+    events_.reserve(static_cast<std::size_t>(n));
+    try {
+      for (int64_t i = 0; i < n; ++i) {
+        cudaEvent_t e = nullptr;
+        CN_CUDA_CHECK(cudaEventCreate(&e));
+        events_.push_back(e);
+      }
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~EventPool() { release(); }
+  EventPool(const EventPool&) = delete;
+  EventPool& operator=(const EventPool&) = delete;
+  cudaEvent_t operator[](std::size_t i) const { return events_[i]; }
+  bool empty() const noexcept { return events_.empty(); }
+
+ private:
+  void release() noexcept {
+    for (auto e : events_) CN_CUDA_WARN(cudaEventDestroy(e));
+    events_.clear();
+  }
+  std::vector<cudaEvent_t> events_;
+};
+
 __global__ void busy_kernel(unsigned long long duration_ns, float* sink) {
   unsigned long long start, now;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
@@ -79,19 +109,26 @@ ReplayTiming timed_on_stream(cudaStream_t s, Enqueue&& enqueue) {
 }  // namespace
 
 ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int64_t launches, int64_t check_every,
-                               const std::function<bool()>& should_stop) {
+                               const std::function<bool()>& should_stop, bool stamp_launches) {
   if (exec == 0) throw std::invalid_argument("graph exec handle is null: instantiate the graph first");
   if (launches < 1) throw std::invalid_argument("launches must be >= 1");
   if (check_every < 1) throw std::invalid_argument("check_every must be >= 1");
+  if (stamp_launches && launches > kMaxStampedLaunches) {
+    throw std::invalid_argument("stamp_launches allows at most " + std::to_string(kMaxStampedLaunches) +
+                                " launches per replay: unroll the graph more instead");
+  }
   CN_CUDA_CHECK(cudaSetDevice(device));
   auto graph_exec = reinterpret_cast<cudaGraphExec_t>(exec);
   auto s = reinterpret_cast<cudaStream_t>(stream);
   bool interrupted = false;
+  EventPool stamps(stamp_launches ? launches + 1 : 0);  // [0]: before the first launch
+  int64_t issued = 0;
   ReplayTiming t = timed_on_stream(s, [&]() -> int64_t {
-    int64_t issued = 0;
+    if (!stamps.empty()) CN_CUDA_CHECK(cudaEventRecord(stamps[0], s));
     while (issued < launches) {
       CN_CUDA_CHECK(cudaGraphLaunch(graph_exec, s));
       issued += 1;
+      if (!stamps.empty()) CN_CUDA_CHECK(cudaEventRecord(stamps[static_cast<std::size_t>(issued)], s));
       if (issued % check_every == 0 && should_stop && should_stop()) {
         interrupted = true;
         break;
@@ -100,6 +137,14 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
     return issued;
   });
   t.interrupted = interrupted;
+  if (!stamps.empty()) {
+    t.launch_end_s.reserve(static_cast<std::size_t>(issued));
+    for (int64_t i = 1; i <= issued; ++i) {
+      float ms = 0.0f;
+      CN_CUDA_CHECK(cudaEventElapsedTime(&ms, stamps[0], stamps[static_cast<std::size_t>(i)]));
+      t.launch_end_s.push_back(ms * 1e-3);
+    }
+  }
   return t;
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 struct CUgraph_st;      // cudaGraph_t, without including CUDA's headers here
 struct CUgraphExec_st;  // cudaGraphExec_t
@@ -29,13 +30,28 @@ struct ReplayTiming {
   int64_t host_start_ns = 0;   // monotonic time at which the stream reached the first launch
   int64_t host_end_ns = 0;     // ... and finished the last one
   bool interrupted = false;    // should_stop() asked to stop before all launches were issued
+  // With per-launch stamps (Note [Time the window's launches]): GPU seconds from the
+  // start of the first launch to the end of each launch, one entry per launch issued.
+  std::vector<double> launch_end_s;
 };
+
+// Note [Time the window's launches]
+// Power is averaged over a trial's steady window only (after the settle time,
+// before the tail), so the GPU time per call it multiplies must come from the
+// launches inside that window, not from the whole trial: where the clocks move
+// within a trial (power capping, boost), the two spans differ. Replays made for
+// the protocol therefore record an event after every launch; the protocol maps
+// the launch ends onto the host clock (from the trial's start stamp) and takes
+// the launches that lie inside the window.
 
 // Launches `exec` on `stream` `launches` times without returning to the caller;
 // every `check_every` launches asks `should_stop` (e.g. for Ctrl-C). Blocks
-// until the stream has finished the launches.
+// until the stream has finished the launches. With `stamp_launches`, also times
+// every launch (Note [Time the window's launches]); at most kMaxStampedLaunches.
+constexpr int64_t kMaxStampedLaunches = 1 << 20;
 ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int64_t launches,
-                               int64_t check_every, const std::function<bool()>& should_stop);
+                               int64_t check_every, const std::function<bool()>& should_stop,
+                               bool stamp_launches = false);
 
 // A graph made of `copies` child-graph nodes, each a copy of `graph`, in a
 // chain, and its executable. Owns both.

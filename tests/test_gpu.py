@@ -77,6 +77,17 @@ def test_replay_counts_calls_and_times_them(torch, matmul_capture):
     # The replayed graph computes what the callable computes.
     a, b = c.args
     torch.testing.assert_close(c.outputs, a @ b)
+    # Stamped launches: one end per launch, rising, the last at the run's GPU time; the window
+    # of the middle half times about the same per call as the whole run.
+    stamped = cn.replay(unrolled, 200, stamp_launches=True)
+    ends = np.array(stamped.launch_end_s)
+    assert ends.size == 200 and (np.diff(ends) > 0).all()
+    assert ends[-1] == pytest.approx(stamped.gpu_time_s, rel=0.02)
+    span = stamped.host_end_ns - stamped.host_start_ns
+    t_mid, n_mid = stamped.window_time_per_call_s(stamped.host_start_ns + span // 4,
+                                                  stamped.host_end_ns - span // 4)
+    assert 80 <= n_mid <= 110
+    assert t_mid == pytest.approx(stamped.gpu_time_per_call_s, rel=0.05)
 
 
 def test_replay_is_interruptible(torch, matmul_capture):
