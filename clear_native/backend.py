@@ -6,6 +6,7 @@ code is tested on the CPU against the synthetic sensor and run on the GPU.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ class GpuBackend:
         if isinstance(handle, tuple):  # an eager capture
             cap, copies = handle
             return self._eager(cap, launches * copies)
-        return replay(handle, launches)
+        return replay(handle, launches, stamp_launches=True)
 
     def load(self, duration_s: float) -> ReplayResult:
         return calibration_load(duration_s, device=self.device)
@@ -84,6 +85,8 @@ class SimulatedCall:
     power_w: float
     launch_gap_s: float = 2e-6
     eager: bool = False
+    swing_w: float = 0.0     # power swings +/- this much around its mean, as a power limiter cycling does
+    swing_s: float = 0.0     # ... every swing_s (a square wave with a random phase per run)
 
     def true_time_per_call_s(self, copies: int) -> float:
         return self.kernel_s + self.launch_gap_s / copies
@@ -103,6 +106,7 @@ class SimulatedBackend:
         self.awake_w = awake_w
         self.load_w = load_w
         self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none"}
+        self._rng = random.Random(0)
 
     identity = "synthetic"
 
@@ -120,13 +124,33 @@ class SimulatedBackend:
         self.source.set_power(self.source.params.idle_w, t1)
         return t0, t1
 
+    def _swing(self, watts: float, swing_w: float, swing_s: float, seconds: float) -> tuple[int, int]:
+        """Like _hold, the power alternating watts +/- swing_w every swing_s, from a random phase."""
+        t0 = core.monotonic_ns()
+        step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))
+        t = t0 - int(self._rng.uniform(0, swing_s) * 1e9)
+        self.source.set_power(watts + sign * swing_w, t0)
+        while t + step < t0 + seconds * 1e9:
+            t, sign = t + step, -sign
+            self.source.set_power(watts + sign * swing_w, t)
+        time.sleep(seconds)
+        t1 = core.monotonic_ns()
+        self.source.set_power(self.source.params.idle_w, t1)
+        return t0, t1
+
     def run(self, handle, launches: int) -> ReplayResult:
         call, copies = handle
         per_call = call.true_time_per_call_s(copies)
         watts = call.true_energy_per_call_j(copies, self.awake_w) / per_call
-        t0, t1 = self._hold(watts, launches * copies * per_call)
-        # The GPU time is what the events would say: the sleep, as it really lasted.
-        return ReplayResult((t1 - t0) * 1e-9, launches, launches * copies, t0, t1)
+        if call.swing_w and call.swing_s:
+            t0, t1 = self._swing(watts, call.swing_w, call.swing_s, launches * copies * per_call)
+        else:
+            t0, t1 = self._hold(watts, launches * copies * per_call)
+        # The GPU time is what the events would say: the sleep, as it really lasted,
+        # its launches evenly spread over it.
+        span_s = (t1 - t0) * 1e-9
+        ends = tuple(span_s * (i + 1) / launches for i in range(launches))
+        return ReplayResult(span_s, launches, launches * copies, t0, t1, launch_end_s=ends)
 
     def load(self, duration_s: float) -> ReplayResult:
         t0, t1 = self._hold(self.load_w, duration_s)

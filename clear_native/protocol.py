@@ -4,10 +4,12 @@ For each capture: replay it back-to-back (unrolled K times per launch so one
 launch lasts ~2 ms, R launches so a trial lasts settle + window); take the
 driver's power samples stamped inside the trial's steady window (after the
 settle time the sensor profile measured, before the tail); energy per call =
-mean steady power x GPU time per call (CUDA events over the same launches).
+mean steady power x GPU time per call of the launches inside that window
+(an event after every launch: Note [Time the window's launches] in csrc/replay.hpp).
 Trials go round-robin over the captures, so slow drifts hit all alike, until
 each capture's 95 % confidence interval is within the target or the time
-budget ends. Resting idle power and the power of the GPU awake but idle
+budget ends. Each capture's settle time and window adapt to what its power
+does (Note [Trials that adapt]). Resting idle power and the power of the GPU awake but idle
 (launching empty kernels) are measured in the same run; "dynamic" energy is
 above the baseline the result names. The energy counter over the whole run
 cross-checks the integral of the samples.
@@ -74,6 +76,11 @@ class Measurement:
     trial_time_per_call_s: list = field(default_factory=list)
     trial_after: list = field(default_factory=list)       # the capture whose trial ran just before each trial
     trial_drift_rel: list = field(default_factory=list)   # (2nd half - 1st half of the window's samples) / mean
+    trial_window_launches: list = field(default_factory=list)  # launches timed inside the window (0: whole run used)
+    trial_run_time_per_call_s: list = field(default_factory=list)  # over the whole trial, settle and tail included
+    settle_s: float = math.nan        # settle time its last trials used (Note [Trials that adapt])
+    rejected_trials: list = field(default_factory=list)  # (drift, z, after) of windows rejected as still moving
+    window_restarts: int = 0          # times its window doubled and its trials started again
 
 
 @dataclass
@@ -118,18 +125,52 @@ class MeasureRun:
         return "\n".join(rows)
 
 
+# Note [Trials that adapt]
+# Two things seen on an H200 make one settle time and one window length wrong for
+# some captures (docs/measured.md):
+# - a capture whose power still moves after the settle time: above ~650 W the
+#   power limiter reacts to the last second's mean, so a feed-forward block that
+#   follows a cooler capture ramps up for longer than the sensor's settle time
+#   (BERT-large's output block: +6 % within the first windows). A window whose
+#   second half differs from its first by more than `unsettled_z` times the
+#   sample noise (estimated from successive differences, which a trend does not
+#   inflate) is rejected, and the capture's settle time doubles (up to 4x);
+# - a capture whose samples swing from sample to sample (the limiter cycling,
+#   or the sample grid beating with a multi-ms call): 0.2 s windows then differ
+#   by a few %. Once it has `min_trials` trials with a CV above `target_cv`, its
+#   window doubles (up to `max_window_s`) and its trials start again, so that all
+#   the trials of a capture share one window.
+# Both are per capture: the others keep their short trials.
+
+
 @dataclass
 class _Plan:
     item: object
     name: str
     handle: object
     copies: int
-    launches: int
+    t1: float                                     # s per call, launched singly
+    settle_s: float
+    window_s: float
+    stretch: int = 1                              # x launches, where windows held too few samples
+    launches: int = 0
     results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
     values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
     after: list = field(default_factory=list)     # per value: the capture measured just before
     drift: list = field(default_factory=list)     # per value: power drift within its window, relative
+    timing: list = field(default_factory=list)    # per value: (launches timed in the window, whole run's s/call)
     converged_at: float = math.nan
+    tried: int = 0                                # trials run, rejected and restarted ones included
+    rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
+    restarts: int = 0                             # times the window doubled and the trials started again
+
+    def size(self, tail_s: float) -> None:
+        """Launches per trial: settle + window + tail of back-to-back calls."""
+        trial_s = self.settle_s + self.window_s + tail_s
+        self.launches = self.stretch * max(1, math.ceil(trial_s / (self.copies * self.t1)))
+
+    def restart(self) -> None:
+        self.values, self.after, self.drift, self.timing = [], [], [], []
 
 
 def _name(item, i: int) -> str:
@@ -139,7 +180,8 @@ def _name(item, i: int) -> str:
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
             target_ci_rel: float = 0.005, min_trials: int = 5, max_trials: int = 40, window_s: float = 1.0,
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 5.0,
-            baseline: str = "awake_idle", progress: Callable[[str], None] | None = None) -> MeasureRun:
+            baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
+            unsettled_z: float = 4.0, progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
     Args:
@@ -149,6 +191,11 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         budget_s: wall-clock budget of the whole run; when it ends, results say they did not converge.
         launch_s: GPU time one unrolled graph launch should last (sets the unroll K).
         baseline: what dynamic energy is above: "awake_idle" (GPU launching empty kernels) or "idle".
+        target_cv: a capture whose trials vary more than this (CV) gets longer windows and starts
+            again (Note [Trials that adapt]); None keeps every window at window_s.
+        max_window_s: the longest window target_cv may grow to (default 4 x window_s).
+        unsettled_z: a window whose halves differ by more than this many standard errors is
+            rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
     """
     if isinstance(items, (list, tuple)):
         items = list(items)
@@ -160,6 +207,9 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if not (0 < target_ci_rel < 1) or min_trials < 2 or max_trials < min_trials or window_s <= 0 or budget_s <= 0:
         raise ValueError("need 0 < target_ci_rel < 1, 2 <= min_trials <= max_trials, window_s > 0, budget_s > 0")
+    max_window_s = 4 * window_s if max_window_s is None else max_window_s
+    if (target_cv is not None and not target_cv > 0) or max_window_s < window_s or not unsettled_z > 0:
+        raise ValueError("need target_cv > 0 (or None), max_window_s >= window_s and unsettled_z > 0")
     say = progress or (lambda msg: None)
     if backend is None:
         from .backend import GpuBackend
@@ -167,8 +217,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         backend = GpuBackend(device)
     profile = profile or calibrate(backend)
     settle_s = profile.settle_s
+    max_settle_s = 4 * settle_s
     tail_s = max(profile.sample_period_s, 0.02)
-    trial_s = settle_s + window_s + tail_s
     t_begin = time.monotonic()
 
     sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
@@ -185,15 +235,17 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             name = _name(item, i)
             t1 = backend.time_per_call_s(item)
             copies = int(np.clip(math.ceil(launch_s / t1), 1, 20_000))
-            launches = max(1, math.ceil(trial_s / (copies * t1)))
-            plans.append(_Plan(item, name, backend.prepare(item, copies), copies, launches))
-            say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={launches}")
+            plan = _Plan(item, name, backend.prepare(item, copies), copies, t1, settle_s, window_s)
+            plan.size(tail_s)
+            plans.append(plan)
+            say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={plan.launches}")
         _warm_up(backend, sampler, plans[0], settle_s, tail_s, max_warmup_s, say)
         previous = "awake_idle"
         awake = backend.awake_idle(settle_s + window_s)
         awake_window = _steady_window(awake, settle_s, tail_s)
         while True:
-            active = [p for p in plans if math.isnan(p.converged_at) and len(p.values) < max_trials]
+            active = [p for p in plans
+                      if math.isnan(p.converged_at) and len(p.values) < max_trials and p.tried < 3 * max_trials]
             if not active:
                 if any(math.isnan(p.converged_at) for p in plans):
                     stop_reason = f"max_trials={max_trials} reached before every capture reached ±{target_ci_rel:.2%}"
@@ -205,7 +257,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             for p in active:
                 before[p.name] = previous
                 r = backend.run(p.handle, p.launches)
-                p.results.append((r, _steady_window(r, settle_s, tail_s)))
+                p.results.append((r, _steady_window(r, p.settle_s, tail_s)))
+                p.tried += 1
                 previous = p.name
             sampler.wait_for_samples(max(p.results[-1][0].host_end_ns for p in active))
             snap = sampler.snapshot()
@@ -213,13 +266,32 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                 r, (a, b) = p.results[-1]
                 m = snap.in_window(a, b)
                 if m.sum() < 3:
-                    p.launches *= 2  # too short to see: lengthen the next trials
+                    p.stretch *= 2  # too short to see: lengthen the next trials
+                    p.size(tail_s)
                     say(f"{p.name}: trial window held {int(m.sum())} samples; doubling R to {p.launches}")
                     continue
-                p.values.append((float(snap.power_w[m].mean()), r.gpu_time_s / r.calls, int(m.sum()), (b - a) * 1e-9))
+                drift, z = _drift(snap.power_w[m])
+                if abs(z) > unsettled_z and abs(drift) > 0.005 and p.settle_s < max_settle_s:
+                    p.rejected.append((drift, z, before[p.name]))
+                    p.settle_s = min(2 * p.settle_s, max_settle_s)
+                    p.size(tail_s)
+                    say(f"{p.name}: window still moving ({drift:+.1%}, z={z:.1f}) after {before[p.name]}; "
+                        f"trial rejected, settle now {p.settle_s:.2f} s")
+                    continue
+                t_call, n_launches = r.window_time_per_call_s(a, b)
+                p.values.append((float(snap.power_w[m].mean()), t_call, int(m.sum()), (b - a) * 1e-9))
+                p.timing.append((n_launches, r.gpu_time_per_call_s))
                 p.after.append(before[p.name])
-                p.drift.append(_drift(snap.power_w[m]))
+                p.drift.append(drift)
                 e = Summary.of([pw * tc for pw, tc, _, _ in p.values])
+                noisy = target_cv is not None and e.n >= min_trials and e.cv > target_cv
+                if noisy and 2 * p.window_s <= max_window_s * (1 + 1e-9):
+                    p.window_s *= 2
+                    p.restarts += 1
+                    p.restart()
+                    p.size(tail_s)
+                    say(f"{p.name}: CV {e.cv:.2%} over {e.n} trials; window now {p.window_s:.2f} s, trials restart")
+                    continue
                 if e.n >= min_trials and e.ci95_rel <= target_ci_rel:
                     p.converged_at = time.monotonic() - t_begin
                 say(f"{p.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
@@ -236,23 +308,31 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                      time.monotonic() - t_begin,
                      dict(target_ci_rel=target_ci_rel, min_trials=min_trials, max_trials=max_trials,
                           window_s=window_s, budget_s=budget_s, launch_s=launch_s, settle_s=settle_s,
-                          tail_s=tail_s, baseline=baseline))
+                          tail_s=tail_s, baseline=baseline, target_cv=target_cv, max_window_s=max_window_s,
+                          unsettled_z=unsettled_z))
     if error is not None:
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error
     return run
 
 
-def _drift(power_w: np.ndarray) -> float:
-    """How much a window's power still moves: (mean of its 2nd half - mean of its 1st half) / mean.
+def _drift(power_w: np.ndarray) -> tuple[float, float]:
+    """How much a window's power still moves: (drift, z).
 
-    Recorded per trial, with the capture that ran before it, to tell a window
-    that still carries the previous capture's power from steady noise.
+    drift = (mean of its 2nd half - mean of its 1st half) / mean; z = that
+    difference over its standard error, with the sample noise estimated from
+    successive differences (von Neumann), which a steady trend does not inflate
+    but sample-to-sample swings do (Note [Trials that adapt]).
     """
-    half = power_w.size // 2
+    n = power_w.size
+    half = n // 2
     if half == 0:
-        return math.nan
-    return float((power_w[half:].mean() - power_w[:half].mean()) / power_w.mean())
+        return math.nan, math.nan
+    diff = float(power_w[half:].mean() - power_w[:half].mean())
+    sigma = math.sqrt(float(np.mean(np.diff(power_w) ** 2)) / 2) if n > 1 else math.nan
+    se = sigma * math.sqrt(1 / half + 1 / (n - half))
+    z = diff / se if se > 0 else (math.inf if diff else 0.0)
+    return diff / float(power_w.mean()), z
 
 
 def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
@@ -312,7 +392,9 @@ def _summarise(res: SamplerResult, plans: Sequence[_Plan], profile, backend, idl
             clock_event_reasons=reason_names(reasons), converged=not math.isnan(p.converged_at),
             time_to_target_s=p.converged_at, eager=bool(getattr(p.item, "eager", False)),
             trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
-            trial_after=list(p.after), trial_drift_rel=list(p.drift)))
+            trial_after=list(p.after), trial_drift_rel=list(p.drift),
+            trial_window_launches=[n for n, _ in p.timing], trial_run_time_per_call_s=[t for _, t in p.timing],
+            settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
     sample_j = res.sample_integral_j(a, b)
     counter_j = res.counter_energy_j(a, b)

@@ -78,9 +78,30 @@ def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
     assert tiny.trial_after[0] == "awake_idle" and set(tiny.trial_after[1:]) == {"big_1ms"}
     assert set(big.trial_after) == {"tiny_5us"}
     assert len(big.trial_drift_rel) == big.trials and max(map(abs, big.trial_drift_rel)) < 0.01
+    # Time per call comes from the launches inside each window, not from the whole trial.
+    assert min(big.trial_window_launches) >= 3 and len(big.trial_run_time_per_call_s) == big.trials
     # The unroll keeps each launch ~2 ms.
     assert run["tiny_5us"].unroll == math.ceil(2e-3 / 7e-6)
     assert run["big_1ms"].unroll == 2
+
+
+def test_window_time_counts_only_the_launches_inside_the_window():
+    # 10 launches of 2 calls: the first 5 take 1 ms each, the last 5 take 2 ms (clocks dropped).
+    ends = tuple(np.cumsum([1e-3] * 5 + [2e-3] * 5))
+    r = cn.ReplayResult(gpu_time_s=ends[-1], launches=10, calls=20, host_start_ns=1_000_000_000,
+                        host_end_ns=1_000_000_000 + round(ends[-1] * 1e9), launch_end_s=ends)
+    assert r.gpu_time_per_call_s == pytest.approx(15e-3 / 20)
+    # A window over the last 4 launches (from the end of launch 6 on) sees only the slow ones.
+    t, n = r.window_time_per_call_s(1_000_000_000 + round(ends[5] * 1e9), r.host_end_ns)
+    assert n == 4 and t == pytest.approx(1e-3)
+    # A window that opens mid-launch leaves that launch out.
+    t, n = r.window_time_per_call_s(1_000_000_000 + int(0.5e-3 * 1e9), 1_000_000_000 + round(ends[4] * 1e9))
+    assert n == 4 and t == pytest.approx(0.5e-3)
+    # Too few launches inside, or none stamped: the whole run, with a count of 0.
+    assert r.window_time_per_call_s(r.host_start_ns, r.host_start_ns + int(2.5e-3 * 1e9)) == (
+        pytest.approx(r.gpu_time_per_call_s), 0)
+    unstamped = cn.ReplayResult(r.gpu_time_s, 10, 20, r.host_start_ns, r.host_end_ns)
+    assert unstamped.window_time_per_call_s(r.host_start_ns, r.host_end_ns) == (r.gpu_time_per_call_s, 0)
 
 
 def test_trimming_the_settle_time_matters(sim):
@@ -90,10 +111,31 @@ def test_trimming_the_settle_time_matters(sim):
     untrimmed = cn.SensorProfile(**{**profile.to_dict(), "settle_s": 0.0025})
     kw = dict(backend=backend, min_trials=3, max_trials=3, window_s=0.02, idle_s=0.1, max_warmup_s=0.2)
     good = cn.measure(call, profile=profile, **kw)[0]
-    bad = cn.measure(call, profile=untrimmed, **kw)[0]
+    bad = cn.measure(call, profile=untrimmed, unsettled_z=math.inf, **kw)[0]
     truth = call.true_energy_per_call_j(good.unroll, backend.awake_w)
     assert good.energy_per_call_j == pytest.approx(truth, rel=0.015)
     assert bad.energy_per_call_j > truth * 1.04  # the overshoot leaks in
+    # Note [Trials that adapt]: the falling overshoot shows inside the window; those trials are
+    # rejected and the settle time grows until the window is steady.
+    fixed = cn.measure(call, profile=untrimmed, **kw)[0]
+    assert fixed.rejected_trials and all(d < 0 for d, _, _ in fixed.rejected_trials)
+    assert fixed.settle_s >= 2 * 0.0025
+    assert fixed.energy_per_call_j == pytest.approx(truth, rel=0.02)
+
+
+def test_a_swinging_capture_gets_longer_windows(sim):
+    # Note [Trials that adapt]: power swinging +/-80 W every 13 ms (a limiter cycling) makes 20 ms
+    # windows differ by several %; the capture's window doubles until its trials agree.
+    backend, profile = sim
+    call = cn.SimulatedCall("swing", kernel_s=50e-6, power_w=450.0, swing_w=80.0, swing_s=0.013)
+    kw = dict(backend=backend, profile=profile, window_s=0.02, idle_s=0.2, max_warmup_s=0.3, budget_s=60,
+              min_trials=4, max_trials=12, target_ci_rel=0.01)
+    fixed = cn.measure(call, target_cv=None, **kw)[0]
+    adapted = cn.measure(call, target_cv=0.01, **kw)[0]
+    assert fixed.window_restarts == 0 and fixed.cv > 0.02
+    assert adapted.window_restarts >= 1 and adapted.steady_window_s >= 0.035
+    assert adapted.cv < fixed.cv / 2
+    assert len(adapted.trial_power_w) == adapted.trials  # only the trials of its last window count
 
 
 def test_stopping_rule_budget_and_max_trials(sim):
