@@ -47,7 +47,7 @@ def kernel_profile(torch, fn, calls: int = 50, warmup: int = 5) -> tuple[float, 
         for _ in range(warmup):
             fn()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
             for _ in range(calls):
                 fn()
             torch.cuda.synchronize()
@@ -74,7 +74,7 @@ def kernel_time_in_replay_s(torch, graph, launches: int) -> float:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
         r = cn.replay(graph, launches)
     us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
     return us * 1e-6 / r.calls

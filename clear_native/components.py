@@ -238,16 +238,20 @@ def work_per_call(comp: Component) -> tuple[int, int]:
     except AssertionError:
         # PyTorch's SDPA formula rejects grouped-query shapes (fewer K/V heads than Q heads,
         # seen with Llama on CUDA). The same attention in transformers' eager form is plain matmuls.
-        config = getattr(comp.module, "config", None)
-        if config is None or not hasattr(config, "_attn_implementation"):
+        # The attention may be the component or inside it (a whole decoder layer): every config below.
+        configs = {id(c): c for m in comp.module.modules()
+                   if hasattr(c := getattr(m, "config", None), "_attn_implementation")}
+        if not configs:
             raise
-        saved = config._attn_implementation
-        config._attn_implementation = "eager"
+        saved = {k: c._attn_implementation for k, c in configs.items()}
         try:
+            for c in configs.values():
+                c._attn_implementation = "eager"
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 output = comp.module(*comp.args, **comp.kwargs)
         finally:
-            config._attn_implementation = saved
+            for k, c in configs.items():
+                c._attn_implementation = saved[k]
     seen: set = set()
     params = sum(p.numel() * p.element_size() for p in comp.module.parameters())
     return int(counter.get_total_flops()), int(params + _tensor_bytes((comp.args, comp.kwargs), seen)

@@ -19,7 +19,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .components import find_components, group_components
 from .errors import ClearNativeError
@@ -50,6 +50,7 @@ class GroupResult:
     eager: bool = False              # measured from a Python loop (its capture failed)
     copies: int = 1                  # distinct copies called in turn per replay (Note [Cold L2])
     trial_energy_per_call_j: list = field(default_factory=list)
+    trial_power_w: list = field(default_factory=list)    # mean power of each trial's window
     trial_after: list = field(default_factory=list)      # the capture measured just before each trial
     trial_drift_rel: list = field(default_factory=list)  # power drift within each trial's window
 
@@ -165,6 +166,19 @@ def l2_copies(module, l2_bytes: int, max_copies: int = 64) -> int:
     return int(min(max_copies, max(1, math.ceil(2 * l2_bytes / params))))
 
 
+def per_copy(m, copies: int):
+    """A Measurement of ``copies`` calls in turn as the Measurement of one call (energies, times / copies)."""
+    if copies == 1:
+        return m
+    return replace(
+        m, energy_per_call_j=m.energy_per_call_j / copies, energy_per_call_ci95_j=m.energy_per_call_ci95_j / copies,
+        dynamic_energy_per_call_j=m.dynamic_energy_per_call_j / copies,
+        gpu_time_per_call_s=m.gpu_time_per_call_s / copies,
+        trial_energy_per_call_j=[x / copies for x in m.trial_energy_per_call_j],
+        trial_time_per_call_s=[x / copies for x in m.trial_time_per_call_s],
+        trial_run_time_per_call_s=[x / copies for x in m.trial_run_time_per_call_s])
+
+
 class ColdCopies:
     """Calls ``copies`` distinct deep copies of a module in turn on the same inputs; returns the last output.
 
@@ -255,6 +269,10 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
     step_kw = dict(kw, past_key_values=cache, use_cache=True, cache_position=torch.tensor([cache_len], device=dev))
     if config.is_encoder_decoder:
         step_kw.update(encoder_outputs=encoded, decoder_input_ids=prompt[:, -1:])
+        if _accepts(model.forward, "decoder_attention_mask"):
+            # As generate() does. Without it BART builds torch.ones(b, cache length + 1) from the
+            # static cache's length, a GPU tensor: a host sync that forbids capturing the step.
+            step_kw["decoder_attention_mask"] = torch.ones(b, cache_len + 1, dtype=torch.long, device=dev)
         return (), step_kw
     return (input_ids[:, -1:],), step_kw
 
@@ -287,7 +305,8 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
         with torch.no_grad():
             model(*inputs, **kw)  # warm
             torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            # acc_events: one cycle either way; without it torch 2.11 warns that it clears events.
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True) as prof:
                 model(*inputs, **kw)
                 torch.cuda.synchronize()
     finally:
@@ -302,7 +321,8 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
 
 def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, select=None, backend=None,
                   profile=None, min_trials: int = 5, max_trials: int = 30, target_ci_rel: float = 0.01,
-                  window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold", progress=None,
+                  window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold", target_cv: float | None = 0.01,
+                  progress=None,
                   **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
@@ -311,6 +331,7 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     select: the components (see find_components); None for the rules.
     l2: "cold" replays each component as distinct copies whose parameters overflow
     the L2 cache, as inside the model (Note [Cold L2]); "hot" replays one copy.
+    target_cv: a capture whose trials vary more than this gets longer windows (see measure()).
     The rest goes to measure() for every component group and the whole model together.
     """
     import torch
@@ -347,24 +368,29 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
             caps.append(capture(fn, *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
         except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
             failures.append((g.name, f"{type(exc).__name__}: {exc}"))
-    whole = capture(model, *inputs, name="whole_model", eager_fallback=True, **kw)
+    # A model whose parameters fit the L2 keeps them there from one back-to-back call to the next:
+    # replayed cold like its components, or they would not add up to it (Note [Cold L2]).
+    copies["whole_model"] = l2_copies(model, l2_bytes)
+    whole_fn = ColdCopies(model, copies["whole_model"]) if copies["whole_model"] > 1 else model
+    whole = capture(whole_fn, *inputs, name="whole_model", eager_fallback=True, **kw)
     kernels_s, inside_s = kernel_times_s(model, comps, inputs, kw)
     run = measure(caps + [whole], backend=backend, profile=profile, min_trials=min_trials, max_trials=max_trials,
-                  target_ci_rel=target_ci_rel, window_s=window_s, budget_s=budget_s, progress=progress)
-    wm = run["whole_model"]
+                  target_ci_rel=target_ci_rel, target_cv=target_cv, window_s=window_s, budget_s=budget_s,
+                  progress=progress)
+    wm = per_copy(run["whole_model"], copies["whole_model"])
     results = []
     by_name = {g.name: g for g in groups}
     for cap in caps:
-        m, g, n = run[cap.name], by_name[cap.name], copies[cap.name]
-        e = m.energy_per_call_j / n
+        m, g, n = per_copy(run[cap.name], copies[cap.name]), by_name[cap.name], copies[cap.name]
+        e = m.energy_per_call_j
         results.append(GroupResult(
             name=g.name, kind=g.kind, members=g.members, occurrences=g.occurrences,
-            gpu_time_per_call_s=m.gpu_time_per_call_s / n, energy_per_call_j=e,
-            dynamic_energy_per_call_j=m.dynamic_energy_per_call_j / n, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
+            gpu_time_per_call_s=m.gpu_time_per_call_s, energy_per_call_j=e,
+            dynamic_energy_per_call_j=m.dynamic_energy_per_call_j, cv=m.cv, ci95_rel=m.ci95_rel, trials=m.trials,
             flops=g.flops, bytes_min=g.bytes_min, j_per_flop=e / g.flops if g.flops else math.nan,
             share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, copies=n,
-            trial_energy_per_call_j=[x / n for x in m.trial_energy_per_call_j], trial_after=m.trial_after,
-            trial_drift_rel=m.trial_drift_rel))
+            trial_energy_per_call_j=m.trial_energy_per_call_j, trial_power_w=m.trial_power_w,
+            trial_after=m.trial_after, trial_drift_rel=m.trial_drift_rel))
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
     shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}
@@ -374,7 +400,7 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
                        whole=asdict(wm), accounting=acc, failures=failures, run=run_meta,
                        wall_s=time.monotonic() - t0,
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
-                                     l2=l2, l2_bytes=l2_bytes,
+                                     l2=l2, l2_bytes=l2_bytes, whole_model_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s,
                                      kernel_time_s=kernels_s, component_kernel_time_s=inside_s,
                                      whole_model_eager=whole.eager, whole_model_eager_reason=whole.reason))

@@ -223,6 +223,26 @@ def test_decode_steps_repeat_the_same_work(family):
     att = next(c for c in comps if c.kind == "self_attention")
     hidden = att.kwargs.get("hidden_states", att.args[0] if att.args else None)
     assert hidden.shape[:2] == (1, 1)  # one new token attends over the cache
+    # A step reads no tensor value on the host (on a GPU: a sync, which capture refuses) once the
+    # mask decisions are replayed as capture() replays them. BART did, without decoder_attention_mask.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from clear_native._decisions import EagerDecisions
+
+    class HostReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                HostReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    decisions = EagerDecisions()
+    with torch.no_grad(), decisions.recording():
+        model(*step, **kw)
+    with torch.no_grad(), decisions.replaying(), HostReads():
+        model(*step, **kw)
+    assert HostReads.reads == 0
 
 
 def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypatch):
@@ -232,6 +252,10 @@ def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypat
     comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
     att = comps["model.layers.0.self_attn"]
     expected = cn.components.work_per_call(att)[0]
+    # ... and where the attention sits inside the component: a whole decoder layer chosen by type.
+    layer = next(c for c in cn.find_components(model, *inputs, select=[T.models.llama.modeling_llama.LlamaDecoderLayer],
+                                               **kw) if c.qualname == "model.layers.0")
+    expected_layer = cn.components.work_per_call(layer)[0]
     real = fc.sdpa_flop_count
 
     def strict(q, k, v):  # as on CUDA: the formula rejects fewer K/V heads
@@ -240,6 +264,7 @@ def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypat
 
     monkeypatch.setattr(fc, "sdpa_flop_count", strict)
     assert cn.components.work_per_call(att)[0] == expected
+    assert cn.components.work_per_call(layer)[0] == expected_layer > expected
     assert att.module.config._attn_implementation == "sdpa"  # restored
 
 
@@ -304,6 +329,25 @@ def test_cold_copies_overflow_the_l2_and_repeat_the_same_work():
     assert three.get_total_flops() == 3 * one.get_total_flops() > 0
     with pytest.raises(ValueError, match="copies"):
         ColdCopies(att.module, 0)
+
+
+def test_per_copy_divides_what_scales_with_calls():
+    from clear_native.model import per_copy
+
+    m = cn.Measurement(name="w", energy_per_call_j=3.0, energy_per_call_ci95_j=0.3, dynamic_energy_per_call_j=1.5,
+                       baseline="awake_idle", baseline_power_w=100.0, idle_power_w=80.0, awake_idle_power_w=100.0,
+                       gpu_time_per_call_s=0.006, mean_power_w=500.0, trials=2, cv=0.01, ci95_rel=0.1, unroll=1,
+                       launches_per_trial=10, steady_window_s=0.2, samples_per_trial=10, temperature_c=(40, 41),
+                       sm_clock_mhz=(1980, 1980), clock_event_reasons=[], converged=True, time_to_target_s=1.0,
+                       trial_energy_per_call_j=[2.97, 3.03], trial_power_w=[495.0, 505.0],
+                       trial_time_per_call_s=[0.006, 0.006], trial_run_time_per_call_s=[0.006, 0.006])
+    one = per_copy(m, 3)
+    assert (one.energy_per_call_j, one.energy_per_call_ci95_j, one.dynamic_energy_per_call_j) == pytest.approx(
+        (1.0, 0.1, 0.5))
+    assert one.gpu_time_per_call_s == pytest.approx(0.002) and one.trial_time_per_call_s == pytest.approx([0.002] * 2)
+    assert one.trial_energy_per_call_j == pytest.approx([0.99, 1.01])
+    assert (one.mean_power_w, one.cv, one.ci95_rel, one.trial_power_w) == (500.0, 0.01, 0.1, [495.0, 505.0])
+    assert per_copy(m, 1) is m
 
 
 def test_measure_model_rejects_an_unknown_l2_mode():
