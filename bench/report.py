@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from run import MEASUREMENTS, REFERENCE, fmt_s, load_records, record_l2
+from run import MEASUREMENTS, REFERENCE, SUPERSEDED, fmt_s, load_records, record_l2
 
 KIND_ORDER = ("embeddings", "self_attention", "cross_attention", "mlp", "norm", "head", "custom")
 SWEEP_X = {"batch": ("batch", "batch size"), "seq": ("seq", "sequence length"), "kv": ("cache_len", "KV-cache length"),
@@ -177,7 +177,8 @@ def _pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.1f} %"
 
 
-def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an: dict, tasks) -> str:
+def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an: dict, tasks,
+             superseded: tuple = ()) -> str:
     g = ident.get("gpu", {})
     L = [f"# CLEAR study on {g.get('name', '?')}", "",
          f"Driver {g.get('driver_version', '?')}, NVML {g.get('nvml_version', '?')}, power limit "
@@ -189,6 +190,15 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
          f"Random weights from transformers configs at the published sizes. {len(ok)} of {len(tasks)} planned tasks "
          f"measured, {len(failed)} failed; measuring took {fmt_s(an['measure_wall_s'])} (min:s) of GPU wall time "
          "(sum over tasks, whatever the number of invocations)."]
+    uuids = Counter(r.get("identity", {}).get("gpu", {}).get("uuid", "?") for r in ok.values())
+    if len(uuids) > 1:
+        L.append(f"The records come from {len(uuids)} cards of this model (same driver; the sensor profile of the "
+                 "first): " + ", ".join(f"{u} ({n} tasks)" for u, n in uuids.most_common()) + ".")
+    if superseded:
+        ids = sorted({r["task"]["id"] for r in superseded})
+        L.append(f"Measured again with `--redo` ({len(ids)} tasks; their {len(superseded)} earlier records, "
+                 f"{fmt_s(sum(r.get('wall_s', 0) for r in superseded))} min:s of GPU time not counted above, are "
+                 "in superseded.jsonl): " + ", ".join(ids) + ".")
     missing = [t.id for t in tasks if t.id not in ok and t.id not in failed]
     if missing:
         modes = {record_l2(r) for r in ok.values()}
@@ -285,6 +295,17 @@ def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an:
     return "\n".join(L) + "\n"
 
 
+def _time_or_power(a: dict, reasons: list) -> str:
+    """Whether an explained-coverage miss is one of time or of power, from a task's accounting.
+
+    Explained energy = its parts' time x their mean power; the model's = its time x its power.
+    """
+    t = a["components_time_s"] + a["glue_time_s"] + a["gaps_time_s"]
+    e = a["components_energy_j"] + a["glue_energy_j"] + a["gaps_energy_j"]
+    return (f"the parts take {_pct(t / a['model_time_s'])} of the model's GPU time at {e / t:.0f} W, the model "
+            f"{a['model_energy_j'] / a['model_time_s']:.0f} W" + (f" ({', '.join(reasons)})" if reasons else ""))
+
+
 def targets(ok: dict) -> list[str]:
     """Which measurements miss the study's targets (CV <= 1 %, explained 100 ± 3 %, plain 100 ± 5 % at 8 x 128)."""
     cv_miss, expl_miss, plain_miss = [], [], []
@@ -300,7 +321,7 @@ def targets(ok: dict) -> list[str]:
                                + (f" ({', '.join(reasons)} during the run)" if reasons else ""))
         a = rep["accounting"]
         if abs(a["explained_coverage"] - 1) > 0.03:
-            expl_miss.append(f"{tid}: {_pct(a['explained_coverage'])}")
+            expl_miss.append(f"{tid}: {_pct(a['explained_coverage'])}; {_time_or_power(a, reasons)}")
         t = r["task"]
         if t["mode"] == "prefill" and t["batch"] == 8 and t["seq"] == 128 and abs(a["coverage"] - 1) > 0.05:
             plain_miss.append(f"{tid}: {_pct(a['coverage'])}")
@@ -426,7 +447,7 @@ def write(folder: Path, tasks) -> dict:
     ident = records[0].get("identity", {})
     profile = records[0].get("profile", {})
     made = figures(folder, ok, an)
-    text = markdown(ident, profile, ok, failed, refs, an, tasks)
+    text = markdown(ident, profile, ok, failed, refs, an, tasks, load_records(folder / SUPERSEDED))
     text = "\n".join(line for line in text.splitlines()
                      if not (line.startswith("![") and line[2:line.index("]")] not in made)) + "\n"
     (folder / "REPORT.md").write_text(text)

@@ -36,6 +36,7 @@ from common import run_identity
 ROOT = Path(__file__).resolve().parents[1]
 MEASUREMENTS = "measurements.jsonl"
 REFERENCE = "reference.jsonl"
+SUPERSEDED = "superseded.jsonl"   # records --redo replaced, kept
 
 
 def card_slug(name: str) -> str:
@@ -72,6 +73,25 @@ def append_record(path: Path, record: dict) -> None:
 def record_l2(record: dict) -> str:
     """The L2 mode a record was measured with; records from before the option replayed hot."""
     return record.get("settings", {}).get("l2", "hot")
+
+
+def supersede(folder: Path, records: list[dict], patterns: list[str]) -> list[dict] | None:
+    """Moves the records of tasks whose id starts with one of ``patterns`` to superseded.jsonl.
+
+    They are measured again by this run; nothing is deleted (the report counts them).
+    Returns the records left, or None (and moves nothing) where no id matches.
+    """
+    old = [r for r in records if any(r["task"]["id"].startswith(p) for p in patterns)]
+    if not old:
+        return None
+    keep = [r for r in records if r not in old]
+    for r in old:
+        append_record(folder / SUPERSEDED, r)
+    tmp = folder / (MEASUREMENTS + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    os.replace(tmp, folder / MEASUREMENTS)
+    print(f"--redo: {len(old)} records moved to {folder / SUPERSEDED}; measuring them again", flush=True)
+    return keep
 
 
 def done_ids(records: list[dict], retry_failed: bool) -> set:
@@ -126,7 +146,8 @@ def measure_task(torch, T, task, profile, args):
         verbose = (lambda m: print(f"      {m}", flush=True)) if args.verbose else None
         rep = cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
                                min_trials=args.min_trials, max_trials=args.max_trials, target_ci_rel=args.target_ci,
-                               window_s=args.window_s, budget_s=args.task_budget_s, l2=args.l2, progress=verbose,
+                               window_s=args.window_s, budget_s=args.task_budget_s, l2=args.l2,
+                               target_cv=args.target_cv, progress=verbose,
                                **kw)
         return rep.to_dict()
     finally:
@@ -182,6 +203,10 @@ def run(args, tasks) -> int:
               f"--l2 {args.l2}: one report cannot mix them; pass --l2 {'/'.join(sorted(modes))} or --out <folder>",
               file=sys.stderr)
         return 2
+    cards = {r["identity"]["gpu"].get("uuid") for r in records if "identity" in r} - {ident["gpu"].get("uuid")}
+    if cards:
+        print(f"note: this card ({ident['gpu'].get('uuid')}) is not the one that measured the earlier records "
+              f"({', '.join(sorted(map(str, cards)))}); the report lists the cards", file=sys.stderr)
     ppath = folder / "profile.json"
     if ppath.exists():  # a resumed run keeps the sensor profile of its start: one run, one profile
         profile = cn.SensorProfile(**json.loads(ppath.read_text()))
@@ -189,6 +214,12 @@ def run(args, tasks) -> int:
         print("calibrating the power sensor ...", flush=True)
         profile = cn.calibrate(cache=False)
         ppath.write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
+    if args.redo:
+        kept = supersede(folder, records, suite.as_list(args.redo, []))
+        if kept is None:
+            print(f"--redo {args.redo} matches no task id recorded in {mpath}", file=sys.stderr)
+            return 2
+        records = kept
     skip = done_ids(records, args.retry_failed)
     todo = [t for t in tasks if t.id not in skip]
     want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in load_records(rpath))
@@ -196,7 +227,8 @@ def run(args, tasks) -> int:
     print(f"{card_slug(ident['gpu']['name'])}: {len(tasks)} tasks, {len(tasks) - len(todo)} already measured, "
           f"{len(todo)} to go{' + reference procedure' if want_ref else ''}; results in {folder}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    settings = {k: getattr(args, k) for k in ("window_s", "min_trials", "max_trials", "target_ci", "task_budget_s", "l2")}
+    settings = {k: getattr(args, k)
+                for k in ("window_s", "min_trials", "max_trials", "target_ci", "target_cv", "task_budget_s", "l2")}
     t_start, spent_est, rc = time.monotonic(), 0.0, 0
     try:
         for i, task in enumerate(todo, 1):
@@ -286,6 +318,10 @@ def parse(argv=None):
     ap.add_argument("--min-trials", type=int, default=3)
     ap.add_argument("--max-trials", type=int, default=12)
     ap.add_argument("--target-ci", type=float, default=0.01, help="stop at this 95 %% CI half-width (fraction)")
+    ap.add_argument("--target-cv", type=float, default=0.01,
+                    help="a capture whose trials vary more than this gets longer windows (fraction)")
+    ap.add_argument("--redo", metavar="IDS", help="with --resume: measure again the tasks whose id starts with "
+                                                  "one of these (comma-separated); old records go to superseded.jsonl")
     ap.add_argument("--task-budget-s", type=float, default=120.0, help="wall-clock budget of one task's trials")
     ap.add_argument("--l2", choices=("cold", "hot"), default="cold",
                     help="replay components as copies that overflow the L2 cache, as in the model (cold), or one "

@@ -147,6 +147,22 @@ def test_a_failed_task_is_reported_and_retried_on_request(tmp_path, fake):
     assert "failed:" not in (tmp_path / "fake-h0" / "REPORT.md").read_text()
 
 
+def test_redo_measures_tasks_again_and_keeps_their_old_records(tmp_path, fake, capsys):
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
+    folder = tmp_path / "fake-h0"
+    before = run.load_records(folder / run.MEASUREMENTS)
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--redo", "gpt2/decode/b1kv512"]) == 0
+    assert gpu.calls == 1
+    after = run.load_records(folder / run.MEASUREMENTS)
+    old = run.load_records(folder / run.SUPERSEDED)
+    assert [r["task"]["id"] for r in old] == ["gpt2/decode/b1kv512/bf16"] and len(after) == len(before)
+    assert "Measured again with `--redo` (1 tasks" in (folder / "REPORT.md").read_text()
+    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--redo", "nonesuch"]) != 0
+    assert len(run.load_records(folder / run.MEASUREMENTS)) == len(before)  # nothing moved
+
+
 def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
