@@ -338,6 +338,14 @@ def targets(ok: dict) -> list[str]:
     return L
 
 
+def _tick(task_id: str) -> str:
+    """A task id short enough for an axis: bf16 left out, config overrides abbreviated."""
+    for long, short in (("/bf16", ""), ("hidden_size=", "h"), ("intermediate_size=", "ff"),
+                        ("num_attention_heads=", "heads")):
+        task_id = task_id.replace(long, short)
+    return task_id
+
+
 FIGURES = ("energy_by_component", "j_per_flop", "shares", "cv_coverage", "sweeps")
 
 
@@ -359,13 +367,15 @@ def figures(folder: Path, ok: dict, an: dict) -> list[str]:
     suite = [t for t in an["suite"] if t in ok]
     if suite:  # stacked share of the whole model's energy per kind, glue and gaps
         fig, ax = plt.subplots(figsize=(9, 0.35 * len(suite) + 1.5))
+        labelled: set = set()  # each kind in the legend once, whichever model has it first
         for i, tid in enumerate(suite):
             rep = ok[tid]["report"]
             total, left = rep["accounting"]["model_energy_j"], 0.0
             parts = [(k, v[0]) for k, v in sorted(by_kind(rep).items(), key=lambda kv: KIND_ORDER.index(kv[0]))]
             parts += [("glue", rep["accounting"]["glue_energy_j"]), ("gaps", rep["accounting"]["gaps_energy_j"])]
             for k, e in parts:
-                ax.barh(i, e / total, left=left, color=colors[k], label=k if i == 0 else None)
+                ax.barh(i, e / total, left=left, color=colors[k], label=None if k in labelled else k)
+                labelled.add(k)
                 left += e / total
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_yticks(range(len(suite)), [t.split("/bf16")[0] for t in suite], fontsize=7)
@@ -410,7 +420,7 @@ def figures(folder: Path, ok: dict, an: dict) -> list[str]:
         a2.axhspan(97, 103, color="g", alpha=0.15)
         a2.set_ylabel("% of the whole model")
         a2.legend(fontsize=7)
-        a2.set_xticks(x, [t.replace("/bf16", "") for t in rows], rotation=80, fontsize=6)
+        a2.set_xticks(x, [_tick(t) for t in rows], rotation=80, fontsize=6)
         save(fig, "cv_coverage")
     sweeps = [n for n in SWEEP_X if sweep_rows(ok, n)]
     if sweeps:
