@@ -335,6 +335,11 @@ def targets(ok: dict) -> list[str]:
                          ("plain coverage outside 100 ± 5 % at batch 8 × 128", plain_miss)):
         L.append(f"- {len(items)} {title}" + (":" if items else "."))
         L += [f"  - {x}" for x in items]
+    if expl_miss:
+        L += ["", "Where the parts cover the model's GPU time but not its power, the parts draw together, inside "
+                  "the model, a different power than each draws alone: their energies in isolation do not add up "
+                  "to the model's. `bench/granularity.py` measures this for one model by comparing its coverage "
+                  "by decoder layer with its coverage by sub-layer part (docs/measured.md)."]
     return L
 
 
