@@ -81,10 +81,11 @@ def supersede(folder: Path, records: list[dict], patterns: list[str]) -> list[di
     They are measured again by this run; nothing is deleted (the report counts them).
     Returns the records left, or None (and moves nothing) where no id matches.
     """
-    old = [r for r in records if any(r["task"]["id"].startswith(p) for p in patterns)]
+    redo = [any(r["task"]["id"].startswith(p) for p in patterns) for r in records]
+    old = [r for r, x in zip(records, redo) if x]
     if not old:
         return None
-    keep = [r for r in records if r not in old]
+    keep = [r for r, x in zip(records, redo) if not x]
     for r in old:
         append_record(folder / SUPERSEDED, r)
     tmp = folder / (MEASUREMENTS + ".tmp")

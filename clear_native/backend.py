@@ -116,23 +116,17 @@ class SimulatedBackend:
     def prepare(self, call: SimulatedCall, copies: int):
         return (call, copies)
 
-    def _hold(self, watts: float, seconds: float) -> tuple[int, int]:
+    def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0) -> tuple[int, int]:
+        """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (random phase)."""
         t0 = core.monotonic_ns()
         self.source.set_power(watts, t0)
-        time.sleep(seconds)
-        t1 = core.monotonic_ns()
-        self.source.set_power(self.source.params.idle_w, t1)
-        return t0, t1
-
-    def _swing(self, watts: float, swing_w: float, swing_s: float, seconds: float) -> tuple[int, int]:
-        """Like _hold, the power alternating watts +/- swing_w every swing_s, from a random phase."""
-        t0 = core.monotonic_ns()
-        step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))
-        t = t0 - int(self._rng.uniform(0, swing_s) * 1e9)
-        self.source.set_power(watts + sign * swing_w, t0)
-        while t + step < t0 + seconds * 1e9:
-            t, sign = t + step, -sign
-            self.source.set_power(watts + sign * swing_w, t)
+        if swing_w and swing_s:
+            step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))
+            t = t0 - int(self._rng.uniform(0, swing_s) * 1e9)
+            self.source.set_power(watts + sign * swing_w, t0)
+            while t + step < t0 + seconds * 1e9:
+                t, sign = t + step, -sign
+                self.source.set_power(watts + sign * swing_w, t)
         time.sleep(seconds)
         t1 = core.monotonic_ns()
         self.source.set_power(self.source.params.idle_w, t1)
@@ -142,10 +136,7 @@ class SimulatedBackend:
         call, copies = handle
         per_call = call.true_time_per_call_s(copies)
         watts = call.true_energy_per_call_j(copies, self.awake_w) / per_call
-        if call.swing_w and call.swing_s:
-            t0, t1 = self._swing(watts, call.swing_w, call.swing_s, launches * copies * per_call)
-        else:
-            t0, t1 = self._hold(watts, launches * copies * per_call)
+        t0, t1 = self._hold(watts, launches * copies * per_call, call.swing_w, call.swing_s)
         # The GPU time is what the events would say: the sleep, as it really lasted,
         # its launches evenly spread over it.
         span_s = (t1 - t0) * 1e-9

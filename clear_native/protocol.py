@@ -152,8 +152,8 @@ class _Plan:
     t1: float                                     # s per call, launched singly
     settle_s: float
     window_s: float
+    tail_s: float
     stretch: int = 1                              # x launches, where windows held too few samples
-    launches: int = 0
     results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
     values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
     after: list = field(default_factory=list)     # per value: the capture measured just before
@@ -164,10 +164,11 @@ class _Plan:
     rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
     restarts: int = 0                             # times the window doubled and the trials started again
 
-    def size(self, tail_s: float) -> None:
+    @property
+    def launches(self) -> int:
         """Launches per trial: settle + window + tail of back-to-back calls."""
-        trial_s = self.settle_s + self.window_s + tail_s
-        self.launches = self.stretch * max(1, math.ceil(trial_s / (self.copies * self.t1)))
+        trial_s = self.settle_s + self.window_s + self.tail_s
+        return self.stretch * max(1, math.ceil(trial_s / (self.copies * self.t1)))
 
     def restart(self) -> None:
         self.values, self.after, self.drift, self.timing = [], [], [], []
@@ -235,8 +236,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             name = _name(item, i)
             t1 = backend.time_per_call_s(item)
             copies = int(np.clip(math.ceil(launch_s / t1), 1, 20_000))
-            plan = _Plan(item, name, backend.prepare(item, copies), copies, t1, settle_s, window_s)
-            plan.size(tail_s)
+            plan = _Plan(item, name, backend.prepare(item, copies), copies, t1, settle_s, window_s, tail_s)
             plans.append(plan)
             say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={plan.launches}")
         _warm_up(backend, sampler, plans[0], settle_s, tail_s, max_warmup_s, say)
@@ -267,14 +267,12 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                 m = snap.in_window(a, b)
                 if m.sum() < 3:
                     p.stretch *= 2  # too short to see: lengthen the next trials
-                    p.size(tail_s)
                     say(f"{p.name}: trial window held {int(m.sum())} samples; doubling R to {p.launches}")
                     continue
                 drift, z = _drift(snap.power_w[m])
                 if abs(z) > unsettled_z and abs(drift) > 0.005 and p.settle_s < max_settle_s:
                     p.rejected.append((drift, z, before[p.name]))
                     p.settle_s = min(2 * p.settle_s, max_settle_s)
-                    p.size(tail_s)
                     say(f"{p.name}: window still moving ({drift:+.1%}, z={z:.1f}) after {before[p.name]}; "
                         f"trial rejected, settle now {p.settle_s:.2f} s")
                     continue
@@ -289,7 +287,6 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                     p.window_s *= 2
                     p.restarts += 1
                     p.restart()
-                    p.size(tail_s)
                     say(f"{p.name}: CV {e.cv:.2%} over {e.n} trials; window now {p.window_s:.2f} s, trials restart")
                     continue
                 if e.n >= min_trials and e.ci95_rel <= target_ci_rel:
