@@ -140,3 +140,67 @@ def _result(r: dict, copies: int) -> ReplayResult:
     return ReplayResult(gpu_time_s=r["gpu_time_s"], launches=r["launches"], calls=r["launches"] * copies,
                         host_start_ns=r["host_start_ns"], host_end_ns=r["host_end_ns"],
                         launch_end_s=tuple(r.get("launch_end_s", ())))
+
+
+def capturing_graph_nodes(stream=None) -> frozenset:
+    """The nodes (integer handles) of the graph the stream is capturing into, now.
+
+    Called before and after a stretch of capture, the difference is the nodes
+    that stretch added (Note [A component in context] in csrc/graph_edit.hpp).
+    Raises RuntimeError when the stream is not capturing.
+    """
+    require_cuda("capturing_graph_nodes()")
+    stream, _ = _current_stream_and_device(stream, None)
+    return frozenset(core.capturing_graph_nodes(stream))
+
+
+class PrunedGraph:
+    """A copy of a captured graph without the kernel, memset and memcpy nodes among ``remove``, instantiated.
+
+    The removed nodes' predecessors come before their successors instead, so
+    everything else runs in the same order (Note [A component in context] in
+    csrc/graph_edit.hpp). Quacks like a Capture for measure(): ``name``,
+    ``device``, ``graph_handle``, ``exec_handle``, ``eager`` (False).
+    """
+
+    eager = False
+
+    def __init__(self, graph_handle: int, remove, *, name: str = "pruned", device: int | None = None) -> None:
+        require_cuda("PrunedGraph")
+        if not isinstance(graph_handle, int) or graph_handle == 0:
+            raise ValueError("graph_handle must be a non-null cudaGraph_t (torch: CUDAGraph(keep_graph=True)"
+                             ".raw_cuda_graph())")
+        remove = sorted(set(remove))
+        if not remove:
+            raise ValueError(f"{name}: no nodes to remove; a pruned graph would be the graph itself")
+        _, device = _current_stream_and_device(0, device)
+        self._native = core.PrunedGraph(device, graph_handle, remove)
+        self.name = name
+        self.device = device
+
+    @property
+    def graph_handle(self) -> int:
+        return self._native.graph_handle
+
+    @property
+    def exec_handle(self) -> int:
+        return self._native.exec_handle
+
+    @property
+    def removed(self) -> int:
+        return self._native.removed
+
+    @property
+    def kept(self) -> int:
+        """Nodes asked to be removed that only order work (events, child graphs): kept."""
+        return self._native.kept
+
+    @property
+    def nodes_left(self) -> int:
+        return self._native.nodes_left
+
+
+def graph_node_kinds(graph_handle: int) -> dict:
+    """How many kernel, memset, memcpy and other nodes a graph holds."""
+    require_cuda("graph_node_kinds()")
+    return dict(zip(("kernel", "memset", "memcpy", "other"), core.graph_node_kinds(graph_handle)))

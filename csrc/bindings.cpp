@@ -12,6 +12,7 @@
 #include "sampler.hpp"
 #include "synthetic.hpp"
 #ifdef CN_HAVE_CUDA
+#include "graph_edit.hpp"
 #include "replay.hpp"
 #endif
 
@@ -199,6 +200,19 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("exec_handle", &cn::UnrolledGraph::exec_handle)
       .def_property_readonly("copies", &cn::UnrolledGraph::copies)
       .def_property_readonly("device", &cn::UnrolledGraph::device);
+  m.def("capturing_graph_nodes", &cn::capturing_graph_nodes, "stream"_a,
+        "The nodes (integer handles) of the graph `stream` is capturing into, now.");
+  m.def("graph_node_kinds", &cn::graph_node_kinds, "graph_handle"_a,
+        "[kernel, memset, memcpy, other] node counts of a graph.");
+  py::class_<cn::PrunedGraph>(m, "PrunedGraph")
+      .def(py::init<int, uintptr_t, const std::vector<uintptr_t>&>(), "device"_a, "graph_handle"_a, "remove"_a,
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("graph_handle", &cn::PrunedGraph::graph_handle)
+      .def_property_readonly("exec_handle", &cn::PrunedGraph::exec_handle)
+      .def_property_readonly("device", &cn::PrunedGraph::device)
+      .def_property_readonly("removed", &cn::PrunedGraph::removed)
+      .def_property_readonly("kept", &cn::PrunedGraph::kept)
+      .def_property_readonly("nodes_left", &cn::PrunedGraph::nodes_left);
   m.def("calibration_load", [](int device, uintptr_t stream, double duration_s, int sms) {
     cn::ReplayTiming t;
     {
