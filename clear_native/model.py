@@ -8,10 +8,14 @@ The remainder is split, from the profiler's kernel list of one forward pass:
 - gaps: the whole model's GPU time per call minus the components' GPU time and
   the glue's, spent at the power of the GPU awake but idle.
 explained coverage = (components + glue + gaps) / whole model.
+
+With in_context=True each group is also measured where it runs: the model's own
+graph replayed without the group's kernels (clear_native/context.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import inspect
@@ -22,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from .components import find_components, group_components
+from .context import ContextAccounting, InContext, NodeRecorder, context_accounting
 from .errors import ClearNativeError
 from .graph_capture import capture
 from .protocol import measure
@@ -53,6 +58,10 @@ class GroupResult:
     trial_power_w: list = field(default_factory=list)    # mean power of each trial's window
     trial_after: list = field(default_factory=list)      # the capture measured just before each trial
     trial_drift_rel: list = field(default_factory=list)  # power drift within each trial's window
+    mean_power_w: float = math.nan
+    temperature_c: tuple = ()        # (min, max) over its trials' windows
+    sm_clock_mhz: tuple = ()         # (min, max)
+    clock_event_reasons: list = field(default_factory=list)  # throttling NVML reported in its windows
 
     @property
     def energy_total_j(self) -> float:
@@ -100,6 +109,8 @@ class ModelReport:
     run: dict                        # gpu, profile, settings, counter check of the measure run
     wall_s: float
     settings: dict = field(default_factory=dict)
+    in_context: list = field(default_factory=list)       # InContext per group (measure_model(in_context=True))
+    context_accounting: ContextAccounting | None = None
 
     @property
     def coverage(self) -> float:
@@ -122,12 +133,26 @@ class ModelReport:
     _CSV = ("name", "kind", "occurrences", "gpu_time_per_call_s", "energy_per_call_j", "dynamic_energy_per_call_j",
             "cv", "ci95_rel", "trials", "flops", "bytes_min", "j_per_flop", "share", "eager", "copies")
 
-    def to_csv(self, path=None) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(self._CSV)
+    _CONTEXT_CSV = ("energy_per_call_j", "energy_per_call_ci95_j", "gpu_time_per_call_s", "isolated_ratio")
+
+    def _rows(self) -> list:
+        """One dict per group: the isolated columns, and the in-context ones (prefixed context_) when measured."""
+        ctx = {r.name: r for r in self.in_context}
+        rows = []
         for g in self.groups:
-            w.writerow([getattr(g, c) for c in self._CSV])
+            row = {c: getattr(g, c) for c in self._CSV}
+            if ctx:
+                r = ctx.get(g.name)
+                row.update({f"context_{c}": getattr(r, c) if r else math.nan for c in self._CONTEXT_CSV})
+            rows.append(row)
+        return rows
+
+    def to_csv(self, path=None) -> str:
+        rows = self._rows()
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(self._CSV))
+        w.writeheader()
+        w.writerows(rows)
         if path is not None:
             with open(path, "w", newline="") as f:
                 f.write(buf.getvalue())
@@ -136,7 +161,7 @@ class ModelReport:
     def to_dataframe(self):
         import pandas as pd  # optional: only for this conversion
 
-        return pd.DataFrame([{c: getattr(g, c) for c in self._CSV} for g in self.groups])
+        return pd.DataFrame(self._rows())
 
     def table(self) -> str:
         a = self.accounting
@@ -153,6 +178,17 @@ class ModelReport:
                  f"coverage {a.coverage * 100:.1f} %; glue {a.glue_time_s * 1e6:.1f} µs / {a.glue_energy_j * 1e3:.3g} mJ; "
                  f"gaps {a.gaps_time_s * 1e6:.1f} µs / {a.gaps_energy_j * 1e3:.3g} mJ; explained coverage "
                  f"{a.explained_coverage * 100:.1f} %"]
+        if self.context_accounting is not None:
+            c = self.context_accounting
+            rows += ["", "In context (the model's graph without the group: Note [A component in context]):", "",
+                     "| component | × | GPU time/call | energy/call | ±95 % | vs alone | share |", "|---|---|---|---|---|---|---|"]
+            for r in self.in_context:
+                rows.append(f"| {r.name} | {r.occurrences} | {r.gpu_time_per_call_s * 1e6:.2f} µs | "
+                            f"{r.energy_per_call_j * 1e3:.4g} mJ | {r.energy_per_call_ci95_j * 1e3:.2g} mJ | "
+                            f"{r.isolated_ratio:.3f}x | {r.share * 100:.1f} % |")
+            rows += ["", f"in-context coverage {c.coverage * 100:.1f} %; without any component "
+                         f"{c.rest_time_s * 1e6:.1f} µs / {c.rest_energy_j * 1e3:.3g} mJ; interaction "
+                         f"{c.interaction_energy_j * 1e3:+.3g} mJ; explained {c.explained_coverage * 100:.1f} %"]
         for name, reason in self.failures:
             rows.append(f"not measured: {name}: {reason}")
         return "\n".join(rows)
@@ -322,7 +358,7 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
 def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, select=None, backend=None,
                   profile=None, min_trials: int = 5, max_trials: int = 30, target_ci_rel: float = 0.01,
                   window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold", target_cv: float | None = 0.01,
-                  progress=None,
+                  in_context: bool = False, progress=None,
                   **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
@@ -332,6 +368,9 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     l2: "cold" replays each component as distinct copies whose parameters overflow
     the L2 cache, as inside the model (Note [Cold L2]); "hot" replays one copy.
     target_cv: a capture whose trials vary more than this gets longer windows (see measure()).
+    in_context: also measure the model's own graph without each group's kernels, and without
+    every component's: each group's energy where it runs (Note [A component in context],
+    clear_native/context.py). Adds one whole-model measurement per group, plus one.
     The rest goes to measure() for every component group and the whole model together.
     """
     import torch
@@ -372,11 +411,14 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     # replayed cold like its components, or they would not add up to it (Note [Cold L2]).
     copies["whole_model"] = l2_copies(model, l2_bytes)
     whole_fn = ColdCopies(model, copies["whole_model"]) if copies["whole_model"] > 1 else model
-    whole = capture(whole_fn, *inputs, name="whole_model", eager_fallback=True, **kw)
+    recorder = _recorder(whole_fn, model, groups) if in_context else contextlib.nullcontext()
+    with recorder:
+        whole = capture(whole_fn, *inputs, name="whole_model", eager_fallback=True, **kw)
+    pruned = _graphs_without(whole, recorder, groups, failures) if in_context else {}
     kernels_s, inside_s = kernel_times_s(model, comps, inputs, kw)
-    run = measure(caps + [whole], backend=backend, profile=profile, min_trials=min_trials, max_trials=max_trials,
-                  target_ci_rel=target_ci_rel, target_cv=target_cv, window_s=window_s, budget_s=budget_s,
-                  progress=progress)
+    run = measure(caps + [whole] + list(pruned.values()), backend=backend, profile=profile, min_trials=min_trials,
+                  max_trials=max_trials, target_ci_rel=target_ci_rel, target_cv=target_cv, window_s=window_s,
+                  budget_s=budget_s, progress=progress)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     results = []
     by_name = {g.name: g for g in groups}
@@ -390,7 +432,14 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
             flops=g.flops, bytes_min=g.bytes_min, j_per_flop=e / g.flops if g.flops else math.nan,
             share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, copies=n,
             trial_energy_per_call_j=m.trial_energy_per_call_j, trial_power_w=m.trial_power_w,
-            trial_after=m.trial_after, trial_drift_rel=m.trial_drift_rel))
+            trial_after=m.trial_after, trial_drift_rel=m.trial_drift_rel, mean_power_w=m.mean_power_w,
+            temperature_c=m.temperature_c, sm_clock_mhz=m.sm_clock_mhz, clock_event_reasons=m.clock_event_reasons))
+    ctx_rows, ctx_acc = [], None
+    if pruned:
+        without = {g: per_copy(run[p.name], copies["whole_model"]) for g, p in pruned.items() if g != _REST}
+        rest = per_copy(run[pruned[_REST].name], copies["whole_model"]) if _REST in pruned else None
+        ctx_rows, ctx_acc = context_accounting(wm, without, rest, results,
+                                               {g: p.removed for g, p in pruned.items()})
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     run_meta = {k: v for k, v in run.to_dict().items() if k != "measurements"}
     shapes = {f"arg{i}": list(getattr(x, "shape", ())) for i, x in enumerate(inputs)}
@@ -403,4 +452,43 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
                                      l2=l2, l2_bytes=l2_bytes, whole_model_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s,
                                      kernel_time_s=kernels_s, component_kernel_time_s=inside_s,
-                                     whole_model_eager=whole.eager, whole_model_eager_reason=whole.reason))
+                                     whole_model_eager=whole.eager, whole_model_eager_reason=whole.reason,
+                                     in_context=in_context),
+                       in_context=ctx_rows, context_accounting=ctx_acc)
+
+
+_REST = "\0components"  # the key of the model without any component's nodes
+
+
+def _recorder(whole_fn, model, groups) -> NodeRecorder:
+    """Hooks that note, while the whole model is captured, which graph nodes each group's modules add."""
+    models = whole_fn.modules if isinstance(whole_fn, ColdCopies) else [model]
+    return NodeRecorder({g.name: [m.get_submodule(q) for m in models for q in g.members] for g in groups})
+
+
+def _graphs_without(whole, recorder: NodeRecorder, groups, failures: list) -> dict:
+    """The whole model's graph without each group's nodes, and without every component's (key _REST)."""
+    from .graphs import PrunedGraph
+
+    if whole.eager:
+        failures.append(("in context", f"the whole model was not captured ({whole.reason}): nothing to remove "
+                                       "components from"))
+        return {}
+    out, every = {}, set()
+    for g in groups:
+        nodes = recorder.nodes[g.name]
+        every |= nodes
+        if not nodes:
+            continue
+        try:
+            out[g.name] = PrunedGraph(whole.graph_handle, nodes, name=f"whole_model without {g.name}",
+                                      device=whole.device)
+        except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
+            failures.append((f"{g.name} in context", f"{type(exc).__name__}: {exc}"))
+    if every:
+        try:
+            out[_REST] = PrunedGraph(whole.graph_handle, every, name="whole_model without components",
+                                     device=whole.device)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(("in context: the model without components", f"{type(exc).__name__}: {exc}"))
+    return out

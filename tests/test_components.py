@@ -203,6 +203,75 @@ def test_report_serialises_and_prints(tmp_path):
     assert isinstance(acc, Accounting) and not math.isnan(rep.explained_coverage)
 
 
+def test_in_context_arithmetic_on_a_simulated_gpu():
+    """Note [A component in context]: the model, the model without each group, and without both,
+    measured by the protocol; what each group costs in context, and the interaction, come out."""
+    from clear_native.context import context_accounting
+
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
+                                                      lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
+                                                      energy_read_delay_s=0.0, status_update_s=0.01))
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    # 4 x (attention + mlp): interleaved, attention draws 450 W (300 W alone), the mlp 400 W; glue 20 us at 200 W.
+    att_t, mlp_t, rest_t = 20e-6, 30e-6, 20e-6
+    truth = {"whole": 4 * (att_t * 450 + mlp_t * 400) + rest_t * 200, "without attention": 4 * mlp_t * 400 + rest_t * 200,
+             "without mlp": 4 * att_t * 450 + rest_t * 200, "rest": rest_t * 200}
+    times = {"whole": 4 * (att_t + mlp_t) + rest_t, "without attention": 4 * mlp_t + rest_t,
+             "without mlp": 4 * att_t + rest_t, "rest": rest_t}
+    calls = [cn.SimulatedCall(n, kernel_s=times[n], power_w=truth[n] / times[n], launch_gap_s=0.0) for n in truth]
+    alone = cn.SimulatedCall("attention", kernel_s=att_t, power_w=300.0, launch_gap_s=0.0)
+    run = cn.measure(calls + [alone], backend=backend, profile=profile, window_s=0.1, idle_s=0.2, max_warmup_s=0.3,
+                     min_trials=4)
+    groups = [_group("attention", 4, run["attention"].energy_per_call_j, att_t), _group("mlp", 4, 1e-3, mlp_t),
+              _group("pooler", 1, 1e-4, 1e-6)]  # the pooler added no node to the graph: 0 in context
+    rows, acc = context_accounting(run["whole"], {"attention": run["without attention"], "mlp": run["without mlp"]},
+                                   run["rest"], groups, removed={"attention": 8, "mlp": 12})
+    att, mlp, pooler = rows
+    assert att.energy_per_call_j == pytest.approx(att_t * 450, rel=0.03)
+    assert att.energy_per_call_j == pytest.approx(
+        (run["whole"].energy_per_call_j - run["without attention"].energy_per_call_j) / 4)
+    assert att.isolated_ratio == pytest.approx(1.5, rel=0.03) and att.removed_nodes == 8
+    assert att.gpu_time_per_call_s == pytest.approx(att_t, rel=0.05)
+    assert att.mean_power_w == pytest.approx(450, rel=0.05)
+    assert att.energy_per_call_ci95_j == pytest.approx(math.hypot(run["whole"].energy_per_call_ci95_j,
+                                                                  run["without attention"].energy_per_call_ci95_j) / 4)
+    assert mlp.energy_per_call_j == pytest.approx(mlp_t * 400, rel=0.03)
+    assert pooler.energy_per_call_j == 0 and pooler.removed_nodes == 0
+    assert acc.rest_energy_j == pytest.approx(truth["rest"], rel=0.03)
+    assert acc.coverage == pytest.approx(1 - truth["rest"] / truth["whole"], rel=0.02)
+    # Additive by construction here: no interaction beyond the sensor's noise.
+    assert acc.explained_coverage == pytest.approx(1.0, abs=0.02)
+    assert abs(acc.interaction_energy_j) < 0.02 * truth["whole"]
+
+
+def test_node_recorder_records_only_while_capturing_and_cleans_up():
+    from clear_native.context import NodeRecorder
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with NodeRecorder({"first": [net[0]], "relu": [net[1]]}) as rec:
+        net(torch.randn(3, 4))  # on the CPU: no capture, so nothing recorded
+        assert len(net[0]._forward_pre_hooks) == 1 and len(net[1]._forward_hooks) == 1
+    assert rec.nodes == {"first": set(), "relu": set()} and rec.calls == {"first": 0, "relu": 0}
+    assert not net[0]._forward_pre_hooks and not net[1]._forward_hooks
+
+
+def test_report_with_in_context_columns(tmp_path):
+    from clear_native.context import ContextAccounting, InContext
+
+    groups = [_group("a", 4, 1e-3, 10e-6), _group("b", 2, 3e-3, 20e-6)]
+    acc = account(groups, 14e-3, 110e-6, 70e-6, 60e-6, 100.0)
+    ctx = [InContext("a", 4, 10, 1.2e-3, 0.1e-3, 9e-6, 1.2, 4.8 / 14, 500.0)]
+    cacc = ContextAccounting(14e-3, 4.8e-3, 2e-3, 20e-6, 7.2e-3, 4.8 / 14, 6.8 / 14)
+    rep = ModelReport(model="Tiny", mode="prefill", inputs={}, groups=groups, whole={"cv": 0.001}, accounting=acc,
+                      failures=[], run={}, wall_s=1.0, in_context=ctx, context_accounting=cacc)
+    header, row_a, row_b = rep.to_csv().strip().splitlines()
+    assert header.endswith("context_energy_per_call_j,context_energy_per_call_ci95_j,"
+                           "context_gpu_time_per_call_s,context_isolated_ratio")
+    assert row_a.endswith("0.0012,0.0001,9e-06,1.2") and row_b.endswith("nan,nan,nan,nan")
+    assert json.loads(rep.to_json())["context_accounting"]["explained_coverage"] == pytest.approx(6.8 / 14)
+    assert "in-context coverage 34.3 %" in rep.table() and "+7.2 mJ" in rep.table()
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "t5", "bart"])
 def test_decode_steps_repeat_the_same_work(family):
     # transformers' StaticCache advances a counter each step; a decode replay must write one slot.

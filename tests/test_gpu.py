@@ -150,3 +150,47 @@ def test_transformers_model_captures_its_eager_kernels(torch):
         ref = model(ids, use_cache=False).logits
     torch.cuda.synchronize()
     torch.testing.assert_close(cap.outputs.logits, ref)
+
+
+def test_pruned_graph_runs_all_but_the_removed_kernels(torch):
+    # Note [A component in context]: nodes recorded per module while capturing, then a graph without some.
+    from clear_native.context import NodeRecorder
+    from clear_native.graphs import PrunedGraph, capturing_graph_nodes, graph_node_kinds
+
+    class Add(torch.nn.Module):
+        def forward(self, y):
+            return y.add_(1)
+
+    class Double(torch.nn.Module):
+        def forward(self, y):
+            return y.mul_(2)
+
+    net = torch.nn.Sequential(Add(), Double(), Add())
+    y = torch.ones(1024, device="cuda")
+    with NodeRecorder({"double": [net[1]], "adds": [net[0], net[2]]}) as rec:
+        cap = cn.capture(net, y, name="chain")
+    assert rec.calls == {"double": 1, "adds": 2}
+    assert rec.nodes["double"] and len(rec.nodes["adds"]) >= 2 and not rec.nodes["double"] & rec.nodes["adds"]
+    kinds = graph_node_kinds(cap.graph_handle)
+    pruned = PrunedGraph(cap.graph_handle, rec.nodes["double"], name="no double")
+    assert pruned.removed == len(rec.nodes["double"]) and pruned.kept == 0
+    assert pruned.nodes_left == sum(kinds.values()) - pruned.removed
+    y.fill_(1)
+    cn.replay(cap.exec_handle, 1)
+    torch.cuda.synchronize()
+    assert y[0].item() == 5  # (1 + 1) * 2 + 1
+    y.fill_(1)
+    cn.replay(pruned.exec_handle, 1)
+    torch.cuda.synchronize()
+    assert y[0].item() == 3  # the doubling is gone, the adds run in order
+    # Unrolled, as the protocol replays it.
+    y.fill_(1)
+    cn.replay(cn.UnrolledGraph(pruned.graph_handle, 3), 1)
+    torch.cuda.synchronize()
+    assert y[0].item() == 7
+    with pytest.raises(ValueError, match="not in the graph"):
+        PrunedGraph(cap.graph_handle, [pruned.exec_handle])
+    with pytest.raises(ValueError, match="no nodes"):
+        PrunedGraph(cap.graph_handle, [])
+    with pytest.raises(RuntimeError, match="not capturing"):
+        capturing_graph_nodes()

@@ -62,7 +62,8 @@ def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
     with torch.device("cuda"):
         model = T.BertModel(T.BertConfig(num_hidden_layers=2)).to(torch.bfloat16).eval()
     ids = torch.randint(0, 30000, (1, 8), device="cuda")
-    rep = cn.measure_model(model, ids, profile=profile, min_trials=3, max_trials=6, window_s=0.2, budget_s=60)
+    rep = cn.measure_model(model, ids, profile=profile, min_trials=3, max_trials=6, window_s=0.2, budget_s=90,
+                           in_context=True)
     assert rep.settings["l2"] == "cold" and rep.settings["l2_bytes"] > 1 << 20
     # Its ~76 MB of parameters fit a 2 x L2 budget less than once: the whole model is replayed as copies too,
     # or its weights would stay hot in L2 between calls while its components' do not.
@@ -73,6 +74,14 @@ def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
     assert 0 < att.energy_per_call_j < rep.accounting.model_energy_j
     # Components replayed cold cover the model to within a few percent (hot read 75 % for BERT-base at 1x8).
     assert 0.85 < rep.coverage < 1.1 and 0.9 < rep.explained_coverage < 1.1
+    # Note [A component in context]: every group was removed from the model's own graph (all copies) and
+    # measured there too; what is left without any component is the glue and the gaps.
+    ctx = {r.name: r for r in rep.in_context}
+    assert set(ctx) == {g.name for g in rep.groups} and all(r.removed_nodes > 0 for r in ctx.values())
+    assert 0.5 < ctx[att.name].isolated_ratio < 2.0
+    c = rep.context_accounting
+    assert 0 < c.rest_energy_j < c.model_energy_j and 0 < c.rest_time_s < rep.accounting.model_time_s
+    assert 0.8 < c.explained_coverage < 1.2
     hot = cn.measure_model(model, ids, profile=profile, l2="hot", min_trials=3, max_trials=6, window_s=0.2,
                            budget_s=60)
     assert all(g.copies == 1 for g in hot.groups) and hot.settings["whole_model_copies"] == 1
