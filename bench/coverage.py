@@ -67,22 +67,25 @@ def markdown(res: dict) -> str:
              f"with {'/'.join(sorted(l2_modes(res)))} L2 (Note [Cold L2] in clear_native/model.py). "
              "In context: each group's energy is the model's minus the model's own graph without the group's "
              "kernels; 'rest' is the graph without any component (glue and gaps, measured); interaction = model − "
-             "Σ in context − rest (Note [A component in context], csrc/graph_edit.hpp).", "",
+             "Σ in context − rest, all against the in-context graph measured whole; 'graph vs model': that graph's "
+             "energy against the model's usual capture (Note [The in-context graph is its own baseline] in "
+             "clear_native/model.py; Note [A component in context], csrc/graph_edit.hpp).", "",
              "| model | mode | batch×seq | groups | whole model | coverage | glue | gaps | explained | max CV | eager "
-             "| in context | rest | interaction | explained in context | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| in context | rest | interaction | explained in context | graph vs model | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["cases"]:
         if "error" in c:
             lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | failed: {c['error'].splitlines()[0]} "
-                         "||||||||||||")
+                         "|||||||||||||")
             continue
         a = c["report"]["accounting"]
         cvs = [x["cv"] for x in c["report"]["groups"]] + [c["report"]["whole"]["cv"]]
         eager = sum(x["eager"] for x in c["report"]["groups"]) + int(c["report"]["settings"]["whole_model_eager"])
         ctx = c["report"].get("context_accounting")
-        ctx_cells = (f"{ctx['coverage'] * 100:.1f} % | {ctx['rest_energy_j'] / a['model_energy_j'] * 100:.1f} % | "
-                     f"{ctx['interaction_energy_j'] / a['model_energy_j'] * 100:+.1f} % | "
-                     f"{ctx['explained_coverage'] * 100:.1f} %") if ctx else "— | — | — | —"
+        ctx_cells = (f"{ctx['coverage'] * 100:.1f} % | {ctx['rest_energy_j'] / ctx['model_energy_j'] * 100:.1f} % | "
+                     f"{ctx['interaction_energy_j'] / ctx['model_energy_j'] * 100:+.1f} % | "
+                     f"{ctx['explained_coverage'] * 100:.1f} % | {ctx.get('layout_rel', float('nan')) * 100:+.1f} %"
+                     ) if ctx else "— | — | — | — | —"
         lines.append(f"| {c['model']} | {c['mode']} | {c['batch']}×{c['seq']} | {len(c['report']['groups'])} | "
                      f"{a['model_energy_j'] * 1e3:.3f} mJ, {a['model_time_s'] * 1e6:.0f} µs | {a['coverage'] * 100:.1f} % | "
                      f"{a['glue_time_s'] * 1e6:.0f} µs | {a['gaps_time_s'] * 1e6:.0f} µs | "
@@ -93,15 +96,17 @@ def markdown(res: dict) -> str:
         lines += ["", "## Each group alone and in context", "",
                   "Alone: replayed by itself (the CLEAR measurement), with the power, SM clocks and throttle reasons "
                   "of its windows. In context: (model − model without it) / occurrences, ± its 95 % CI.", "",
-                  "| case | group | × | alone | alone at | clocks | throttled | in context | ratio | share in context |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| case | group | × | alone | alone at | clocks | throttled | in context | ratio | share in context "
+                  "| output Δ |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in groups:
             rows = {r["name"]: r for r in c["report"]["in_context"]}
             for x in c["report"]["groups"]:
                 r = rows.get(x["name"])
                 power = x.get("mean_power_w") or x["energy_per_call_j"] / x["gpu_time_per_call_s"]
                 ctx_e = (f"{r['energy_per_call_j'] * 1e3:.4g} ± {r['energy_per_call_ci95_j'] * 1e3:.2g} mJ | "
-                         f"{r['isolated_ratio']:.2f} | {r['share'] * 100:.1f} %") if r else "— | — | —"
+                         f"{r['isolated_ratio']:.2f} | {r['share'] * 100:.1f} % | "
+                         f"{r.get('output_max_abs_diff', float('nan')):.2g}") if r else "— | — | — | —"
                 lines.append(f"| {c['model']} {c['mode']} {c['batch']}×{c['seq']} | {x['name']} | {x['occurrences']} | "
                              f"{x['energy_per_call_j'] * 1e3:.4g} mJ | {power:.0f} W | "
                              f"{_range(x.get('sm_clock_mhz'), 'MHz')} | "
@@ -110,7 +115,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {c['model']} {c['mode']} {c['batch']}×{c['seq']} | whole model | 1 | "
                          f"{w['energy_per_call_j'] * 1e3:.4g} mJ | {w['mean_power_w']:.0f} W | "
                          f"{_range(w.get('sm_clock_mhz'), 'MHz')} | {', '.join(w.get('clock_event_reasons') or []) or '—'} "
-                         "| | | |")
+                         "| | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,7 +104,7 @@ def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
     the time per call inside a power window; at most 2**20 launches.
     """
     require_cuda("replay()")
-    copies = 1
+    copies, owner = 1, graph_exec  # owner: keeps an UnrolledGraph made for this call alive until it has run
     if isinstance(graph_exec, UnrolledGraph):
         copies, device, graph_exec = graph_exec.copies, graph_exec.device, graph_exec.exec_handle
     if not isinstance(graph_exec, int) or graph_exec == 0:
@@ -113,7 +113,9 @@ def replay(graph_exec, launches: int, *, stream=None, device: int | None = None,
     if not isinstance(launches, int) or launches < 1:
         raise ValueError(f"launches must be an integer >= 1, got {launches!r}")
     stream, device = _current_stream_and_device(stream, device)
-    return _result(core.replay(device, graph_exec, stream, launches, check_every, stamp_launches), copies)
+    result = _result(core.replay(device, graph_exec, stream, launches, check_every, stamp_launches), copies)
+    del owner
+    return result
 
 
 def calibration_load(duration_s: float, sms: int | None = None, *, stream=None,

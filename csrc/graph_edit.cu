@@ -21,34 +21,46 @@ std::vector<cudaGraphNode_t> nodes_of(cudaGraph_t g) {
   return nodes;
 }
 
-std::vector<cudaGraphNode_t> dependencies(cudaGraphNode_t node) {
+// A node's neighbours with the data of the edges to them. Asking without the
+// edge data fails (cudaErrorLossyQuery) where an edge is not a plain one, e.g.
+// the programmatic edges of kernels that launch their successor early.
+struct Edges {
+  std::vector<cudaGraphNode_t> nodes;
+  std::vector<cudaGraphEdgeData> data;
+};
+
+Edges dependencies(cudaGraphNode_t node) {
   size_t n = 0;
   CN_CUDA_CHECK(cudaGraphNodeGetDependencies(node, nullptr, nullptr, &n));
-  std::vector<cudaGraphNode_t> out(n);
-  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependencies(node, out.data(), nullptr, &n));
-  out.resize(n);
-  return out;
+  Edges e{std::vector<cudaGraphNode_t>(n), std::vector<cudaGraphEdgeData>(n)};
+  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependencies(node, e.nodes.data(), e.data.data(), &n));
+  e.nodes.resize(n);
+  e.data.resize(n);
+  return e;
 }
 
-std::vector<cudaGraphNode_t> dependents(cudaGraphNode_t node) {
+Edges dependents(cudaGraphNode_t node) {
   size_t n = 0;
   CN_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, nullptr, nullptr, &n));
-  std::vector<cudaGraphNode_t> out(n);
-  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, out.data(), nullptr, &n));
-  out.resize(n);
-  return out;
+  Edges e{std::vector<cudaGraphNode_t>(n), std::vector<cudaGraphEdgeData>(n)};
+  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, e.nodes.data(), e.data.data(), &n));
+  e.nodes.resize(n);
+  e.data.resize(n);
+  return e;
 }
 
 bool removable(cudaGraphNodeType t) {
   return t == cudaGraphNodeTypeKernel || t == cudaGraphNodeTypeMemset || t == cudaGraphNodeTypeMemcpy;
 }
 
-// Removes `node` from its graph; its predecessors come before its successors instead.
+// Removes `node` from its graph; its predecessors come before its successors
+// instead, through plain edges (a successor waits for its new predecessor to
+// finish, the strictest order an edge can ask for).
 void remove_bridged(cudaGraph_t g, cudaGraphNode_t node) {
-  const auto preds = dependencies(node);
-  const auto succs = dependents(node);
+  const auto preds = dependencies(node).nodes;
+  const auto succs = dependents(node).nodes;
   for (auto s : succs) {
-    const auto have = dependencies(s);
+    const auto have = dependencies(s).nodes;
     for (auto p : preds) {
       if (std::find(have.begin(), have.end(), p) != have.end()) continue;
       CN_CUDA_CHECK(cudaGraphAddDependencies(g, &p, &s, nullptr, 1));
