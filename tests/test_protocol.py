@@ -116,8 +116,10 @@ def test_trimming_the_settle_time_matters(sim):
     assert good.energy_per_call_j == pytest.approx(truth, rel=0.015)
     assert bad.energy_per_call_j > truth * 1.04  # the overshoot leaks in
     # Note [Trials that adapt]: the falling overshoot shows inside the window; those trials are
-    # rejected and the settle time grows until the window is steady.
-    fixed = cn.measure(call, profile=untrimmed, **kw)[0]
+    # rejected and the settle time grows until the window is steady. With 10 samples a window, the
+    # leftover after one doubling reads z = 4.3-5.5: at the default z = 4 about one run in five let it
+    # through (+7 %); a stricter z keeps this check about the mechanism, not the detector's power.
+    fixed = cn.measure(call, profile=untrimmed, unsettled_z=3.0, **kw)[0]
     assert fixed.rejected_trials and all(d < 0 for d, _, _ in fixed.rejected_trials)
     assert fixed.settle_s >= 2 * 0.0025
     assert fixed.energy_per_call_j == pytest.approx(truth, rel=0.02)
