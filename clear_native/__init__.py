@@ -14,9 +14,10 @@ from . import baselines, errors
 from ._native import HAS_CUDA
 from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from .components import Component, ComponentGroup, find_components, group_components
+from .context import ContextAccounting, InContext
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
 from .graph_capture import Capture, CaptureError, capture
-from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 from .meter import Meter, MeterResult
 from .model import ColdCopies, ModelInputError, ModelReport, decode_inputs, l2_copies, measure_model
 from .profile import SensorProfile, calibrate
@@ -39,6 +40,7 @@ __all__ = [
     "ColdCopies",
     "Component",
     "ComponentGroup",
+    "ContextAccounting",
     "cuda_pci_bus_id",
     "decode_inputs",
     "errors",
@@ -48,6 +50,7 @@ __all__ = [
     "GpuInfo",
     "group_components",
     "HAS_CUDA",
+    "InContext",
     "l2_copies",
     "measure",
     "measure_model",
@@ -58,6 +61,7 @@ __all__ = [
     "ModelInputError",
     "ModelReport",
     "nvml_device",
+    "PrunedGraph",
     "replay",
     "ReplayResult",
     "Sampler",

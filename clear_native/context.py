@@ -13,8 +13,10 @@ is what glue and gaps really cost (measured, not estimated), and
 
     interaction = model - sum(in-context energies) - the model without components
 
-is what the parts' costs do not add up to: positive where removing one part
-also lowers what the others draw, negative where parts overlap.
+is what the parts' costs do not add up to: negative where removing a part
+also makes the rest cheaper (each marginal then overstates its part: Llama-3.2-1B
+at 8x128 on an H200, at its power limit, where a denser rest runs at lower
+clocks), positive where it makes the rest dearer.
 """
 
 from __future__ import annotations
@@ -154,14 +156,15 @@ class ContextAccounting:
 
 def context_accounting(whole, without: dict, rest, groups: list,
                        removed: dict | None = None, output_diff: dict | None = None,
-                       model_energy_j: float | None = None) -> tuple[list, ContextAccounting]:
+                       model_energy_j: float | None = None, failed=()) -> tuple[list, ContextAccounting]:
     """In-context energies of ``groups`` (their isolated GroupResults, or anything with name,
     occurrences, energy_per_call_j) from Measurements, all per forward pass (already divided
     by copies): ``whole`` the model, ``without[name]`` the model without that group's nodes
     (absent: the group added no node, its in-context energy is 0), ``rest`` the model without
     any component's nodes (None if not measured). ``removed[name]``: how many nodes went;
     ``output_diff[name]``: how far the model's output moved without them. ``model_energy_j``:
-    the model as usually captured, when ``whole`` is a graph laid out differently.
+    the model as usually captured, when ``whole`` is a graph laid out differently. ``failed``:
+    groups whose graph without them could not be made (NaN, not 0, and in no sum).
     """
     removed, output_diff = removed or {}, output_diff or {}
     rows = []
@@ -169,6 +172,10 @@ def context_accounting(whole, without: dict, rest, groups: list,
     for g in groups:
         m = without.get(g.name)
         n = g.occurrences
+        if g.name in failed:
+            nan = math.nan
+            rows.append(InContext(g.name, n, 0, nan, nan, nan, nan, nan, nan))
+            continue
         if m is None:
             rows.append(InContext(g.name, n, 0, 0.0, 0.0, 0.0, 0.0, 0.0, whole.mean_power_w))
             continue
@@ -179,7 +186,7 @@ def context_accounting(whole, without: dict, rest, groups: list,
         rows.append(InContext(g.name, n, removed.get(g.name, 0), e, ci, t,
                               e / iso if iso else math.nan, n * e / e_model, m.mean_power_w,
                               output_diff.get(g.name, math.nan)))
-    comp = sum(r.occurrences * r.energy_per_call_j for r in rows)
+    comp = sum(r.occurrences * r.energy_per_call_j for r in rows if r.name not in failed)
     rest_e = rest.energy_per_call_j if rest is not None else math.nan
     rest_t = rest.gpu_time_per_call_s if rest is not None else math.nan
     layout = (e_model / model_energy_j - 1) if model_energy_j else math.nan

@@ -29,24 +29,25 @@ struct Edges {
   std::vector<cudaGraphEdgeData> data;
 };
 
-Edges dependencies(cudaGraphNode_t node) {
+// cudaGraphNodeGetDependencies or cudaGraphNodeGetDependentNodes.
+using EdgeQuery = cudaError_t (*)(cudaGraphNode_t, cudaGraphNode_t*, cudaGraphEdgeData*, size_t*);
+
+Edges edges(cudaGraphNode_t node, EdgeQuery query, const char* what) {
   size_t n = 0;
-  CN_CUDA_CHECK(cudaGraphNodeGetDependencies(node, nullptr, nullptr, &n));
+  cuda_check(query(node, nullptr, nullptr, &n), what, __FILE__, __LINE__);
   Edges e{std::vector<cudaGraphNode_t>(n), std::vector<cudaGraphEdgeData>(n)};
-  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependencies(node, e.nodes.data(), e.data.data(), &n));
+  if (n > 0) cuda_check(query(node, e.nodes.data(), e.data.data(), &n), what, __FILE__, __LINE__);
   e.nodes.resize(n);
   e.data.resize(n);
   return e;
 }
 
+Edges dependencies(cudaGraphNode_t node) {
+  return edges(node, cudaGraphNodeGetDependencies, "cudaGraphNodeGetDependencies");
+}
+
 Edges dependents(cudaGraphNode_t node) {
-  size_t n = 0;
-  CN_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, nullptr, nullptr, &n));
-  Edges e{std::vector<cudaGraphNode_t>(n), std::vector<cudaGraphEdgeData>(n)};
-  if (n > 0) CN_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, e.nodes.data(), e.data.data(), &n));
-  e.nodes.resize(n);
-  e.data.resize(n);
-  return e;
+  return edges(node, cudaGraphNodeGetDependentNodes, "cudaGraphNodeGetDependentNodes");
 }
 
 bool removable(cudaGraphNodeType t) {

@@ -237,6 +237,10 @@ def test_in_context_arithmetic_on_a_simulated_gpu():
                                                                   run["without attention"].energy_per_call_ci95_j) / 4)
     assert mlp.energy_per_call_j == pytest.approx(mlp_t * 400, rel=0.03)
     assert pooler.energy_per_call_j == 0 and pooler.removed_nodes == 0
+    # A group whose graph could not be made is unknown, not free, and in no sum.
+    rows2, acc2 = context_accounting(run["whole"], {"attention": run["without attention"]}, run["rest"], groups,
+                                     failed={"mlp"})
+    assert math.isnan(rows2[1].energy_per_call_j) and acc2.components_energy_j == pytest.approx(4 * att.energy_per_call_j)
     assert acc.rest_energy_j == pytest.approx(truth["rest"], rel=0.03)
     assert acc.coverage == pytest.approx(1 - truth["rest"] / truth["whole"], rel=0.02)
     # Additive by construction here: no interaction beyond the sensor's noise.
