@@ -417,11 +417,14 @@ def measure_model(model, *inputs, mode: str = "prefill", cache_len: int = 512, s
     ctx_caps = []
     if in_context:  # a second capture: Note [The in-context graph is its own baseline]
         recorder = _recorder(whole_fn, model, groups)
-        with recorder:
-            whole_ctx = capture(whole_fn, *inputs, name=_CTX_GRAPH, eager_fallback=True, **kw)
-        pruned = _graphs_without(whole_ctx, recorder, groups, failures)
-        output_diff = _output_diffs(whole_ctx, pruned) if pruned else {}
-        ctx_caps = [whole_ctx] + list(pruned.values()) if pruned else []
+        try:  # it holds every activation at once: it may not fit where the model does
+            with recorder:
+                whole_ctx = capture(whole_fn, *inputs, name=_CTX_GRAPH, eager_fallback=True, **kw)
+            pruned = _graphs_without(whole_ctx, recorder, groups, failures)
+            output_diff = _output_diffs(whole_ctx, pruned) if pruned else {}
+            ctx_caps = [whole_ctx] + list(pruned.values()) if pruned else []
+        except Exception as exc:  # noqa: BLE001 - reported; the model and its components are still measured
+            failures.append(("in context", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
     kernels_s, inside_s = kernel_times_s(model, comps, inputs, kw)
     run = measure(caps + [whole] + ctx_caps, backend=backend, profile=profile, min_trials=min_trials,
                   max_trials=max_trials, target_ci_rel=target_ci_rel, target_cv=target_cv, window_s=window_s,

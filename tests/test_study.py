@@ -227,3 +227,26 @@ def test_coverage_table_from_the_study_records(tmp_path, fake):
     assert by_id["llama-3.2-1b/prefill/b8s128/bf16"]["error"] == "not in the study's records"
     text = coverage.markdown(res)
     assert "| bert-base | prefill | 8×128 |" in text and "cold L2" in text
+
+
+def test_coverage_table_shows_groups_in_context():
+    import coverage
+    from clear_native.context import ContextAccounting, InContext
+
+    g = GroupResult(name="mlp", kind="feed_forward", members=["m"], occurrences=4, gpu_time_per_call_s=10e-6,
+                    energy_per_call_j=1e-3, dynamic_energy_per_call_j=5e-4, cv=0.004, ci95_rel=0.005, trials=5,
+                    flops=10**9, bytes_min=1000, j_per_flop=1e-12, share=0.5, mean_power_w=100.0,
+                    sm_clock_mhz=(1410.0, 1650.0), clock_event_reasons=["sw_power_cap"])
+    acc = account([g], 8e-3, 50e-6, 40e-6, 40e-6, 100.0)
+    rep = ModelReport(model="M", mode="prefill", inputs={}, groups=[g],
+                      whole={"cv": 0.003, "energy_per_call_j": 8e-3, "mean_power_w": 160.0, "sm_clock_mhz": [1950, 1950],
+                             "clock_event_reasons": []},
+                      accounting=acc, failures=[], run={}, wall_s=1.0, settings={"whole_model_eager": False},
+                      in_context=[InContext("mlp", 4, 12, 1.16e-3, 0.03e-3, 10e-6, 1.16, 0.55, 90.0, 0.0)],
+                      context_accounting=ContextAccounting(8.4e-3, 4.64e-3, 0.1e-3, 2e-6, 3.66e-3, 0.552, 0.564, 0.05))
+    res = {"gpu": {"name": "H", "driver_version": "d", "uuid": "GPU-x"}, "date": "today",
+           "cases": [{"model": "m", "mode": "prefill", "batch": 8, "seq": 128, "report": rep.to_dict(), "wall_s": 9.0}]}
+    text = coverage.markdown(res)
+    assert "| 55.2 % | 1.2 % | +43.6 % | 56.4 % | +5.0 % | 9 s |" in text
+    assert "| m prefill 8×128 | mlp | 4 | 1 mJ | 100 W | 1410-1650 MHz | sw_power_cap | 1.16 ± 0.03 mJ | 1.16 | 55.0 % | 0 |" in text
+    assert "| m prefill 8×128 | whole model | 1 | 8 mJ | 160 W | 1950 MHz | — |" in text
