@@ -55,7 +55,6 @@ class NodeRecorder:
         self.modules = {name: list(mods) for name, mods in modules.items()}
         self.nodes = {name: set() for name in self.modules}
         self.calls = {name: 0 for name in self.modules}
-        self.outputs: list = []          # (name, output) of every recorded module call
         self.kept: list = []             # every tensor made while capturing: Note [Removed kernels leave their outputs]
         self._stack: list = []
         self._handles: list = []
@@ -90,7 +89,6 @@ class NodeRecorder:
         _, _, before = self._stack.pop()
         self.nodes[name] |= capturing_graph_nodes() - before
         self.calls[name] += 1
-        self.outputs.append((name, output))
 
 
 def _capturing() -> bool:
