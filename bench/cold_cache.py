@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-import clear_native as cn
-from common import require_gpu, run_identity, write_results
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench.common import require_gpu, run_identity, write_results  # noqa: E402
 
 
 def main(argv=None) -> int:

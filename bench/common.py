@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import platform
-from collections import Counter
 import sys
 from pathlib import Path
 
 import clear_native as cn
+from clear_native.work import kernel_profile  # noqa: F401 - the benchmarks' name for it
 
 
 def require_gpu(script: str):
-    """PyTorch with a GPU and clear_native's CUDA engine, or a clear message and exit code 2."""
-    try:
+    """PyTorch with a GPU and clear_native's CUDA engine, or one line that says what to do and exit code 2."""
+    from bench import preflight
+
+    problem = preflight.libraries() or preflight.gpu(0)
+    if problem is None:
         import torch
-    except ImportError:
-        sys.exit(f"{script} needs PyTorch with CUDA")
-    if not (cn.HAS_CUDA and torch.cuda.is_available()):
-        print(f"{script} needs an NVIDIA GPU and clear_native built with CUDA", file=sys.stderr)
+
+        if not torch.cuda.is_available():
+            problem = "PyTorch sees no GPU (a CPU build of torch?): install a CUDA build of PyTorch"
+    if problem:
+        print(f"{script}: {problem}", file=sys.stderr)
         sys.exit(2)
+    import torch
+
     return torch
 
 
@@ -38,31 +44,9 @@ def write_results(out: str, name: str, res: dict, md: str) -> None:
     print(md)
 
 
-def kernel_profile(torch, fn, calls: int = 50, warmup: int = 5) -> tuple[float, Counter]:
-    """(kernels launched per call, µs per call by kernel name) of ``fn``, from the PyTorch profiler."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
-            for _ in range(calls):
-                fn()
-            torch.cuda.synchronize()
-    by_name: Counter = Counter()
-    count = 0
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            by_name[e.name] += e.time_range.elapsed_us() / calls
-            count += 1
-    return count / calls, by_name
-
-
 def kernel_time_per_call_s(torch, fn, calls: int = 50) -> float:
     """Sum of the GPU kernels' durations in one call, from the PyTorch profiler."""
-    return sum(kernel_profile(torch, fn, calls)[1].values()) * 1e-6
+    return sum(kernel_profile(fn, calls)[1].values()) * 1e-6
 
 
 def kernel_time_in_replay_s(torch, graph, launches: int) -> float:

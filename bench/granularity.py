@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-import clear_native as cn
-import suite
-from common import require_gpu, run_identity, write_results
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench import suite  # noqa: E402
+from bench.common import require_gpu, run_identity, write_results  # noqa: E402
 
 LAYERS = {"llama-3.2-1b": ("transformers.models.llama.modeling_llama", "LlamaDecoderLayer",
                            ["lm_head", "model.embed_tokens", "model.norm", "model.rotary_emb"]),
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|"]
     for label, select in (("decoder layers", [layer_type] + outside), ("default (sub-layer)", None)):
         rep = cn.measure_model(model, *inputs, profile=profile, select=select, min_trials=3, max_trials=12,
-                               window_s=0.2, target_ci_rel=0.01, budget_s=120, **kw)
+                               window_s=0.2, target_ci_rel=0.01, budget_s=120, model_kwargs=kw)
         acc = rep.accounting
         t = acc.components_time_s + acc.glue_time_s + acc.gaps_time_s
         e = acc.components_energy_j + acc.glue_energy_j + acc.gaps_energy_j

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 import threading
 import time
 
 import numpy as np
 
-import clear_native as cn
-from common import kernel_time_in_replay_s, kernel_time_per_call_s, require_gpu, run_identity, write_results
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench.common import kernel_time_in_replay_s, kernel_time_per_call_s, require_gpu, run_identity, write_results  # noqa: E402
 
 
 # --------------------------------------------------------------------------- sampler

@@ -7,96 +7,37 @@ by component (prefill, and one decode step after a 512-token static cache for
 the decoders) with coverage, glue and gaps; sweeps of batch, sequence length,
 KV-cache length, heads, hidden size and dtype; the CLEAR authors' reference
 procedure on BERT-base's components beside ours; J/FLOP per component kind and
-a fitted energy model. Every measurement is appended as it completes to
-<out>/<card>/measurements.jsonl; --resume continues an interrupted run; the
-report (REPORT.md, PNG figures) is written from those records.
+a fitted energy model. Each run gets a folder of its own,
+<out>/<card>/<date_time>/; every measurement is appended to its
+measurements.jsonl as it completes; --resume RUN continues an interrupted run;
+the report (REPORT.md, PNG figures) is written from those records.
 
 Usage:
   python bench/run.py                        # the default suite, sweeps and reference (GPU)
   python bench/run.py --quick                # 4 models, 2 sweeps, a few minutes
   python bench/run.py --dry-run              # the plan: components, FLOPs, bytes, estimated time (no GPU)
-  python bench/run.py --resume               # continue where an interrupted run stopped
-  python bench/run.py --report-only          # rewrite the report from the records
+  python bench/run.py --resume RUN           # continue the run in folder RUN where it stopped
+  python bench/run.py --report-only RUN      # rewrite RUN's report from its records
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-import clear_native as cn
-import suite
-from common import run_identity
+if __package__ in (None, ""):  # `python bench/run.py`: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench import preflight, store, suite  # noqa: E402
+from bench.common import run_identity  # noqa: E402
+from bench.store import fmt_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASUREMENTS = "measurements.jsonl"
-REFERENCE = "reference.jsonl"
-SUPERSEDED = "superseded.jsonl"   # records --redo replaced, kept
-
-
-def card_slug(name: str) -> str:
-    """'NVIDIA H200' -> 'nvidia-h200': the folder of a card's results."""
-    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-
-
-def fmt_s(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def load_records(path: Path) -> list[dict]:
-    """The records of a jsonl file; a line cut short by an interruption is skipped."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def append_record(path: Path, record: dict) -> None:
-    """Appends one record and forces it to disk: an interruption loses nothing already measured."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=float) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def record_l2(record: dict) -> str:
-    """The L2 mode a record was measured with; records from before the option replayed hot."""
-    return record.get("settings", {}).get("l2", "hot")
-
-
-def supersede(folder: Path, records: list[dict], patterns: list[str]) -> list[dict] | None:
-    """Moves the records of tasks whose id starts with one of ``patterns`` to superseded.jsonl.
-
-    They are measured again by this run; nothing is deleted (the report counts them).
-    Returns the records left, or None (and moves nothing) where no id matches.
-    """
-    redo = [any(r["task"]["id"].startswith(p) for p in patterns) for r in records]
-    old = [r for r, x in zip(records, redo) if x]
-    if not old:
-        return None
-    keep = [r for r, x in zip(records, redo) if not x]
-    for r in old:
-        append_record(folder / SUPERSEDED, r)
-    tmp = folder / (MEASUREMENTS + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    os.replace(tmp, folder / MEASUREMENTS)
-    print(f"--redo: {len(old)} records moved to {folder / SUPERSEDED}; measuring them again", flush=True)
-    return keep
-
-
-def done_ids(records: list[dict], retry_failed: bool) -> set:
-    return {r["task"]["id"] for r in records if r.get("status") == "ok" or not retry_failed}
 
 
 # --------------------------------------------------------------------------- plan
@@ -117,23 +58,17 @@ def print_plan(tasks, args) -> int:
         flops = sum(g["flops"] * g["occurrences"] for g in p["groups"])
         mb = sum(g["bytes_min"] * g["occurrences"] for g in p["groups"]) / 1e6
         print(f"| {t.id} | {','.join(t.purpose)} | {p['components']} | {len(p['groups'])} | {flops / 1e9:.2f} | "
-              f"{mb:.1f} | {est:.0f} s |")
+              f"{mb:.1f} | {est:.0f} s |", flush=True)
         if args.verbose:
             for g in p["groups"]:
                 print(f"|   {g['name']} | {g['kind']} | ×{g['occurrences']} | | {g['flops'] / 1e9:.4f} | "
                       f"{g['bytes_min'] / 1e6:.2f} | |")
-        if p["note"]:
-            print(f"|   ({p['note']}) | | | | | | |")
     ref = 0 if args.no_reference else 30
     print(f"\nestimated GPU time: {fmt_s(total + ref)} (min:s), reference procedure included: {ref} s")
     return 0
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-class Interrupted(Exception):
-    pass
 
 
 def _on_sigterm(signum, frame):  # `timeout` and batch schedulers send SIGTERM: stop like Ctrl-C
@@ -145,11 +80,10 @@ def measure_task(torch, T, task, profile, args):
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     try:
         verbose = (lambda m: print(f"      {m}", flush=True)) if args.verbose else None
-        rep = cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
-                               min_trials=args.min_trials, max_trials=args.max_trials, target_ci_rel=args.target_ci,
-                               window_s=args.window_s, budget_s=args.task_budget_s, l2=args.l2,
-                               target_cv=args.target_cv, progress=verbose,
-                               **kw)
+        rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=task.mode, cache_len=task.cache_len or 512,
+                               profile=profile, min_trials=args.min_trials, max_trials=args.max_trials,
+                               target_ci_rel=args.target_ci, window_s=args.window_s, budget_s=args.task_budget_s,
+                               l2=args.l2, target_cv=args.target_cv, progress=verbose)
         return rep.to_dict()
     finally:
         del model
@@ -161,7 +95,7 @@ def reference_task(torch, T, profile, args) -> dict:
     beside clear_native's protocol on the same captures, at batch 1 x sequence 8."""
     task = suite.Task("bert-base", batch=1, seq=8, purpose=("reference",))
     model, inputs, kw = suite.build(T, torch, task, "cuda")
-    comps = cn.find_components(model, *inputs, **kw)
+    comps = cn.find_components(model, *inputs, model_kwargs=kw)
     groups = [g for g in cn.group_components(comps) if g.kind in ("self_attention", "mlp")]
     caps = [cn.capture(g.representative.module, *g.representative.args, name=g.name,
                        **g.representative.kwargs) for g in groups]
@@ -184,49 +118,71 @@ def reference_task(torch, T, profile, args) -> dict:
             "ours_wall_s": ours_wall, "run": {k: v for k, v in ours.to_dict().items() if k != "measurements"}}
 
 
-def run(args, tasks) -> int:
-    torch = _require_gpu()
+def _profile(folder: Path):
+    """The run's sensor profile: the one its start measured (one run, one profile), or a new one."""
+    saved = store.load_profile(folder)
+    if saved is not None:
+        return cn.SensorProfile(**saved)
+    print("calibrating the power sensor ...", flush=True)
+    profile = cn.calibrate(cache=False)
+    store.save_profile(folder, profile.to_dict())
+    return profile
+
+
+def _one(torch, T, task, ident, profile, settings, args) -> dict:
+    """One task's record: measured, or failed with its reason (one task's failure never loses the others)."""
+    t0 = time.monotonic()
+    rec = {"task": task.to_dict(), "identity": ident, "profile": profile.to_dict(), "settings": settings}
+    try:
+        rec["report"] = measure_task(torch, T, task, profile, args)
+        rec["status"] = "ok"
+        a = rec["report"]["accounting"]
+        cvs = [g["cv"] for g in rec["report"]["groups"]] + [rec["report"]["whole"]["cv"]]
+        print(f"    coverage {a['coverage']:.1%}, explained {a['explained_coverage']:.1%}, "
+              f"max CV {max(cvs):.2%}, {time.monotonic() - t0:.0f} s", flush=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one task's failure never loses the others
+        rec["status"], rec["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        print(f"    failed: {rec['error'].splitlines()[0]}", flush=True)
+    rec["wall_s"] = time.monotonic() - t0
+    return rec
+
+
+def _reference(torch, T, profile, args, ident, folder) -> None:
+    print("reference procedure (CLEAR authors' loop) on BERT-base's components ...", flush=True)
+    try:
+        store.append(folder, reference_task(torch, T, profile, args) | {"identity": ident}, store.REFERENCE)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        store.append(folder, {"task": {"id": "reference/bert-base/b1s8/bf16"}, "status": "failed",
+                              "error": f"{type(exc).__name__}: {exc}", "identity": ident}, store.REFERENCE)
+        print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
+
+
+def run(args, tasks, folder: Path) -> int:
+    """Measures the tasks not yet in ``folder``'s records, then writes its report."""
+    import torch
     import transformers as T
 
     ident = run_identity(torch)
     ident["transformers"] = T.__version__
-    folder = Path(args.out) / card_slug(ident["gpu"]["name"])
-    folder.mkdir(parents=True, exist_ok=True)
-    mpath, rpath = folder / MEASUREMENTS, folder / REFERENCE
-    records = load_records(mpath)
-    if records and not args.resume:
-        print(f"{mpath} already holds {len(records)} measurements: pass --resume to continue that run, "
-              f"or --out <folder> to start another", file=sys.stderr)
-        return 2
-    modes = {record_l2(r) for r in records if r.get("status") == "ok"}
-    if modes - {args.l2}:
-        print(f"{mpath} holds measurements with {'/'.join(sorted(modes))} L2 replay, and this run asks for "
-              f"--l2 {args.l2}: one report cannot mix them; pass --l2 {'/'.join(sorted(modes))} or --out <folder>",
-              file=sys.stderr)
-        return 2
+    records = store.load(folder)
     cards = {r["identity"]["gpu"].get("uuid") for r in records if "identity" in r} - {ident["gpu"].get("uuid")}
     if cards:
         print(f"note: this card ({ident['gpu'].get('uuid')}) is not the one that measured the earlier records "
               f"({', '.join(sorted(map(str, cards)))}); the report lists the cards", file=sys.stderr)
-    ppath = folder / "profile.json"
-    if ppath.exists():  # a resumed run keeps the sensor profile of its start: one run, one profile
-        profile = cn.SensorProfile(**json.loads(ppath.read_text()))
-    else:
-        print("calibrating the power sensor ...", flush=True)
-        profile = cn.calibrate(cache=False)
-        ppath.write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
+    profile = _profile(folder)
     if args.redo:
-        kept = supersede(folder, records, suite.as_list(args.redo, []))
-        if kept is None:
-            print(f"--redo {args.redo} matches no task id recorded in {mpath}", file=sys.stderr)
-            return 2
-        records = kept
-    skip = done_ids(records, args.retry_failed)
+        records = store.supersede(folder, records, suite.as_list(args.redo, []))
+        print(f"--redo: earlier records of {args.redo} moved to {folder / store.SUPERSEDED}", flush=True)
+    skip = store.done_ids(records, args.retry_failed)
     todo = [t for t in tasks if t.id not in skip]
-    want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in load_records(rpath))
+    want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in store.load(folder, store.REFERENCE))
     est = {t.id: suite.estimate_s(7, args.min_trials, profile.settle_s, args.window_s) for t in todo}
-    print(f"{card_slug(ident['gpu']['name'])}: {len(tasks)} tasks, {len(tasks) - len(todo)} already measured, "
-          f"{len(todo)} to go{' + reference procedure' if want_ref else ''}; results in {folder}", flush=True)
+    print(f"{ident['gpu']['name']} ({ident['gpu']['uuid']}): {len(tasks)} tasks, {len(tasks) - len(todo)} already "
+          f"measured, {len(todo)} to go{' + reference procedure' if want_ref else ''}; results in {folder}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     settings = {k: getattr(args, k)
                 for k in ("window_s", "min_trials", "max_trials", "target_ci", "target_cv", "task_budget_s", "l2")}
@@ -234,51 +190,34 @@ def run(args, tasks) -> int:
     try:
         for i, task in enumerate(todo, 1):
             elapsed = time.monotonic() - t_start
-            rate = elapsed / spent_est if spent_est else 1.0
-            eta = rate * sum(est[t.id] for t in todo[i - 1:])
+            eta = (elapsed / spent_est if spent_est else 1.0) * sum(est[t.id] for t in todo[i - 1:])
             print(f"[{i}/{len(todo)}] {task.id} ({', '.join(task.purpose)})  elapsed {fmt_s(elapsed)}, "
                   f"ETA {fmt_s(eta)}", flush=True)
-            t0 = time.monotonic()
-            rec = {"task": task.to_dict(), "identity": ident, "profile": profile.to_dict(), "settings": settings}
-            try:
-                rec["report"] = measure_task(torch, T, task, profile, args)
-                rec["status"] = "ok"
-                a = rec["report"]["accounting"]
-                cvs = [g["cv"] for g in rec["report"]["groups"]] + [rec["report"]["whole"]["cv"]]
-                print(f"    coverage {a['coverage']:.1%}, explained {a['explained_coverage']:.1%}, "
-                      f"max CV {max(cvs):.2%}, {time.monotonic() - t0:.0f} s", flush=True)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one task's failure never loses the others
-                rec["status"], rec["error"] = "failed", f"{type(exc).__name__}: {exc}"
-                print(f"    failed: {rec['error'].splitlines()[0]}", flush=True)
-            rec["wall_s"] = time.monotonic() - t0
-            append_record(mpath, rec)
+            rec = _one(torch, T, task, ident, profile, settings, args)
+            store.append(folder, rec)
             spent_est += est[task.id]
             if rec["status"] == "failed" and torch.cuda.is_available() and not _cuda_usable(torch):
-                print("the CUDA context is lost (a device-side error): stopping; run again with --resume",
+                print(f"the CUDA context is lost (a device-side error): stopping; run again with --resume {folder}",
                       file=sys.stderr)
                 rc = 3
                 break
         if want_ref and rc == 0:
-            print("reference procedure (CLEAR authors' loop) on BERT-base's components ...", flush=True)
-            try:
-                append_record(rpath, reference_task(torch, T, profile, args) | {"identity": ident})
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                append_record(rpath, {"task": {"id": "reference/bert-base/b1s8/bf16"}, "status": "failed",
-                                      "error": f"{type(exc).__name__}: {exc}", "identity": ident})
-                print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
+            _reference(torch, T, profile, args, ident, folder)
     except KeyboardInterrupt:
-        print(f"\ninterrupted after {fmt_s(time.monotonic() - t_start)}: the measurements so far are in {mpath}; "
-              "run again with --resume to continue", file=sys.stderr)
+        print(f"\ninterrupted after {fmt_s(time.monotonic() - t_start)}: the measurements so far are in {folder}; "
+              f"continue with: python bench/run.py --resume {folder}", file=sys.stderr)
         rc = 130
-    import report
-
-    report.write(folder, tasks)
-    print(f"report: {folder / 'REPORT.md'} (this invocation: {fmt_s(time.monotonic() - t_start)} min:s)")
+    _report(folder, tasks)
+    print(f"this invocation: {fmt_s(time.monotonic() - t_start)} min:s", flush=True)
     return rc
+
+
+def _report(folder: Path, tasks) -> None:
+    from bench import report
+
+    written = report.write(folder, tasks)
+    print(f"report: {folder / 'REPORT.md'}" + (f" ({written['figures_note']})" if written.get("figures_note") else ""),
+          flush=True)
 
 
 def _cuda_usable(torch) -> bool:
@@ -289,18 +228,6 @@ def _cuda_usable(torch) -> bool:
         return False
 
 
-def _require_gpu():
-    try:
-        import torch
-    except ImportError:
-        sys.exit("bench/run.py needs PyTorch (with CUDA to measure; --dry-run works without)")
-    if not (cn.HAS_CUDA and torch.cuda.is_available()):
-        print("bench/run.py needs an NVIDIA GPU and clear_native built with CUDA to measure; "
-              "--dry-run prints the plan without one", file=sys.stderr)
-        sys.exit(2)
-    return torch
-
-
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -309,11 +236,11 @@ def parse(argv=None):
     ap.add_argument("--sweeps", help=f"comma-separated from {', '.join(suite.SWEEPS)}, or 'none'")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index")
     ap.add_argument("--out", default=str(ROOT / "results" / "study"),
-                    help="results go to <out>/<card>/ (default: the repository's results/study)")
-    ap.add_argument("--resume", action="store_true", help="continue the run recorded in <out>/<card>/")
+                    help="a new run goes to <out>/<card>/<date_time>/ (default: the repository's results/study)")
+    ap.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN (its measurements.jsonl)")
     ap.add_argument("--retry-failed", action="store_true", help="with --resume: measure failed tasks again")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan; needs no GPU")
-    ap.add_argument("--report-only", metavar="CARD_DIR", help="rewrite REPORT.md and figures from a card's records")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan; needs PyTorch on the CPU, no GPU")
+    ap.add_argument("--report-only", metavar="RUN", help="rewrite REPORT.md and figures from a run's records")
     ap.add_argument("--no-reference", action="store_true", help="skip the CLEAR authors' procedure")
     ap.add_argument("--window-s", type=float, default=0.2, help="steady seconds of samples per trial")
     ap.add_argument("--min-trials", type=int, default=3)
@@ -342,24 +269,20 @@ def main(argv=None) -> int:
         models = suite.as_list(args.models, suite.QUICK_MODELS if args.quick else suite.MODELS)
         tasks = suite.plan(models, suite.as_list(args.sweeps, suite.SWEEPS), quick=args.quick)
     except ValueError as exc:
-        print(f"bench/run.py: {exc}", file=sys.stderr)
-        return 2
+        return preflight.fail(str(exc))
     if args.report_only:
-        import report
-
-        report.write(Path(args.report_only), tasks)
-        print(f"report: {Path(args.report_only) / 'REPORT.md'}")
+        if not store.load(Path(args.report_only)):
+            return preflight.fail(f"no measurements in {Path(args.report_only) / store.MEASUREMENTS}: "
+                                  "name a run folder that bench/run.py wrote")
+        _report(Path(args.report_only), tasks)
         return 0
     if args.dry_run:
-        return print_plan(tasks, args)
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
-    if visible and args.device >= len(visible):
-        print(f"bench/run.py: --device {args.device} but CUDA_VISIBLE_DEVICES shows {len(visible)} GPU(s)",
-              file=sys.stderr)
-        return 2
-    # Before CUDA starts: the chosen GPU becomes device 0 for PyTorch and for the NVML mapping alike.
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[args.device] if visible else str(args.device)
-    return run(args, tasks)
+        problem = preflight.for_dry_run()
+        return preflight.fail(problem) if problem else print_plan(tasks, args)
+    problem, folder = preflight.for_run(args)  # everything checked before any GPU work
+    if problem:
+        return preflight.fail(problem)
+    return run(args, tasks, folder)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ is done. Nothing here needs a GPU: the plan is also what --dry-run prints.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from dataclasses import asdict, dataclass
 
-FAMILIES = ("encoder", "decoder", "encoder-decoder", "vision")
+from clear_native.hf_compat import accepts
+
 DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -170,7 +170,7 @@ def build(T, torch, task: Task, device, init_weights: bool = True):
             model = getattr(T, spec.cls)(config).eval()
     finally:
         torch.set_default_dtype(previous)
-    kw: dict = {"use_cache": False} if _accepts(model.forward, "use_cache") else {}
+    kw: dict = {"use_cache": False} if accepts(model.forward, "use_cache") else {}
     if spec.family == "vision":
         size = config.image_size
         inputs = (torch.randn(task.batch, config.num_channels, size, size, dtype=dtype, device=device),)
@@ -180,10 +180,6 @@ def build(T, torch, task: Task, device, init_weights: bool = True):
         if spec.family == "encoder-decoder":
             kw["decoder_input_ids"] = ids
     return model, inputs, kw
-
-
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
 
 
 def no_init_weights():
@@ -202,12 +198,11 @@ def flops_plan(task: Task) -> dict:
 
     with FakeTensorMode(allow_non_fake_inputs=True):
         model, inputs, kw = build(T, torch, task, "cpu", init_weights=False)  # fake tensors: nothing to draw
-        note = ""
         if task.mode == "decode":  # the step's use_cache and decoder_input_ids replace the prefill's
             inputs, kw = cn.decode_inputs(model, inputs[0], task.cache_len, kw)
-        comps = cn.find_components(model, *inputs, **kw)
+        comps = cn.find_components(model, *inputs, model_kwargs=kw)
         groups = cn.group_components(comps)
-    return {"components": len(comps), "note": note,
+    return {"components": len(comps),
             "groups": [{"name": g.name, "kind": g.kind, "occurrences": g.occurrences, "flops": g.flops,
                         "bytes_min": g.bytes_min} for g in groups]}
 

@@ -14,9 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-import clear_native as cn
-import suite
-from common import kernel_profile, require_gpu, run_identity
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench import suite  # noqa: E402
+from bench.common import kernel_profile, require_gpu, run_identity  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,11 +40,11 @@ def main(argv=None) -> int:
         cap = cn.capture(model, *inputs, name=name, eager_fallback=True, **kw)
         out = {"case": case, "eager": cap.eager, "reason": cap.reason, "meta": cap.meta}
         print(f"== {case}: eager={cap.eager} {cap.reason} {cap.meta}", flush=True)
-        n_e, k_e = kernel_profile(torch, lambda m=model: m(*inputs, **kw), 5)
+        n_e, k_e = kernel_profile(lambda m=model: m(*inputs, **kw), 5)
         out.update(eager_kernels=n_e, eager_kernel_us=sum(k_e.values()))
         if not cap.eager:
             r = cn.replay(cap.exec_handle, 50)
-            n_g, k_g = kernel_profile(torch, cap.graph.replay, 5)
+            n_g, k_g = kernel_profile(cap.graph.replay, 5)
             diff = sorted(set(k_e) | set(k_g), key=lambda k: -abs(k_g[k] - k_e[k]))[:12]
             out.update(graph_us=r.gpu_time_per_call_s * 1e6, graph_kernels=n_g, graph_kernel_us=sum(k_g.values()),
                        top_diff=[(k, k_e[k], k_g[k]) for k in diff])

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import baselines, errors
+from . import analysis, baselines, errors, records
 from ._native import HAS_CUDA
 from .backend import GpuBackend, SimulatedBackend, SimulatedCall
+from .cold_l2 import ColdCopies, l2_copies
 from .components import Component, ComponentGroup, find_components, group_components
-from .context import ContextAccounting, InContext
-from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device
-from .graph_capture import Capture, CaptureError, capture
+from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device, nvml_device_count
+from .errors import CaptureError, ModelInputError
+from .graph_capture import Capture, capture
 from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .hf_compat import decode_inputs
 from .meter import Meter, MeterResult
-from .model import ColdCopies, ModelInputError, ModelReport, decode_inputs, l2_copies, measure_model
+from .model import measure_model
 from .profile import SensorProfile, calibrate
-from .protocol import MeasureRun, Measurement, measure
+from .protocol import measure
+from .results import (Accounting, ContextAccounting, GroupResult, InContext, MeasureRun, Measurement,
+                      ModelReport)
 from .sampler import Sampler, SamplerResult, synthetic_sensor
 
 try:
@@ -30,6 +34,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Accounting",
+    "analysis",
     "awake_idle",
     "baselines",
     "calibrate",
@@ -47,6 +53,7 @@ __all__ = [
     "find_components",
     "gpu_info",
     "GpuBackend",
+    "GroupResult",
     "GpuInfo",
     "group_components",
     "HAS_CUDA",
@@ -61,7 +68,9 @@ __all__ = [
     "ModelInputError",
     "ModelReport",
     "nvml_device",
+    "nvml_device_count",
     "PrunedGraph",
+    "records",
     "replay",
     "ReplayResult",
     "Sampler",

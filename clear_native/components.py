@@ -16,7 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-KINDS = ("embeddings", "self_attention", "cross_attention", "mlp", "norm", "head", "custom")
+from .errors import ModelInputError
+from .work import work_per_call
 
 _CROSS_NAMES = {"encoder_attn", "crossattention", "EncDecAttention", "cross_attn", "cross_attention"}
 _MLP_LINEAR_NAMES = {"fc1", "fc2", "ffn", "ffn_output"}
@@ -88,47 +89,45 @@ def _select(model, select) -> Callable[[str, Any], str | None]:
     return lambda q, m: (kind_of(q, m) or "custom") if (q in names or (types and isinstance(m, types))) else None
 
 
-def _clone(x):
+def _clone(tree):
+    """Tensors cloned (detached); caches and other objects kept as they are (a static cache is the same object)."""
     import torch
+    from torch.utils._pytree import tree_map
 
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, tuple):
-        return tuple(_clone(v) for v in x)
-    if isinstance(x, list):
-        return [_clone(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _clone(v) for k, v in x.items()}
-    return x  # caches and other objects are kept as they are (a static cache is the same object)
+    return tree_map(lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x, tree)
 
 
-def _sig(x):
+def _leaf_sig(x):
     import torch
 
     if isinstance(x, torch.Tensor):
         return ("T", tuple(x.shape), str(x.dtype), tuple(x.stride()), x.device.type)
-    if isinstance(x, (tuple, list)):
-        return (type(x).__name__,) + tuple(_sig(v) for v in x)
-    if isinstance(x, dict):
-        return ("dict",) + tuple((k, _sig(v)) for k, v in sorted(x.items()))
     if x is None or isinstance(x, (bool, int, float, str)):
         return ("V", x)
     return ("O", type(x).__name__)
 
 
+def _sig(tree) -> tuple:
+    """The structure of nested inputs and what each leaf is (a tensor's shape, dtype, strides)."""
+    from torch.utils._pytree import tree_flatten
+
+    leaves, spec = tree_flatten(tree)
+    return (str(spec),) + tuple(_leaf_sig(x) for x in leaves)
+
+
 def signature(module, args, kwargs) -> tuple:
     """What makes two calls the same computation: module class, parameters, inputs' structure."""
     params = tuple((n, tuple(p.shape), str(p.dtype)) for n, p in module.named_parameters())
-    return (type(module).__qualname__, params, _sig(tuple(args)), _sig(dict(kwargs)))
+    return (type(module).__qualname__, params, _sig(tuple(args)), _sig(dict(sorted(kwargs.items()))))
 
 
-def find_components(model, *inputs, select=None, **kw) -> list[Component]:
-    """The components of ``model``, with the inputs each received in ``model(*inputs, **kw)``.
+def find_components(model, *inputs, select=None, model_kwargs: dict | None = None, **kw) -> list[Component]:
+    """The components of ``model``, with the inputs each received in ``model(*inputs, **model_kwargs, **kw)``.
 
     ``select``: None for the rules; or qualified names, module types, or a
     predicate ``(qualname, module) -> bool`` choosing modules at any depth. The
     outermost chosen module wins: nothing is counted twice. The forward pass
-    runs under ``torch.no_grad()``.
+    runs under ``torch.no_grad()``; a model that does not run on its inputs raises ModelInputError.
     """
     import torch
 
@@ -164,7 +163,10 @@ def find_components(model, *inputs, select=None, **kw) -> list[Component]:
             handles.append(comp.module.register_forward_pre_hook(pre(comp), with_kwargs=True))
             handles.append(comp.module.register_forward_hook(post(comp), with_kwargs=True))
         with torch.no_grad():
-            model(*inputs, **kw)
+            model(*inputs, **{**kw, **(model_kwargs or {})})
+    except Exception as exc:
+        raise ModelInputError(f"{type(model).__name__} does not run on the given inputs: "
+                              f"{type(exc).__name__}: {exc}") from exc
     finally:
         for h in handles:
             h.remove()
@@ -188,71 +190,3 @@ def group_components(components: Iterable[Component]) -> list[ComponentGroup]:
     for g in groups.values():
         g.flops, g.bytes_min = work_per_call(g.representative)
     return list(groups.values())
-
-
-def _register_cpu_sdpa_flops() -> None:
-    """PyTorch's flop counter has no formula for the CPU flash-attention kernel; give it SDPA's."""
-    import torch
-    from torch.utils import flop_counter as fc
-
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is None or op in fc.flop_registry:
-        return
-
-    @fc.register_flop_formula(op)
-    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _tensor_bytes(x, seen: set) -> int:
-    import torch
-    from torch._subclasses.fake_tensor import is_fake
-
-    if isinstance(x, torch.Tensor):
-        if is_fake(x):  # a dry run's fake tensors have no data pointer: count each tensor once
-            key = ("fake", id(x))
-        else:
-            key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
-        if key in seen:
-            return 0
-        seen.add(key)
-        return x.numel() * x.element_size()
-    if isinstance(x, (tuple, list)):
-        return sum(_tensor_bytes(v, seen) for v in x)
-    if isinstance(x, dict):
-        return sum(_tensor_bytes(v, seen) for v in x.values())
-    if hasattr(x, "to_tuple"):  # transformers' ModelOutput
-        return _tensor_bytes(x.to_tuple(), seen)
-    return 0
-
-
-def work_per_call(comp: Component) -> tuple[int, int]:
-    """(FLOPs, bytes a call must move at least: parameters + inputs + outputs) of one call."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _register_cpu_sdpa_flops()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            output = comp.module(*comp.args, **comp.kwargs)
-    except AssertionError:
-        # PyTorch's SDPA formula rejects grouped-query shapes (fewer K/V heads than Q heads,
-        # seen with Llama on CUDA). The same attention in transformers' eager form is plain matmuls.
-        # The attention may be the component or inside it (a whole decoder layer): every config below.
-        configs = {id(c): c for m in comp.module.modules()
-                   if hasattr(c := getattr(m, "config", None), "_attn_implementation")}
-        if not configs:
-            raise
-        saved = {k: c._attn_implementation for k, c in configs.items()}
-        try:
-            for c in configs.values():
-                c._attn_implementation = "eager"
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                output = comp.module(*comp.args, **comp.kwargs)
-        finally:
-            for k, c in configs.items():
-                c._attn_implementation = saved[k]
-    seen: set = set()
-    params = sum(p.numel() * p.element_size() for p in comp.module.parameters())
-    return int(counter.get_total_flops()), int(params + _tensor_bytes((comp.args, comp.kwargs), seen)
-                                               + _tensor_bytes(output, seen))

@@ -15,6 +15,12 @@ from ._native import HAS_CUDA, core
 from .errors import CudaUnavailableError
 
 
+def nvml_device_count() -> int:
+    """GPUs the driver knows (all of them: NVML does not read CUDA_VISIBLE_DEVICES); raises NvmlError
+    without a driver."""
+    return int(core.nvml_device_count())
+
+
 def cuda_pci_bus_id(device: int = 0) -> str:
     """PCI bus id ("0000:65:00.0") of CUDA device ``device``."""
     if device < 0:

@@ -97,6 +97,14 @@ class CudaUnavailableError(ClearNativeError):
     """CUDA work was asked for where it cannot run (no toolkit at build time, no GPU)."""
 
 
+class CaptureError(ClearNativeError):
+    """The callable cannot be captured into a CUDA graph; the message says why."""
+
+
+class ModelInputError(ClearNativeError):
+    """The model does not run on the given inputs; nothing was measured."""
+
+
 class SamplerCapacityError(ClearNativeError):
     """The sampler's preallocated buffers filled up: give it a larger ``max_duration_s``."""
 

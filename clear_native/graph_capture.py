@@ -9,26 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ._decisions import EagerDecisions
-from .errors import ClearNativeError
+from .errors import CaptureError
+from .hf_compat import EagerDecisions
+
+__all__ = ["Capture", "CaptureError", "capture"]
 
 
-class CaptureError(ClearNativeError):
-    """The callable cannot be captured into a CUDA graph; the message says why."""
-
-
-def _tensors(obj, path="args"):
-    """Yields (path, tensor) for every tensor in nested args."""
+def _tensors(tree, root: str):
+    """(path, tensor) for every tensor in nested inputs; paths read like ``args[0]`` or ``kwargs['mask']``."""
     import torch
+    from torch.utils._pytree import keystr, tree_flatten_with_path
 
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _tensors(v, f"{path}[{i}]")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors(v, f"{path}[{k!r}]")
+    leaves, _ = tree_flatten_with_path(tree)
+    return [(root + keystr(path), x) for path, x in leaves if isinstance(x, torch.Tensor)]
 
 
 @dataclass
@@ -84,7 +77,7 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     import torch
 
     name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
-    tensors = list(_tensors(args)) + list(_tensors(kwargs, "kwargs"))
+    tensors = _tensors(args, "args") + _tensors(kwargs, "kwargs")
     devices = {t.device for _, t in tensors}
     cpu = [p for p, t in tensors if t.device.type != "cuda"]
     if cpu:

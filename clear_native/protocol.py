@@ -9,7 +9,7 @@ mean steady power x GPU time per call of the launches inside that window
 Trials go round-robin over the captures, so slow drifts hit all alike, until
 each capture's 95 % confidence interval is within the target or the time
 budget ends. Each capture's settle time and window adapt to what its power
-does (Note [Trials that adapt]). Resting idle power and the power of the GPU awake but idle
+does (Note [Trials that adapt], trials.py). Resting idle power and the power of the GPU awake but idle
 (launching empty kernels) are measured in the same run; "dynamic" energy is
 above the baseline the result names. The energy counter over the whole run
 cross-checks the integral of the samples.
@@ -17,18 +17,19 @@ cross-checks the integral of the samples.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ._native import core
 from .profile import SensorProfile, calibrate
+from .results import Measurement, MeasureRun
 from .sampler import Sampler, SamplerResult
 from .stats import Summary
+from .trials import Rules, Trials, Verdict
 
 # NVML clocks-event reason bits (nvmlClocksEventReasons).
 CLOCK_EVENT_REASONS = {
@@ -44,138 +45,25 @@ def reason_names(mask: int) -> list[str]:
         [f"unknown_0x{mask & ~sum(CLOCK_EVENT_REASONS):x}"] if mask & ~sum(CLOCK_EVENT_REASONS) else [])
 
 
-@dataclass
-class Measurement:
-    """Energy per call of one capture. Units are in the names (J, W, s, °C, MHz)."""
-
-    name: str
-    energy_per_call_j: float          # mean over trials: mean steady power x GPU time per call
-    energy_per_call_ci95_j: float     # half-width of the 95 % confidence interval of that mean
-    dynamic_energy_per_call_j: float  # (mean power - baseline power) x GPU time per call
-    baseline: str                     # which power "dynamic" is above: "awake_idle" or "idle"
-    baseline_power_w: float
-    idle_power_w: float               # resting, measured in this run
-    awake_idle_power_w: float         # launching empty kernels, measured in this run
-    gpu_time_per_call_s: float
-    mean_power_w: float
-    trials: int
-    cv: float                         # across trials, of energy per call
-    ci95_rel: float
-    unroll: int                       # copies of the capture per graph launch (K)
-    launches_per_trial: int           # R
-    steady_window_s: float            # seconds of samples used per trial (mean)
-    samples_per_trial: float
-    temperature_c: tuple              # (min, max) over the trials' windows
-    sm_clock_mhz: tuple               # (min, max)
-    clock_event_reasons: list         # reasons NVML gave in the windows (throttling, idle...)
-    converged: bool                   # CI within the target
-    time_to_target_s: float           # wall time from the run's start until it converged (NaN if not)
-    eager: bool = False               # True: replayed from a Python loop (capture failed)
-    trial_energy_per_call_j: list = field(default_factory=list)
-    trial_power_w: list = field(default_factory=list)
-    trial_time_per_call_s: list = field(default_factory=list)
-    trial_after: list = field(default_factory=list)       # the capture whose trial ran just before each trial
-    trial_drift_rel: list = field(default_factory=list)   # (2nd half - 1st half of the window's samples) / mean
-    trial_window_launches: list = field(default_factory=list)  # launches timed inside the window (0: whole run used)
-    trial_run_time_per_call_s: list = field(default_factory=list)  # over the whole trial, settle and tail included
-    settle_s: float = math.nan        # settle time its last trials used (Note [Trials that adapt])
-    rejected_trials: list = field(default_factory=list)  # (drift, z, after) of windows rejected as still moving
-    window_restarts: int = 0          # times its window doubled and its trials started again
-
-
-@dataclass
-class MeasureRun:
-    """One measure() call: its measurements, baselines, cross-check and settings."""
-
-    measurements: list
-    gpu: dict
-    profile: dict
-    idle_power_w: float
-    awake_idle_power_w: float
-    counter_energy_j: float           # energy counter over the run's sampled span
-    sample_energy_j: float            # integral of the driver's samples over the same span
-    counter_vs_samples_rel: float     # (counter - samples) / samples
-    samples_lost: int
-    wall_s: float
-    stop_reason: str
-    settings: dict
-
-    def __getitem__(self, key):
-        if isinstance(key, int):
-            return self.measurements[key]
-        for m in self.measurements:
-            if m.name == key:
-                return m
-        raise KeyError(f"no measurement named {key!r}; have {[m.name for m in self.measurements]}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return json.loads(json.dumps(d, default=float))
-
-    def table(self) -> str:
-        rows = ["| capture | energy/call | ±95 % | dynamic/call | GPU time/call | power | trials | CV | K |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for m in self.measurements:
-            rows.append(f"| {m.name}{' (eager)' if m.eager else ''} | {m.energy_per_call_j * 1e3:.4g} mJ | "
-                        f"{m.ci95_rel * 100:.2f} % | {m.dynamic_energy_per_call_j * 1e3:.4g} mJ | "
-                        f"{m.gpu_time_per_call_s * 1e6:.2f} µs | {m.mean_power_w:.1f} W | {m.trials} | "
-                        f"{m.cv * 100:.2f} % | {m.unroll} |")
-        rows.append(f"\nidle {self.idle_power_w:.1f} W, awake idle {self.awake_idle_power_w:.1f} W; "
-                    f"counter vs samples {self.counter_vs_samples_rel * 100:+.2f} %; {self.stop_reason}")
-        return "\n".join(rows)
-
-
-# Note [Trials that adapt]
-# Two things seen on an H200 make one settle time and one window length wrong for
-# some captures (docs/measured.md):
-# - a capture whose power still moves after the settle time: above ~650 W the
-#   power limiter reacts to the last second's mean, so a feed-forward block that
-#   follows a cooler capture ramps up for longer than the sensor's settle time
-#   (BERT-large's output block: +6 % within the first windows). A window whose
-#   second half differs from its first by more than `unsettled_z` times the
-#   sample noise (estimated from successive differences, which a trend does not
-#   inflate) is rejected, and the capture's settle time doubles (up to 4x);
-# - a capture whose samples swing from sample to sample (the limiter cycling,
-#   or the sample grid beating with a multi-ms call): 0.2 s windows then differ
-#   by a few %. Once it has `min_trials` trials with a CV above `target_cv`, its
-#   window doubles (up to `max_window_s`) and its trials start again, so that all
-#   the trials of a capture share one window.
-# Both are per capture: the others keep their short trials.
-
-
-@dataclass
-class _Plan:
-    item: object
-    name: str
-    handle: object
-    copies: int
-    t1: float                                     # s per call, launched singly
-    settle_s: float
-    window_s: float
-    tail_s: float
-    stretch: int = 1                              # x launches, where windows held too few samples
-    results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
-    values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
-    after: list = field(default_factory=list)     # per value: the capture measured just before
-    drift: list = field(default_factory=list)     # per value: power drift within its window, relative
-    timing: list = field(default_factory=list)    # per value: (launches timed in the window, whole run's s/call)
-    converged_at: float = math.nan
-    tried: int = 0                                # trials run, rejected and restarted ones included
-    rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
-    restarts: int = 0                             # times the window doubled and the trials started again
-
-    @property
-    def launches(self) -> int:
-        """Launches per trial: settle + window + tail of back-to-back calls."""
-        trial_s = self.settle_s + self.window_s + self.tail_s
-        return self.stretch * max(1, math.ceil(trial_s / (self.copies * self.t1)))
-
-    def restart(self) -> None:
-        self.values, self.after, self.drift, self.timing = [], [], [], []
-
-
 def _name(item, i: int) -> str:
     return getattr(item, "name", None) or f"capture{i}"
+
+
+@dataclass
+class _Run:
+    """The state measure()'s phases share."""
+
+    backend: object
+    profile: SensorProfile
+    rules: Rules
+    sampler: Sampler
+    say: Callable
+    t_begin: float
+    tail_s: float
+    trials: list
+    idle_window: tuple | None = None
+    awake_window: tuple | None = None
+    stop_reason: str = "every capture reached its target"
 
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
@@ -184,6 +72,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
             unsettled_z: float = 4.0, progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
+
+    The phases: check -> calibrate -> plan -> warm-up -> baselines -> trials -> summarise.
 
     Args:
         target_ci_rel: stop a capture once the 95 % CI half-width of its mean is within this fraction.
@@ -197,13 +87,51 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         max_window_s: the longest window target_cv may grow to (default 4 x window_s).
         unsettled_z: a window whose halves differ by more than this many standard errors is
             rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
+
+    A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
+    attached as ``exc.partial`` (a MeasureRun).
     """
-    if isinstance(items, (list, tuple)):
-        items = list(items)
-    else:
-        items = [items]
+    items = _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv,
+                   max_window_s, unsettled_z)
+    say = progress or (lambda msg: None)
+    if backend is None:
+        from .backend import GpuBackend
+
+        backend = GpuBackend(device)
+    profile = profile or calibrate(backend)                                       # calibrate
+    rules = Rules(min_trials, max_trials, target_ci_rel, target_cv,
+                  4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z)
+    sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
+                      energy_interval_s=0.25, max_duration_s=budget_s + 300)
+    st = _Run(backend, profile, rules, sampler, say, time.monotonic(), max(profile.sample_period_s, 0.02), [])
+    sampler.start()
+    error = None
+    try:
+        _rest(st, idle_s)                                                           # baselines: idle
+        st.trials = _plan(st, items, window_s, launch_s)                            # plan
+        _warm_up(st, st.trials[0], max_warmup_s)                                    # warm-up
+        _awake_baseline(st, window_s)                                               # baselines: awake idle
+        _run_trials(st, budget_s)                                                   # trials
+    except BaseException as exc:  # noqa: BLE001 - stop the sampler, keep what was measured, re-raise
+        error = exc
+    return _finish(st, error, dict(target_ci_rel=target_ci_rel, min_trials=min_trials, max_trials=max_trials,
+                                   window_s=window_s, budget_s=budget_s, launch_s=launch_s,
+                                   settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
+                                   target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z),
+                   baseline)
+
+
+def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv, max_window_s,
+           unsettled_z) -> list:
+    """Phase check: the arguments, before any GPU time is spent."""
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
     if not items:
         raise ValueError("measure() needs at least one capture")
+    names = [_name(item, i) for i, item in enumerate(items)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"measure(): several captures are named {dup[0]!r}; give each a distinct name "
+                         f"(capture(..., name=...)) so that run[name] finds the right one")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if not (0 < target_ci_rel < 1) or min_trials < 2 or max_trials < min_trials or window_s <= 0 or budget_s <= 0:
@@ -211,125 +139,98 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     max_window_s = 4 * window_s if max_window_s is None else max_window_s
     if (target_cv is not None and not target_cv > 0) or max_window_s < window_s or not unsettled_z > 0:
         raise ValueError("need target_cv > 0 (or None), max_window_s >= window_s and unsettled_z > 0")
-    say = progress or (lambda msg: None)
-    if backend is None:
-        from .backend import GpuBackend
+    return items
 
-        backend = GpuBackend(device)
-    profile = profile or calibrate(backend)
-    settle_s = profile.settle_s
-    max_settle_s = 4 * settle_s
-    tail_s = max(profile.sample_period_s, 0.02)
-    t_begin = time.monotonic()
 
-    sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
-                      energy_interval_s=0.25, max_duration_s=budget_s + 300)
-    sampler.start()
-    error, res, plans, idle_window, awake_window = None, None, [], None, None
-    stop_reason = "every capture reached its target"
+def _rest(st: _Run, idle_s: float) -> None:
+    """Phase baselines (idle): the GPU resting; the last two thirds are its idle window."""
+    time.sleep(idle_s)
+    now = core.monotonic_ns()
+    st.idle_window = (now - int(idle_s * 2 / 3 * 1e9), now)
+
+
+def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
+    """Phase plan: time one call of each capture; unroll it so a launch lasts ``launch_s``."""
+    out = []
+    for i, item in enumerate(items):
+        name = _name(item, i)
+        t1 = st.backend.time_per_call_s(item)
+        unroll = int(np.clip(math.ceil(launch_s / t1), 1, 20_000))
+        t = Trials(item, name, st.backend.prepare(item, unroll), unroll, t1, st.profile.settle_s, window_s,
+                   st.tail_s)
+        out.append(t)
+        st.say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={unroll}, R={t.launches}")
+    return out
+
+
+def _awake_baseline(st: _Run, window_s: float) -> None:
+    """Phase baselines (awake idle): empty kernels launched back-to-back."""
+    awake = st.backend.awake_idle(st.profile.settle_s + window_s)
+    st.awake_window = _steady_window(awake, st.profile.settle_s, st.tail_s)
+
+
+def _run_trials(st: _Run, budget_s: float) -> None:
+    """Phase trials: round-robin over the active captures until each converges or the budget ends."""
+    previous = "awake_idle"
+    while True:
+        active = [t for t in st.trials if t.active(st.rules)]
+        if not active:
+            if any(not t.converged for t in st.trials):
+                st.stop_reason = (f"max_trials={st.rules.max_trials} reached before every capture reached "
+                                  f"±{st.rules.target_ci_rel:.2%}")
+            return
+        if time.monotonic() - st.t_begin > budget_s:
+            st.stop_reason = (f"time budget of {budget_s:.0f} s ended before every capture reached "
+                              f"±{st.rules.target_ci_rel:.2%}")
+            return
+        before = {}
+        for t in active:
+            before[t.name] = previous
+            r = st.backend.run(t.handle, t.launches)
+            t.results.append((r, _steady_window(r, t.settle_s, st.tail_s)))
+            t.tried += 1
+            previous = t.name
+        st.sampler.wait_for_samples(max(t.results[-1][0].host_end_ns for t in active))
+        snap = st.sampler.snapshot()  # a sampler that died raises here, not at stop()
+        for t in active:
+            _judge(st, t, snap, before[t.name])
+
+
+def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
+    r, (a, b) = t.results[-1]
+    m = snap.in_window(a, b)
+    t_call, n_launches = r.window_time_per_call_s(a, b)
+    v = t.judge(snap.power_w[m], (b - a) * 1e-9, t_call, n_launches, r.gpu_time_per_call_s, after, st.rules,
+                time.monotonic() - st.t_begin)
+    if v in (Verdict.ACCEPTED, Verdict.CONVERGED):
+        e = t.energy()
+        st.say(f"{t.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
+    elif v is Verdict.SHORT:
+        st.say(f"{t.name}: trial window held {int(m.sum())} samples; launches per trial now {t.launches}")
+    elif v is Verdict.UNSETTLED:
+        drift, z, _ = t.rejected[-1]
+        st.say(f"{t.name}: window still moving ({drift:+.1%}, z={z:.1f}) after {after}; trial rejected, "
+               f"settle now {t.settle_s:.2f} s")
+    else:
+        st.say(f"{t.name}: {v.value} (window now {t.window_s:.2f} s)")
+
+
+def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
+    """Phase summarise: stop the sampler; the run's results, or the error with them attached."""
+    res = None
     try:
-        time.sleep(idle_s)
-        now = core.monotonic_ns()
-        idle_window = (now - int(idle_s * 2 / 3 * 1e9), now)  # the last two thirds of the rest
-        plans = []
-        for i, item in enumerate(items):
-            name = _name(item, i)
-            t1 = backend.time_per_call_s(item)
-            copies = int(np.clip(math.ceil(launch_s / t1), 1, 20_000))
-            plan = _Plan(item, name, backend.prepare(item, copies), copies, t1, settle_s, window_s, tail_s)
-            plans.append(plan)
-            say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={copies}, R={plan.launches}")
-        _warm_up(backend, sampler, plans[0], settle_s, tail_s, max_warmup_s, say)
-        previous = "awake_idle"
-        awake = backend.awake_idle(settle_s + window_s)
-        awake_window = _steady_window(awake, settle_s, tail_s)
-        while True:
-            active = [p for p in plans
-                      if math.isnan(p.converged_at) and len(p.values) < max_trials and p.tried < 3 * max_trials]
-            if not active:
-                if any(math.isnan(p.converged_at) for p in plans):
-                    stop_reason = f"max_trials={max_trials} reached before every capture reached ±{target_ci_rel:.2%}"
-                break
-            if time.monotonic() - t_begin > budget_s:
-                stop_reason = f"time budget of {budget_s:.0f} s ended before every capture reached ±{target_ci_rel:.2%}"
-                break
-            before = {}
-            for p in active:
-                before[p.name] = previous
-                r = backend.run(p.handle, p.launches)
-                p.results.append((r, _steady_window(r, p.settle_s, tail_s)))
-                p.tried += 1
-                previous = p.name
-            sampler.wait_for_samples(max(p.results[-1][0].host_end_ns for p in active))
-            snap = sampler.snapshot()
-            for p in active:
-                r, (a, b) = p.results[-1]
-                m = snap.in_window(a, b)
-                if m.sum() < 3:
-                    p.stretch *= 2  # too short to see: lengthen the next trials
-                    say(f"{p.name}: trial window held {int(m.sum())} samples; doubling R to {p.launches}")
-                    continue
-                drift, z = _drift(snap.power_w[m])
-                if abs(z) > unsettled_z and abs(drift) > 0.005 and p.settle_s < max_settle_s:
-                    p.rejected.append((drift, z, before[p.name]))
-                    p.settle_s = min(2 * p.settle_s, max_settle_s)
-                    say(f"{p.name}: window still moving ({drift:+.1%}, z={z:.1f}) after {before[p.name]}; "
-                        f"trial rejected, settle now {p.settle_s:.2f} s")
-                    continue
-                t_call, n_launches = r.window_time_per_call_s(a, b)
-                p.values.append((float(snap.power_w[m].mean()), t_call, int(m.sum()), (b - a) * 1e-9))
-                p.timing.append((n_launches, r.gpu_time_per_call_s))
-                p.after.append(before[p.name])
-                p.drift.append(drift)
-                e = Summary.of([pw * tc for pw, tc, _, _ in p.values])
-                noisy = target_cv is not None and e.n >= min_trials and e.cv > target_cv
-                if noisy and 2 * p.window_s <= max_window_s * (1 + 1e-9):
-                    p.window_s *= 2
-                    p.restarts += 1
-                    p.restart()
-                    say(f"{p.name}: CV {e.cv:.2%} over {e.n} trials; window now {p.window_s:.2f} s, trials restart")
-                    continue
-                if e.n >= min_trials and e.ci95_rel <= target_ci_rel:
-                    p.converged_at = time.monotonic() - t_begin
-                say(f"{p.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
-    except BaseException as exc:  # noqa: BLE001 - stop the sampler, keep what was measured, re-raise
-        error = exc
-    try:
-        res = sampler.stop()
+        res = st.sampler.stop()
     except Exception as exc:  # noqa: BLE001
         res, error = getattr(exc, "result", None), error or exc
-    if error is not None and (res is None or idle_window is None or not any(p.values for p in plans)):
+    if error is not None and (res is None or st.idle_window is None or not any(t.values for t in st.trials)):
         raise error
-    run = _summarise(res, plans, profile, backend, idle_window, awake_window, baseline,
-                     stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
-                     time.monotonic() - t_begin,
-                     dict(target_ci_rel=target_ci_rel, min_trials=min_trials, max_trials=max_trials,
-                          window_s=window_s, budget_s=budget_s, launch_s=launch_s, settle_s=settle_s,
-                          tail_s=tail_s, baseline=baseline, target_cv=target_cv, max_window_s=max_window_s,
-                          unsettled_z=unsettled_z))
+    run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, st.awake_window, baseline,
+                     st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
+                     time.monotonic() - st.t_begin, settings)
     if error is not None:
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error
     return run
-
-
-def _drift(power_w: np.ndarray) -> tuple[float, float]:
-    """How much a window's power still moves: (drift, z).
-
-    drift = (mean of its 2nd half - mean of its 1st half) / mean; z = that
-    difference over its standard error, with the sample noise estimated from
-    successive differences (von Neumann), which a steady trend does not inflate
-    but sample-to-sample swings do (Note [Trials that adapt]).
-    """
-    n = power_w.size
-    half = n // 2
-    if half == 0:
-        return math.nan, math.nan
-    diff = float(power_w[half:].mean() - power_w[:half].mean())
-    sigma = math.sqrt(float(np.mean(np.diff(power_w) ** 2)) / 2) if n > 1 else math.nan
-    se = sigma * math.sqrt(1 / half + 1 / (n - half))
-    z = diff / se if se > 0 else (math.inf if diff else 0.0)
-    return diff / float(power_w.mean()), z
 
 
 def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
@@ -342,19 +243,19 @@ def drain_interval_for(profile: SensorProfile, source) -> float:
     return min(0.2, source.sample_buffer_capacity * profile.sample_period_s / 10)
 
 
-def _warm_up(backend, sampler, plan, settle_s, tail_s, max_s, say) -> None:
-    """Runs the first capture until two consecutive trials' mean power agree within 0.5 %."""
+def _warm_up(st: _Run, t: Trials, max_s: float) -> None:
+    """Phase warm-up: the first capture until two consecutive trials' mean power agree within 0.5 %."""
     t0, last = time.monotonic(), None
+    settle_s = st.profile.settle_s
     while time.monotonic() - t0 < max_s:
-        r = backend.run(plan.handle, plan.launches)
-        sampler.wait_for_samples(r.host_end_ns)
-        s = sampler.snapshot()
-        power = s.mean_power_w(*_steady_window(r, settle_s, tail_s))
+        r = st.backend.run(t.handle, t.launches)
+        st.sampler.wait_for_samples(r.host_end_ns)
+        power = st.sampler.snapshot().mean_power_w(*_steady_window(r, settle_s, st.tail_s))
         if last is not None and abs(power - last) <= 0.005 * last:
-            say(f"warm: {power:.1f} W after {time.monotonic() - t0:.1f} s")
+            st.say(f"warm: {power:.1f} W after {time.monotonic() - t0:.1f} s")
             return
         last = power
-    say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 %")
+    st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 %")
 
 
 def _range(values: np.ndarray) -> tuple:
@@ -362,7 +263,7 @@ def _range(values: np.ndarray) -> tuple:
     return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
 
 
-def _summarise(res: SamplerResult, plans: Sequence[_Plan], profile, backend, idle_window, awake_window, baseline,
+def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idle_window, awake_window, baseline,
                stop_reason, wall_s, settings) -> MeasureRun:
     idle_w = res.mean_power_w(*idle_window)
     awake_w = res.mean_power_w(*awake_window) if awake_window else math.nan
@@ -382,7 +283,7 @@ def _summarise(res: SamplerResult, plans: Sequence[_Plan], profile, backend, idl
             baseline=baseline, baseline_power_w=base_w, idle_power_w=idle_w, awake_idle_power_w=awake_w,
             gpu_time_per_call_s=float(tc.mean()) if tc.size else math.nan,
             mean_power_w=float(pw.mean()) if pw.size else math.nan, trials=e.n, cv=e.cv, ci95_rel=e.ci95_rel,
-            unroll=p.copies, launches_per_trial=p.launches,
+            unroll=p.unroll, launches_per_trial=p.launches,
             steady_window_s=float(np.mean([v[3] for v in p.values])) if p.values else math.nan,
             samples_per_trial=float(np.mean([v[2] for v in p.values])) if p.values else math.nan,
             temperature_c=_range(res.temperature_c[in_windows]), sm_clock_mhz=_range(res.sm_clock_mhz[in_windows]),
@@ -391,7 +292,8 @@ def _summarise(res: SamplerResult, plans: Sequence[_Plan], profile, backend, idl
             trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
             trial_after=list(p.after), trial_drift_rel=list(p.drift),
             trial_window_launches=[n for n, _ in p.timing], trial_run_time_per_call_s=[t for _, t in p.timing],
-            settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts))
+            settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
+            failed_trials=p.failed))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
     sample_j = res.sample_integral_j(a, b)
     counter_j = res.counter_energy_j(a, b)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -73,7 +73,6 @@ class SamplerResult:
     clock_offset_uncertainty_ns: int
     clock_drift_ns: int             # change of that offset between start and stop
     driver_buffer_capacity: int     # samples the driver keeps
-    extra: dict = field(default_factory=dict)
 
     @property
     def power_w(self) -> np.ndarray:
@@ -211,9 +210,17 @@ class Sampler:
     def snapshot(self) -> SamplerResult:
         """The rows collected so far, while the threads keep running.
 
-        Statistics that only stop() settles (CPU time, drains, stop_ns) are 0.
+        Statistics that only stop() settles (CPU time, drains, stop_ns) are 0. If a
+        thread met an error (the GPU lost, say), it is raised here, with the rows so
+        far attached as ``err.result``: a caller learns of it at its next read.
         """
-        return SamplerResult(source=self.source.describe(), **self._native.result())
+        result = SamplerResult(source=self.source.describe(), **self._native.result())
+        try:
+            self._native.rethrow_error()
+        except ClearNativeError as err:
+            err.result = result
+            raise
+        return result
 
     def wait_for_samples(self, t_ns: int, timeout_s: float = 2.0) -> bool:
         """Waits until a sample stamped at or after monotonic ``t_ns`` has been drained.

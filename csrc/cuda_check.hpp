@@ -30,3 +30,28 @@ inline void cuda_warn(cudaError_t code, const char* call, const char* file, int 
 
 #define CN_CUDA_CHECK(expr) ::cn::cuda_check((expr), #expr, __FILE__, __LINE__)
 #define CN_CUDA_WARN(expr) ::cn::cuda_warn((expr), #expr, __FILE__, __LINE__)
+
+namespace cn {
+
+// Makes `device` the current CUDA device for a scope and gives the caller's
+// device back when the scope ends, also when it ends by a throw: native calls
+// never leave another device current behind the caller's back (PyTorch's
+// current device, say).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    CN_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) CN_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() {
+    int now = -1;
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) CN_CUDA_WARN(cudaSetDevice(previous_));
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+}  // namespace cn

@@ -84,9 +84,20 @@ std::vector<uintptr_t> capturing_graph_nodes(uintptr_t stream) {
   return out;
 }
 
+GraphOwner::~GraphOwner() {
+  if (exec_ != nullptr) CN_CUDA_WARN(cudaGraphExecDestroy(exec_));
+  if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
+}
+
+void GraphOwner::instantiate() {
+  cudaGraphExec_t e = nullptr;
+  CN_CUDA_CHECK(cudaGraphInstantiate(&e, graph_, 0));
+  exec_ = e;
+}
+
 PrunedGraph::PrunedGraph(int device, uintptr_t graph, const std::vector<uintptr_t>& remove) : device_(device) {
   if (graph == 0) throw std::invalid_argument("graph handle is null: capture with keep_graph=True");
-  CN_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   auto original = reinterpret_cast<cudaGraph_t>(graph);
   std::unordered_set<uintptr_t> in_graph;
   for (auto n : nodes_of(original)) in_graph.insert(reinterpret_cast<uintptr_t>(n));
@@ -103,28 +114,15 @@ PrunedGraph::PrunedGraph(int device, uintptr_t graph, const std::vector<uintptr_
   }
   cudaGraph_t g = nullptr;
   CN_CUDA_CHECK(cudaGraphClone(&g, original));
-  graph_ = g;
-  try {
-    for (auto h : wanted) {
-      cudaGraphNode_t copy = nullptr;
-      CN_CUDA_CHECK(cudaGraphNodeFindInClone(&copy, reinterpret_cast<cudaGraphNode_t>(h), g));
-      remove_bridged(g, copy);
-      removed_ += 1;
-    }
-    nodes_left_ = static_cast<int64_t>(nodes_of(g).size());
-    cudaGraphExec_t e = nullptr;
-    CN_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
-    exec_ = e;
-  } catch (...) {
-    CN_CUDA_WARN(cudaGraphDestroy(g));
-    graph_ = nullptr;
-    throw;
+  owned_.own(g);  // destroyed with this object, also if what follows throws
+  for (auto h : wanted) {
+    cudaGraphNode_t copy = nullptr;
+    CN_CUDA_CHECK(cudaGraphNodeFindInClone(&copy, reinterpret_cast<cudaGraphNode_t>(h), g));
+    remove_bridged(g, copy);
+    removed_ += 1;
   }
-}
-
-PrunedGraph::~PrunedGraph() {
-  if (exec_ != nullptr) CN_CUDA_WARN(cudaGraphExecDestroy(exec_));
-  if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
+  nodes_left_ = static_cast<int64_t>(nodes_of(g).size());
+  owned_.instantiate();
 }
 
 std::vector<int64_t> graph_node_kinds(uintptr_t graph) {

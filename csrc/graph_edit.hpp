@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "graph_owner.hpp"
+
 struct CUgraph_st;      // cudaGraph_t
 struct CUgraphExec_st;  // cudaGraphExec_t
 
@@ -38,11 +40,10 @@ std::vector<uintptr_t> capturing_graph_nodes(uintptr_t stream);
 class PrunedGraph {
  public:
   PrunedGraph(int device, uintptr_t graph, const std::vector<uintptr_t>& remove);
-  ~PrunedGraph();
   PrunedGraph(const PrunedGraph&) = delete;
   PrunedGraph& operator=(const PrunedGraph&) = delete;
-  uintptr_t graph_handle() const noexcept { return reinterpret_cast<uintptr_t>(graph_); }
-  uintptr_t exec_handle() const noexcept { return reinterpret_cast<uintptr_t>(exec_); }
+  uintptr_t graph_handle() const noexcept { return owned_.graph_handle(); }
+  uintptr_t exec_handle() const noexcept { return owned_.exec_handle(); }
   int device() const noexcept { return device_; }
   int64_t removed() const noexcept { return removed_; }
   int64_t kept() const noexcept { return kept_; }
@@ -53,8 +54,7 @@ class PrunedGraph {
   int64_t removed_ = 0;
   int64_t kept_ = 0;
   int64_t nodes_left_ = 0;
-  CUgraph_st* graph_ = nullptr;
-  CUgraphExec_st* exec_ = nullptr;
+  GraphOwner owned_;
 };
 
 // How many nodes of each kind `graph` holds: {kernel, memset, memcpy, other}.

@@ -79,7 +79,6 @@ constexpr unsigned int kNvmlStringBuffer = 96;        // NVML_DEVICE_{NAME,UUID}
 // optional ones may be missing on older drivers and are checked before use.
 #define CN_NVML_REQUIRED_SYMBOLS(X)                                                          \
   X(nvmlInit_v2, nvmlReturn_t (*)(void))                                                     \
-  X(nvmlErrorString, const char* (*)(nvmlReturn_t))                                         \
   X(nvmlSystemGetDriverVersion, nvmlReturn_t (*)(char*, unsigned int))                      \
   X(nvmlDeviceGetCount_v2, nvmlReturn_t (*)(unsigned int*))                                 \
   X(nvmlDeviceGetHandleByIndex_v2, nvmlReturn_t (*)(unsigned int, nvmlDevice_t*))           \
@@ -90,7 +89,6 @@ constexpr unsigned int kNvmlStringBuffer = 96;        // NVML_DEVICE_{NAME,UUID}
                                            unsigned long long, nvmlValueType_t*,            \
                                            unsigned int*, nvmlSample_t*))                   \
   X(nvmlDeviceGetTotalEnergyConsumption, nvmlReturn_t (*)(nvmlDevice_t, unsigned long long*)) \
-  X(nvmlDeviceGetPowerUsage, nvmlReturn_t (*)(nvmlDevice_t, unsigned int*))                 \
   X(nvmlDeviceGetTemperature, nvmlReturn_t (*)(nvmlDevice_t, nvmlTemperatureSensors_t,     \
                                                unsigned int*))                              \
   X(nvmlDeviceGetClockInfo, nvmlReturn_t (*)(nvmlDevice_t, nvmlClockType_t, unsigned int*))

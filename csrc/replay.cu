@@ -117,7 +117,7 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
     throw std::invalid_argument("stamp_launches allows at most " + std::to_string(kMaxStampedLaunches) +
                                 " launches per replay: unroll the graph more instead");
   }
-  CN_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   auto graph_exec = reinterpret_cast<cudaGraphExec_t>(exec);
   auto s = reinterpret_cast<cudaStream_t>(stream);
   bool interrupted = false;
@@ -151,35 +151,23 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
 UnrolledGraph::UnrolledGraph(int device, uintptr_t graph, int copies) : device_(device), copies_(copies) {
   if (graph == 0) throw std::invalid_argument("graph handle is null: capture with keep_graph=True");
   if (copies < 1) throw std::invalid_argument("copies must be >= 1");
-  CN_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   auto child = reinterpret_cast<cudaGraph_t>(graph);
   cudaGraph_t g = nullptr;
   CN_CUDA_CHECK(cudaGraphCreate(&g, 0));
-  graph_ = g;
-  try {
-    cudaGraphNode_t prev = nullptr;
-    for (int i = 0; i < copies; ++i) {
-      cudaGraphNode_t node = nullptr;
-      CN_CUDA_CHECK(cudaGraphAddChildGraphNode(&node, g, prev ? &prev : nullptr, prev ? 1 : 0, child));
-      prev = node;
-    }
-    cudaGraphExec_t e = nullptr;
-    CN_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
-    exec_ = e;
-  } catch (...) {
-    CN_CUDA_WARN(cudaGraphDestroy(g));
-    throw;
+  owned_.own(g);  // destroyed with this object, also if what follows throws
+  cudaGraphNode_t prev = nullptr;
+  for (int i = 0; i < copies; ++i) {
+    cudaGraphNode_t node = nullptr;
+    CN_CUDA_CHECK(cudaGraphAddChildGraphNode(&node, g, prev ? &prev : nullptr, prev ? 1 : 0, child));
+    prev = node;
   }
-}
-
-UnrolledGraph::~UnrolledGraph() {
-  if (exec_ != nullptr) CN_CUDA_WARN(cudaGraphExecDestroy(exec_));
-  if (graph_ != nullptr) CN_CUDA_WARN(cudaGraphDestroy(graph_));
+  owned_.instantiate();
 }
 
 ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, int sms) {
   if (!(duration_s > 0) || duration_s > 60) throw std::invalid_argument("duration_s must be in (0, 60]");
-  CN_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   cudaDeviceProp prop{};
   CN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   if (sms < 1 || sms > prop.multiProcessorCount) {
@@ -200,7 +188,7 @@ ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, i
 
 ReplayTiming awake_idle(int device, uintptr_t stream, double duration_s) {
   if (!(duration_s > 0) || duration_s > 600) throw std::invalid_argument("duration_s must be in (0, 600]");
-  CN_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
   return timed_on_stream(s, [&]() -> int64_t {
     const int64_t until = monotonic_ns() + static_cast<int64_t>(duration_s * 1e9);

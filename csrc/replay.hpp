@@ -14,6 +14,8 @@
 // the native layer knows nothing about PyTorch.
 #pragma once
 
+#include "graph_owner.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -58,18 +60,16 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
 class UnrolledGraph {
  public:
   UnrolledGraph(int device, uintptr_t graph, int copies);
-  ~UnrolledGraph();
   UnrolledGraph(const UnrolledGraph&) = delete;
   UnrolledGraph& operator=(const UnrolledGraph&) = delete;
-  uintptr_t exec_handle() const noexcept { return reinterpret_cast<uintptr_t>(exec_); }
+  uintptr_t exec_handle() const noexcept { return owned_.exec_handle(); }
   int copies() const noexcept { return copies_; }
   int device() const noexcept { return device_; }
 
  private:
   int device_;
   int copies_;
-  CUgraph_st* graph_ = nullptr;
-  CUgraphExec_st* exec_ = nullptr;
+  GraphOwner owned_;
 };
 
 // Runs a compute-bound kernel on `stream` that keeps `sms` multiprocessors (one

@@ -83,6 +83,7 @@ void Sampler::request_drain() {
 }
 
 void Sampler::start() {
+  std::lock_guard<std::mutex> life(lifecycle_);
   if (running_) throw StateError("Sampler.start(): already running; call stop() first");
   source_->probe();
   n_power_ = 0;
@@ -124,6 +125,7 @@ void Sampler::start() {
 }
 
 void Sampler::stop() {
+  std::lock_guard<std::mutex> life(lifecycle_);
   if (!running_) throw StateError("Sampler.stop(): not running; call start() first");
   {
     std::lock_guard<std::mutex> lock(mutex_);

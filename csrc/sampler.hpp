@@ -157,7 +157,8 @@ class Sampler {
   int64_t last_drain_ns_ = 0;
 
   SamplerStats stats_;
-  bool running_ = false;
+  std::atomic<bool> running_{false};
+  std::mutex lifecycle_;  // held for the whole of start() and stop(): callers on two threads take turns
   std::mutex mutex_;  // guards stop_, drain_requested_ and error_ only
   std::condition_variable wake_;
   bool stop_ = false;

@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import clear_native as cn  # noqa: E402
-from clear_native.model import Accounting, GroupResult, ModelReport, account  # noqa: E402
+from clear_native.accounting import account
+from clear_native.results import Accounting, GroupResult, ModelReport  # noqa: E402
 
 H = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=3)
 T = transformers
@@ -111,16 +112,16 @@ def test_flops_of_a_linear_layer_and_an_attention_block():
     model, inputs, kw = tiny("bert", attn="eager")
     comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
     tokens, hidden = 2 * 8, 32
-    flops, nbytes = cn.components.work_per_call(comps["encoder.layer.0.intermediate"])  # Linear 32 -> 64 + GELU
+    flops, nbytes = cn.work.work_per_call(comps["encoder.layer.0.intermediate"])  # Linear 32 -> 64 + GELU
     assert flops == 2 * tokens * hidden * 64
     params = (32 * 64 + 64) * 4
     assert nbytes == params + tokens * hidden * 4 + tokens * 64 * 4
     expected_att = 4 * 2 * tokens * hidden * hidden + 2 * 2 * 2 * 8 * 8 * hidden  # projections + QK^T + AV
-    assert cn.components.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
+    assert cn.work.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
     # SDPA on the CPU counts the same (clear_native registers the CPU kernel's formula).
     model, inputs, kw = tiny("bert", attn="sdpa")
     comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
-    assert cn.components.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
+    assert cn.work.work_per_call(comps["encoder.layer.0.attention"])[0] == expected_att
 
 
 def test_user_selection_by_name_type_and_predicate():
@@ -206,7 +207,7 @@ def test_report_serialises_and_prints(tmp_path):
 def test_in_context_arithmetic_on_a_simulated_gpu():
     """Note [A component in context]: the model, the model without each group, and without both,
     measured by the protocol; what each group costs in context, and the interaction, come out."""
-    from clear_native.context import context_accounting
+    from clear_native.accounting import context_accounting
 
     backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
                                                       lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
@@ -260,7 +261,7 @@ def test_node_recorder_records_only_while_capturing_and_cleans_up():
 
 
 def test_report_with_in_context_columns(tmp_path):
-    from clear_native.context import ContextAccounting, InContext
+    from clear_native.results import ContextAccounting, InContext
 
     groups = [_group("a", 4, 1e-3, 10e-6), _group("b", 2, 3e-3, 20e-6)]
     acc = account(groups, 14e-3, 110e-6, 70e-6, 60e-6, 100.0)
@@ -280,7 +281,7 @@ def test_report_with_in_context_columns(tmp_path):
 def test_decode_steps_repeat_the_same_work(family):
     # transformers' StaticCache advances a counter each step; a decode replay must write one slot.
     model, inputs, _ = tiny(family)
-    step, kw = cn.model.decode_inputs(model, inputs[0][:1, :6], cache_len=8, kw={})
+    step, kw = cn.decode_inputs(model, inputs[0][:1, :6], cache_len=8, kw={})
     cache = kw["past_key_values"]
     with torch.no_grad():
         outs = [model(*step, **kw).logits for _ in range(4)]  # 4 steps: past the 9 slots if it advanced
@@ -300,7 +301,7 @@ def test_decode_steps_repeat_the_same_work(family):
     # mask decisions are replayed as capture() replays them. BART did, without decoder_attention_mask.
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from clear_native._decisions import EagerDecisions
+    from clear_native.hf_compat import EagerDecisions
 
     class HostReads(TorchDispatchMode):
         reads = 0
@@ -324,11 +325,11 @@ def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypat
     model, inputs, kw = tiny("llama")  # 2 query heads, 1 key/value head
     comps = {c.qualname: c for c in cn.find_components(model, *inputs, **kw)}
     att = comps["model.layers.0.self_attn"]
-    expected = cn.components.work_per_call(att)[0]
+    expected = cn.work.work_per_call(att)[0]
     # ... and where the attention sits inside the component: a whole decoder layer chosen by type.
     layer = next(c for c in cn.find_components(model, *inputs, select=[T.models.llama.modeling_llama.LlamaDecoderLayer],
                                                **kw) if c.qualname == "model.layers.0")
-    expected_layer = cn.components.work_per_call(layer)[0]
+    expected_layer = cn.work.work_per_call(layer)[0]
     real = fc.sdpa_flop_count
 
     def strict(q, k, v):  # as on CUDA: the formula rejects fewer K/V heads
@@ -336,8 +337,8 @@ def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypat
         return real(q, k, v)
 
     monkeypatch.setattr(fc, "sdpa_flop_count", strict)
-    assert cn.components.work_per_call(att)[0] == expected
-    assert cn.components.work_per_call(layer)[0] == expected_layer > expected
+    assert cn.work.work_per_call(att)[0] == expected
+    assert cn.work.work_per_call(layer)[0] == expected_layer > expected
     assert att.module.config._attn_implementation == "sdpa"  # restored
 
 
@@ -346,7 +347,7 @@ def test_eager_decisions_replay_in_order(family):
     # Note [Capture what eager runs]: what the eager call decided is what later calls get.
     import transformers.masking_utils as mu
 
-    from clear_native._decisions import DECISIONS, EagerDecisions
+    from clear_native.hf_compat import DECISIONS, EagerDecisions
 
     model, inputs, kw = tiny(family)
     real = {name: getattr(mu, name) for _, name in DECISIONS}
@@ -363,7 +364,7 @@ def test_eager_decisions_replay_in_order(family):
 
 
 def test_eager_decisions_fall_back_on_a_different_call_sequence():
-    from clear_native._decisions import EagerDecisions
+    from clear_native.hf_compat import EagerDecisions
 
     model, inputs, kw = tiny("gpt2")
     d = EagerDecisions()
@@ -375,7 +376,7 @@ def test_eager_decisions_fall_back_on_a_different_call_sequence():
 
 def test_cold_copies_overflow_the_l2_and_repeat_the_same_work():
     # Note [Cold L2]: a 4.7 MB attention block needs 23 copies to be twice a 50 MB L2.
-    from clear_native.model import ColdCopies, l2_copies
+    from clear_native.cold_l2 import ColdCopies, l2_copies
 
     l2 = 50 * 2**20
     lin = torch.nn.Linear(1024, 1152)  # 4.7 MB of fp32 parameters
@@ -388,7 +389,7 @@ def test_cold_copies_overflow_the_l2_and_repeat_the_same_work():
     comps = cn.find_components(model, *inputs, **kw)
     att = next(c for c in comps if c.kind == "self_attention")
     cold = ColdCopies(att.module, 3)
-    assert cold.copies == 3
+    assert cold.l2_copies == 3
     ptrs = {id(m.query.weight if hasattr(m, "query") else next(m.parameters())) for m in cold.modules}
     assert len(ptrs) == 3  # distinct parameters, not one module three times
     with torch.no_grad():
@@ -405,7 +406,7 @@ def test_cold_copies_overflow_the_l2_and_repeat_the_same_work():
 
 
 def test_per_copy_divides_what_scales_with_calls():
-    from clear_native.model import per_copy
+    from clear_native.cold_l2 import per_copy
 
     m = cn.Measurement(name="w", energy_per_call_j=3.0, energy_per_call_ci95_j=0.3, dynamic_energy_per_call_j=1.5,
                        baseline="awake_idle", baseline_power_w=100.0, idle_power_w=80.0, awake_idle_power_w=100.0,

@@ -67,10 +67,10 @@ def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
     assert rep.settings["l2"] == "cold" and rep.settings["l2_bytes"] > 1 << 20
     # Its ~76 MB of parameters fit a 2 x L2 budget less than once: the whole model is replayed as copies too,
     # or its weights would stay hot in L2 between calls while its components' do not.
-    assert rep.settings["whole_model_copies"] > 1
+    assert rep.settings["whole_model_l2_copies"] > 1
     assert not rep.settings["whole_model_eager"] and not rep.failures
     att = next(g for g in rep.groups if g.kind == "self_attention")
-    assert att.copies > 1 and att.occurrences == 2 and not att.eager
+    assert att.l2_copies > 1 and att.occurrences == 2 and not att.eager
     assert 0 < att.energy_per_call_j < rep.accounting.model_energy_j
     # Components replayed cold cover the model to within a few percent (hot read 75 % for BERT-base at 1x8).
     assert 0.85 < rep.coverage < 1.1 and 0.9 < rep.explained_coverage < 1.1
@@ -90,7 +90,7 @@ def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
     assert abs(c.layout_rel) < 0.2 and rep.accounting.model_energy_j == rep.whole["energy_per_call_j"]
     hot = cn.measure_model(model, ids, profile=profile, l2="hot", min_trials=3, max_trials=6, window_s=0.2,
                            budget_s=60)
-    assert all(g.copies == 1 for g in hot.groups) and hot.settings["whole_model_copies"] == 1
+    assert all(g.l2_copies == 1 for g in hot.groups) and hot.settings["whole_model_l2_copies"] == 1
     # Hot, weights come from L2: less energy per call, for a component (x1.21 for attention on an H200
     # at 1x8, results/cold_cache.md) and for the whole model alike.
     hot_att = next(g for g in hot.groups if g.kind == "self_attention")

@@ -1,4 +1,5 @@
-"""bench/run.py on the CPU: the dry run of the whole suite, an interrupted run resumed, the report.
+"""bench/run.py on the CPU: the dry run of the whole suite, an interrupted run resumed, the report,
+the checks made before any GPU work.
 
 Measurements come from a fake executor whose component energies follow a known
 energy model E = a·FLOPs + b·bytes + P·t (with the FLOPs and bytes the dry run
@@ -16,14 +17,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
 import clear_native as cn  # noqa: E402
-import report  # noqa: E402
-import run  # noqa: E402
-import suite  # noqa: E402
-from clear_native.model import GroupResult, ModelReport, account  # noqa: E402
+from bench import coverage_table, figures, preflight, run, store, suite  # noqa: E402
+from clear_native.accounting import account  # noqa: E402
+from clear_native.analysis import fit_energy_model  # noqa: E402
+from clear_native.results import GroupResult, ModelReport  # noqa: E402
 
 TRUTH = dict(a=0.6e-12, b=25e-12, p=140.0)  # J/FLOP, J/byte, W
 SMALL = ["--models", "bert-base,gpt2,t5-small,deit-s-16", "--sweeps", "batch,kv,dtype", "--no-reference"]
@@ -50,14 +48,14 @@ def test_plan_rejects_unknown_names_clearly(capsys):
     assert run.main(["--dry-run", "--sweeps", "depth"]) == 2
 
 
-def test_without_a_gpu_it_says_so_and_exits_non_zero(tmp_path, capsys, monkeypatch):
+def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # run.main() sets it: restored after the test
-    with pytest.raises(SystemExit) as exc:
-        run.main(["--out", str(tmp_path)])
-    assert exc.value.code == 2
-    assert "needs an NVIDIA GPU" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+    assert run.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bench/run.py: ")
+    assert "GPU" in err
+    assert not any(tmp_path.rglob("*.jsonl"))
 
 
 class FakeGpu:
@@ -99,9 +97,12 @@ def fake(monkeypatch):
     """Patches the GPU-facing parts of bench/run.py; returns a function installing a FakeGpu."""
     profile = cn.SensorProfile("GPU-fake-driver-1", 0.02, 0.021, 0.009, 0.009, 0.43, 1.3, 0.1, 77.0, 250.0, "now")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # run.main() sets it: restored after the test
-    monkeypatch.setattr(run, "_require_gpu", lambda: torch)
-    monkeypatch.setattr(run, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "driver_version": "1",
-                                                                  "power_limit_w": 700.0}, "date": "2026-11-26"})
+    monkeypatch.setattr(preflight, "gpu", lambda device: None)
+    monkeypatch.setattr(preflight, "torch_sees_gpu", lambda: True)
+    monkeypatch.setattr(preflight, "card_name", lambda device=0: "Fake H0")
+    monkeypatch.setattr(run, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "uuid": "GPU-fake",
+                                                                  "driver_version": "1", "power_limit_w": 700.0},
+                                                          "date": "2026-11-26"})
     monkeypatch.setattr(cn, "calibrate", lambda **kw: profile)
     clock = iter(range(10**6))
     monkeypatch.setattr(run.time, "monotonic", lambda: float(next(clock)))  # deterministic wall times
@@ -112,61 +113,95 @@ def fake(monkeypatch):
     return install
 
 
+def the_run(out: Path) -> Path:
+    """The one run folder a test's --out holds."""
+    runs = store.runs_under(out)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def planned(args) -> int:
+    return len(suite.plan(args[1].split(","), args[3].split(",")))
+
+
 def test_interrupted_run_resumes_and_gives_the_same_report_as_one_run(tmp_path, fake, capsys):
     one, two = tmp_path / "one", tmp_path / "two"
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(one)]) == 0
-    whole_run = (one / "fake-h0" / "REPORT.md").read_text()
+    whole_run = (the_run(one) / "REPORT.md").read_text()
+    assert the_run(one).parent.name == "fake-h0"  # <out>/<card>/<date_time>/
 
     fake(FakeGpu(interrupt_at=4))
     assert run.main(SMALL + ["--out", str(two)]) == 130
-    err = capsys.readouterr().err
-    assert "--resume" in err
-    records = run.load_records(two / "fake-h0" / run.MEASUREMENTS)
-    assert len(records) == 3  # the three measured before the interruption are kept
+    folder = the_run(two)
+    assert f"--resume {folder}" in capsys.readouterr().err
+    assert len(store.load(folder)) == 3  # the three measured before the interruption are kept
 
-    assert run.main(SMALL + ["--out", str(two)]) == 2  # no silent overwrite
-    assert "pass --resume" in capsys.readouterr().err
+    assert run.main(SMALL + ["--out", str(two)]) == 0  # a new run gets a folder of its own
+    assert len(store.runs_under(two)) == 2 and len(store.load(folder)) == 3
     gpu = fake(FakeGpu())
-    assert run.main(SMALL + ["--out", str(two), "--resume"]) == 0
-    assert gpu.calls == len(suite.plan(SMALL[1].split(","), SMALL[3].split(","))) - 3  # only what was missing
-    assert (two / "fake-h0" / "REPORT.md").read_text() == whole_run
-    for name in report.FIGURES:
-        assert (two / "fake-h0" / f"{name}.png").stat().st_size > 1000
+    assert run.main(SMALL + ["--resume", str(folder)]) == 0
+    assert gpu.calls == planned(SMALL) - 3  # only what was missing
+    assert (folder / "REPORT.md").read_text() == whole_run.replace(str(the_run(one)), str(folder))
+    for name in figures.FIGURES:
+        assert (folder / f"{name}.png").stat().st_size > 1000
+
+
+def test_a_torn_last_record_is_kept_aside_and_its_task_measured_again(tmp_path, fake):
+    fake(FakeGpu(interrupt_at=4))
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 130
+    folder = the_run(tmp_path)
+    path = folder / store.MEASUREMENTS
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = lines[-1][: len(lines[-1]) // 2]  # a crash in the middle of the third record's write
+    path.write_bytes(b"".join(lines[:-1]) + torn)
+    with pytest.warns(cn.records.TornRecordWarning):
+        assert len(store.load(folder)) == 2
+    gpu = fake(FakeGpu())
+    with pytest.warns(cn.records.TornRecordWarning):
+        assert run.main(SMALL + ["--resume", str(folder)]) == 0
+    assert gpu.calls == planned(SMALL) - 2
+    ids = [r["task"]["id"] for r in store.load(folder)]
+    assert len(ids) == len(set(ids)) == planned(SMALL)
+    assert (folder / (store.MEASUREMENTS + cn.records.TORN_SUFFIX)).read_bytes() == torn + b"\n"
 
 
 def test_a_failed_task_is_reported_and_retried_on_request(tmp_path, fake):
     bad = "gpt2/decode/b1kv512/bf16"
     fake(FakeGpu(fail={bad}))
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
-    text = (tmp_path / "fake-h0" / "REPORT.md").read_text()
+    folder = the_run(tmp_path)
+    text = (folder / "REPORT.md").read_text()
     assert f"| {bad} | failed: RuntimeError: simulated capture failure" in text
     gpu = fake(FakeGpu())
-    assert run.main(SMALL + ["--out", str(tmp_path), "--resume"]) == 0 and gpu.calls == 0
-    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--retry-failed"]) == 0 and gpu.calls == 1
-    assert "failed:" not in (tmp_path / "fake-h0" / "REPORT.md").read_text()
+    assert run.main(SMALL + ["--resume", str(folder)]) == 0 and gpu.calls == 0
+    assert run.main(SMALL + ["--resume", str(folder), "--retry-failed"]) == 0 and gpu.calls == 1
+    assert "failed:" not in (folder / "REPORT.md").read_text()
 
 
 def test_redo_measures_tasks_again_and_keeps_their_old_records(tmp_path, fake, capsys):
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
-    folder = tmp_path / "fake-h0"
-    before = run.load_records(folder / run.MEASUREMENTS)
+    folder = the_run(tmp_path)
+    before = store.load(folder)
     gpu = fake(FakeGpu())
-    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--redo", "gpt2/decode/b1kv512"]) == 0
+    assert run.main(SMALL + ["--resume", str(folder), "--redo", "gpt2/decode/b1kv512"]) == 0
     assert gpu.calls == 1
-    after = run.load_records(folder / run.MEASUREMENTS)
-    old = run.load_records(folder / run.SUPERSEDED)
+    after = store.load(folder)
+    old = store.load(folder, store.SUPERSEDED)
     assert [r["task"]["id"] for r in old] == ["gpt2/decode/b1kv512/bf16"] and len(after) == len(before)
     assert "Measured again with `--redo` (1 tasks" in (folder / "REPORT.md").read_text()
-    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--redo", "nonesuch"]) != 0
-    assert len(run.load_records(folder / run.MEASUREMENTS)) == len(before)  # nothing moved
+    capsys.readouterr()
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + ["--resume", str(folder), "--redo", "nonesuch"]) == 2 and gpu.calls == 0
+    assert "--redo nonesuch matches no task id" in capsys.readouterr().err
+    assert len(store.load(folder)) == len(before)  # nothing moved
 
 
 def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
-    folder = tmp_path / "fake-h0"
+    folder = the_run(tmp_path)
     (folder / "REPORT.md").unlink()
     assert run.main(SMALL + ["--report-only", str(folder)]) == 0
     an = json.loads((folder / "report.json").read_text())["analysis"]
@@ -180,22 +215,65 @@ def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
     assert "## Energy per FLOP by component kind" in text and "## Sweep: batch size" in text
     assert "## Sweep: KV-cache length" in text and "## Sweep: dtype" in text
     # The coverage arithmetic of the fake: components + glue + gaps = whole model.
-    rec = run.load_records(folder / run.MEASUREMENTS)[0]["report"]["accounting"]
+    rec = store.load(folder)[0]["report"]["accounting"]
     assert rec["explained_coverage"] == pytest.approx(1.0, rel=1e-9)
 
 
 def test_report_only_without_records_says_what_to_do(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="run bench/run.py first"):
-        run.main(["--report-only", str(tmp_path)])
+    assert run.main(["--report-only", str(tmp_path)]) == 2
+    assert "no measurements in" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_report_is_still_written_and_says_why(tmp_path, fake, monkeypatch):
+    fake(FakeGpu())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert run.main(SMALL + ["--out", str(tmp_path), "--models", "bert-base", "--sweeps", "none"]) == 0
+    text = (the_run(tmp_path) / "REPORT.md").read_text()
+    assert "No figures: matplotlib is not available" in text and "![" not in text
 
 
 def test_a_resumed_run_cannot_mix_l2_modes(tmp_path, fake, capsys):
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(tmp_path), "--models", "bert-base", "--sweeps", "none"]) == 0
-    rec = run.load_records(tmp_path / "fake-h0" / run.MEASUREMENTS)[0]
-    assert rec["settings"]["l2"] == "cold"
-    assert run.main(SMALL + ["--out", str(tmp_path), "--resume", "--l2", "hot"]) == 2
+    folder = the_run(tmp_path)
+    assert store.load(folder)[0]["settings"]["l2"] == "cold"
+    assert run.main(SMALL + ["--resume", str(folder), "--l2", "hot"]) == 2
     assert "cannot mix" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--device", "3"], "--device 3 does not exist"),
+    (["--redo", "bert"], "--redo needs --resume RUN"),
+    (["--resume", "/nonexistent/run"], "no run there"),
+])
+def test_bad_arguments_are_refused_before_any_gpu_work(tmp_path, fake, capsys, monkeypatch, argv, says):
+    gpu = fake(FakeGpu())
+    monkeypatch.setattr(preflight, "gpu", lambda device: preflight.device_problem(device, 1))
+    monkeypatch.setattr(cn, "calibrate", lambda **kw: pytest.fail("calibrated before refusing"))
+    assert run.main(SMALL + ["--out", str(tmp_path)] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1 and gpu.calls == 0
+
+
+def test_an_unwritable_out_is_refused_before_any_gpu_work(tmp_path, fake, capsys, monkeypatch):
+    fake(FakeGpu())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(cn, "calibrate", lambda **kw: pytest.fail("calibrated before refusing"))
+    assert run.main(SMALL + ["--out", str(blocker / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write results under" in err and "--out" in err and len(err.splitlines()) == 1
+
+
+def test_missing_libraries_are_named_with_a_fix_that_works(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert 'pip install ".[study]"' in preflight.libraries()
+    monkeypatch.undo()
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "4.45.0")
+    problem = preflight.libraries()
+    assert "outside the tested range" in problem and 'pip install "transformers>=' in problem
 
 
 def test_energy_model_fit_keeps_coefficients_physical():
@@ -209,29 +287,26 @@ def test_energy_model_fit_keeps_coefficients_physical():
         e = 1e-12 * f + 200.0 * t
         points.append({"model": f"m{i % 5}", "task": f"t{i % 5}", "occurrences": 1, "flops": f, "bytes": b,
                        "time": t, "energy": e * (1 + 0.01 * rng.standard_normal())})
-    coef = report.fit_energy_model(points, ("flops", "bytes", "time"))
+    coef = fit_energy_model(points, ("flops", "bytes", "time"))
     assert (coef >= 0).all()
     assert coef[0] == pytest.approx(1e-12, rel=0.05) and coef[2] == pytest.approx(200.0, rel=0.05)
     assert coef[1] < 1e-14  # ~0 J/byte
 
 
 def test_coverage_table_from_the_study_records(tmp_path, fake):
-    import coverage
-
     fake(FakeGpu())
     assert run.main(SMALL + ["--out", str(tmp_path), "--sweeps", "none"]) == 0
-    res = coverage.from_study(tmp_path / "fake-h0")
+    res = coverage_table.from_study(the_run(tmp_path))
     by_id = {c["study_task"]: c for c in res["cases"]}
     assert len(by_id) == 10
     assert "report" in by_id["bert-base/prefill/b8s128/bf16"] and "report" in by_id["gpt2/decode/b1kv512/bf16"]
     assert by_id["llama-3.2-1b/prefill/b8s128/bf16"]["error"] == "not in the study's records"
-    text = coverage.markdown(res)
+    text = coverage_table.markdown(res)
     assert "| bert-base | prefill | 8×128 |" in text and "cold L2" in text
 
 
 def test_coverage_table_shows_groups_in_context():
-    import coverage
-    from clear_native.context import ContextAccounting, InContext
+    from clear_native.results import ContextAccounting, InContext
 
     g = GroupResult(name="mlp", kind="feed_forward", members=["m"], occurrences=4, gpu_time_per_call_s=10e-6,
                     energy_per_call_j=1e-3, dynamic_energy_per_call_j=5e-4, cv=0.004, ci95_rel=0.005, trials=5,
@@ -246,7 +321,7 @@ def test_coverage_table_shows_groups_in_context():
                       context_accounting=ContextAccounting(8.4e-3, 4.64e-3, 0.1e-3, 2e-6, 3.66e-3, 0.552, 0.564, 0.05))
     res = {"gpu": {"name": "H", "driver_version": "d", "uuid": "GPU-x"}, "date": "today",
            "cases": [{"model": "m", "mode": "prefill", "batch": 8, "seq": 128, "report": rep.to_dict(), "wall_s": 9.0}]}
-    text = coverage.markdown(res)
+    text = coverage_table.markdown(res)
     assert "| 55.2 % | 1.2 % | +43.6 % | 56.4 % | +5.0 % | 9 s |" in text
     assert "| m prefill 8×128 | mlp | 4 | 1 mJ | 100 W | 1410-1650 MHz | sw_power_cap | 1.16 ± 0.03 mJ | 1.16 | 55.0 % | 0 |" in text
     assert "| m prefill 8×128 | whole model | 1 | 8 mJ | 160 W | 1950 MHz | — |" in text

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <atomic>
+#include <thread>
 
 #include "errors.hpp"
 #include "helpers.hpp"
@@ -185,4 +187,40 @@ TEST_CASE("regression: a burst of drain requests does not postpone the periodic 
   sampler.rethrow_error();
   CHECK(sampler.gap_count() == 0);
   CHECK(sampler.stats().max_drain_interval_ns < 100'000'000);
+}
+
+TEST_CASE("start() and stop() called from two threads at once: one wins, the other gets StateError") {
+  auto src = std::make_shared<SyntheticSource>(testing::fast_sensor());
+  Sampler sampler(src, fast_config());
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> started{0}, refused{0};
+    auto try_start = [&] {
+      try {
+        sampler.start();
+        started += 1;
+      } catch (const StateError&) {
+        refused += 1;
+      }
+    };
+    std::thread a(try_start), b(try_start);
+    a.join();
+    b.join();
+    CHECK(started == 1);
+    CHECK(refused == 1);
+    std::atomic<int> stopped{0}, refused_stop{0};
+    auto try_stop = [&] {
+      try {
+        sampler.stop();
+        stopped += 1;
+      } catch (const StateError&) {
+        refused_stop += 1;
+      }
+    };
+    std::thread c(try_stop), d(try_stop);
+    c.join();
+    d.join();
+    CHECK(stopped == 1);
+    CHECK(refused_stop == 1);
+    CHECK_FALSE(sampler.running());
+  }
 }

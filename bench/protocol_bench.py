@@ -9,17 +9,22 @@ Writes results/protocol.json (card, driver, date, sensor profile) and results/pr
 4. side by side with the CLEAR authors' reference loop on BERT-base's attention block:
    energy per call, CV, GPU busy fraction, wall time.
 
-Usage: python bench/protocol.py [--out results] [--ref-trials 20] [--ref-calls 10000]
+Usage: python bench/protocol_bench.py [--out results] [--ref-trials 20] [--ref-calls 10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 import time
 
-import clear_native as cn
-from common import kernel_time_in_replay_s, kernel_time_per_call_s, require_gpu, run_identity, write_results
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench.common import kernel_time_in_replay_s, kernel_time_per_call_s, require_gpu, run_identity, write_results  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-trials", type=int, default=20)
     ap.add_argument("--ref-calls", type=int, default=10_000)
     a = ap.parse_args(argv)
-    torch = require_gpu("bench/protocol.py")
+    torch = require_gpu("bench/protocol_bench.py")
     res = run_identity(torch)
     t0 = time.monotonic()
     print("calibrating the sensor ...", flush=True)

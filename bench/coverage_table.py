@@ -11,9 +11,9 @@ model's report is written as soon as it is measured
 file there (so runs with --only add up), goes to results/coverage.json and
 results/coverage.md.
 
-Usage: python bench/coverage.py [--out results] [--only bert-base,gpt2:decode,...] [--window-s 0.3]
+Usage: python bench/coverage_table.py [--out results] [--only bert-base,gpt2:decode,...] [--window-s 0.3]
                                 [--no-in-context]
-       python bench/coverage.py --from-study results/study/<card>   # the same table from the study's records
+       python bench/coverage_table.py --from-study results/study/<card>   # the same table from the study's records
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import clear_native as cn
-import suite
-from common import require_gpu, run_identity, write_results
+if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import clear_native as cn  # noqa: E402
+from bench import suite  # noqa: E402
+from bench.common import require_gpu, run_identity, write_results  # noqa: E402
 
 
 def cases() -> list:
@@ -41,7 +45,7 @@ def run_case(torch, T, task, profile, window_s, in_context) -> cn.ModelReport:
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     return cn.measure_model(model, *inputs, mode=task.mode, cache_len=task.cache_len or 512, profile=profile,
                             min_trials=5, target_ci_rel=0.01, window_s=window_s, budget_s=240,
-                            in_context=in_context, progress=lambda m: print(f"    {m}", flush=True), **kw)
+                            in_context=in_context, progress=lambda m: print(f"    {m}", flush=True), model_kwargs=kw)
 
 
 def case_file(folder: Path, task) -> Path:
@@ -121,10 +125,10 @@ def markdown(res: dict) -> str:
 
 def from_study(folder: Path) -> dict:
     """The coverage cases, taken from a study's records (bench/run.py measures them all)."""
-    from report import latest_ok
-    from run import MEASUREMENTS, load_records
+    from bench import store
+    from clear_native.analysis import latest_ok
 
-    records = load_records(Path(folder) / MEASUREMENTS)
+    records = store.load(Path(folder))
     if not records:
         raise SystemExit(f"no study records in {folder}: run bench/run.py first")
     ok = latest_ok(records)["ok"]
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
         res = from_study(Path(a.from_study))
         write_results(a.out, "coverage", res, markdown(res) + f"\nFrom the study's records in {a.from_study}.\n")
         return 0
-    torch = require_gpu("bench/coverage.py")
+    torch = require_gpu("bench/coverage_table.py")
     import transformers as T
 
     res = run_identity(torch)

@@ -1,0 +1,75 @@
+"""How measured parts add up to the whole model: the arithmetic, apart from any measuring.
+
+Isolated parts (account):
+    coverage = sum(occurrences x energy per call) / whole-model energy per call.
+    The remainder is split, from the profiler's kernel list of one forward pass:
+    - glue: kernels outside every component (residual adds, casts, masks...), whose
+      energy is taken at the components' mean power;
+    - gaps: the whole model's GPU time per call minus the components' GPU time and
+      the glue's, spent at the power of the GPU awake but idle.
+    explained coverage = (components + glue + gaps) / whole model.
+
+Parts in context (context_accounting, Note [A component in context]):
+    in-context energy of a group = model energy - energy of the model without it;
+    interaction = model - sum(in-context energies) - the model without components.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .results import Accounting, ContextAccounting, InContext
+
+
+def account(groups: list, model_energy_j: float, model_time_s: float, kernel_time_s: float,
+            component_kernel_time_s: float, awake_idle_power_w: float) -> Accounting:
+    """The coverage arithmetic (see the module's doc). Times are per forward pass."""
+    comp_e = sum(g.occurrences * g.energy_per_call_j for g in groups)
+    comp_t = sum(g.occurrences * g.gpu_time_per_call_s for g in groups)
+    glue_t = max(0.0, kernel_time_s - component_kernel_time_s)
+    glue_e = glue_t * (comp_e / comp_t) if comp_t > 0 else math.nan
+    gaps_t = max(0.0, model_time_s - comp_t - glue_t)
+    gaps_e = gaps_t * awake_idle_power_w
+    return Accounting(model_energy_j, model_time_s, comp_e, comp_t, glue_t, glue_e, gaps_t, gaps_e,
+                      comp_e / model_energy_j, (comp_e + glue_e + gaps_e) / model_energy_j)
+
+
+def context_accounting(whole, without: dict, rest, groups: list,
+                       removed: dict | None = None, output_diff: dict | None = None,
+                       model_energy_j: float | None = None, failed=()) -> tuple[list, ContextAccounting]:
+    """In-context energies of ``groups`` (their isolated GroupResults, or anything with name,
+    occurrences, energy_per_call_j) from Measurements, all per forward pass (already divided
+    by L2 copies): ``whole`` the model, ``without[name]`` the model without that group's nodes
+    (absent: the group added no node, its in-context energy is 0), ``rest`` the model without
+    any component's nodes (None if not measured). ``removed[name]``: how many nodes went;
+    ``output_diff[name]``: how far the model's output moved without them. ``model_energy_j``:
+    the model as usually captured, when ``whole`` is a graph laid out differently. ``failed``:
+    groups whose graph without them could not be made (NaN, not 0, and in no sum).
+    """
+    removed, output_diff = removed or {}, output_diff or {}
+    rows = []
+    e_model = whole.energy_per_call_j
+    for g in groups:
+        m = without.get(g.name)
+        n = g.occurrences
+        if g.name in failed:
+            nan = math.nan
+            rows.append(InContext(g.name, n, 0, nan, nan, nan, nan, nan, nan))
+            continue
+        if m is None:
+            rows.append(InContext(g.name, n, 0, 0.0, 0.0, 0.0, 0.0, 0.0, whole.mean_power_w))
+            continue
+        e = (e_model - m.energy_per_call_j) / n
+        ci = math.hypot(whole.energy_per_call_ci95_j, m.energy_per_call_ci95_j) / n
+        t = (whole.gpu_time_per_call_s - m.gpu_time_per_call_s) / n
+        iso = g.energy_per_call_j
+        rows.append(InContext(g.name, n, removed.get(g.name, 0), e, ci, t,
+                              e / iso if iso else math.nan, n * e / e_model, m.mean_power_w,
+                              output_diff.get(g.name, math.nan)))
+    comp = sum(r.occurrences * r.energy_per_call_j for r in rows if r.name not in failed)
+    rest_e = rest.energy_per_call_j if rest is not None else math.nan
+    rest_t = rest.gpu_time_per_call_s if rest is not None else math.nan
+    layout = (e_model / model_energy_j - 1) if model_energy_j else math.nan
+    acc = ContextAccounting(e_model, comp, rest_e, rest_t, e_model - comp - rest_e, comp / e_model,
+                            (comp + rest_e) / e_model, layout)
+    return rows, acc

@@ -1,0 +1,165 @@
+"""Everything that knows transformers' internals: decode inputs on a static KV cache, and the
+data-dependent decisions a captured forward must take as its eager forward does.
+
+Nothing here imports transformers at module load: ``import clear_native`` works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import sys
+import types
+
+
+def accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a parameter called ``name`` (False where its signature cannot be read)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- decode on a static cache
+
+
+def _fixed_slot_update(layer, key_states, value_states, *args, **kwargs):
+    """A StaticLayer.update that writes at a fixed position instead of advancing its counter.
+
+    Note [Decode replays write one slot]: transformers' StaticCache advances a
+    device-side counter on every step, so replaying a captured step would write
+    the next slot each time (and run out of bounds). For repetitions every
+    replay must do the same work: the same index arithmetic (arange + base) and
+    the same copies, from a base that never moves.
+    """
+    import torch
+
+    cache_position = torch.arange(key_states.shape[-2], device=layer.keys.device) + layer._cn_base
+    layer.keys.index_copy_(2, cache_position, key_states)
+    layer.values.index_copy_(2, cache_position, value_states)
+    return layer.keys, layer.values
+
+
+def decode_inputs(model, input_ids, cache_len: int, kw: dict):
+    """Inputs of one decode step after `cache_len` tokens, with a static (fixed-size) KV cache.
+
+    The cache is filled with a prefill of random tokens; then every layer writes
+    the new token at slot `cache_len` on every call (Note [Decode replays write one slot]).
+    An encoder-decoder model encodes ``input_ids`` once: the step is the
+    decoder's, with the encoder's output and its cross-attention cache fixed.
+    Returns (positional inputs, keyword inputs) of the step.
+    """
+    import torch
+    from transformers import EncoderDecoderCache, StaticCache
+
+    config, dev = model.config, input_ids.device
+    b = input_ids.shape[0]
+    self_cache = StaticCache(config=config, max_cache_len=cache_len + 1)
+    prompt = torch.randint(0, config.vocab_size, (b, cache_len), device=dev)
+    positions = torch.arange(cache_len, device=dev)
+    with torch.no_grad():
+        if config.is_encoder_decoder:
+            encoded = model.get_encoder()(input_ids)
+            cache = EncoderDecoderCache(self_cache, StaticCache(config=config, max_cache_len=input_ids.shape[1]))
+            model(encoder_outputs=encoded, decoder_input_ids=prompt, past_key_values=cache, use_cache=True,
+                  cache_position=positions)
+        else:
+            cache = self_cache
+            model(prompt, past_key_values=cache, use_cache=True, cache_position=positions)
+    for layer in self_cache.layers:
+        if not hasattr(layer, "cumulative_length"):
+            raise ValueError(f"decode mode needs transformers' StaticCache layers; got {type(layer).__name__}")
+        layer._cn_base = torch.full((), cache_len, dtype=torch.long, device=layer.keys.device)
+        layer.update = types.MethodType(_fixed_slot_update, layer)
+    step_kw = dict(kw, past_key_values=cache, use_cache=True, cache_position=torch.tensor([cache_len], device=dev))
+    if config.is_encoder_decoder:
+        step_kw.update(encoder_outputs=encoded, decoder_input_ids=prompt[:, -1:])
+        if accepts(model.forward, "decoder_attention_mask"):
+            # As generate() does. Without it BART builds torch.ones(b, cache length + 1) from the
+            # static cache's length, a GPU tensor: a host sync that forbids capturing the step.
+            step_kw["decoder_attention_mask"] = torch.ones(b, cache_len + 1, dtype=torch.long, device=dev)
+        return (), step_kw
+    return (input_ids[:, -1:],), step_kw
+
+
+def supports_decode(model) -> bool:
+    """A transformers model with a KV cache: what decode mode needs."""
+    return hasattr(model, "config") and accepts(model.forward, "past_key_values")
+
+
+# --------------------------------------------------------------------------- eager decisions
+
+# Note [Capture what eager runs]: transformers 5 decides from the data whether an
+# attention mask can be dropped (no padding: SDPA runs `is_causal` or unmasked,
+# which dispatches to flash attention) and whether position ids are packed, with
+# `.all()` checks that synchronise with the CPU. While a stream is being captured
+# it skips those checks and keeps the mask, so a captured BERT-base ran the math
+# SDPA path in fp32 (413 kernels, 1.88 ms per forward at 8x128 on an H200)
+# instead of the flash kernel its eager forward runs (166 kernels, 0.80 ms), and
+# the components, recorded eagerly, did not add up to it. So one eager call
+# records each decision, and the capture (and the synchronisation pre-check)
+# replays them in the same order: the graph holds the eager forward's kernels,
+# and the pre-check no longer mistakes these checks for a CPU synchronisation.
+
+# (module, function): module-level functions whose result depends on tensor data.
+DECISIONS = (
+    ("transformers.masking_utils", "_ignore_causal_mask_sdpa"),
+    ("transformers.masking_utils", "_ignore_bidirectional_mask_sdpa"),
+    ("transformers.masking_utils", "find_packed_sequence_indices"),
+)
+
+
+class EagerDecisions:
+    """Records the DECISIONS of one eager call; replays them, in order, in later calls."""
+
+    def __init__(self) -> None:
+        self.recorded: list = []      # (function name, result) in call order
+        self.mismatches = 0           # replayed calls that did not match the record (the original ran)
+
+    def _targets(self):
+        for mod_name, fn_name in DECISIONS:
+            mod = sys.modules.get(mod_name)  # never imported here: only what the model uses
+            if mod is not None and callable(getattr(mod, fn_name, None)):
+                yield mod, fn_name
+
+    @contextlib.contextmanager
+    def _patched(self, wrap):
+        saved = [(mod, name, getattr(mod, name)) for mod, name in self._targets()]
+        try:
+            for mod, name, fn in saved:
+                setattr(mod, name, wrap(name, fn))
+            yield self
+        finally:
+            for mod, name, fn in saved:
+                setattr(mod, name, fn)
+
+    def recording(self):
+        """Calls inside run the original functions and record their results."""
+        self.recorded.clear()
+
+        def wrap(name, fn):
+            @functools.wraps(fn)
+            def recorder(*args, **kwargs):
+                out = fn(*args, **kwargs)
+                self.recorded.append((name, out))
+                return out
+            return recorder
+
+        return self._patched(wrap)
+
+    def replaying(self):
+        """Calls inside get the recorded results in order (one forward pass per `with`)."""
+        cursor = iter(list(self.recorded))
+
+        def wrap(name, fn):
+            @functools.wraps(fn)
+            def replayer(*args, **kwargs):
+                rec = next(cursor, None)
+                if rec is None or rec[0] != name:
+                    self.mismatches += 1
+                    return fn(*args, **kwargs)
+                return rec[1]
+            return replayer
+
+        return self._patched(wrap)

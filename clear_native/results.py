@@ -1,0 +1,312 @@
+"""What measurements give back: the result types, and one writer for tables, CSV and JSON.
+
+Units are in the field names (J, W, s, °C, MHz) or beside them. Every result
+converts to plain JSON (``to_dict``), and the tables are markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+# --------------------------------------------------------------------------- one writer
+
+
+def plain(obj) -> dict:
+    """A dataclass as JSON-ready data (tuples become lists; NaN stays NaN)."""
+    return json.loads(json.dumps(asdict(obj), default=float))
+
+
+def write_text(path, text: str) -> str:
+    """Writes ``text`` to ``path`` when one is given; returns it."""
+    if path is not None:
+        with open(path, "w", newline="") as f:
+            f.write(text)
+    return text
+
+
+def json_text(obj, path=None) -> str:
+    """``obj`` as indented JSON, also written to ``path`` when one is given."""
+    text = json.dumps(plain(obj), indent=1)
+    write_text(path, text + "\n")
+    return text
+
+
+def csv_text(rows: list, fieldnames, path=None) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(fieldnames))
+    w.writeheader()
+    w.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def markdown_table(header, rows) -> list:
+    """Lines of a markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+# --------------------------------------------------------------------------- measure()
+
+
+@dataclass
+class Measurement:
+    """Energy per call of one capture. Units are in the names (J, W, s, °C, MHz)."""
+
+    name: str
+    energy_per_call_j: float          # mean over trials: mean steady power x GPU time per call
+    energy_per_call_ci95_j: float     # half-width of the 95 % confidence interval of that mean
+    dynamic_energy_per_call_j: float  # (mean power - baseline power) x GPU time per call
+    baseline: str                     # which power "dynamic" is above: "awake_idle" or "idle"
+    baseline_power_w: float
+    idle_power_w: float               # resting, measured in this run
+    awake_idle_power_w: float         # launching empty kernels, measured in this run
+    gpu_time_per_call_s: float
+    mean_power_w: float
+    trials: int
+    cv: float                         # across trials, of energy per call
+    ci95_rel: float
+    unroll: int                       # copies of the capture per graph launch (K)
+    launches_per_trial: int           # R
+    steady_window_s: float            # seconds of samples used per trial (mean)
+    samples_per_trial: float
+    temperature_c: tuple              # (min, max) over the trials' windows
+    sm_clock_mhz: tuple               # (min, max)
+    clock_event_reasons: list         # reasons NVML gave in the windows (throttling, idle...)
+    converged: bool                   # CI within the target
+    time_to_target_s: float           # wall time from the run's start until it converged (NaN if not)
+    eager: bool = False               # True: replayed from a Python loop (capture failed)
+    trial_energy_per_call_j: list = field(default_factory=list)
+    trial_power_w: list = field(default_factory=list)
+    trial_time_per_call_s: list = field(default_factory=list)
+    trial_after: list = field(default_factory=list)       # the capture whose trial ran just before each trial
+    trial_drift_rel: list = field(default_factory=list)   # (2nd half - 1st half of the window's samples) / mean
+    trial_window_launches: list = field(default_factory=list)  # launches timed inside the window (0: whole run used)
+    trial_run_time_per_call_s: list = field(default_factory=list)  # over the whole trial, settle and tail included
+    settle_s: float = math.nan        # settle time its last trials used (Note [Trials that adapt])
+    rejected_trials: list = field(default_factory=list)  # (drift, z, after) of windows rejected as still moving
+    window_restarts: int = 0          # times its window doubled and its trials started again
+    failed_trials: int = 0            # trials lost to a sampler error or a window without samples
+
+
+@dataclass
+class MeasureRun:
+    """One measure() call: its measurements, baselines, cross-check and settings."""
+
+    measurements: list
+    gpu: dict
+    profile: dict
+    idle_power_w: float
+    awake_idle_power_w: float
+    counter_energy_j: float           # energy counter over the run's sampled span
+    sample_energy_j: float            # integral of the driver's samples over the same span
+    counter_vs_samples_rel: float     # (counter - samples) / samples
+    samples_lost: int
+    wall_s: float
+    stop_reason: str
+    settings: dict
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self.measurements[key]
+        for m in self.measurements:
+            if m.name == key:
+                return m
+        raise KeyError(f"no measurement named {key!r}; have {[m.name for m in self.measurements]}")
+
+    def to_dict(self) -> dict:
+        return plain(self)
+
+    def to_json(self, path=None) -> str:
+        return json_text(self, path)
+
+    def table(self) -> str:
+        rows = [[f"{m.name}{' (eager)' if m.eager else ''}", f"{m.energy_per_call_j * 1e3:.4g} mJ",
+                 f"{m.ci95_rel * 100:.2f} %", f"{m.dynamic_energy_per_call_j * 1e3:.4g} mJ",
+                 f"{m.gpu_time_per_call_s * 1e6:.2f} µs", f"{m.mean_power_w:.1f} W", m.trials,
+                 f"{m.cv * 100:.2f} %", m.unroll] for m in self.measurements]
+        lines = markdown_table(("capture", "energy/call", "±95 %", "dynamic/call", "GPU time/call", "power",
+                                "trials", "CV", "K"), rows)
+        lines.append(f"\nidle {self.idle_power_w:.1f} W, awake idle {self.awake_idle_power_w:.1f} W; "
+                     f"counter vs samples {self.counter_vs_samples_rel * 100:+.2f} %; {self.stop_reason}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- measure_model()
+
+
+@dataclass
+class GroupResult:
+    """One component group of a model, measured alone (per call: one occurrence in the forward pass)."""
+
+    name: str
+    kind: str
+    members: list
+    occurrences: int                 # calls per forward pass
+    gpu_time_per_call_s: float
+    energy_per_call_j: float
+    dynamic_energy_per_call_j: float
+    cv: float
+    ci95_rel: float
+    trials: int
+    flops: int                       # per call
+    bytes_min: int                   # per call: parameters + inputs + outputs
+    j_per_flop: float                # energy per call / FLOPs (NaN without FLOPs)
+    share: float                     # occurrences x energy per call / whole-model energy
+    eager: bool = False              # measured from a Python loop (its capture failed)
+    l2_copies: int = 1               # distinct copies called in turn per replay (Note [Cold L2])
+    trial_energy_per_call_j: list = field(default_factory=list)
+    trial_power_w: list = field(default_factory=list)    # mean power of each trial's window
+    trial_after: list = field(default_factory=list)      # the capture measured just before each trial
+    trial_drift_rel: list = field(default_factory=list)  # power drift within each trial's window
+    mean_power_w: float = math.nan
+    temperature_c: tuple = ()        # (min, max) over its trials' windows
+    sm_clock_mhz: tuple = ()         # (min, max)
+    clock_event_reasons: list = field(default_factory=list)  # throttling NVML reported in its windows
+
+    @property
+    def energy_total_j(self) -> float:
+        return self.occurrences * self.energy_per_call_j
+
+
+@dataclass
+class Accounting:
+    """Where the whole model's energy goes (per forward pass)."""
+
+    model_energy_j: float
+    model_time_s: float
+    components_energy_j: float
+    components_time_s: float
+    glue_time_s: float
+    glue_energy_j: float
+    gaps_time_s: float
+    gaps_energy_j: float
+    coverage: float                  # components / model
+    explained_coverage: float        # (components + glue + gaps) / model
+
+
+@dataclass
+class InContext:
+    """One component group's cost inside the model: the model minus the model without the group."""
+
+    name: str
+    occurrences: int
+    removed_nodes: int               # graph nodes its calls added (all occurrences, all copies)
+    energy_per_call_j: float         # (model - model without it) / occurrences
+    energy_per_call_ci95_j: float    # 95 % CI half-width of that difference (both means' CIs combined)
+    gpu_time_per_call_s: float       # (model time - time without it) / occurrences
+    isolated_ratio: float            # in-context / isolated energy per call
+    share: float                     # occurrences x energy per call / model energy
+    without_power_w: float           # mean power of the model without it
+    output_max_abs_diff: float = math.nan  # the model's output without it vs with it (0: the same work)
+
+    @property
+    def mean_power_w(self) -> float:
+        t = self.gpu_time_per_call_s
+        return self.energy_per_call_j / t if t > 0 else math.nan
+
+
+@dataclass
+class ContextAccounting:
+    """The model's energy per forward pass, from its own graph with parts removed."""
+
+    model_energy_j: float            # the in-context graph, whole (Note [The in-context graph is its own baseline])
+    components_energy_j: float       # sum of the groups' in-context energies
+    rest_energy_j: float             # the model without any component: glue and gaps, measured (NaN if not)
+    rest_time_s: float
+    interaction_energy_j: float      # model - components - rest
+    coverage: float                  # components / model
+    explained_coverage: float        # (components + rest) / model
+    layout_rel: float = math.nan     # (this graph's energy - the model's usual capture's) / the latter
+
+
+@dataclass
+class ModelReport:
+    """measure_model()'s answer: every group, the whole model, and how they add up."""
+
+    model: str
+    mode: str
+    inputs: dict                     # shapes and dtypes
+    groups: list                     # GroupResult
+    whole: dict                      # the whole model's Measurement, as a dict
+    accounting: Accounting
+    failures: list                   # (component, reason): not measured
+    run: dict                        # gpu, profile, settings, counter check of the measure run
+    wall_s: float
+    settings: dict = field(default_factory=dict)
+    in_context: list = field(default_factory=list)       # InContext per group (measure_model(in_context=True))
+    context_accounting: ContextAccounting | None = None
+
+    @property
+    def coverage(self) -> float:
+        return self.accounting.coverage
+
+    @property
+    def explained_coverage(self) -> float:
+        return self.accounting.explained_coverage
+
+    def to_dict(self) -> dict:
+        return plain(self)
+
+    def to_json(self, path=None) -> str:
+        return json_text(self, path)
+
+    _CSV = ("name", "kind", "occurrences", "gpu_time_per_call_s", "energy_per_call_j", "dynamic_energy_per_call_j",
+            "cv", "ci95_rel", "trials", "flops", "bytes_min", "j_per_flop", "share", "eager", "l2_copies")
+
+    _CONTEXT_CSV = ("energy_per_call_j", "energy_per_call_ci95_j", "gpu_time_per_call_s", "isolated_ratio")
+
+    def rows(self) -> list:
+        """One dict per group: the isolated columns, and the in-context ones (prefixed context_) when measured."""
+        ctx = {r.name: r for r in self.in_context}
+        rows = []
+        for g in self.groups:
+            row = {c: getattr(g, c) for c in self._CSV}
+            if ctx:
+                r = ctx.get(g.name)
+                row.update({f"context_{c}": getattr(r, c) if r else math.nan for c in self._CONTEXT_CSV})
+            rows.append(row)
+        return rows
+
+    def to_csv(self, path=None) -> str:
+        return csv_text(self.rows(), self._CSV, path)
+
+    def to_dataframe(self):
+        import pandas as pd  # optional: only for this conversion
+
+        return pd.DataFrame(self.rows())
+
+    def table(self) -> str:
+        a = self.accounting
+        lines = [f"{self.model} ({self.mode}, {self.inputs}) on {self.run.get('gpu', {}).get('name', '?')}", ""]
+        rows = [[f"{g.name}{' (eager)' if g.eager else ''}{f' (x{g.l2_copies} copies)' if g.l2_copies > 1 else ''}",
+                 g.kind, g.occurrences, f"{g.gpu_time_per_call_s * 1e6:.2f} µs", f"{g.energy_per_call_j * 1e3:.4g} mJ",
+                 f"{g.cv * 100:.2f} %", f"{g.flops:.3g}", f"{g.j_per_flop:.3g}", f"{g.share * 100:.1f} %"]
+                for g in self.groups]
+        rows.append(["whole model", "", 1, f"{a.model_time_s * 1e6:.1f} µs", f"{a.model_energy_j * 1e3:.4g} mJ",
+                     f"{self.whole.get('cv', math.nan) * 100:.2f} %", "", "", "100 %"])
+        lines += markdown_table(("component", "kind", "×", "GPU time/call", "energy/call", "CV", "FLOPs", "J/FLOP",
+                                 "share"), rows)
+        lines += ["", f"coverage {a.coverage * 100:.1f} %; glue {a.glue_time_s * 1e6:.1f} µs / "
+                      f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
+                      f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {a.explained_coverage * 100:.1f} %"]
+        if self.context_accounting is not None:
+            lines += self._context_table()
+        lines += [f"not measured: {name}: {reason}" for name, reason in self.failures]
+        return "\n".join(lines)
+
+    def _context_table(self) -> list:
+        c = self.context_accounting
+        rows = [[r.name, r.occurrences, f"{r.gpu_time_per_call_s * 1e6:.2f} µs", f"{r.energy_per_call_j * 1e3:.4g} mJ",
+                 f"{r.energy_per_call_ci95_j * 1e3:.2g} mJ", f"{r.isolated_ratio:.3f}x", f"{r.share * 100:.1f} %"]
+                for r in self.in_context]
+        return (["", "In context (the model's graph without the group: Note [A component in context]):", ""]
+                + markdown_table(("component", "×", "GPU time/call", "energy/call", "±95 %", "vs alone", "share"),
+                                 rows)
+                + ["", f"in-context coverage {c.coverage * 100:.1f} %; without any component "
+                       f"{c.rest_time_s * 1e6:.1f} µs / {c.rest_energy_j * 1e3:.3g} mJ; interaction "
+                       f"{c.interaction_energy_j * 1e3:+.3g} mJ; explained {c.explained_coverage * 100:.1f} %; "
+                       f"the in-context graph {c.model_energy_j * 1e3:.4g} mJ ({c.layout_rel * 100:+.1f} % vs the model)"])

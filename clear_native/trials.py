@@ -1,0 +1,150 @@
+"""The trial state machine of one capture: what each trial's window says, and what to do next.
+
+Pure: it sees the power samples of a window and the GPU time per call of the
+launches inside it, never a clock or a GPU, so every rule is tested by feeding
+it numbers (tests/test_trials.py).
+
+Note [Trials that adapt]
+Two things seen on an H200 make one settle time and one window length wrong for
+some captures (docs/measured.md):
+- a capture whose power still moves after the settle time: above ~650 W the
+  power limiter reacts to the last second's mean, so a feed-forward block that
+  follows a cooler capture ramps up for longer than the sensor's settle time
+  (BERT-large's output block: +6 % within the first windows). A window whose
+  second half differs from its first by more than `unsettled_z` times the
+  sample noise (estimated from successive differences, which a trend does not
+  inflate) is rejected, and the capture's settle time doubles (up to 4x);
+- a capture whose samples swing from sample to sample (the limiter cycling,
+  or the sample grid beating with a multi-ms call): 0.2 s windows then differ
+  by a few %. Once it has `min_trials` trials with a CV above `target_cv`, its
+  window doubles (up to `max_window_s`) and its trials start again, so that all
+  the trials of a capture share one window.
+Both are per capture: the others keep their short trials.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .stats import Summary
+
+MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
+MAX_STRETCH = 16         # ... at most this many times more (a sensor that never reports is an error)
+
+
+class Verdict(enum.Enum):
+    SHORT = "too few samples in the window: launches per trial doubled"
+    LOST = "no samples in the window even at the longest trials: counted as failed"
+    UNSETTLED = "power still moving within the window: rejected, settle time doubled"
+    RESTART = "trials vary more than target_cv: window doubled, trials start again"
+    ACCEPTED = "accepted"
+    CONVERGED = "accepted; the capture reached its target"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The protocol's settings that judge a window."""
+
+    min_trials: int = 5
+    max_trials: int = 40
+    target_ci_rel: float = 0.005
+    target_cv: float | None = 0.01
+    max_window_s: float = 4.0
+    max_settle_s: float = 2.0
+    unsettled_z: float = 4.0
+
+
+@dataclass
+class Trials:
+    """One capture's trials: its launch plan, what was accepted, what was rejected."""
+
+    item: object
+    name: str
+    handle: object
+    unroll: int                                   # K: calls per graph launch
+    t1: float                                     # s per call, launched singly
+    settle_s: float
+    window_s: float
+    tail_s: float
+    stretch: int = 1                              # x launches, where windows held too few samples
+    results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
+    values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
+    after: list = field(default_factory=list)     # per value: the capture measured just before
+    drift: list = field(default_factory=list)     # per value: power drift within its window, relative
+    timing: list = field(default_factory=list)    # per value: (launches timed in the window, whole run's s/call)
+    converged_at: float = math.nan
+    tried: int = 0                                # trials run, rejected and restarted ones included
+    failed: int = 0                               # trials whose window held no usable samples
+    rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
+    restarts: int = 0                             # times the window doubled and the trials started again
+
+    @property
+    def launches(self) -> int:
+        """Launches per trial: settle + window + tail of back-to-back calls."""
+        trial_s = self.settle_s + self.window_s + self.tail_s
+        return self.stretch * max(1, math.ceil(trial_s / (self.unroll * self.t1)))
+
+    @property
+    def converged(self) -> bool:
+        return not math.isnan(self.converged_at)
+
+    def active(self, rules: Rules) -> bool:
+        """Still to be measured: not converged, under max_trials, not tried hopelessly often."""
+        return not self.converged and len(self.values) < rules.max_trials and self.tried < 3 * rules.max_trials
+
+    def energy(self) -> Summary:
+        return Summary.of([pw * tc for pw, tc, _, _ in self.values])
+
+    def judge(self, power_w: np.ndarray, window_s: float, t_call: float, n_launches: int, run_t_call: float,
+              after: str, rules: Rules, now_s: float) -> Verdict:
+        """Takes one trial's window (its samples' power, W; GPU time per call of its launches, s) and
+        updates the plan; ``now_s`` is the run's elapsed time, kept as the time to converge."""
+        if power_w.size < MIN_SAMPLES:
+            if self.stretch >= MAX_STRETCH:
+                self.failed += 1
+                return Verdict.LOST
+            self.stretch *= 2
+            return Verdict.SHORT
+        drift, z = drift_of(power_w)
+        if abs(z) > rules.unsettled_z and abs(drift) > 0.005 and self.settle_s < rules.max_settle_s:
+            self.rejected.append((drift, z, after))
+            self.settle_s = min(2 * self.settle_s, rules.max_settle_s)
+            return Verdict.UNSETTLED
+        self.values.append((float(power_w.mean()), t_call, int(power_w.size), window_s))
+        self.timing.append((n_launches, run_t_call))
+        self.after.append(after)
+        self.drift.append(drift)
+        e = self.energy()
+        noisy = rules.target_cv is not None and e.n >= rules.min_trials and e.cv > rules.target_cv
+        if noisy and 2 * self.window_s <= rules.max_window_s * (1 + 1e-9):
+            self.window_s *= 2
+            self.restarts += 1
+            self.values, self.after, self.drift, self.timing = [], [], [], []
+            return Verdict.RESTART
+        if e.n >= rules.min_trials and e.ci95_rel <= rules.target_ci_rel:
+            self.converged_at = now_s
+            return Verdict.CONVERGED
+        return Verdict.ACCEPTED
+
+
+def drift_of(power_w: np.ndarray) -> tuple[float, float]:
+    """How much a window's power still moves: (drift, z).
+
+    drift = (mean of its 2nd half - mean of its 1st half) / mean; z = that
+    difference over its standard error, with the sample noise estimated from
+    successive differences (von Neumann), which a steady trend does not inflate
+    but sample-to-sample swings do (Note [Trials that adapt]).
+    """
+    n = power_w.size
+    half = n // 2
+    if half == 0:
+        return math.nan, math.nan
+    diff = float(power_w[half:].mean() - power_w[:half].mean())
+    sigma = math.sqrt(float(np.mean(np.diff(power_w) ** 2)) / 2) if n > 1 else math.nan
+    se = sigma * math.sqrt(1 / half + 1 / (n - half))
+    z = diff / se if se > 0 else (math.inf if diff else 0.0)
+    return diff / float(power_w.mean()), z

@@ -1,0 +1,140 @@
+"""The work of one call: FLOPs and bytes of a component, and the kernel time of a forward pass.
+
+FLOPs come from PyTorch's flop counter on the component's recorded inputs;
+bytes are the least a call must move (parameters + inputs + outputs, each
+tensor once); kernel times come from the profiler over one warm eager forward
+pass, with each component's calls marked, so the kernels outside every
+component (the glue) can be told apart.
+"""
+
+from __future__ import annotations
+
+
+def _register_cpu_sdpa_flops() -> None:
+    """PyTorch's flop counter has no formula for the CPU flash-attention kernel; give it SDPA's."""
+    import torch
+    from torch.utils import flop_counter as fc
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(op)
+    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def tensor_bytes(tree) -> int:
+    """Bytes of the distinct tensors in a nested structure (a tensor seen twice counts once)."""
+    import torch
+    from torch._subclasses.fake_tensor import is_fake
+    from torch.utils._pytree import tree_leaves
+
+    seen, total = set(), 0
+    for x in tree_leaves(tree):
+        if hasattr(x, "to_tuple") and not isinstance(x, torch.Tensor):  # a ModelOutput pytree does not know
+            total += tensor_bytes(x.to_tuple())
+            continue
+        if not isinstance(x, torch.Tensor):
+            continue
+        # A dry run's fake tensors have no data pointer: count each tensor object once.
+        key = ("fake", id(x)) if is_fake(x) else (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
+        if key not in seen:
+            seen.add(key)
+            total += x.numel() * x.element_size()
+    return total
+
+
+def _count_flops(module, args, kwargs):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        output = module(*args, **kwargs)
+    return int(counter.get_total_flops()), output
+
+
+def work_per_call(comp) -> tuple[int, int]:
+    """(FLOPs, bytes a call must move at least: parameters + inputs + outputs) of one call of a Component."""
+    _register_cpu_sdpa_flops()
+    try:
+        flops, output = _count_flops(comp.module, comp.args, comp.kwargs)
+    except AssertionError:
+        # PyTorch's SDPA formula rejects grouped-query shapes (fewer K/V heads than Q heads,
+        # seen with Llama on CUDA). The same attention in transformers' eager form is plain matmuls.
+        # The attention may be the component or inside it (a whole decoder layer): every config below.
+        configs = {id(c): c for m in comp.module.modules()
+                   if hasattr(c := getattr(m, "config", None), "_attn_implementation")}
+        if not configs:
+            raise
+        saved = {k: c._attn_implementation for k, c in configs.items()}
+        try:
+            for c in configs.values():
+                c._attn_implementation = "eager"
+            flops, output = _count_flops(comp.module, comp.args, comp.kwargs)
+        finally:
+            for k, c in configs.items():
+                c._attn_implementation = saved[k]
+    params = sum(p.numel() * p.element_size() for p in comp.module.parameters())
+    return flops, int(params + tensor_bytes(((comp.args, comp.kwargs), output)))
+
+
+def profiled_events(fn, calls: int = 1, warmup: int = 0):
+    """The profiler's events (CPU and CUDA) of ``calls`` calls of ``fn()`` after ``warmup`` unprofiled ones."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        # acc_events: one cycle either way; without it torch 2.11 warns that it clears events.
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+    return prof.events()
+
+
+def kernel_profile(fn, calls: int = 50, warmup: int = 5) -> tuple:
+    """(kernels launched per call, µs per call by kernel name) of ``fn()``."""
+    from collections import Counter
+
+    from torch.autograd import DeviceType
+
+    by_name: Counter = Counter()
+    count = 0
+    for e in profiled_events(fn, calls, warmup):
+        if e.device_type == DeviceType.CUDA:
+            by_name[e.name] += e.time_range.elapsed_us() / calls
+            count += 1
+    return count / calls, by_name
+
+
+def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
+    """(all kernels, kernels launched inside components) of one eager forward pass, from the profiler.
+
+    The model must have run once already (find_components' pass): this pass is warm.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import record_function
+
+    stack, handles = [], []
+    for c in components:
+        def pre(module, args, name=f"cn::{c.qualname}"):
+            stack.append(record_function(name))
+            stack[-1].__enter__()
+
+        def post(module, args, output):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [c.module.register_forward_pre_hook(pre), c.module.register_forward_hook(post)]
+    try:
+        events = profiled_events(lambda: model(*inputs, **kw))
+    finally:
+        for h in handles:
+            h.remove()
+    kernels = sum(e.time_range.elapsed_us() for e in events
+                  if e.device_type == DeviceType.CUDA and not e.name.startswith("cn::"))
+    inside = sum(e.device_time_total for e in events if e.device_type == DeviceType.CPU and e.name.startswith("cn::"))
+    return kernels * 1e-6, inside * 1e-6
