@@ -7,11 +7,19 @@
 Backed by the native sampler: every driver power sample in the window, and the
 energy counter as a cross-check. The sensor reports every ~20 ms over a short
 window; regions much shorter than ~0.1 s are not resolved (use measure()).
+
+Note [A window ends when the GPU is done]: GPU work is asynchronous, so a
+window that ended when the host left the region would leave the kernels still
+queued outside it. begin() and end() call ``sync`` first: by default
+``torch.cuda.synchronize(device)`` when PyTorch is already imported (and sees a
+GPU), nothing otherwise; pass ``sync=None`` to measure the host's span alone, or
+any callable (a stream's synchronize, say).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,16 +44,54 @@ class MeterResult:
         return asdict(self)
 
 
-class Meter:
-    """A begin()/end() energy window (also a context manager). See the module's doc."""
+_DEFAULT = object()
 
-    def __init__(self, device: int = 0, *, source=None, drain_interval_s: float = 0.2) -> None:
+
+def _device_index(device) -> int:
+    """A CUDA device index from 0, "cuda:0", "cuda" or a torch.device."""
+    if isinstance(device, bool):
+        raise TypeError(f"device must be a CUDA device index, 'cuda:N' or a torch.device, got {device!r}")
+    if isinstance(device, int):
+        return device
+    text = str(device)
+    if text == "cuda":
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise TypeError(f"device must be a CUDA device index, 'cuda:N' or a torch.device, got {device!r}")
+
+
+def _torch_sync(device: int):
+    """torch.cuda.synchronize(device) where PyTorch is loaded and sees a GPU; None otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return lambda: torch.cuda.synchronize(device)
+
+
+class Meter:
+    """A begin()/end() energy window (also a context manager). See the module's doc.
+
+    Args:
+        device: the CUDA device (an index, "cuda:N" or a torch.device) whose sensors to read.
+        sync: called before the window begins and before it ends, so that queued GPU work falls
+            inside it (Note [A window ends when the GPU is done]); default: torch.cuda.synchronize.
+        source: a power source instead of the device's NVML sensors (tests: synthetic_sensor()).
+    """
+
+    def __init__(self, device=0, *, sync=_DEFAULT, source=None, drain_interval_s: float = 0.2) -> None:
+        device = _device_index(device)
+        self._sync = _torch_sync(device) if sync is _DEFAULT else sync
+        if self._sync is not None and not callable(self._sync):
+            raise TypeError(f"sync must be a callable or None, got {sync!r}")
         self._sampler = Sampler(device, source=source, drain_interval_s=drain_interval_s, energy_interval_s=0.25)
         self._begin_ns: int | None = None
         self.result: MeterResult | None = None
         self.samples: SamplerResult | None = None  # the raw rows of the last window
 
     def begin(self) -> "Meter":
+        if self._sync is not None:
+            self._sync()  # work queued before the region stays out of it
         self._sampler.start()
         self._begin_ns = core.monotonic_ns()
         return self
@@ -53,6 +99,12 @@ class Meter:
     def end(self) -> MeterResult:
         if self._begin_ns is None:
             raise SamplerStateError("Meter.end() without begin()")
+        if self._sync is not None:
+            try:
+                self._sync()  # the region's queued work falls inside the window
+            except BaseException:
+                self._abandon()
+                raise
         t1 = core.monotonic_ns()
         self._sampler.wait_for_samples(t1, timeout_s=0.5)  # the sample covering the end
         r = self._sampler.stop()
@@ -72,9 +124,22 @@ class Meter:
                                   temperature_c=span(r.temperature_c), sm_clock_mhz=span(r.sm_clock_mhz))
         return self.result
 
+    def _abandon(self) -> None:
+        """Stops the sampler without a result (the body failed); never raises."""
+        self._begin_ns = None
+        if self._sampler.running:
+            try:
+                self._sampler.stop()
+            except Exception:  # noqa: BLE001 - the body's exception is the one the caller needs
+                pass
+
     def __enter__(self) -> "Meter":
         return self.begin()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._begin_ns is not None:
-            self.end()
+        if self._begin_ns is None:
+            return
+        if exc_type is not None:
+            self._abandon()  # the body's exception propagates; a sampler error never hides it
+            return
+        self.end()

@@ -1,0 +1,76 @@
+"""The trial state machine, fed numbers: no clock, no GPU, no sensor (Note [Trials that adapt])."""
+
+import numpy as np
+import pytest
+
+from clear_native.trials import MAX_STRETCH, Rules, Trials, Verdict, drift_of
+
+RULES = Rules(min_trials=3, max_trials=10, target_ci_rel=0.005, target_cv=0.01, max_window_s=0.8,
+              max_settle_s=1.6, unsettled_z=4.0)
+
+
+def fresh() -> Trials:
+    # 10 µs per call, unrolled 200x: one launch is 2 ms; settle 0.4 + window 0.2 + tail 0.02 s = 310 launches.
+    return Trials(item=None, name="c", handle=None, unroll=200, t1=10e-6, settle_s=0.4, window_s=0.2, tail_s=0.02)
+
+
+def flat(watts: float, n: int = 10, seed: int = 0) -> np.ndarray:
+    return watts + np.random.default_rng(seed).normal(0, 0.5, n)
+
+
+def judge(t: Trials, power, t_call=10e-6):
+    return t.judge(np.asarray(power, dtype=float), 0.2, t_call, 90, t_call, "before", RULES, now_s=1.0)
+
+
+def test_launches_cover_settle_window_and_tail():
+    t = fresh()
+    assert 310 <= t.launches <= 311  # the fewest 2 ms launches that last 0.62 s
+
+
+def test_a_window_without_samples_stretches_the_trial_but_not_forever():
+    t = fresh()
+    verdicts = [judge(t, [300.0, 301.0]) for _ in range(6)]
+    # 1 -> 2 -> 4 -> 8 -> 16, then every further empty window is a failed trial, not a longer one.
+    assert verdicts[:4] == [Verdict.SHORT] * 4 and t.stretch == MAX_STRETCH == 16
+    assert verdicts[4:] == [Verdict.LOST, Verdict.LOST] and t.failed == 2
+    assert t.launches == 16 * fresh().launches and t.values == []
+
+
+def test_a_window_still_ramping_is_rejected_and_the_settle_time_doubles():
+    t = fresh()
+    ramp = np.linspace(300, 330, 20)  # +10 % across the window, far above its sample noise
+    drift, z = drift_of(ramp)
+    assert drift == pytest.approx((np.mean(ramp[10:]) - np.mean(ramp[:10])) / np.mean(ramp))
+    assert judge(t, ramp) is Verdict.UNSETTLED and t.settle_s == pytest.approx(0.8)
+    assert judge(t, ramp) is Verdict.UNSETTLED and t.settle_s == pytest.approx(1.6)
+    # At the longest settle time the window is kept, with its drift on record.
+    assert judge(t, ramp) is Verdict.ACCEPTED and t.drift == [pytest.approx(drift)]
+    assert len(t.rejected) == 2 and t.rejected[0][2] == "before"
+
+
+def test_steady_trials_converge_with_the_mean_of_power_times_time():
+    t = fresh()
+    verdicts = [judge(t, flat(300.0, seed=i)) for i in range(3)]
+    assert verdicts == [Verdict.ACCEPTED, Verdict.ACCEPTED, Verdict.CONVERGED] and t.converged
+    energies = [v[0] * v[1] for v in t.values]
+    assert t.energy().mean == pytest.approx(np.mean(energies)) == pytest.approx(300.0 * 10e-6, rel=1e-3)
+    assert not t.active(RULES)
+
+
+def test_noisy_trials_double_the_window_and_start_again():
+    t = fresh()
+    for watts in (300.0, 330.0, 270.0):  # CV 10 %: over the 1 % target after min_trials
+        v = judge(t, flat(watts))
+    assert v is Verdict.RESTART and t.window_s == pytest.approx(0.4) and t.values == [] and t.restarts == 1
+    for watts in (300.0, 330.0, 270.0):
+        v = judge(t, flat(watts))
+    assert v is Verdict.RESTART and t.window_s == pytest.approx(0.8)
+    for watts in (300.0, 330.0, 270.0):  # at max_window_s the trials are kept, noisy as they are
+        v = judge(t, flat(watts))
+    assert v is Verdict.ACCEPTED and len(t.values) == 3
+
+
+def test_a_capture_tried_too_often_stops_being_active():
+    t = fresh()
+    t.tried = 3 * RULES.max_trials
+    assert not t.active(RULES)
