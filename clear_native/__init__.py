@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import analysis, baselines, errors, records
+from . import analysis, baselines, clock, errors, records
 from ._native import HAS_CUDA
 from .backend import GpuBackend, SimulatedBackend, SimulatedCall
 from .cold_l2 import ColdCopies, l2_copies
@@ -42,6 +42,7 @@ __all__ = [
     "calibration_load",
     "capture",
     "Capture",
+    "clock",
     "CaptureError",
     "ColdCopies",
     "Component",

@@ -7,9 +7,9 @@ code is tested on the CPU against the synthetic sensor and run on the GPU.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 
+from . import clock
 from ._native import core
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 
@@ -21,7 +21,10 @@ class GpuBackend:
 
     def __init__(self, device: int = 0) -> None:
         from .device import gpu_info, nvml_device
+        from .errors import ClearNativeError
 
+        if clock.is_virtual():
+            raise ClearNativeError("a GPU runs on the real clock: leave clock.virtual() before measuring a GPU")
         self.device = device
         self.info = gpu_info(device).to_dict()
         self.source = core.NvmlSource(nvml_device(device))
@@ -127,7 +130,7 @@ class SimulatedBackend:
             while t + step < t0 + seconds * 1e9:
                 t, sign = t + step, -sign
                 self.source.set_power(watts + sign * swing_w, t)
-        time.sleep(seconds)
+        clock.sleep(seconds)
         t1 = core.monotonic_ns()
         self.source.set_power(self.source.params.idle_w, t1)
         return t0, t1
@@ -163,6 +166,9 @@ class SimulatedBackend:
             t0 = core.monotonic_ns()
             self.source.set_power(watts, t0)
             self.source.set_power(idle, t0 + int(python_overhead_s * 1e9))
+            if clock.is_virtual():
+                clock.sleep(python_overhead_s)
+                return
             while core.monotonic_ns() - t0 < python_overhead_s * 1e9:
                 pass
 

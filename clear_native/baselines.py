@@ -7,9 +7,9 @@ no idle subtraction: faithful to the original, biases included (FINDINGS.md).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
+from . import clock
 from .stats import Summary
 
 
@@ -43,14 +43,14 @@ def counter_loop(fn, *args, n: int = 10_000, trials: int = 20, sleep_s: float = 
     per_call, walls = [], []
     for _ in range(trials):
         e0 = source.read_energy_mj()
-        t0 = time.perf_counter()
+        t0 = clock.now_s()
         for _ in range(n):
             fn(*args, **kwargs)
-        t1 = time.perf_counter()
+        t1 = clock.now_s()
         e1 = source.read_energy_mj()
         per_call.append((e1 - e0) / 1000.0 / n)
         walls.append((t1 - t0) / n)
-        time.sleep(sleep_s)
+        clock.sleep(sleep_s)
     s = Summary.of(per_call)
     return CounterLoopResult(energy_per_call_j=s.mean, cv=s.cv, ci95_rel=s.ci95_rel, trials=trials,
                              calls_per_trial=n, wall_time_per_call_s=sum(walls) / len(walls),

@@ -13,10 +13,10 @@ results and the accounting (results.py, accounting.py).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import asdict
 
+from . import clock
 from .accounting import account, context_accounting
 from .cold_l2 import ColdCopies, cold, l2_bytes_of, l2_copies, per_copy
 from .components import find_components, group_components
@@ -57,7 +57,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
         raise ValueError(f"l2 must be one of {L2_MODES}, got {l2!r}")
     kw = _model_kwargs(kw, model_kwargs)
     say = progress or (lambda msg: None)
-    t0 = time.monotonic()
+    t0 = clock.now_s()
     model.eval()
     inputs, kw = _prepare_inputs(model, inputs, kw, mode, cache_len)
     comps = find_components(model, *inputs, select=select, model_kwargs=kw)  # also: does it run?
@@ -85,7 +85,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=acc, failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
-                       wall_s=time.monotonic() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
+                       wall_s=clock.now_s() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
                                      l2=l2, l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s, kernel_time_s=kernels_s,

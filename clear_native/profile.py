@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import clock
 from .device import utc_now_iso
 from .sampler import Sampler
 
@@ -59,9 +59,9 @@ def calibrate(backend=None, *, device: int = 0, cache: bool = True, rest_s: floa
     sampler = Sampler(source=backend.source, drain_interval_s=0.02, max_duration_s=60)
     sampler.start()
     try:
-        time.sleep(rest_s)
+        clock.sleep(rest_s)
         load = backend.load(load_s)
-        time.sleep(0.6)
+        clock.sleep(0.6)
     finally:
         r = sampler.stop()
     profile = _profile_from(r, load.host_start_ns, load.host_end_ns, backend.identity,
@@ -75,10 +75,12 @@ def calibrate(backend=None, *, device: int = 0, cache: bool = True, rest_s: floa
 def _counter_update_s(source, seconds: float = 0.6) -> float:
     """Reads the energy counter back-to-back and returns the median time between its changes."""
     stamps, values = [], []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    end = clock.now_s() + seconds
+    while clock.now_s() < end:
         values.append(source.read_energy_mj())
-        stamps.append(time.monotonic())
+        stamps.append(clock.now_s())
+        if clock.is_virtual():
+            clock.sleep(0.001)  # a real read blocks ~2.5 ms; on the virtual clock time must be moved
     v, t = np.array(values), np.array(stamps)
     changes = t[1:][np.diff(v) != 0]
     return float(np.median(np.diff(changes))) if changes.size >= 3 else math.nan

@@ -18,13 +18,12 @@ cross-checks the integral of the samples.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ._native import core
+from . import clock
 from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
 from .sampler import Sampler, SamplerResult
@@ -103,7 +102,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                   4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z)
     sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
                       energy_interval_s=0.25, max_duration_s=budget_s + 300)
-    st = _Run(backend, profile, rules, sampler, say, time.monotonic(), max(profile.sample_period_s, 0.02), [])
+    st = _Run(backend, profile, rules, sampler, say, clock.now_s(), max(profile.sample_period_s, 0.02), [])
     sampler.start()
     error = None
     try:
@@ -144,8 +143,8 @@ def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, bas
 
 def _rest(st: _Run, idle_s: float) -> None:
     """Phase baselines (idle): the GPU resting; the last two thirds are its idle window."""
-    time.sleep(idle_s)
-    now = core.monotonic_ns()
+    clock.sleep(idle_s)
+    now = clock.now_ns()
     st.idle_window = (now - int(idle_s * 2 / 3 * 1e9), now)
 
 
@@ -179,7 +178,7 @@ def _run_trials(st: _Run, budget_s: float) -> None:
                 st.stop_reason = (f"max_trials={st.rules.max_trials} reached before every capture reached "
                                   f"±{st.rules.target_ci_rel:.2%}")
             return
-        if time.monotonic() - st.t_begin > budget_s:
+        if clock.now_s() - st.t_begin > budget_s:
             st.stop_reason = (f"time budget of {budget_s:.0f} s ended before every capture reached "
                               f"±{st.rules.target_ci_rel:.2%}")
             return
@@ -201,7 +200,7 @@ def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
     m = snap.in_window(a, b)
     t_call, n_launches = r.window_time_per_call_s(a, b)
     v = t.judge(snap.power_w[m], (b - a) * 1e-9, t_call, n_launches, r.gpu_time_per_call_s, after, st.rules,
-                time.monotonic() - st.t_begin)
+                clock.now_s() - st.t_begin)
     if v in (Verdict.ACCEPTED, Verdict.CONVERGED):
         e = t.energy()
         st.say(f"{t.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
@@ -226,7 +225,7 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
         raise error
     run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, st.awake_window, baseline,
                      st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
-                     time.monotonic() - st.t_begin, settings)
+                     clock.now_s() - st.t_begin, settings)
     if error is not None:
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error
@@ -245,14 +244,14 @@ def drain_interval_for(profile: SensorProfile, source) -> float:
 
 def _warm_up(st: _Run, t: Trials, max_s: float) -> None:
     """Phase warm-up: the first capture until two consecutive trials' mean power agree within 0.5 %."""
-    t0, last = time.monotonic(), None
+    t0, last = clock.now_s(), None
     settle_s = st.profile.settle_s
-    while time.monotonic() - t0 < max_s:
+    while clock.now_s() - t0 < max_s:
         r = st.backend.run(t.handle, t.launches)
         st.sampler.wait_for_samples(r.host_end_ns)
         power = st.sampler.snapshot().mean_power_w(*_steady_window(r, settle_s, st.tail_s))
         if last is not None and abs(power - last) <= 0.005 * last:
-            st.say(f"warm: {power:.1f} W after {time.monotonic() - t0:.1f} s")
+            st.say(f"warm: {power:.1f} W after {clock.now_s() - t0:.1f} s")
             return
         last = power
     st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 %")

@@ -12,11 +12,11 @@ energy counter and the GPU's status, stamped on the host's monotonic clock.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from . import clock
 from ._native import core
 from .device import nvml_device
 from .errors import ClearNativeError
@@ -228,12 +228,12 @@ class Sampler:
         Asks the drain thread to drain now (every 10 ms) rather than at its next
         tick. Returns False if none came within ``timeout_s``.
         """
-        deadline = time.monotonic() + timeout_s
+        deadline = clock.now_s() + timeout_s
         while self._native.newest_sample_ns() < t_ns:
-            if time.monotonic() > deadline:
+            if clock.now_s() > deadline:
                 return False
             self._native.request_drain()
-            time.sleep(0.01)
+            clock.sleep(0.01)
         return True
 
     def __enter__(self) -> "Sampler":

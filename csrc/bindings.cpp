@@ -106,7 +106,14 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("monotonic_ns", &cn::monotonic_ns, "The host's CLOCK_MONOTONIC in ns: the clock every stamp is on.");
+  m.def("monotonic_ns", &cn::monotonic_ns,
+        "The clock every stamp is on, in ns: the host's CLOCK_MONOTONIC, or the virtual clock (Note [Virtual time]).");
+  m.def("use_virtual_clock", &cn::use_virtual_clock, "start_ns"_a,
+        "From now on monotonic_ns() is a counter that only advance_virtual_clock() moves (the synthetic sensor only).");
+  m.def("use_real_clock", &cn::use_real_clock);
+  m.def("on_virtual_clock", &cn::on_virtual_clock);
+  m.def("advance_virtual_clock", &cn::advance_virtual_clock, "ns"_a,
+        "Moves the virtual clock forward, running each sampler's work at its deadlines on the way.");
   m.def("nvml_error_name", &cn::nvml_error_name, "code"_a);
   m.def("nvml_driver_version", &cn::nvml_driver_version);
   m.def("nvml_library_version", &cn::nvml_library_version);

@@ -6,6 +6,7 @@
 // sampler start (and again at stop, so that a step in between is reported).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <ctime>
 
@@ -16,7 +17,34 @@ inline int64_t clock_ns(clockid_t id) {
   clock_gettime(id, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
-inline int64_t monotonic_ns() { return clock_ns(CLOCK_MONOTONIC); }
+
+// Note [Virtual time]
+// The CPU tests run the protocol against the synthetic sensor. On the real
+// clock their answers depend on how promptly the OS schedules the sampler's
+// threads and the test's sleeps: under load a sleep overshoots, a drain comes
+// late, and a test that checks a CV or a wall time fails by chance. On the
+// virtual clock nothing moves unless the program asks it to: monotonic_ns()
+// returns a counter, sleeping advances it (advance_virtual_clock), and each
+// running sampler does, at each of its deadlines on the way, exactly what its
+// threads would have done at that instant (the same drain, status and counter
+// reads), on the advancing thread. The answers are then a function of the
+// inputs alone. Only the synthetic sensor may be used on it; the threads, the
+// real sensor and the GPU stay on the real clock (and their own tests).
+namespace virtual_time {
+inline std::atomic<bool>& enabled() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+inline std::atomic<int64_t>& now() {
+  static std::atomic<int64_t> ns{0};
+  return ns;
+}
+}  // namespace virtual_time
+
+inline bool on_virtual_clock() { return virtual_time::enabled().load(std::memory_order_acquire); }
+inline int64_t monotonic_ns() {
+  return on_virtual_clock() ? virtual_time::now().load(std::memory_order_acquire) : clock_ns(CLOCK_MONOTONIC);
+}
 inline int64_t realtime_ns() { return clock_ns(CLOCK_REALTIME); }
 inline double thread_cpu_s() { return clock_ns(CLOCK_THREAD_CPUTIME_ID) * 1e-9; }
 

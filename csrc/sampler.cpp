@@ -13,7 +13,58 @@ namespace {
 
 int64_t to_ns(double s) { return static_cast<int64_t>(std::llround(s * 1e9)); }
 
+// The running samplers, for advance_virtual_clock() (Note [Virtual time]); and
+// how many run on the real clock, so that the clock is never switched under them.
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<Sampler*>& virtual_samplers() {
+  static std::vector<Sampler*> v;
+  return v;
+}
+std::atomic<int>& real_samplers() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
 }  // namespace
+
+void use_virtual_clock(int64_t start_ns) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  if (real_samplers().load() > 0 || !virtual_samplers().empty()) {
+    throw StateError("cannot switch clocks while a sampler runs: stop it first");
+  }
+  virtual_time::now().store(start_ns, std::memory_order_release);
+  virtual_time::enabled().store(true, std::memory_order_release);
+}
+
+void use_real_clock() {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  if (!virtual_samplers().empty()) throw StateError("cannot switch clocks while a sampler runs: stop it first");
+  virtual_time::enabled().store(false, std::memory_order_release);
+}
+
+void advance_virtual_clock(int64_t ns) {
+  if (!on_virtual_clock()) throw StateError("advance_virtual_clock(): the virtual clock is not in use");
+  if (ns < 0) throw std::invalid_argument("the clock only moves forward");
+  const int64_t target = virtual_time::now().load() + ns;
+  while (true) {
+    std::vector<Sampler*> running;
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex());
+      running = virtual_samplers();
+    }
+    int64_t next = target;
+    for (Sampler* s : running) next = std::min(next, s->next_deadline_ns());
+    next = std::max(next, virtual_time::now().load());
+    virtual_time::now().store(next, std::memory_order_release);
+    for (Sampler* s : running) {
+      if (s->next_deadline_ns() <= next) s->tick(next);
+    }
+    if (next >= target) return;
+  }
+}
 
 Sampler::Sampler(std::shared_ptr<PowerSource> source, SamplerConfig config)
     : source_(std::move(source)), config_(config) {
@@ -109,6 +160,18 @@ void Sampler::start() {
   read_status();
   last_drain_ns_ = monotonic_ns();
   drain();
+  if (on_virtual_clock()) {  // Note [Virtual time]: no threads; advance_virtual_clock() ticks it
+    const int64_t now = monotonic_ns();
+    next_drain_ = now + to_ns(config_.drain_interval_s);
+    next_status_ = now + to_ns(config_.status_interval_s);
+    next_energy_ = now + to_ns(config_.energy_interval_s);
+    virtual_ = true;
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    virtual_samplers().push_back(this);
+    running_ = true;
+    return;
+  }
+  virtual_ = false;
   fast_ = std::thread([this] { fast_loop(); });
   try {
     energy_thread_ = std::thread([this] { energy_loop(); });
@@ -121,7 +184,38 @@ void Sampler::start() {
     fast_.join();
     throw;
   }
+  real_samplers() += 1;
   running_ = true;
+}
+
+int64_t Sampler::next_deadline_ns() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return drain_requested_ ? 0 : std::min({next_drain_, next_status_, next_energy_});
+}
+
+void Sampler::tick(int64_t now) {
+  bool requested = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::swap(requested, drain_requested_);
+  }
+  try {  // as the threads do: an error is kept for the caller, and the rows so far survive
+    if (requested || now >= next_drain_) {
+      drain();
+      next_drain_ = now + to_ns(config_.drain_interval_s);
+    }
+    if (now >= next_status_) {
+      read_status();
+      next_status_ = now + to_ns(config_.status_interval_s);
+    }
+    if (now >= next_energy_) {
+      read_energy();
+      next_energy_ = now + to_ns(config_.energy_interval_s);
+    }
+  } catch (...) {
+    keep_error(std::current_exception());
+    next_drain_ = next_status_ = next_energy_ = INT64_MAX;  // a thread that failed stops working
+  }
 }
 
 void Sampler::stop() {
@@ -132,8 +226,15 @@ void Sampler::stop() {
     stop_ = true;
   }
   wake_.notify_all();
-  fast_.join();
-  energy_thread_.join();
+  if (virtual_) {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto& v = virtual_samplers();
+    v.erase(std::remove(v.begin(), v.end(), this), v.end());
+  } else {
+    fast_.join();
+    energy_thread_.join();
+    real_samplers() -= 1;
+  }
   running_ = false;
   // Cover the window up to now: one more drain and counter read.
   try {

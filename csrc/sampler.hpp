@@ -128,6 +128,11 @@ class Sampler {
   const SamplerStats& stats() const noexcept { return stats_; }
   PowerSource& source() noexcept { return *source_; }
 
+  // Note [Virtual time]: on the virtual clock a running sampler has no threads;
+  // advance_virtual_clock() calls tick() at each of its deadlines instead.
+  int64_t next_deadline_ns() const noexcept;
+  void tick(int64_t now_ns);
+
  private:
   void fast_loop();
   void energy_loop();
@@ -159,12 +164,21 @@ class Sampler {
   SamplerStats stats_;
   std::atomic<bool> running_{false};
   std::mutex lifecycle_;  // held for the whole of start() and stop(): callers on two threads take turns
-  std::mutex mutex_;  // guards stop_, drain_requested_ and error_ only
+  mutable std::mutex mutex_;  // guards stop_, drain_requested_ and error_ only
   std::condition_variable wake_;
   bool stop_ = false;
   bool drain_requested_ = false;
   std::exception_ptr error_;
   std::thread fast_, energy_thread_;
+  bool virtual_ = false;                         // started on the virtual clock: no threads
+  int64_t next_drain_ = 0, next_status_ = 0, next_energy_ = 0;  // its deadlines there
 };
+
+// Note [Virtual time]. Switching needs no sampler running; advancing needs the virtual clock.
+void use_virtual_clock(int64_t start_ns);
+void use_real_clock();
+// Moves the virtual clock forward by `ns`, stopping at every running sampler's
+// deadlines on the way to let it do that deadline's work.
+void advance_virtual_clock(int64_t ns);
 
 }  // namespace cn

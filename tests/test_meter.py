@@ -1,10 +1,15 @@
-"""Meter: a code region's energy. Each test here pins a bug found in review (issue 12)."""
-
-import time
+"""Meter: a code region's energy. Each test here pins a bug found in review (issue 12).
+On the virtual clock (Note [Virtual time])."""
 
 import pytest
 
 import clear_native as cn
+
+
+@pytest.fixture(autouse=True)
+def virtual_clock():
+    with cn.clock.virtual():
+        yield
 
 FAST = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=1.0,
             energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
@@ -18,8 +23,8 @@ def test_the_window_waits_for_queued_work():
     drained = []
 
     def sync():  # stands in for torch.cuda.synchronize: returns once the queued work is done
-        if src.true_power_w(cn._native.core.monotonic_ns()) > 200:
-            time.sleep(0.25)
+        if src.true_power_w(cn.clock.now_ns()) > 200:
+            cn.clock.sleep(0.25)
             src.set_power(src.params.idle_w)
             drained.append(True)
 
@@ -35,7 +40,7 @@ def test_the_body_exception_is_never_hidden_by_a_sampler_error():
     src = cn.synthetic_sensor(**FAST, fail_after_reads=20, fail_code=15)  # the GPU is lost after 20 reads
     with pytest.raises(ValueError, match="the body's own error"):
         with cn.Meter(source=src, sync=None, drain_interval_s=0.005):
-            time.sleep(0.2)  # the sampler fails meanwhile
+            cn.clock.sleep(0.2)  # the sampler fails meanwhile
             raise ValueError("the body's own error")
 
 
@@ -43,14 +48,14 @@ def test_a_sampler_error_without_a_body_error_is_raised():
     src = cn.synthetic_sensor(**FAST, fail_after_reads=20, fail_code=15)
     with pytest.raises(cn.errors.NvmlGpuLostError):
         with cn.Meter(source=src, sync=None, drain_interval_s=0.005):
-            time.sleep(0.2)
+            cn.clock.sleep(0.2)
 
 
 @pytest.mark.parametrize("device", [0, "cuda", "cuda:0"])
 def test_device_is_an_index_or_a_cuda_name(device):
     src = cn.synthetic_sensor(**FAST)
     with cn.Meter(device, source=src, sync=None) as m:
-        time.sleep(0.05)
+        cn.clock.sleep(0.05)
     assert m.result.duration_s >= 0.05
 
 
