@@ -12,7 +12,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import analysis, baselines, clock, errors, records
 from ._native import HAS_CUDA
-from .backend import GpuBackend, SimulatedBackend, SimulatedCall
+from .backend import GpuBackend
+from .simulated import OpCosts, SimulatedBackend, SimulatedCall
 from .cold_l2 import ColdCopies, l2_copies
 from .components import Component, ComponentGroup, find_components, group_components
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device, nvml_device_count
@@ -70,6 +71,7 @@ __all__ = [
     "ModelReport",
     "nvml_device",
     "nvml_device_count",
+    "OpCosts",
     "PrunedGraph",
     "records",
     "replay",

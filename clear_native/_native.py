@@ -9,7 +9,8 @@ try:
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ClearNativeError(
         "clear_native's compiled core (_core) is missing: install the package with "
-        "`pip install --no-build-isolation -e .` from the repository root"
+        "`python3 -m pip install .` from the repository root (that builds it; nvcc on PATH adds the CUDA "
+        "engine). If it is installed, you are importing the source folder instead: run from another folder"
     ) from exc
 
 HAS_CUDA: bool = bool(core.HAS_CUDA)

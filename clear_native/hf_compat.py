@@ -41,6 +41,18 @@ def _fixed_slot_update(layer, key_states, value_states, *args, **kwargs):
     return layer.keys, layer.values
 
 
+def cache_argument(model) -> str:
+    """The name the model's forward takes its KV cache under: ``cache`` (transformers >= 5.24)
+    or ``past_key_values`` (earlier; deprecated in 5.24, removed in 5.40)."""
+    return "cache" if accepts(model.forward, "cache") else "past_key_values"
+
+
+def _positions(model, positions) -> dict:
+    """``cache_position`` where the forward still takes it (transformers < 5.24 reads positions from it;
+    later ones from the cache's own length)."""
+    return {"cache_position": positions} if accepts(model.forward, "cache_position") else {}
+
+
 def decode_inputs(model, input_ids, cache_len: int, kw: dict):
     """Inputs of one decode step after `cache_len` tokens, with a static (fixed-size) KV cache.
 
@@ -55,24 +67,24 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
 
     config, dev = model.config, input_ids.device
     b = input_ids.shape[0]
+    name = cache_argument(model)
     self_cache = StaticCache(config=config, max_cache_len=cache_len + 1)
     prompt = torch.randint(0, config.vocab_size, (b, cache_len), device=dev)
-    positions = torch.arange(cache_len, device=dev)
+    fill = _positions(model, torch.arange(cache_len, device=dev))
     with torch.no_grad():
         if config.is_encoder_decoder:
             encoded = model.get_encoder()(input_ids)
             cache = EncoderDecoderCache(self_cache, StaticCache(config=config, max_cache_len=input_ids.shape[1]))
-            model(encoder_outputs=encoded, decoder_input_ids=prompt, past_key_values=cache, use_cache=True,
-                  cache_position=positions)
+            model(encoder_outputs=encoded, decoder_input_ids=prompt, use_cache=True, **{name: cache}, **fill)
         else:
             cache = self_cache
-            model(prompt, past_key_values=cache, use_cache=True, cache_position=positions)
+            model(prompt, use_cache=True, **{name: cache}, **fill)
     for layer in self_cache.layers:
         if not hasattr(layer, "cumulative_length"):
             raise ValueError(f"decode mode needs transformers' StaticCache layers; got {type(layer).__name__}")
         layer._cn_base = torch.full((), cache_len, dtype=torch.long, device=layer.keys.device)
         layer.update = types.MethodType(_fixed_slot_update, layer)
-    step_kw = dict(kw, past_key_values=cache, use_cache=True, cache_position=torch.tensor([cache_len], device=dev))
+    step_kw = dict(kw, use_cache=True, **{name: cache}, **_positions(model, torch.tensor([cache_len], device=dev)))
     if config.is_encoder_decoder:
         step_kw.update(encoder_outputs=encoded, decoder_input_ids=prompt[:, -1:])
         if accepts(model.forward, "decoder_attention_mask"):
@@ -85,7 +97,7 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
 
 def supports_decode(model) -> bool:
     """A transformers model with a KV cache: what decode mode needs."""
-    return hasattr(model, "config") and accepts(model.forward, "past_key_values")
+    return hasattr(model, "config") and (accepts(model.forward, "past_key_values") or accepts(model.forward, "cache"))
 
 
 # --------------------------------------------------------------------------- eager decisions

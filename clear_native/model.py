@@ -18,14 +18,13 @@ from dataclasses import asdict
 
 from . import clock
 from .accounting import account, context_accounting
-from .cold_l2 import ColdCopies, cold, l2_bytes_of, l2_copies, per_copy
+from .cold_l2 import ColdCopies, cold, l2_copies, per_copy
 from .components import find_components, group_components
 from .context import CONTEXT_GRAPH, REST, graphs_without, output_diffs, recorder_for
 from .graph_capture import capture
 from .hf_compat import accepts, decode_inputs, supports_decode
 from .protocol import measure
 from .results import GroupResult, ModelReport
-from .work import kernel_times_s
 
 MODES = ("prefill", "decode")
 L2_MODES = ("cold", "hot")
@@ -51,11 +50,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     The rest goes to measure() for every component group and the whole model together. Other
     keyword arguments are the model's (deprecated: use model_kwargs).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if l2 not in L2_MODES:
-        raise ValueError(f"l2 must be one of {L2_MODES}, got {l2!r}")
-    kw = _model_kwargs(kw, model_kwargs)
+    kw = _check(mode, l2, kw, model_kwargs)
     say = progress or (lambda msg: None)
     t0 = clock.now_s()
     model.eval()
@@ -63,16 +58,17 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     comps = find_components(model, *inputs, select=select, model_kwargs=kw)  # also: does it run?
     groups = group_components(comps)
     say(f"{len(comps)} components in {len(groups)} groups")
-    kernels_s, inside_s = kernel_times_s(model, comps, inputs, kw)
-    l2_bytes = l2_bytes_of(model) if l2 == "cold" else 0
+    backend = backend or _gpu_backend(model)
+    kernels_s, inside_s = backend.kernel_times_s(model, comps, inputs, kw)
+    l2_bytes = backend.l2_bytes(model) if l2 == "cold" else 0
     copies, failures = {}, []
-    caps = _capture_groups(groups, l2_bytes, copies, failures)
+    caps = _capture_groups(backend, groups, l2_bytes, copies, failures)
     # A model whose parameters fit the L2 keeps them there from one back-to-back call to the next:
     # replayed cold like its components, or they would not add up to it (Note [Cold L2]).
     copies["whole_model"] = l2_copies(model, l2_bytes)
     whole_fn = cold(model, copies["whole_model"])
-    whole = capture(whole_fn, *inputs, name="whole_model", eager_fallback=True, **kw)
-    ctx = _capture_in_context(whole_fn, model, groups, inputs, kw, failures) if in_context else None
+    whole = backend.capture(whole_fn, *inputs, name="whole_model", **kw)
+    ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     run = measure(caps + [whole] + (ctx["captures"] if ctx else []), backend=backend, profile=profile,
                   min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel, target_cv=target_cv,
                   window_s=window_s, budget_s=budget_s, progress=progress)
@@ -93,7 +89,12 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                                      whole_model_eager_reason=whole.reason, in_context=in_context))
 
 
-def _model_kwargs(kw: dict, model_kwargs: dict | None) -> dict:
+def _check(mode: str, l2: str, kw: dict, model_kwargs: dict | None) -> dict:
+    """The options checked before anything runs; the model's keyword arguments."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if l2 not in L2_MODES:
+        raise ValueError(f"l2 must be one of {L2_MODES}, got {l2!r}")
     if kw:
         warnings.warn(f"measure_model(): pass the model's keyword arguments as model_kwargs={{...}}, not as "
                       f"keywords ({', '.join(sorted(kw))}): a model argument named like an option is lost",
@@ -112,22 +113,34 @@ def _prepare_inputs(model, inputs: tuple, kw: dict, mode: str, cache_len: int) -
     return inputs, kw
 
 
-def _capture_groups(groups, l2_bytes: int, copies: dict, failures: list) -> list:
+def _gpu_backend(model):
+    """The GPU the model's parameters are on (CUDA device 0 for a model without parameters)."""
+    from .backend import GpuBackend
+
+    p = next(model.parameters(), None)
+    on_gpu = p is not None and p.device.type == "cuda"
+    return GpuBackend((p.device.index or 0) if on_gpu else 0)
+
+
+def _capture_groups(backend, groups, l2_bytes: int, copies: dict, failures: list) -> list:
     """One capture per group's representative, replayed cold; a group that fails is named in ``failures``."""
     caps = []
     for g in groups:
         rep = g.representative
         n = copies[g.name] = l2_copies(rep.module, l2_bytes)
         try:  # copying (memory) and capturing may fail: named and reported, the others still measured
-            caps.append(capture(cold(rep.module, n), *rep.args, name=g.name, eager_fallback=True, **rep.kwargs))
+            caps.append(backend.capture(cold(rep.module, n), *rep.args, name=g.name, **rep.kwargs))
         except Exception as exc:  # noqa: BLE001 - named and reported; the others are still measured
             failures.append((g.name, f"{type(exc).__name__}: {exc}"))
     return caps
 
 
-def _capture_in_context(whole_fn, model, groups, inputs, kw, failures: list) -> dict | None:
+def _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures: list) -> dict | None:
     """A second capture of the whole model (Note [The in-context graph is its own baseline]) and its graphs
     without each group; None (and a line in ``failures``) where that cannot be made."""
+    if not backend.in_context:
+        failures.append(("in context", f"the {backend.kind} backend has no graph to remove components from"))
+        return None
     recorder = recorder_for(whole_fn.modules if isinstance(whole_fn, ColdCopies) else [model], groups)
     try:  # it holds every activation at once: it may not fit where the model does
         with recorder:

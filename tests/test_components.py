@@ -280,13 +280,27 @@ def test_report_with_in_context_columns(tmp_path):
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "t5", "bart"])
 def test_decode_steps_repeat_the_same_work(family):
     # transformers' StaticCache advances a counter each step; a decode replay must write one slot.
+    from clear_native.hf_compat import cache_argument
+
     model, inputs, _ = tiny(family)
+    torch.manual_seed(1)
     step, kw = cn.decode_inputs(model, inputs[0][:1, :6], cache_len=8, kw={})
-    cache = kw["past_key_values"]
+    cache = kw[cache_argument(model)]
     with torch.no_grad():
         outs = [model(*step, **kw).logits for _ in range(4)]  # 4 steps: past the 9 slots if it advanced
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0])
+    # The truth, from the model's own forward without any cache: the step's logits are those of the
+    # last position of the whole sequence (the 8 cached tokens, then the new one).
+    torch.manual_seed(1)
+    prompt = torch.randint(0, model.config.vocab_size, (1, 8))
+    with torch.no_grad():
+        if family in ("t5", "bart"):
+            full = model(encoder_outputs=kw["encoder_outputs"], use_cache=False,
+                         decoder_input_ids=torch.cat([prompt, prompt[:, -1:]], 1)).logits[:, -1:]
+        else:
+            full = model(torch.cat([prompt, step[0]], 1), use_cache=False).logits[:, -1:]
+    torch.testing.assert_close(outs[0], full, atol=1e-4, rtol=1e-4)
     self_cache = getattr(cache, "self_attention_cache", cache)
     assert self_cache.layers[0].keys.shape[2] == 9
     if family in ("t5", "bart"):  # the encoder ran once: the step is the decoder's, over 6 encoded tokens

@@ -1,0 +1,211 @@
+"""A simulated GPU with a known truth, for the CPU tests: the synthetic sensor, and a cost model
+that turns any PyTorch callable into a SimulatedCall.
+
+SimulatedBackend runs SimulatedCalls on the synthetic sensor: while a run lasts, the sensor's
+true power is what the call draws, so the protocol's answer can be checked against it. Its
+cost model (OpCosts) runs a callable eagerly on the CPU and prices every ATen operation as a
+GPU would spend it: a kernel of max(FLOPs / peak, bytes / bandwidth) seconds at awake power
+plus energy per FLOP and per byte, then a gap between kernels at awake power. A model's cost
+is the sum of its operations' costs, so measure_model's whole pipeline (discovery, grouping,
+capture, trials, accounting) runs on the CPU with every term's truth known (OpCosts.ledger).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from . import clock
+from ._native import core
+from .graphs import ReplayResult
+
+
+@dataclass(frozen=True)
+class SimulatedCall:
+    """A component with a known truth: each call keeps the GPU busy `kernel_s` at `power_w`;
+    each graph launch adds `launch_gap_s` at the backend's awake-idle power."""
+
+    name: str
+    kernel_s: float
+    power_w: float
+    launch_gap_s: float = 2e-6
+    eager: bool = False
+    swing_w: float = 0.0     # power swings +/- this much around its mean, as a power limiter cycling does
+    swing_s: float = 0.0     # ... every swing_s (a square wave with a random phase per run)
+    reason: str = ""         # why it is eager (as Capture.reason)
+
+    def true_time_per_call_s(self, unroll: int) -> float:
+        return self.kernel_s + self.launch_gap_s / unroll
+
+    def true_energy_per_call_j(self, unroll: int, awake_w: float) -> float:
+        return self.power_w * self.kernel_s + awake_w * self.launch_gap_s / unroll
+
+
+class SimulatedBackend:
+    """Runs SimulatedCalls on the synthetic sensor: while a run lasts, the sensor's
+    true power is what the call draws, so the protocol's answer can be checked."""
+
+    kind = "simulated"
+    in_context = False  # no graph to remove components from
+
+    def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None) -> None:
+        self.source = source
+        self.awake_w = awake_w
+        self.load_w = load_w
+        self.costs = costs or OpCosts(awake_w=awake_w)
+        self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none"}
+        self._rng = random.Random(0)
+
+    identity = "synthetic"
+
+    def time_per_call_s(self, call: SimulatedCall) -> float:
+        return call.true_time_per_call_s(1)
+
+    def prepare(self, call: SimulatedCall, unroll: int):
+        return (call, unroll)
+
+    def capture(self, fn, *args, name: str, **kwargs) -> SimulatedCall:
+        """The callable as the cost model prices one call of it."""
+        t, e = self.costs.totals(self.costs.ledger(fn, args, kwargs))
+        return SimulatedCall(name, kernel_s=t, power_w=e / t)
+
+    def l2_bytes(self, model) -> int:
+        return 0  # no cache to overflow: every replay is as cold as the model
+
+    def kernel_times_s(self, model, components, inputs, kw) -> tuple:
+        """(all kernels, kernels inside components) of one forward pass: gaps left out, as the profiler does."""
+        rows = self.costs.ledger(model, inputs, kw, marks=[c.module for c in components])
+        return sum(r.kernel_s for r in rows), sum(r.kernel_s for r in rows if r.inside)
+
+    def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0) -> tuple[int, int]:
+        """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (random phase)."""
+        t0 = core.monotonic_ns()
+        self.source.set_power(watts, t0)
+        if swing_w and swing_s:
+            step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))
+            t = t0 - int(self._rng.uniform(0, swing_s) * 1e9)
+            self.source.set_power(watts + sign * swing_w, t0)
+            while t + step < t0 + seconds * 1e9:
+                t, sign = t + step, -sign
+                self.source.set_power(watts + sign * swing_w, t)
+        clock.sleep(seconds)
+        t1 = core.monotonic_ns()
+        self.source.set_power(self.source.params.idle_w, t1)
+        return t0, t1
+
+    def run(self, handle, launches: int) -> ReplayResult:
+        call, unroll = handle
+        per_call = call.true_time_per_call_s(unroll)
+        watts = call.true_energy_per_call_j(unroll, self.awake_w) / per_call
+        t0, t1 = self._hold(watts, launches * unroll * per_call, call.swing_w, call.swing_s)
+        # The GPU time is what the events would say: the sleep, as it really lasted,
+        # its launches evenly spread over it.
+        span_s = (t1 - t0) * 1e-9
+        ends = tuple(span_s * (i + 1) / launches for i in range(launches))
+        return ReplayResult(span_s, launches, launches * unroll, t0, t1, launch_end_s=ends)
+
+    def load(self, duration_s: float) -> ReplayResult:
+        t0, t1 = self._hold(self.load_w, duration_s)
+        return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
+
+    def awake_idle(self, duration_s: float) -> ReplayResult:
+        t0, t1 = self._hold(self.awake_w, duration_s)
+        return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
+
+    def python_loop_call(self, call: SimulatedCall, python_overhead_s: float = 100e-6):
+        """A callable as a Python loop sees the component: each call costs the
+        interpreter `python_overhead_s` of wall time, of which the GPU is busy only
+        `kernel_s`; between calls it sits at awake-idle power."""
+        busy = min(1.0, call.kernel_s / python_overhead_s)
+        watts = busy * call.power_w + (1 - busy) * self.awake_w
+        idle = self.source.params.idle_w
+
+        def one_call() -> None:
+            t0 = core.monotonic_ns()
+            self.source.set_power(watts, t0)
+            self.source.set_power(idle, t0 + int(python_overhead_s * 1e9))
+            if clock.is_virtual():
+                clock.sleep(python_overhead_s)
+                return
+            while core.monotonic_ns() - t0 < python_overhead_s * 1e9:
+                pass
+
+        return one_call
+
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One ATen operation as the simulated GPU spends it."""
+
+    op: str
+    flops: int
+    bytes: int
+    kernel_s: float    # the kernel itself
+    gap_s: float       # the gap before the next kernel (inside a graph: launch latency)
+    energy_j: float    # kernel and gap
+    inside: bool       # ran inside one of the marked modules
+
+
+@dataclass(frozen=True)
+class OpCosts:
+    """The simulated GPU's prices (an H100-like roofline; the truth of the CPU tests)."""
+
+    awake_w: float = 110.0
+    peak_flops: float = 400e12
+    bandwidth_bps: float = 2.5e12
+    min_kernel_s: float = 2e-6
+    gap_s: float = 2e-6
+    j_per_flop: float = 0.6e-12
+    j_per_byte: float = 25e-12
+    free_ops: tuple = field(default=("view", "_unsafe_view", "t", "transpose", "permute", "expand", "slice",
+                                     "select", "unsqueeze", "squeeze", "detach", "alias", "as_strided",
+                                     "split", "split_with_sizes", "chunk", "unbind", "lift_fresh", "empty",
+                                     "_local_scalar_dense", "sym_size", "sym_stride", "is_same_size"))
+
+    def ledger(self, fn, args, kwargs, marks=()) -> list:
+        """Runs ``fn(*args, **kwargs)`` once (CPU, no grad) and prices every operation that moves data.
+        ``marks``: modules whose operations are flagged ``inside``."""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+        from torch.utils.flop_counter import flop_registry
+
+        rows, depth = [], [0]
+        costs = self
+
+        class Price(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                name = func.overloadpacket.__name__
+                if name in costs.free_ops:
+                    return out
+                counter = flop_registry.get(func.overloadpacket)
+                flops = int(counter(*args, **kwargs, out_val=out)) if counter else 0
+                nbytes = sum(t.numel() * t.element_size() for t in tree_leaves((args, kwargs, out))
+                             if isinstance(t, torch.Tensor))
+                kernel = max(costs.min_kernel_s, flops / costs.peak_flops, nbytes / costs.bandwidth_bps)
+                energy = costs.awake_w * (kernel + costs.gap_s) + costs.j_per_flop * flops + costs.j_per_byte * nbytes
+                rows.append(OpRow(name, flops, nbytes, kernel, costs.gap_s, energy, depth[0] > 0))
+                return out
+
+        def enter(module, args):
+            depth[0] += 1
+
+        def leave(module, args, output):
+            depth[0] -= 1
+
+        handles = [h for m in marks for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+        try:
+            with torch.no_grad(), Price():
+                fn(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        return rows
+
+    @staticmethod
+    def totals(rows) -> tuple:
+        """(GPU seconds, joules) of the rows."""
+        return sum(r.kernel_s + r.gap_s for r in rows), sum(r.energy_j for r in rows)

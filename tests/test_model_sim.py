@@ -1,0 +1,109 @@
+"""measure_model end to end on the CPU: a tiny transformers model on the simulated GPU.
+
+Discovery, grouping, capture, the interleaved trials on the synthetic sensor and the accounting
+all run; the simulated GPU's cost model (OpCosts) prices every operation, so each term's truth is
+known from its ledger, computed apart from the code under test. On the virtual clock.
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+import clear_native as cn  # noqa: E402
+from clear_native.simulated import OpCosts  # noqa: E402
+
+FAST = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=2.0,
+            energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
+KW = dict(min_trials=4, max_trials=12, target_ci_rel=0.005, window_s=0.1, budget_s=600)
+
+
+@pytest.fixture(autouse=True)
+def virtual_clock():
+    with cn.clock.virtual():
+        yield
+
+
+def tiny_bert(layers=3):
+    torch.manual_seed(0)
+    config = T.BertConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=256,
+                          vocab_size=200, max_position_embeddings=64)
+    config._attn_implementation = "sdpa"
+    return T.BertModel(config).eval(), torch.randint(0, 200, (2, 16))
+
+
+def tiny_llama(layers=3):
+    torch.manual_seed(0)
+    config = T.LlamaConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                           intermediate_size=256, vocab_size=200, max_position_embeddings=64)
+    config._attn_implementation = "sdpa"
+    return T.LlamaForCausalLM(config).eval(), torch.randint(0, 200, (2, 16))
+
+
+def test_measure_model_recovers_the_simulated_truth():
+    # Llama: its decoder layers' residual adds are in no component (glue), unlike BERT's.
+    model, ids = tiny_llama()
+    costs = OpCosts()
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), costs=costs)
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    rep = cn.measure_model(model, ids, model_kwargs={"use_cache": False}, backend=backend, profile=profile, **KW)
+
+    # The truth, from the cost model's ledger of one forward pass: each layer's parts, and the rest.
+    comps = cn.find_components(model, ids, model_kwargs={"use_cache": False})
+    ledger = costs.ledger(model, (ids,), {"use_cache": False}, marks=[c.module for c in comps])
+    model_t, model_e = costs.totals(ledger)
+    inside_t, inside_e = costs.totals([r for r in ledger if r.inside])
+    # embeddings, the layers' norms, attention and MLP (each measured once for 3 layers), rotary, the head.
+    occ = {g.kind: g.occurrences for g in rep.groups}
+    assert occ["self_attention"] == occ["mlp"] == 3 and occ["norm"] == 7 and occ["head"] == 1
+    assert all(g.cv <= 0.01 and not g.eager for g in rep.groups) and not rep.settings["whole_model_eager"]
+
+    # The whole model, per forward pass (the replay adds one launch gap per unrolled launch: tiny).
+    assert rep.accounting.model_energy_j == pytest.approx(model_e, rel=0.01)
+    assert rep.accounting.model_time_s == pytest.approx(model_t, rel=0.01)
+    # Each group measured alone is its share of the ledger: the parts sum to the ops inside components.
+    assert rep.accounting.components_energy_j == pytest.approx(inside_e, rel=0.01)
+    assert rep.accounting.components_time_s == pytest.approx(inside_t, rel=0.01)
+    assert rep.coverage == pytest.approx(inside_e / model_e, rel=0.015)
+    assert inside_e < model_e and rep.coverage < 1.0  # some work (the mask, the casts) is in no component
+    # Glue and gaps take the time the parts leave: the time adds up exactly; the energy to within the
+    # estimate's assumption (glue at the parts' mean power).
+    acc = rep.accounting
+    assert acc.components_time_s + acc.glue_time_s + acc.gaps_time_s == pytest.approx(model_t, rel=0.01)
+    outside = [r for r in ledger if not r.inside]
+    assert acc.glue_time_s == pytest.approx(sum(r.kernel_s for r in outside), rel=0.01)
+    assert rep.explained_coverage == pytest.approx(1.0, abs=0.03)
+    # FLOPs per call come from the flop counter, the same numbers the cost model priced.
+    att = next(g for g in rep.groups if g.kind == "self_attention")
+    layer0 = [c for c in comps if c.qualname == att.name][0]
+    att_ledger = costs.ledger(layer0.module, layer0.args, layer0.kwargs)
+    assert att.flops == sum(r.flops for r in att_ledger) > 0
+
+
+def test_a_model_keyword_named_like_an_option_reaches_the_model():
+    # measure_model(model, ids, mode=...) used to take the model's `mode` as its own option.
+    class Moded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(8)
+
+        def forward(self, x, mode="a", scale=1.0):
+            assert mode == "model's own", mode
+            return self.norm(x) * scale
+
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    rep = cn.measure_model(Moded(), torch.randn(4, 8), model_kwargs={"mode": "model's own"}, backend=backend,
+                           profile=profile, **KW)
+    assert [g.kind for g in rep.groups] == ["norm"]
+    with pytest.warns(DeprecationWarning, match="model_kwargs"):
+        rep = cn.measure_model(Moded(), torch.randn(4, 8), backend=backend, profile=profile, scale=2.0,
+                               model_kwargs={"mode": "model's own"}, **KW)  # the old form still works
+    assert [g.kind for g in rep.groups] == ["norm"]
+
+
+def test_a_model_that_does_not_run_is_a_model_input_error_before_any_measuring():
+    model, ids = tiny_bert(1)
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    with pytest.raises(cn.errors.ModelInputError, match="does not run on the given inputs"):
+        cn.measure_model(model, torch.randint(0, 200, (2, 999)), backend=backend, **KW)
