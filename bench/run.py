@@ -161,11 +161,17 @@ def _reference(torch, T, profile, args, ident, folder) -> None:
         print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
 
 
+def _gpu_libraries():
+    """(torch, transformers), imported when a run starts measuring."""
+    import torch
+    import transformers
+
+    return torch, transformers
+
+
 def run(args, tasks, folder: Path) -> int:
     """Measures the tasks not yet in ``folder``'s records, then writes its report."""
-    import torch
-    import transformers as T
-
+    torch, T = _gpu_libraries()
     ident = run_identity(torch)
     ident["transformers"] = T.__version__
     records = store.load(folder)
