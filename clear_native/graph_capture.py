@@ -6,11 +6,13 @@ the same tensors, which is what a repetition-based energy measurement needs.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import CaptureError
 from .hf_compat import EagerDecisions
+from .host_reads import HostReads
 
 __all__ = ["Capture", "CaptureError", "capture"]
 
@@ -72,7 +74,8 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     eager Capture flagged ``eager=True`` with that reason. Synchronising calls
     are found before any capture starts (Note [Reject before capturing]).
     Data-dependent branches of transformers' masks are taken as in the first,
-    eager call (Note [Capture what eager runs]).
+    eager call (Note [Capture what eager runs]), and so is every value the call
+    reads back from the GPU (Note [Host reads replayed]).
     """
     import torch
 
@@ -92,27 +95,18 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     with torch.cuda.device(device), torch.no_grad():
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        reason, error = "", None
-        decisions = EagerDecisions()  # Note [Capture what eager runs]
+        replay = _Replay()
         with torch.cuda.stream(side):
-            with decisions.recording():
-                fn(*args, **kwargs)  # the first call may synchronise once (lazy initialisation)
-            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1), decisions)
+            with replay.recording():
+                reference = _kept_outputs(fn(*args, **kwargs))  # may synchronise once (lazy initialisation)
+            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1), replay)
         torch.cuda.current_stream(device).wait_stream(side)
         torch.cuda.synchronize(device)
+        error = None
         if not reason:
-            graph = torch.cuda.CUDAGraph(keep_graph=True)
-            try:
-                with decisions.replaying(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    cap.outputs = fn(*args, **kwargs)
-                graph.instantiate()
-                cap.meta.update(eager_decisions=len(decisions.recorded), decision_mismatches=decisions.mismatches)
-                cap.graph = graph
-                return cap
-            except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
-                torch.cuda.synchronize(device)
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                error = exc
+            reason, error = _capture_graph(torch, cap, replay, reference)
+        if not reason:
+            return cap
         if not eager_fallback:
             raise CaptureError(f"cannot capture {name} into a CUDA graph: {reason}; pass "
                                "eager_fallback=True to measure it eagerly (flagged)") from error
@@ -120,7 +114,65 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
         return cap
 
 
-def _synchronises(torch, fn, args, kwargs, calls: int, decisions: EagerDecisions) -> str:
+class _Replay:
+    """Both replays a capture needs: transformers' decisions (Note [Capture what eager runs]) and host
+    reads (Note [Host reads replayed])."""
+
+    def __init__(self) -> None:
+        self.decisions, self.reads = EagerDecisions(), HostReads()
+
+    @contextlib.contextmanager
+    def recording(self):
+        with self.decisions.recording(), self.reads.recording():
+            yield
+
+    @contextlib.contextmanager
+    def replaying(self):
+        with self.decisions.replaying(), self.reads.replaying():
+            yield
+
+
+def _kept_outputs(out) -> list:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [t.detach().clone() for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tuple:
+    """Captures and instantiates cap's graph; ("", None) or (why it failed, the exception)."""
+    graph = torch.cuda.CUDAGraph(keep_graph=True)
+    try:
+        with replay.replaying(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            cap.outputs = cap.fn(*cap.args, **cap.kwargs)
+        graph.instantiate()
+    except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
+        torch.cuda.synchronize(cap.device)
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", exc
+    from .graphs import graph_node_kinds
+
+    kinds = graph_node_kinds(graph.raw_cuda_graph())
+    if kinds["kernel"] + kinds["memset"] + kinds["memcpy"] == 0:
+        return (f"the graph holds no kernel: all it did was {len(replay.reads.recorded)} host read(s), replayed "
+                "(Note [Host reads replayed]); there is nothing on the GPU to measure"), None
+    cap.graph = graph
+    cap.meta.update(eager_decisions=len(replay.decisions.recorded), decision_mismatches=replay.decisions.mismatches,
+                    host_reads=len(replay.reads.recorded), host_read_mismatches=replay.reads.mismatches)
+    if replay.reads.recorded:  # Note [Host reads replayed]: trust the graph once it computes what eager did
+        graph.replay()
+        torch.cuda.synchronize(cap.device)
+        diff = max((float((a.float() - b.float()).abs().max()) for a, b in zip(_kept_outputs(cap.outputs), reference)
+                    if a.shape == b.shape and a.numel()), default=0.0)
+        scale = max((float(b.float().abs().max()) for b in reference if b.numel()), default=1.0) or 1.0
+        cap.meta["output_max_abs_diff"] = diff
+        if not diff <= 1e-3 * scale:
+            cap.graph = None
+            return (f"the graph with {len(replay.reads.recorded)} host reads replayed computes another output "
+                    f"than the eager call (max |difference| {diff:.3g}, output scale {scale:.3g})"), None
+    return "", None
+
+
+def _synchronises(torch, fn, args, kwargs, calls: int, replay: _Replay) -> str:
     """Runs ``fn`` with CUDA's sync debug mode set to "error"; returns why it synchronised, or "".
 
     Note [Reject before capturing]: a capture that fails half-way leaves
@@ -137,11 +189,20 @@ def _synchronises(torch, fn, args, kwargs, calls: int, decisions: EagerDecisions
             warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype")
             torch.cuda.set_sync_debug_mode("error")
         for _ in range(calls):
-            with decisions.replaying():
+            with replay.replaying():
                 fn(*args, **kwargs)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"it synchronises the GPU with the CPU ({first})"
+        return f"it synchronises the GPU with the CPU ({first}){_where(exc)}"
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     return ""
+
+
+def _where(exc) -> str:
+    """' at file:line (function)' of the innermost frame outside torch and clear_native, or ''."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename and "/clear_native/" not in f.filename]
+    return f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""

@@ -127,14 +127,61 @@ def test_bad_handles_and_arguments(torch):
     with pytest.raises(cn.CaptureError, match="not on a CUDA device"):
         cn.capture(torch.matmul, torch.ones(2, 2), torch.ones(2, 2))
     x = torch.ones(4, device="cuda")
+
+    def h2d(t):  # a tensor made from host data inside the call: a synchronising copy, not a host read
+        return t + torch.tensor([1.0, 2.0, 3.0, 4.0], device=t.device)
+
     with pytest.raises(cn.CaptureError, match="synchronises"):
-        cn.capture(lambda t: t.nonzero(), x)  # data-dependent shape: syncs with the CPU
-    eager = cn.capture(lambda t: t.nonzero(), x, eager_fallback=True)
-    assert eager.eager and "synchronises" in eager.reason
+        cn.capture(h2d, x)
+    eager = cn.capture(h2d, x, eager_fallback=True)
+    assert eager.eager and "synchronises" in eager.reason and "test_gpu.py" in eager.reason  # says where
+    with pytest.raises(cn.CaptureError, match="no kernel"):
+        cn.capture(lambda t: t.nonzero(), x)  # only a host read, replayed: nothing left to measure
     with pytest.raises(cn.CaptureError, match="no graph"):
         eager.exec_handle
     # Rejected before capturing: PyTorch's CUDA RNG still works afterwards.
     assert torch.randn(8, device="cuda").isfinite().all()
+
+
+def test_a_call_that_reads_device_values_on_the_host_is_captured(torch):
+    # Note [Host reads replayed]: a branch on .item(), a shape from int(), a .tolist() and a nonzero().
+    x = torch.randn(64, 64, device="cuda")
+
+    def reads(t):
+        scale = t.abs().max().item()
+        y = t.relu() * scale if bool((t.sum() > -1e9)) else t
+        rows = int(t.shape[0] // 2)
+        picked = (y[:rows] > 0).nonzero()
+        shift = sum(t[0, :4].tolist())
+        return y[:rows] @ y[:rows].T + picked.float().mean() + shift
+
+    expected = reads(x)
+    cap = cn.capture(reads, x)
+    assert not cap.eager and cap.meta["host_reads"] >= 4 and cap.meta["host_read_mismatches"] == 0
+    assert cap.meta["output_max_abs_diff"] <= 1e-3 * float(expected.abs().max())
+    cap.graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(cap.outputs, expected)
+    r = cn.replay(cap.exec_handle, 100)
+    assert r.launches == 100 and r.gpu_time_s > 0
+
+
+def test_bloom_is_captured_whole(torch):
+    # BLOOM-560m's forward fell back to a Python loop ("it synchronises the GPU with the CPU"): 25 % CV.
+    import transformers as T
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = T.BloomForCausalLM(T.BloomConfig(hidden_size=256, n_layer=2, n_head=4, vocab_size=1000))
+    model = model.half().eval()
+    ids = torch.randint(0, 1000, (1, 32), device="cuda")
+    cap = cn.capture(model, ids, use_cache=False, eager_fallback=True)
+    assert not cap.eager, cap.reason
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+    cap.graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(cap.outputs.logits, expected, atol=2e-3, rtol=2e-3)
 
 
 def test_transformers_model_captures_its_eager_kernels(torch):

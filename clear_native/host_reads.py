@@ -1,0 +1,108 @@
+"""Replaying what a forward pass reads back from the GPU, so that it can be captured.
+
+Note [Host reads replayed]: a forward that reads a device value on the host
+(``.item()``, ``bool(t)``, ``if mask.any():``, ``.tolist()``, ``.cpu()``,
+``nonzero()`` and other ops whose output shape depends on data) synchronises
+the GPU with the CPU, which a CUDA graph cannot hold: capture() used to fall
+back to a Python loop for it (BLOOM-560m: 25 % CV). Its inputs are fixed for a
+repetition-based measurement, so every such read returns, in every call, what
+it returned in the first eager call. One eager call records each read in
+order (a TorchDispatchMode under the op), and the synchronisation pre-check and
+the capture replay them: the op is not run, its recorded result is returned
+(a Python number, a CPU tensor, or a device tensor kept from the eager call).
+The graph then holds the eager forward's kernels minus those of the replayed
+ops, with the branches and shapes the eager forward took. capture() replays
+the graph once and compares its output with the eager call's before it trusts
+it (Capture.meta: host_reads, output_max_abs_diff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+# Ops whose result the host must wait for, whatever their device arguments (on a CUDA tensor).
+_DATA_DEPENDENT = {"_local_scalar_dense", "nonzero", "nonzero_static", "equal", "is_nonzero", "masked_select",
+                   "_unique", "_unique2", "unique_dim", "unique_consecutive", "unique_dim_consecutive",
+                   "repeat_interleave"}
+
+
+def reads_host(func, args, kwargs, device_type: str = "cuda") -> bool:
+    """Whether an ATen op makes the host wait for data on the device (a device of ``device_type``)."""
+    import torch
+
+    def on_device(x) -> bool:
+        return isinstance(x, torch.Tensor) and x.device.type == device_type
+
+    name = func.overloadpacket.__name__
+    if name in _DATA_DEPENDENT:
+        return any(on_device(a) for a in args)
+    if device_type == "cpu":
+        return False  # copies to the host are reads only from another device
+    if name == "_to_copy":  # .cpu(), .tolist(), .numpy() of a device tensor
+        device = kwargs.get("device")
+        return bool(args) and on_device(args[0]) and device is not None and torch.device(device).type == "cpu"
+    if name == "copy_":  # cpu_tensor.copy_(device_tensor)
+        return len(args) > 1 and on_device(args[1]) and isinstance(args[0], torch.Tensor) \
+            and args[0].device.type == "cpu"
+    return False
+
+
+def _kept(out):
+    """What a read returned, kept apart from what the caller may do to it."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)
+
+
+def _given(kept):
+    """A replayed read: CPU tensors as fresh copies, device tensors as kept (no kernel, no copy in the graph)."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x, kept)
+
+
+class HostReads:
+    """Records the host reads of one eager call; replays them, in order, in later calls."""
+
+    def __init__(self, device_type: str = "cuda") -> None:
+        self.device_type = device_type  # "cpu" only in tests: the reads of the CPU's own data-dependent ops
+        self.recorded: list = []     # (op name, kept result) in call order
+        self.replayed = 0            # reads answered from the record
+        self.mismatches = 0          # reads that did not match the record (the op ran)
+
+    def _mode(self, replay: bool):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+        cursor = iter(list(self.recorded))
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if not reads_host(func, args, kwargs, outer.device_type):
+                    return func(*args, **kwargs)
+                name = str(func)
+                if not replay:
+                    out = func(*args, **kwargs)
+                    outer.recorded.append((name, _kept(out)))
+                    return out
+                rec = next(cursor, None)
+                if rec is None or rec[0] != name:
+                    outer.mismatches += 1
+                    return func(*args, **kwargs)
+                outer.replayed += 1
+                return _given(rec[1])
+
+        return Mode()
+
+    def recording(self):
+        """Calls inside run as usual; their host reads are recorded."""
+        self.recorded.clear()
+        return self._mode(replay=False)
+
+    def replaying(self):
+        """Calls inside get the recorded host reads in order (one forward pass per ``with``);
+        without any recorded read, nothing is intercepted."""
+        return self._mode(replay=True) if self.recorded else contextlib.nullcontext()
