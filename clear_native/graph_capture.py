@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .errors import CaptureError
 from .hf_compat import EagerDecisions
-from .host_reads import HostReads
+from .host_reads import HostConstants, HostReads
 
 __all__ = ["Capture", "CaptureError", "capture"]
 
@@ -119,16 +119,16 @@ class _Replay:
     reads (Note [Host reads replayed])."""
 
     def __init__(self) -> None:
-        self.decisions, self.reads = EagerDecisions(), HostReads()
+        self.decisions, self.reads, self.constants = EagerDecisions(), HostReads(), HostConstants()
 
     @contextlib.contextmanager
     def recording(self):
-        with self.decisions.recording(), self.reads.recording():
+        with self.decisions.recording(), self.reads.recording(), self.constants.recording():
             yield
 
     @contextlib.contextmanager
     def replaying(self):
-        with self.decisions.replaying(), self.reads.replaying():
+        with self.decisions.replaying(), self.reads.replaying(), self.constants.replaying():
             yield
 
 
@@ -141,10 +141,15 @@ def _kept_outputs(out) -> list:
 
 def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tuple:
     """Captures and instantiates cap's graph; ("", None) or (why it failed, the exception)."""
+    import warnings
+
     graph = torch.cuda.CUDAGraph(keep_graph=True)
     try:
-        with replay.replaying(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            cap.outputs = cap.fn(*cap.args, **cap.kwargs)
+        with replay.replaying(), warnings.catch_warnings():
+            # An empty graph is refused below with a reason; PyTorch's warning about it would only repeat it.
+            warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                cap.outputs = cap.fn(*cap.args, **cap.kwargs)
         graph.instantiate()
     except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason
         torch.cuda.synchronize(cap.device)
@@ -157,8 +162,9 @@ def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tup
                 "(Note [Host reads replayed]); there is nothing on the GPU to measure"), None
     cap.graph = graph
     cap.meta.update(eager_decisions=len(replay.decisions.recorded), decision_mismatches=replay.decisions.mismatches,
-                    host_reads=len(replay.reads.recorded), host_read_mismatches=replay.reads.mismatches)
-    if replay.reads.recorded:  # Note [Host reads replayed]: trust the graph once it computes what eager did
+                    host_reads=len(replay.reads.recorded), host_read_mismatches=replay.reads.mismatches,
+                    host_constants=len(replay.constants.recorded))
+    if replay.reads.recorded or replay.constants.recorded:  # Note [Host reads replayed]: trust the graph once it computes what eager did
         graph.replay()
         torch.cuda.synchronize(cap.device)
         diff = max((float((a.float() - b.float()).abs().max()) for a, b in zip(_kept_outputs(cap.outputs), reference)

@@ -14,6 +14,14 @@ The graph then holds the eager forward's kernels minus those of the replayed
 ops, with the branches and shapes the eager forward took. capture() replays
 the graph once and compares its output with the eager call's before it trusts
 it (Capture.meta: host_reads, output_max_abs_diff).
+
+The other way round, a tensor made on the device from host data inside the
+forward (``torch.tensor(0.0, device=mask.device)``, as transformers' eager
+attention mask does: seen on an H200 with BLOOM) is a copy the GPU must wait
+for; it happens before any dispatch mode sees an op. HostConstants records
+what ``torch.tensor`` and ``torch.as_tensor`` made on the device in the eager
+call and hands the same tensors back, in order, in later calls: constants of
+the graph, made once.
 """
 
 from __future__ import annotations
@@ -106,3 +114,64 @@ class HostReads:
         """Calls inside get the recorded host reads in order (one forward pass per ``with``);
         without any recorded read, nothing is intercepted."""
         return self._mode(replay=True) if self.recorded else contextlib.nullcontext()
+
+
+class HostConstants:
+    """Records the device tensors ``torch.tensor``/``torch.as_tensor`` make from host data in one eager
+    call; hands them back, in order, in later calls (Note [Host reads replayed])."""
+
+    FUNCTIONS = ("tensor", "as_tensor")
+
+    def __init__(self, device_type: str = "cuda") -> None:
+        self.device_type = device_type
+        self.recorded: list = []     # (function, dtype, shape, tensor) in call order
+        self.replayed = 0
+        self.mismatches = 0
+
+    def _made_from_host(self, data, out) -> bool:
+        import torch
+
+        return (isinstance(out, torch.Tensor) and out.device.type == self.device_type
+                and not isinstance(data, torch.Tensor))
+
+    @contextlib.contextmanager
+    def _patched(self, replay: bool):
+        import functools
+
+        import torch
+
+        saved = {name: getattr(torch, name) for name in self.FUNCTIONS}
+        cursor = iter(list(self.recorded))
+
+        def wrap(name, fn):
+            @functools.wraps(fn)
+            def made(data, *args, **kwargs):
+                if not replay:
+                    out = fn(data, *args, **kwargs)
+                    if self._made_from_host(data, out):
+                        self.recorded.append((name, out.dtype, tuple(out.shape), out))
+                    return out
+                if isinstance(data, torch.Tensor):
+                    return fn(data, *args, **kwargs)
+                rec = next(cursor, None)
+                if rec is not None and rec[0] == name:
+                    self.replayed += 1
+                    return rec[3]
+                self.mismatches += 1
+                return fn(data, *args, **kwargs)
+            return made
+
+        try:
+            for name, fn in saved.items():
+                setattr(torch, name, wrap(name, fn))
+            yield self
+        finally:
+            for name, fn in saved.items():
+                setattr(torch, name, fn)
+
+    def recording(self):
+        self.recorded.clear()
+        return self._patched(replay=False)
+
+    def replaying(self):
+        return self._patched(replay=True) if self.recorded else contextlib.nullcontext()

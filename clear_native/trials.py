@@ -37,7 +37,7 @@ MAX_STRETCH = 16         # ... at most this many times more (a sensor that never
 
 
 class Verdict(enum.Enum):
-    SHORT = "too few samples in the window: launches per trial doubled"
+    SHORT = "too few samples in the window: more launches per trial"
     LOST = "no samples in the window even at the longest trials: counted as failed"
     UNSETTLED = "power still moving within the window: rejected, settle time doubled"
     RESTART = "trials vary more than target_cv: window doubled, trials start again"
@@ -104,6 +104,11 @@ class Trials:
         """Takes one trial's window (its samples' power, W; GPU time per call of its launches, s) and
         updates the plan; ``now_s`` is the run's elapsed time, kept as the time to converge."""
         if power_w.size < MIN_SAMPLES:
+            if 0 < run_t_call < 0.5 * self.t1:
+                # Unrolled, the calls ran far faster than one call launched singly (a graph of a few tiny
+                # kernels is launch-bound alone): plan the next trials from the time they really took.
+                self.t1 = run_t_call
+                return Verdict.SHORT
             if self.stretch >= MAX_STRETCH:
                 self.failed += 1
                 return Verdict.LOST

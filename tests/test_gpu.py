@@ -128,13 +128,17 @@ def test_bad_handles_and_arguments(torch):
         cn.capture(torch.matmul, torch.ones(2, 2), torch.ones(2, 2))
     x = torch.ones(4, device="cuda")
 
-    def h2d(t):  # a tensor made from host data inside the call: a synchronising copy, not a host read
-        return t + torch.tensor([1.0, 2.0, 3.0, 4.0], device=t.device)
+    def waits(t):  # waits for the GPU inside the call: no value to replay, so it cannot be captured
+        torch.cuda.current_stream(t.device).synchronize()
+        return t * 2
 
     with pytest.raises(cn.CaptureError, match="synchronises"):
-        cn.capture(h2d, x)
-    eager = cn.capture(h2d, x, eager_fallback=True)
+        cn.capture(waits, x)
+    eager = cn.capture(waits, x, eager_fallback=True)
     assert eager.eager and "synchronises" in eager.reason and "test_gpu.py" in eager.reason  # says where
+    # A tensor made from host data inside the call is a constant of the graph (Note [Host reads replayed]).
+    made = cn.capture(lambda t: t + torch.tensor([1.0, 2.0, 3.0, 4.0], device=t.device), x)
+    assert not made.eager and made.meta["host_constants"] == 1
     with pytest.raises(cn.CaptureError, match="no kernel"):
         cn.capture(lambda t: t.nonzero(), x)  # only a host read, replayed: nothing left to measure
     with pytest.raises(cn.CaptureError, match="no graph"):

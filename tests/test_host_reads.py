@@ -63,3 +63,25 @@ def test_nothing_recorded_means_nothing_intercepted():
     with reads.replaying():
         assert int(torch.tensor(4)) == 4
     assert reads.replayed == reads.mismatches == 0
+
+
+def test_tensors_made_from_host_data_are_handed_back_as_made_in_the_first_call():
+    from clear_native.host_reads import HostConstants
+
+    def forward(x):
+        zero = torch.tensor(0.0, dtype=x.dtype)       # transformers' eager mask does this on the GPU
+        scale = torch.as_tensor([2.0, 3.0])
+        same = torch.as_tensor(x)                     # already a tensor: not a copy from the host
+        return torch.where(x > 0, x * scale, zero), zero, scale, same
+
+    consts = HostConstants(device_type="cpu")
+    x = torch.tensor([1.0, -1.0])
+    with consts.recording():
+        first, zero0, scale0, _ = forward(x)
+    assert [(name, shape) for name, _, shape, _ in consts.recorded] == [("tensor", ()), ("as_tensor", (2,))]
+    with consts.replaying():
+        out, zero, scale, same = forward(x)
+    assert zero is zero0 and scale is scale0  # the same tensors: no new copy from the host
+    assert same is x and consts.replayed == 2 and consts.mismatches == 0
+    assert torch.equal(out, first) and torch.equal(out, torch.tensor([2.0, 0.0]))
+    assert torch.tensor(1.0) is not zero0  # torch.tensor is itself again outside

@@ -36,6 +36,16 @@ def test_a_window_without_samples_stretches_the_trial_but_not_forever():
     assert t.launches == 16 * fresh().launches and t.values == []
 
 
+def test_calls_far_faster_unrolled_than_alone_replan_the_trial_from_their_real_time():
+    # A near-empty graph: 10 µs launched alone (launch-bound), 0.1 µs a call unrolled. The trial lasted
+    # 1 % of its plan; doubling would take 7 doublings and hit the cap. It is re-planned at once.
+    t = fresh()
+    planned = t.launches
+    assert t.judge(np.array([300.0]), 0.2, 0.1e-6, 0, 0.1e-6, "x", RULES, 1.0) is Verdict.SHORT
+    assert t.t1 == 0.1e-6 and t.stretch == 1 and t.failed == 0
+    assert t.launches == pytest.approx(100 * planned, rel=0.01)
+
+
 def test_a_window_still_ramping_is_rejected_and_the_settle_time_doubles():
     t = fresh()
     ramp = np.linspace(300, 330, 20)  # +10 % across the window, far above its sample noise
