@@ -50,3 +50,12 @@ def test_missing_nvml_library_is_typed_and_names_the_library():
     assert "code 12" in r.stdout
     assert "/nonexistent/libnvidia-ml.so.1" in r.stdout
     assert "CLEAR_NATIVE_NVML_LIBRARY" in r.stdout  # the hint says what to do
+
+
+def test_every_typed_error_is_in_clear_native_errors():
+    import clear_native as cn
+
+    assert cn.CaptureError is errors.CaptureError and cn.ModelInputError is errors.ModelInputError
+    for name in ("CaptureError", "ModelInputError", "CudaError", "CudaUnavailableError", "NvmlError",
+                 "SamplerCapacityError", "SamplerStateError"):
+        assert issubclass(getattr(errors, name), errors.ClearNativeError)

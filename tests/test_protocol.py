@@ -200,6 +200,25 @@ def test_bad_arguments(sim):
         cn.measure(call, backend=backend, profile=profile, baseline="zero")
     with pytest.raises(ValueError, match="min_trials"):
         cn.measure(call, backend=backend, profile=profile, min_trials=1)
+    # Two captures of the same function get the same default name: run["c"] could not tell them apart.
+    with pytest.raises(ValueError, match="several captures are named 'c'"):
+        cn.measure([call, cn.SimulatedCall("c", kernel_s=9e-6, power_w=200.0)], backend=backend, profile=profile)
+
+
+def test_a_sampler_that_dies_stops_the_run_at_its_next_read(sim):
+    # The GPU is lost mid-run: the sensor fails. Its error used to show only at stop(), after trials
+    # with broken windows were accepted and launches per trial grew 64x over 20 s.
+    _, profile = sim
+    source = cn.synthetic_sensor(**FAST, fail_after_reads=60, fail_code=15)
+    backend = cn.SimulatedBackend(source)
+    call = cn.SimulatedCall("c", kernel_s=20e-6, power_w=300.0)
+    t0 = cn.clock.now_s()
+    with pytest.raises(cn.errors.NvmlGpuLostError) as info:
+        cn.measure(call, backend=backend, profile=profile, min_trials=50, max_trials=50, **KW)
+    assert cn.clock.now_s() - t0 < 5.0  # seconds of (virtual) sensor time, not the 60 s budget
+    partial = info.value.partial  # what was measured before the failure is kept
+    assert partial["c"].energy_per_call_j == pytest.approx(call.true_energy_per_call_j(partial["c"].unroll, 110.0),
+                                                            rel=0.02)
 
 
 def test_summary_statistics():

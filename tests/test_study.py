@@ -325,3 +325,21 @@ def test_coverage_table_shows_groups_in_context():
     assert "| 55.2 % | 1.2 % | +43.6 % | 56.4 % | +5.0 % | 9 s |" in text
     assert "| m prefill 8×128 | mlp | 4 | 1 mJ | 100 W | 1410-1650 MHz | sw_power_cap | 1.16 ± 0.03 mJ | 1.16 | 55.0 % | 0 |" in text
     assert "| m prefill 8×128 | whole model | 1 | 8 mJ | 160 W | 1950 MHz | — |" in text
+
+
+def test_compare_two_runs_part_by_part(tmp_path, fake, capsys):
+    from bench import compare
+
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path / "a"), "--models", "bert-base", "--sweeps", "none"]) == 0
+    a = the_run(tmp_path / "a")
+    b_records = store.load(a)
+    for r in b_records:  # run B: every energy 2 % higher
+        r["report"]["whole"]["energy_per_call_j"] *= 1.02
+        for g in r["report"]["groups"]:
+            g["energy_per_call_j"] *= 1.02
+    cn.records.rewrite(tmp_path / "b.jsonl", b_records)
+    assert compare.main([str(a), str(tmp_path / "b.jsonl"), "--out", str(tmp_path), "--name", "cmp"]) == 0
+    rows = json.loads((tmp_path / "cmp.json").read_text())["rows"]
+    assert rows and all(r["rel_diff"] == pytest.approx(0.02) for r in rows)
+    assert "median 2.00 %" in (tmp_path / "cmp.md").read_text()
