@@ -73,3 +73,28 @@ def context_accounting(whole, without: dict, rest, groups: list,
     acc = ContextAccounting(e_model, comp, rest_e, rest_t, e_model - comp - rest_e, comp / e_model,
                             (comp + rest_e) / e_model, layout)
     return rows, acc
+
+
+LIMITING = ("sw_power_cap", "hw_power_brake_slowdown", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown")
+
+
+def regime_mismatch(parts: list, whole: dict, clock_margin_mhz: float = 30.0) -> list:
+    """(name, why) for each part (GroupResult or BlockResult) measured in another regime than the whole
+    model: a limit (power, thermal) that acted on one and not the other, or SM clocks that do not overlap.
+    Note [Blocks and interaction] says why it matters: such a part alone does not cost what it costs inside."""
+    def limited(reasons) -> list:
+        return sorted(set(reasons or ()) & set(LIMITING))
+
+    model_lim = limited(whole.get("clock_event_reasons"))
+    model_clk = tuple(whole.get("sm_clock_mhz") or ())
+    out = []
+    for p in parts:
+        lim, clk = limited(p.clock_event_reasons), tuple(p.sm_clock_mhz or ())
+        if bool(lim) != bool(model_lim):
+            out.append((p.name, f"limited by {', '.join(lim) or 'nothing'} alone, by "
+                                f"{', '.join(model_lim) or 'nothing'} in the model"))
+        elif len(clk) == 2 and len(model_clk) == 2 and all(map(math.isfinite, clk + model_clk)) and (
+                clk[1] < model_clk[0] - clock_margin_mhz or clk[0] > model_clk[1] + clock_margin_mhz):
+            out.append((p.name, f"SM clock {clk[0]:.0f}-{clk[1]:.0f} MHz alone, {model_clk[0]:.0f}-"
+                                f"{model_clk[1]:.0f} MHz in the model"))
+    return out

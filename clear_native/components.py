@@ -121,16 +121,8 @@ def signature(module, args, kwargs) -> tuple:
     return (type(module).__qualname__, params, _sig(tuple(args)), _sig(dict(sorted(kwargs.items()))))
 
 
-def find_components(model, *inputs, select=None, model_kwargs: dict | None = None, **kw) -> list[Component]:
-    """The components of ``model``, with the inputs each received in ``model(*inputs, **model_kwargs, **kw)``.
-
-    ``select``: None for the rules; or qualified names, module types, or a
-    predicate ``(qualname, module) -> bool`` choosing modules at any depth. The
-    outermost chosen module wins: nothing is counted twice. The forward pass
-    runs under ``torch.no_grad()``; a model that does not run on its inputs raises ModelInputError.
-    """
-    import torch
-
+def _choose(model, select) -> "OrderedDict[str, Component]":
+    """The chosen modules (outermost wins), before anything runs."""
     choose = _select(model, select)
     chosen: "OrderedDict[str, Component]" = OrderedDict()
     seen_ids = set()
@@ -143,6 +135,29 @@ def find_components(model, *inputs, select=None, model_kwargs: dict | None = Non
             seen_ids.add(id(m))
     if not chosen:
         raise ValueError("no component found: name the modules with select=[...]")
+    return chosen
+
+
+def repeated_blocks(model, component_names) -> "OrderedDict[str, Component]":
+    """The enclosing blocks: members of a repeated stack of layers (an nn.ModuleList of two or more)
+    that hold at least one component (decoder and encoder layers, vision blocks), outermost first."""
+    import torch.nn as nn
+
+    names = list(component_names)
+    blocks: "OrderedDict[str, Component]" = OrderedDict()
+    for q, m in model.named_modules():
+        if not isinstance(m, nn.ModuleList) or len(m) < 2 or any(q.startswith(b + ".") for b in blocks):
+            continue
+        for i, child in enumerate(m):
+            bq = f"{q}.{i}" if q else str(i)
+            if bq not in names and any(n.startswith(bq + ".") for n in names):
+                blocks[bq] = Component(bq, "block", child)
+    return blocks
+
+
+def _record(model, comps: list, inputs, kw: dict) -> list:
+    """One forward pass that records, for each Component, its calls and its first call's inputs and output."""
+    import torch
 
     def pre(comp):
         def hook(module, args, kwargs):
@@ -159,21 +174,41 @@ def find_components(model, *inputs, select=None, model_kwargs: dict | None = Non
 
     handles = []
     try:
-        for comp in chosen.values():
+        for comp in comps:
             handles.append(comp.module.register_forward_pre_hook(pre(comp), with_kwargs=True))
             handles.append(comp.module.register_forward_hook(post(comp), with_kwargs=True))
         with torch.no_grad():
-            model(*inputs, **{**kw, **(model_kwargs or {})})
+            model(*inputs, **kw)
     except Exception as exc:
         raise ModelInputError(f"{type(model).__name__} does not run on the given inputs: "
                               f"{type(exc).__name__}: {exc}") from exc
     finally:
         for h in handles:
             h.remove()
-    out = [c for c in chosen.values() if c.calls > 0]
+    out = [c for c in comps if c.calls > 0]
     for c in out:
         c.signature = signature(c.module, c.args, c.kwargs)
     return out
+
+
+def find_components(model, *inputs, select=None, model_kwargs: dict | None = None, **kw) -> list[Component]:
+    """The components of ``model``, with the inputs each received in ``model(*inputs, **model_kwargs, **kw)``.
+
+    ``select``: None for the rules; or qualified names, module types, or a
+    predicate ``(qualname, module) -> bool`` choosing modules at any depth. The
+    outermost chosen module wins: nothing is counted twice. The forward pass
+    runs under ``torch.no_grad()``; a model that does not run on its inputs raises ModelInputError.
+    """
+    return discover(model, *inputs, select=select, model_kwargs={**kw, **(model_kwargs or {})}, blocks=False)[0]
+
+
+def discover(model, *inputs, select=None, model_kwargs: dict | None = None, blocks: bool = True) -> tuple:
+    """(components, enclosing blocks) from one forward pass; see find_components and repeated_blocks.
+    Blocks are the repeated layers that hold components (kind "block"); none when ``blocks`` is False."""
+    chosen = _choose(model, select)
+    found = repeated_blocks(model, chosen) if blocks else OrderedDict()
+    recorded = _record(model, list(chosen.values()) + list(found.values()), inputs, model_kwargs or {})
+    return [c for c in recorded if c.kind != "block"], [c for c in recorded if c.kind == "block"]
 
 
 def group_components(components: Iterable[Component]) -> list[ComponentGroup]:

@@ -17,9 +17,10 @@ import warnings
 from dataclasses import asdict
 
 from . import clock
-from .accounting import account, context_accounting
+from .accounting import account, context_accounting, regime_mismatch
+from .blocks import block_accounting, block_result, outside_blocks
 from .cold_l2 import ColdCopies, cold, l2_copies, per_copy
-from .components import find_components, group_components
+from .components import discover, group_components
 from .context import CONTEXT_GRAPH, REST, graphs_without, output_diffs, recorder_for
 from .graph_capture import capture
 from .hf_compat import accepts, decode_inputs, supports_decode
@@ -33,7 +34,8 @@ L2_MODES = ("cold", "hot")
 def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = "prefill", cache_len: int = 512,
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
-                  target_cv: float | None = 0.01, in_context: bool = False, progress=None, **kw) -> ModelReport:
+                  target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, progress=None,
+                  **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).
@@ -47,6 +49,8 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     every component's: each group's energy where it runs (Note [A component in context],
     clear_native/context.py). Adds one whole-model measurement per group, plus two (the
     in-context graph whole, and without any component).
+    blocks: also measure each repeated layer that holds components, beside its parts: block = parts +
+    interaction, and the model by blocks (Note [Blocks and interaction], clear_native/blocks.py).
     The rest goes to measure() for every component group and the whole model together. Other
     keyword arguments are the model's (deprecated: use model_kwargs).
     """
@@ -55,17 +59,15 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     t0 = clock.now_s()
     model.eval()
     inputs, kw = _prepare_inputs(model, inputs, kw, mode, cache_len)
-    comps = find_components(model, *inputs, select=select, model_kwargs=kw)  # also: does it run?
-    groups = group_components(comps)
-    say(f"{len(comps)} components in {len(groups)} groups")
+    comps, found = discover(model, *inputs, select=select, model_kwargs=kw, blocks=blocks)  # also: does it run?
+    groups, block_groups = group_components(comps), group_components(found)
+    say(f"{len(comps)} components in {len(groups)} groups; {len(found)} blocks in {len(block_groups)} groups")
     backend = backend or _gpu_backend(model)
     kernels_s, inside_s = backend.kernel_times_s(model, comps, inputs, kw)
     l2_bytes = backend.l2_bytes(model) if l2 == "cold" else 0
     copies, failures = {}, []
-    caps = _capture_groups(backend, groups, l2_bytes, copies, failures)
-    # A model whose parameters fit the L2 keeps them there from one back-to-back call to the next:
-    # replayed cold like its components, or they would not add up to it (Note [Cold L2]).
-    copies["whole_model"] = l2_copies(model, l2_bytes)
+    caps = _capture_groups(backend, groups + block_groups, l2_bytes, copies, failures)
+    copies["whole_model"] = l2_copies(model, l2_bytes)  # a model that fits the L2 is replayed cold too
     whole_fn = cold(model, copies["whole_model"])
     whole = backend.capture(whole_fn, *inputs, name="whole_model", **kw)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
@@ -73,20 +75,22 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                   min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel, target_cv=target_cv,
                   window_s=window_s, budget_s=budget_s, progress=progress)
     wm = per_copy(run["whole_model"], copies["whole_model"])
-    by_name = {g.name: g for g in groups}
-    results = [_group_result(per_copy(run[c.name], copies[c.name]), by_name[c.name], c, copies[c.name], wm)
-               for c in caps]
+    measured = _measured(run, caps, groups + block_groups, copies, wm)
+    results = [measured[g.name] for g in groups if g.name in measured]
     ctx_rows, ctx_acc = _context_results(ctx, run, groups, results, copies["whole_model"], wm) if ctx else ([], None)
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
+    block_rows, block_acc = _blocks(backend, model, inputs, kw, block_groups, measured, comps, results, wm)
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=acc, failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
                        wall_s=clock.now_s() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
-                       settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials,
-                                     l2=l2, l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
+                       blocks=block_rows, block_accounting=block_acc,
+                       regime_mismatch=regime_mismatch(results + block_rows, asdict(wm)),
+                       settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials, l2=l2,
+                                     l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s, kernel_time_s=kernels_s,
                                      component_kernel_time_s=inside_s, whole_model_eager=whole.eager,
-                                     whole_model_eager_reason=whole.reason, in_context=in_context))
+                                     whole_model_eager_reason=whole.reason, in_context=in_context, blocks=blocks))
 
 
 def _check(mode: str, l2: str, kw: dict, model_kwargs: dict | None) -> dict:
@@ -153,6 +157,38 @@ def _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures: 
         return None
     return {"recorder": recorder, "pruned": pruned, "output_diff": output_diffs(whole_ctx, pruned),
             "captures": [whole_ctx] + list(pruned.values())}
+
+
+def _measured(run, caps, groups, copies: dict, wm) -> dict:
+    """Group name -> GroupResult of each capture measured (per call: divided by its L2 copies)."""
+    by_name = {g.name: g for g in groups}
+    return {c.name: _group_result(per_copy(run[c.name], copies[c.name]), by_name[c.name], c, copies[c.name], wm)
+            for c in caps}
+
+
+def _blocks(backend, model, inputs, kw, block_groups, measured: dict, comps, results, wm) -> tuple:
+    """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction])."""
+    done = [g for g in block_groups if g.name in measured]
+    if not done:
+        return [], None
+    rows = [block_result(g, measured[g.name], comps, results) for g in done]
+    others = outside_blocks(results, done)
+    marks = [b for g in done for b in g.members]
+    kernels_s, inside_s = backend.kernel_times_s(
+        model, [c for c in comps if any(c.qualname in g.members for g in others)] + _BlockMarks.of(model, marks),
+        inputs, kw)
+    return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s)
+
+
+class _BlockMarks:
+    """A block as kernel_times_s wants a component: its qualname and module."""
+
+    def __init__(self, qualname: str, module) -> None:
+        self.qualname, self.module = qualname, module
+
+    @classmethod
+    def of(cls, model, names: list) -> list:
+        return [cls(q, model.get_submodule(q)) for q in names]
 
 
 def _group_result(m, g, cap, n: int, wm) -> GroupResult:

@@ -6,48 +6,10 @@ converts to plain JSON (``to_dict``), and the tables are markdown.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-# --------------------------------------------------------------------------- one writer
-
-
-def plain(obj) -> dict:
-    """A dataclass as JSON-ready data (tuples become lists; NaN stays NaN)."""
-    return json.loads(json.dumps(asdict(obj), default=float))
-
-
-def write_text(path, text: str) -> str:
-    """Writes ``text`` to ``path`` when one is given; returns it."""
-    if path is not None:
-        with open(path, "w", newline="") as f:
-            f.write(text)
-    return text
-
-
-def json_text(obj, path=None) -> str:
-    """``obj`` as indented JSON, also written to ``path`` when one is given."""
-    text = json.dumps(plain(obj), indent=1)
-    write_text(path, text + "\n")
-    return text
-
-
-def csv_text(rows: list, fieldnames, path=None) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(fieldnames))
-    w.writeheader()
-    w.writerows(rows)
-    return write_text(path, buf.getvalue())
-
-
-def markdown_table(header, rows) -> list:
-    """Lines of a markdown table."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-
+from .writers import csv_text, json_text, markdown_table, plain
 
 # --------------------------------------------------------------------------- measure()
 
@@ -173,6 +135,35 @@ class GroupResult:
 
 
 @dataclass
+class BlockResult:
+    """An enclosing block (a repeated layer) measured alone, beside its parts (Note [Blocks and interaction]).
+    Energies are per call of the block (J); ``parts`` maps a part group to its calls per block call."""
+
+    name: str
+    members: list
+    occurrences: int                 # block calls per forward pass
+    energy_per_call_j: float
+    ci95_j: float                    # 95 % CI half-width of energy_per_call_j
+    cv: float
+    trials: int
+    gpu_time_per_call_s: float
+    mean_power_w: float
+    sm_clock_mhz: tuple
+    clock_event_reasons: list
+    l2_copies: int
+    parts: dict                      # part group -> calls per block call
+    parts_energy_j: float            # sum of the parts alone, per block call
+    parts_ci95_j: float
+    interaction_j: float             # block - parts
+    interaction_ci95_j: float
+    attributed_j: dict               # part group -> its share of the block (parts scaled to add up to it)
+
+    @property
+    def interaction_rel(self) -> float:
+        return self.interaction_j / self.energy_per_call_j if self.energy_per_call_j else math.nan
+
+
+@dataclass
 class Accounting:
     """Where the whole model's energy goes (per forward pass)."""
 
@@ -239,6 +230,9 @@ class ModelReport:
     settings: dict = field(default_factory=dict)
     in_context: list = field(default_factory=list)       # InContext per group (measure_model(in_context=True))
     context_accounting: ContextAccounting | None = None
+    blocks: list = field(default_factory=list)           # BlockResult per block group (Note [Blocks and interaction])
+    block_accounting: Accounting | None = None           # the model by blocks + components outside them
+    regime_mismatch: list = field(default_factory=list)  # (name, why): measured in another clock regime than the model
 
     @property
     def coverage(self) -> float:
@@ -295,8 +289,21 @@ class ModelReport:
                       f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {a.explained_coverage * 100:.1f} %"]
         if self.context_accounting is not None:
             lines += self._context_table()
+        if self.blocks:
+            lines += self._blocks_table()
+        lines += [f"measured in another regime than the model: {name}: {why}" for name, why in self.regime_mismatch]
         lines += [f"not measured: {name}: {reason}" for name, reason in self.failures]
         return "\n".join(lines)
+
+    def _blocks_table(self) -> list:
+        rows = [[b.name, b.occurrences, f"{b.energy_per_call_j * 1e3:.4g} ± {b.ci95_j * 1e3:.2g} mJ",
+                 f"{b.parts_energy_j * 1e3:.4g} mJ", f"{b.interaction_j * 1e3:+.3g} ± {b.interaction_ci95_j * 1e3:.2g} mJ "
+                 f"({b.interaction_rel * 100:+.1f} %)", f"{b.mean_power_w:.0f} W"] for b in self.blocks]
+        a = self.block_accounting
+        return (["", "By blocks (Note [Blocks and interaction]): block = its parts alone + interaction", ""]
+                + markdown_table(("block", "×", "energy/call", "parts alone", "interaction", "power"), rows)
+                + ([f"\nby blocks: coverage {a.coverage * 100:.1f} %; explained {a.explained_coverage * 100:.1f} %"]
+                   if a else []))
 
     def _context_table(self) -> list:
         c = self.context_accounting

@@ -107,3 +107,34 @@ def test_a_model_that_does_not_run_is_a_model_input_error_before_any_measuring()
     backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
     with pytest.raises(cn.errors.ModelInputError, match="does not run on the given inputs"):
         cn.measure_model(model, torch.randint(0, 200, (2, 999)), backend=backend, **KW)
+
+
+def test_blocks_are_their_parts_plus_a_measured_interaction():
+    # Note [Blocks and interaction]: each Llama decoder layer measured beside its parts. On the simulated
+    # GPU a layer costs exactly its operations; its parts alone miss the residual adds between them,
+    # which the interaction must show, and the model by blocks must add up.
+    model, ids = tiny_llama()
+    costs = OpCosts()
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), costs=costs)
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    rep = cn.measure_model(model, ids, model_kwargs={"use_cache": False}, backend=backend, profile=profile, **KW)
+    assert [b.name for b in rep.blocks] == ["model.layers.0"] and rep.blocks[0].occurrences == 3
+    b = rep.blocks[0]
+    layer = model.model.layers[0]
+    comps, blocks = cn.components.discover(model, ids, model_kwargs={"use_cache": False})
+    rep_block = blocks[0]
+    block_t, block_e = costs.totals(costs.ledger(layer, rep_block.args, rep_block.kwargs))
+    inside = [c for c in comps if c.qualname.startswith("model.layers.0.")]
+    parts_e = sum(costs.totals(costs.ledger(c.module, c.args, c.kwargs))[1] for c in inside)
+    launch = 110.0 * 2e-6  # each replay adds one launch gap at awake power (SimulatedCall.launch_gap_s)
+    assert b.energy_per_call_j == pytest.approx(block_e, rel=0.01, abs=launch)
+    assert b.parts_energy_j == pytest.approx(parts_e, rel=0.01, abs=len(inside) * launch)
+    assert b.interaction_j == pytest.approx(block_e - parts_e, abs=3 * b.interaction_ci95_j + len(inside) * launch)
+    assert b.interaction_j > 0  # the residual adds are inside the layer and in no part
+    assert sum(b.attributed_j.values()) == pytest.approx(b.energy_per_call_j, rel=1e-9)
+    assert set(b.parts) == {g.name for g in rep.groups if g.kind in ("self_attention", "mlp", "norm")
+                            and g.members[0].startswith("model.layers.")}
+    # By blocks the model adds up, and better than by parts: blocks hold their residual adds.
+    assert rep.block_accounting.explained_coverage == pytest.approx(1.0, abs=0.02)
+    assert rep.block_accounting.coverage > rep.accounting.coverage
+    assert "By blocks" in rep.table() and rep.to_dict()["blocks"][0]["interaction_j"] == pytest.approx(b.interaction_j)
