@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass
 
-from clear_native.hf_compat import accepts
+from clear_native.hf_compat import accepts, no_init_weights
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -180,12 +180,6 @@ def build(T, torch, task: Task, device, init_weights: bool = True):
         if spec.family == "encoder-decoder":
             kw["decoder_input_ids"] = ids
     return model, inputs, kw
-
-
-def no_init_weights():
-    from transformers.initialization import no_init_weights as skip
-
-    return skip()
 
 
 def flops_plan(task: Task) -> dict:

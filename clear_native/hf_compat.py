@@ -21,6 +21,14 @@ def accepts(fn, name: str) -> bool:
         return False
 
 
+def no_init_weights():
+    """transformers' context in which a model is built without initialising its weights (fake tensors,
+    or weights about to be overwritten)."""
+    from transformers.initialization import no_init_weights as skip
+
+    return skip()
+
+
 # --------------------------------------------------------------------------- decode on a static cache
 
 

@@ -58,7 +58,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     say = progress or (lambda msg: None)
     t0 = clock.now_s()
     model.eval()
-    inputs, kw = _prepare_inputs(model, inputs, kw, mode, cache_len)
+    inputs, kw = prepare_inputs(model, inputs, kw, mode, cache_len)
     comps, found = discover(model, *inputs, select=select, model_kwargs=kw, blocks=blocks)  # also: does it run?
     groups, block_groups = group_components(comps), group_components(found)
     say(f"{len(comps)} components in {len(groups)} groups; {len(found)} blocks in {len(block_groups)} groups")
@@ -106,7 +106,7 @@ def _check(mode: str, l2: str, kw: dict, model_kwargs: dict | None) -> dict:
     return {**kw, **(model_kwargs or {})}
 
 
-def _prepare_inputs(model, inputs: tuple, kw: dict, mode: str, cache_len: int) -> tuple:
+def prepare_inputs(model, inputs: tuple, kw: dict, mode: str, cache_len: int) -> tuple:
     """The inputs of one measured call: a decode step on a static cache, or the prefill's without a cache."""
     if mode == "decode":
         if not supports_decode(model):

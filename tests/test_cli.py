@@ -1,0 +1,58 @@
+"""clear-native measure MODEL, offline, with local config files (issue 13, item 6). Measuring needs a
+GPU; everything before it (the config, the model, its inputs, the plan) runs here."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+from clear_native import cli  # noqa: E402
+
+
+@pytest.fixture
+def configs(tmp_path):
+    T.LlamaConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=128, vocab_size=100, architectures=["LlamaForCausalLM"]).save_pretrained(
+        tmp_path / "llama")
+    T.ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
+                patch_size=8, architectures=["ViTModel"]).save_pretrained(tmp_path / "vit")
+    T.T5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100,
+               architectures=["T5ForConditionalGeneration"]).save_pretrained(tmp_path / "t5")
+    return tmp_path
+
+
+def test_a_local_folder_is_planned_with_its_layers_cut(configs, capsys):
+    assert cli.main(["measure", str(configs / "llama"), "--dry-run", "--layers", "2", "--seq", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("LlamaForCausalLM (prefill, batch 1 x 16, bf16)")
+    assert "2 blocks in 1 groups" in out                      # 4 layers cut to 2
+    assert "| model.layers.0.self_attn | self_attention | 2 |" in out
+    assert "| model.layers.0 | block | 2 |" in out
+
+
+def test_a_config_file_of_a_vision_model_and_a_decode_step(configs, capsys):
+    assert cli.main(["measure", str(configs / "vit" / "config.json"), "--dry-run", "--batch", "2"]) == 0
+    assert "ViTModel (prefill, batch 2" in capsys.readouterr().out
+    assert cli.main(["measure", str(configs / "t5"), "--dry-run", "--mode", "decode", "--cache-len", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "T5ForConditionalGeneration (decode" in out and "| decoder.block.0 | block |" in out
+
+
+def test_inputs_follow_the_model_kind(configs):
+    model = cli.build(cli.load_config(str(configs / "vit")), "fp32", "cpu")
+    (pixels,), kw = cli.inputs_for(model, 2, 128, "cpu")
+    assert pixels.shape == (2, 3, 32, 32) and kw == {}
+    model = cli.build(cli.load_config(str(configs / "t5")), "fp32", "cpu")
+    (ids,), kw = cli.inputs_for(model, 3, 7, "cpu")
+    assert ids.shape == (3, 7) and kw["decoder_input_ids"].shape == (3, 7) and int(ids.max()) < 100
+
+
+def test_bad_input_is_one_line_and_exit_2(configs, capsys, monkeypatch):
+    assert cli.main(["measure", str(configs / "nonesuch")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("clear-native: no transformers config for") and len(err.splitlines()) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["measure", str(configs / "llama")]) == 2
+    assert "needs an NVIDIA GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["measure", str(configs / "llama"), "--batch", "0"])
