@@ -164,7 +164,13 @@ def test_coverage_arithmetic():
     assert acc.explained_coverage == pytest.approx((10e-3 + 1.25e-3 + 2e-3) / 14e-3)
 
 
-def test_coverage_on_a_simulated_gpu():
+@pytest.fixture
+def virtual_clock():
+    with cn.clock.virtual():  # Note [Virtual time]: the answer does not depend on how busy the machine is
+        yield
+
+
+def test_coverage_on_a_simulated_gpu(virtual_clock):
     """Components and a whole model with known energies, measured by the protocol: coverage adds up."""
     backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
                                                       lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
@@ -204,7 +210,7 @@ def test_report_serialises_and_prints(tmp_path):
     assert isinstance(acc, Accounting) and not math.isnan(rep.explained_coverage)
 
 
-def test_in_context_arithmetic_on_a_simulated_gpu():
+def test_in_context_arithmetic_on_a_simulated_gpu(virtual_clock):
     """Note [A component in context]: the model, the model without each group, and without both,
     measured by the protocol; what each group costs in context, and the interaction, come out."""
     from clear_native.accounting import context_accounting
