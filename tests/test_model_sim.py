@@ -18,7 +18,7 @@ FAST = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_
 KW = dict(min_trials=4, max_trials=12, target_ci_rel=0.005, window_s=0.1, budget_s=600)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def virtual_clock():
     with cn.clock.virtual():
         yield
@@ -40,13 +40,20 @@ def tiny_llama(layers=3):
     return T.LlamaForCausalLM(config).eval(), torch.randint(0, 200, (2, 16))
 
 
-def test_measure_model_recovers_the_simulated_truth():
-    # Llama: its decoder layers' residual adds are in no component (glue), unlike BERT's.
+@pytest.fixture(scope="module")
+def llama(virtual_clock):
+    """A 3-layer Llama measured on the simulated GPU: (model, ids, its cost model, the report)."""
     model, ids = tiny_llama()
     costs = OpCosts()
     backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), costs=costs)
     profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
     rep = cn.measure_model(model, ids, model_kwargs={"use_cache": False}, backend=backend, profile=profile, **KW)
+    return model, ids, costs, rep
+
+
+def test_measure_model_recovers_the_simulated_truth(llama):
+    # Llama: its decoder layers' residual adds are in no component (glue), unlike BERT's.
+    model, ids, costs, rep = llama
 
     # The truth, from the cost model's ledger of one forward pass: each layer's parts, and the rest.
     comps = cn.find_components(model, ids, model_kwargs={"use_cache": False})
@@ -109,15 +116,11 @@ def test_a_model_that_does_not_run_is_a_model_input_error_before_any_measuring()
         cn.measure_model(model, torch.randint(0, 200, (2, 999)), backend=backend, **KW)
 
 
-def test_blocks_are_their_parts_plus_a_measured_interaction():
+def test_blocks_are_their_parts_plus_a_measured_interaction(llama):
     # Note [Blocks and interaction]: each Llama decoder layer measured beside its parts. On the simulated
     # GPU a layer costs exactly its operations; its parts alone miss the residual adds between them,
     # which the interaction must show, and the model by blocks must add up.
-    model, ids = tiny_llama()
-    costs = OpCosts()
-    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), costs=costs)
-    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
-    rep = cn.measure_model(model, ids, model_kwargs={"use_cache": False}, backend=backend, profile=profile, **KW)
+    model, ids, costs, rep = llama
     assert [b.name for b in rep.blocks] == ["model.layers.0"] and rep.blocks[0].occurrences == 3
     b = rep.blocks[0]
     layer = model.model.layers[0]
