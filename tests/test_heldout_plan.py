@@ -4,7 +4,7 @@ it is: adding a family needs no library change (issue 13). Fake tensors: no memo
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+T = pytest.importorskip("transformers")
 
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 
@@ -13,14 +13,21 @@ from clear_native import cli  # noqa: E402
 from clear_native.components import discover, group_components  # noqa: E402
 from clear_native.model import prepare_inputs  # noqa: E402
 
-CASES = [(n, "prefill") for n in heldout.CASES] + [(n, "decode") for n in sorted(heldout.DECODERS)
-                                                    if n != "bloom-560m"]  # BLOOM: see the test below
+# BLOOM builds its ALiBi bias from the attention mask's length, not the static cache's: with transformers
+# 5.17 its decode step on a static cache does not run (5.24 runs it). That is checked, not skipped.
+OLD_BLOOM = tuple(int(x) for x in T.__version__.split(".")[:2]) < (5, 24)
+CASES = [(n, "prefill") for n in heldout.CASES] + [(n, "decode") for n in sorted(heldout.DECODERS)]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # DeBERTa's import
 @pytest.mark.parametrize("name, mode", CASES)
 def test_the_family_is_planned_with_its_blocks(name, mode):
     _, sizes, _, batch, seq = heldout.CASES[name]
+    if (name, mode) == ("bloom-560m", "decode") and OLD_BLOOM:
+        with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(RuntimeError, match="expanded size"):
+            model = cli.build(heldout.config_of(name), "bf16", "cpu", init_weights=False)
+            prepare_inputs(model, *cli.inputs_for(model, batch, seq, "cpu"), mode, 512)
+        return
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = cli.build(heldout.config_of(name), "bf16", "cpu", init_weights=False)
         inputs, kw = prepare_inputs(model, *cli.inputs_for(model, batch, seq, "cpu"), mode, 512)
@@ -29,12 +36,3 @@ def test_the_family_is_planned_with_its_blocks(name, mode):
     assert len(blocks) == layers  # every layer is a block, found by the rules
     assert {c.kind for c in comps} >= {"self_attention", "mlp"} or name == "pythia-410m"
     assert all(g.flops > 0 for g in group_components(blocks))
-
-
-def test_bloom_cannot_decode_on_a_static_cache_and_says_so():
-    # BLOOM builds its ALiBi bias from the attention mask's length, not the static cache's: transformers'
-    # own static-cache path does not run for it. Reported as a failure of its decode case, not hidden.
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        model = cli.build(heldout.config_of("bloom-560m"), "bf16", "cpu", init_weights=False)
-        with pytest.raises(RuntimeError, match="expanded size"):
-            prepare_inputs(model, *cli.inputs_for(model, 1, 128, "cpu"), "decode", 512)
