@@ -2,12 +2,15 @@
 that the components add up to the whole model.
 
 The walk, one step each: prepare the inputs (decode: a static KV cache,
-hf_compat.py) -> one eager pass that checks the model runs and records every
-component's inputs (components.py) -> one profiled pass for kernel times
-(work.py) -> a CUDA graph per component group, replayed cold (cold_l2.py,
-graph_capture.py) and the whole model's -> optionally the model's graph
+hf_compat.py) -> one eager pass that checks the model runs and records the
+inputs of every component and enclosing block (components.py) -> one profiled
+pass for kernel times (work.py, through the backend) -> a CUDA graph per
+component group and per block group, replayed cold (cold_l2.py,
+graph_capture.py), and the whole model's -> optionally the model's graph
 without each group (context.py) -> measure() over all of them (protocol.py) ->
-results and the accounting (results.py, accounting.py).
+results and the accounting, by parts and by blocks (results.py, accounting.py,
+blocks.py). The backend (backend.py on a GPU, simulated.py in the CPU tests)
+is the only thing that touches the device.
 """
 
 from __future__ import annotations
