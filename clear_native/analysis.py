@@ -142,6 +142,10 @@ def analyse(ok: dict) -> dict:
     rows = [r for r in ok.values() if "report" in r]
     cov = [r["report"]["accounting"] for r in rows]
     return {"suite": sorted(suite), "j_per_flop": jpf, "shares": shares, "energy_model": energy_model(suite),
+            "energy_model_by_regime": energy_model_by_regime(suite),
+            "attention_premium": attention_premium(prefill),
+            "premium_by_sweep": {s: attention_premium({t: r for t, r in ok.items()
+                                                       if f"sweep:{s}" in r["task"]["purpose"]}) for s in ("batch", "seq")},
             "explained_range": _span([a["explained_coverage"] for a in cov]),
             "coverage_range": _span([a["coverage"] for a in cov]),
             "component_cv_range": _span([g["cv"] for r in rows for g in r["report"]["groups"]]),
@@ -164,7 +168,7 @@ def sweep_rows(ok: dict, name: str) -> list[dict]:
             x = {"num_attention_heads": 12, "hidden_size": 768}[key]
         rep = r["report"]
         kinds = by_kind(rep)
-        out.append({"x": x, "task": t["id"], "energy_j": rep["whole"]["energy_per_call_j"],
+        out.append({"x": x, "task": t["id"], "tokens": tokens(t), "energy_j": rep["whole"]["energy_per_call_j"],
                     "ci95_j": rep["whole"]["energy_per_call_ci95_j"], "time_s": rep["whole"]["gpu_time_per_call_s"],
                     "kinds": {k: v[0] for k, v in kinds.items()},
                     "kind_ci": {k: kind_ci(rep, k) for k in kinds},
@@ -177,3 +181,37 @@ def kind_ci(rep: dict, kind: str) -> float:
     """95 % CI half-width of a kind's energy per forward pass (groups independent)."""
     return math.sqrt(sum((g["occurrences"] * g["energy_per_call_j"] * g["ci95_rel"]) ** 2
                          for g in rep["groups"] if g["kind"] == kind))
+
+
+def tokens(task: dict) -> int:
+    """Tokens one call processes: batch x sequence for prefill (vision: patches are not tokens here, the
+    batch counts), batch for one decode step."""
+    if task["mode"] == "decode":
+        return task["batch"]
+    return task["batch"] * (1 if task["id"].split("/")[2].endswith("img224") else task["seq"])
+
+
+def attention_premium(records: dict) -> dict:
+    """Attention's energy per FLOP over the feed-forward's, per task (records: task id -> record), with
+    the median over tasks and the tasks where it is reversed (< 1)."""
+    per = {}
+    for tid, r in records.items():
+        k = by_kind(r["report"])
+        if "self_attention" in k and "mlp" in k and k["self_attention"][2] > 0 and k["mlp"][2] > 0:
+            per[tid] = (k["self_attention"][0] / k["self_attention"][2]) / (k["mlp"][0] / k["mlp"][2])
+    vals = sorted(per.values())
+    return {"per_task": per, "median": float(np.median(vals)) if vals else math.nan,
+            "reversed": sorted(t for t, v in per.items() if v < 1)}
+
+
+def energy_model_by_regime(records: dict) -> dict:
+    """The energy model fitted apart for prefill and for decode (their kernels are compute- and
+    memory-bound respectively), each with its held-out error by task: median and worst |error|."""
+    out = {}
+    for mode in ("prefill", "decode"):
+        em = energy_model({t: r for t, r in records.items() if r["task"]["mode"] == mode})
+        if em:
+            errs = [abs(e) for e in em["lomo_error"].values()]
+            em["lomo_median_abs"], em["lomo_worst_abs"] = float(np.median(errs)), float(max(errs))
+        out[mode] = em
+    return out

@@ -343,3 +343,33 @@ def test_compare_two_runs_part_by_part(tmp_path, fake, capsys):
     rows = json.loads((tmp_path / "cmp.json").read_text())["rows"]
     assert rows and all(r["rel_diff"] == pytest.approx(0.02) for r in rows)
     assert "median 2.00 %" in (tmp_path / "cmp.md").read_text()
+
+
+def test_energy_model_by_regime_recovers_the_truth_in_each(tmp_path, fake):
+    fake(FakeGpu())
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
+    an = json.loads((the_run(tmp_path) / "report.json").read_text())["analysis"]
+    em = an["energy_model_by_regime"]["prefill"]
+    assert em["coefficients"]["j_per_flop"] == pytest.approx(TRUTH["a"], rel=1e-6)
+    assert em["coefficients"]["power_w"] == pytest.approx(TRUTH["p"], rel=1e-6)
+    assert em["lomo_worst_abs"] < 1e-6
+    assert an["energy_model_by_regime"]["decode"] == {}  # two decoders: too few models to hold one out
+    text = (the_run(tmp_path) / "REPORT.md").read_text()
+    assert "## Findings beside the paper's" in text and "## Energy model by regime" in text
+
+
+def test_attention_premium_per_model_and_its_reversals():
+    from clear_native.analysis import attention_premium
+
+    def rec(model, att_j, att_f, mlp_j, mlp_f):
+        groups = [dict(kind="self_attention", occurrences=2, energy_per_call_j=att_j, dynamic_energy_per_call_j=0,
+                       flops=att_f, bytes_min=0, gpu_time_per_call_s=0),
+                  dict(kind="mlp", occurrences=2, energy_per_call_j=mlp_j, dynamic_energy_per_call_j=0, flops=mlp_f,
+                       bytes_min=0, gpu_time_per_call_s=0)]
+        return {"task": {"model": model}, "report": {"groups": groups}}
+
+    p = attention_premium({"a": rec("a", 3.0, 1e12, 2.0, 2e12),     # 3 pJ/FLOP vs 1: 3x
+                           "b": rec("b", 1.0, 2e12, 1.0, 1e12),     # 0.5 vs 1: reversed
+                           "c": rec("c", 2.0, 1e12, 2.0, 1e12)})    # 1x
+    assert p["per_task"] == pytest.approx({"a": 3.0, "b": 0.5, "c": 1.0})
+    assert p["median"] == pytest.approx(1.0) and p["reversed"] == ["b"]
