@@ -1,13 +1,15 @@
-"""The study's figures, drawn from the analysis and the records (matplotlib, PNG)."""
+"""The study's figures, drawn from the analysis and the records (matplotlib, PNG), each with the data
+behind it as CSV beside it."""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from clear_native.analysis import KIND_ORDER, SWEEP_X, by_kind, max_cv, sweep_rows
+from clear_native.analysis import KIND_ORDER, SWEEP_X, by_kind, kind_ci, max_cv, sweep_rows
 
 FIGURES = ("energy_by_component", "j_per_flop", "shares", "cv_coverage", "sweeps")
 
@@ -20,50 +22,98 @@ def _tick(task_id: str) -> str:
     return task_id
 
 
-def _energy_by_component(plt, colors, ok, an):
+def _csv(folder: Path, name: str, rows: list) -> None:
+    """The data behind a figure, beside it as CSV."""
+    if rows:
+        with open(Path(folder) / f"{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _energy_by_component(plt, colors, ok, an, folder):
+    """Joules per forward pass by kind (linear axes, prefill and decode apart), measured parts solid,
+    estimated glue and gaps hatched, the whole model measured as a tick; the legend in stacking order."""
     suite = [t for t in an["suite"] if t in ok]
     if not suite:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(suite) + 1.5))
-    labelled: set = set()  # each kind in the legend once, whichever model has it first
-    for i, tid in enumerate(suite):
-        rep = ok[tid]["report"]
-        total, left = rep["accounting"]["model_energy_j"], 0.0
-        parts = [(k, v[0]) for k, v in sorted(by_kind(rep).items(), key=lambda kv: KIND_ORDER.index(kv[0]))]
-        parts += [("glue", rep["accounting"]["glue_energy_j"]), ("gaps", rep["accounting"]["gaps_energy_j"])]
-        for k, e in parts:
-            ax.barh(i, e / total, left=left, color=colors[k], label=None if k in labelled else k)
-            labelled.add(k)
-            left += e / total
-    ax.axvline(1.0, color="k", lw=0.8)
-    ax.set_yticks(range(len(suite)), [t.split("/bf16")[0] for t in suite], fontsize=7)
-    ax.set_xlabel("share of the whole model's energy per forward pass")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    modes = [m for m in ("prefill", "decode") if any(ok[t]["task"]["mode"] == m for t in suite)]
+    counts = [sum(ok[t]["task"]["mode"] == m for t in suite) for m in modes]
+    fig, axes = plt.subplots(len(modes), 1, figsize=(9, 0.36 * len(suite) + 1.2 * len(modes)), squeeze=False,
+                             gridspec_kw={"height_ratios": counts})
+    order = list(KIND_ORDER) + ["glue", "gaps"]
+    rows, drawn = [], {}
+    for ax, mode in zip(axes[:, 0], modes):
+        tasks = [t for t in suite if ok[t]["task"]["mode"] == mode]
+        for i, tid in enumerate(tasks):
+            rep = ok[tid]["report"]
+            parts = {k: v[0] for k, v in by_kind(rep).items()}
+            parts.update(glue=rep["accounting"]["glue_energy_j"], gaps=rep["accounting"]["gaps_energy_j"])
+            left = 0.0
+            for k in (k for k in order if k in parts):
+                hatched = k in ("glue", "gaps")
+                drawn[k] = ax.barh(i, parts[k] * 1e3, left=left, color=colors[k], hatch="//" if hatched else None,
+                                   edgecolor="white" if hatched else None)
+                left += parts[k] * 1e3
+            ax.plot(rep["accounting"]["model_energy_j"] * 1e3, i, "k|", ms=12, mew=2)
+            rows.append({"task": tid, **{f"{k}_mj": parts.get(k, 0.0) * 1e3 for k in order},
+                         "whole_model_mj": rep["accounting"]["model_energy_j"] * 1e3})
+        ax.set_yticks(range(len(tasks)), [t.split("/bf16")[0] for t in tasks], fontsize=8)
+        ax.set_xlabel(f"{mode}: mJ per forward pass" + (" (per token)" if mode == "decode" else ""), fontsize=9)
+    axes[0, 0].set_title("|: whole model, measured; hatched: glue and gaps, estimated", fontsize=9)
+    axes[0, 0].legend([drawn[k] for k in order if k in drawn], [k for k in order if k in drawn], fontsize=8,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _csv(folder, "energy_by_component", rows)
     return fig
 
 
-def _j_per_flop(plt, colors, ok, an):
-    jpf = an["j_per_flop"]
-    if not jpf:
+def _j_per_flop(plt, colors, ok, an, folder):
+    """Energy per FLOP of attention and feed-forward blocks, per model (labelled, with CI); the other kinds in
+    mJ per forward pass beside them."""
+    prefill = {t: r for t, r in ok.items() if t in an["suite"] and r["task"]["mode"] == "prefill"}
+    if not prefill:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    kinds = [k for k in KIND_ORDER if k in jpf]
-    for i, k in enumerate(kinds):
-        vals = [v * 1e12 for _, v in jpf[k]["per_model"]]
-        ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, s=14, color=colors[k])
-        ax.hlines(jpf[k]["j_per_flop"] * 1e12, i - 0.3, i + 0.3, color="k")
-    ax.set_xticks(range(len(kinds)), kinds)
-    ax.set_yscale("log")
-    ax.set_ylabel("pJ per FLOP (dots: models; bar: weighted mean)")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    rows = []
+    for tid, r in sorted(prefill.items()):
+        rep, model = r["report"], r["task"]["model"]
+        for kind, v in by_kind(rep).items():
+            ci = kind_ci(rep, kind)
+            rows.append({"task": tid, "model": model, "kind": kind, "energy_mj": v[0] * 1e3, "ci95_mj": ci * 1e3,
+                         "flops": v[2], "pj_per_flop": v[0] / v[2] * 1e12 if v[2] else math.nan})
+    compute = [k for k in ("self_attention", "cross_attention", "mlp") if any(x["kind"] == k for x in rows)]
+    # Heads mix LM heads (large GEMMs) with poolers (a few MFLOP at launch-bound efficiency): in mJ, beside
+    # the kinds that do few or no FLOPs (embedding lookups, rotary, norms).
+    light = [k for k in ("embeddings", "norm", "head") if any(x["kind"] == k for x in rows)]
+    for i, k in enumerate(compute):
+        pts = [x for x in rows if x["kind"] == k and x["flops"] > 1e6]
+        for j, x in enumerate(pts):
+            xpos = i + 0.6 * (j / max(1, len(pts) - 1) - 0.5)
+            a1.errorbar(xpos, x["pj_per_flop"], yerr=x["ci95_mj"] * 1e-3 / x["flops"] * 1e12, fmt="o", ms=4,
+                        color=colors[k], capsize=2)
+            a1.annotate(x["model"], (xpos, x["pj_per_flop"]), fontsize=6, rotation=60, xytext=(2, 3),
+                        textcoords="offset points")
+    a1.set_xticks(range(len(compute)), compute)
+    a1.set_yscale("log")
+    a1.set_ylabel("pJ per FLOP (prefill, per model, ± 95 % CI)")
+    for i, k in enumerate(light):
+        pts = [x for x in rows if x["kind"] == k]
+        a2.scatter([i] * len(pts), [x["energy_mj"] for x in pts], s=14, color=colors[k])
+    a2.set_xticks(range(len(light)), light)
+    a2.set_yscale("log")
+    a2.set_ylabel("mJ per forward pass")
+    _csv(folder, "j_per_flop", rows)
     return fig
 
 
-def _shares(plt, colors, ok, an):
+def _shares(plt, colors, ok, an, folder):
     if not an["shares"]:
         return None
     fig, ax = plt.subplots(figsize=(5, 5))
+    rows = []
     for tid, sh in an["shares"].items():
         for k, v in sh.items():
+            rows.append({"task": tid, "kind": k, "energy_share": v["energy"], "flop_share": v["flops"]})
             if not math.isnan(v["flops"]):
                 ax.scatter(v["flops"], v["energy"], s=14, color=colors.get(k, "gray"))
     for k in KIND_ORDER:
@@ -71,50 +121,72 @@ def _shares(plt, colors, ok, an):
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("share of the components' FLOPs")
     ax.set_ylabel("share of the components' energy")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
+    _csv(folder, "shares", rows)
     return fig
 
 
-def _cv_coverage(plt, colors, ok, an):
+def _cv_coverage(plt, colors, ok, an, folder):
     rows = sorted(ok)
     if not rows:
         return None
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     x = np.arange(len(rows))
-    a1.bar(x, [max_cv(ok[t]["report"]) * 100 for t in rows])
-    a1.axhline(1.0, color="r", lw=0.8)
-    a1.set_ylabel("max CV (%)")
+    cvs = [max_cv(ok[t]["report"]) * 100 for t in rows]
+    a1.bar(x, cvs)
+    a1.axhline(1.0, color="r", lw=0.8, label="target 1 %")
+    a1.set_ylabel("max CV across trials (%)")
+    a1.legend(fontsize=8)
     acc = [ok[t]["report"]["accounting"] for t in rows]
-    a2.plot(x, [a["coverage"] * 100 for a in acc], "o", label="coverage")
-    a2.plot(x, [a["explained_coverage"] * 100 for a in acc], "s", label="explained")
-    a2.axhspan(97, 103, color="g", alpha=0.15)
+    a2.plot(x, [a["coverage"] * 100 for a in acc], "o", label="coverage (parts)")
+    a2.plot(x, [a["explained_coverage"] * 100 for a in acc], "s", label="explained (parts + glue + gaps)")
+    a2.axhspan(97, 103, color="g", alpha=0.15, label="100 ± 3 %")
     a2.set_ylabel("% of the whole model")
-    a2.legend(fontsize=7)
-    a2.set_xticks(x, [_tick(t) for t in rows], rotation=80, fontsize=6)
+    a2.legend(fontsize=8)
+    a2.set_xticks(x, [_tick(t) for t in rows], rotation=80, fontsize=8)
+    _csv(folder, "cv_coverage", [{"task": t, "max_cv": c / 100, "coverage": a["coverage"],
+                                  "explained_coverage": a["explained_coverage"]} for t, c, a in zip(rows, cvs, acc)])
     return fig
 
 
-def _sweeps(plt, colors, ok, an):
+def _sweeps(plt, colors, ok, an, folder):
+    """Energy per token against each swept quantity, on numeric log axes (dtype: categorical), ± 95 % CI."""
     sweeps = [n for n in SWEEP_X if sweep_rows(ok, n)]
     if not sweeps:
         return None
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.2 * len(sweeps), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], sweeps):
+    ncols = min(3, len(sweeps))
+    nrows = math.ceil(len(sweeps) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat[len(sweeps):]:
+        ax.set_visible(False)
+    csv_rows = []
+    for ax, name in zip(axes.flat, sweeps):
         rows = sweep_rows(ok, name)
-        xs = [str(r["x"]) for r in rows]
-        ax.errorbar(xs, [r["energy_j"] * 1e3 for r in rows], yerr=[r["ci95_j"] * 1e3 for r in rows],
-                    fmt="k-o", ms=3, capsize=2, label="whole")
+        numeric = all(isinstance(r["x"], (int, float)) for r in rows)
+        xs = [r["x"] for r in rows] if numeric else list(range(len(rows)))
+        per_tok = [r["energy_j"] / r["tokens"] * 1e3 for r in rows]
+        ax.errorbar(xs, per_tok, yerr=[r["ci95_j"] / r["tokens"] * 1e3 for r in rows], fmt="k-o", ms=3, capsize=2,
+                    label="whole model")
         for k in sorted({k for r in rows for k in r["kinds"]}, key=KIND_ORDER.index):
-            ax.errorbar(xs, [r["kinds"].get(k, 0) * 1e3 for r in rows],
-                        yerr=[r["kind_ci"].get(k, 0) * 1e3 for r in rows], fmt="-o", ms=2, capsize=2,
+            ax.errorbar(xs, [r["kinds"].get(k, 0) / r["tokens"] * 1e3 for r in rows],
+                        yerr=[r["kind_ci"].get(k, 0) / r["tokens"] * 1e3 for r in rows], fmt="-o", ms=2, capsize=2,
                         color=colors[k], label=k)
+        if numeric:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(xs, [str(x) for x in xs])
+        else:
+            ax.set_xticks(xs, [str(r["x"]) for r in rows])
         ax.set_yscale("log")
-        ax.set_xlabel(SWEEP_X[name][1], fontsize=8)
-        ax.set_ylabel("mJ per forward pass", fontsize=8)
-    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="upper center", ncol=len(handles),
+        ax.set_xlabel(SWEEP_X[name][1], fontsize=9)
+        ax.set_ylabel("mJ per token", fontsize=9)
+        csv_rows += [{"sweep": name, "x": r["x"], "task": r["task"], "tokens": r["tokens"], "energy_mj": r["energy_j"] * 1e3,
+                      "ci95_mj": r["ci95_j"] * 1e3, "mj_per_token": p} for r, p in zip(rows, per_tok)]
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=len(handles),
                bbox_to_anchor=(0.5, 1.0))
-    fig._cn_rect = (0, 0, 1, 0.88)
+    fig._cn_rect = (0, 0, 1, 1 - 0.5 / (3.6 * nrows + 0.6))
+    _csv(folder, "sweeps", csv_rows)
     return fig
 
 
@@ -132,7 +204,7 @@ def draw(folder: Path, ok: dict, an: dict) -> list[str]:
     colors = dict(zip(KIND_ORDER + ("glue", "gaps"), plt.get_cmap("tab10").colors))
     made = []
     for name in FIGURES:
-        fig = _DRAW[name](plt, colors, ok, an)
+        fig = _DRAW[name](plt, colors, ok, an, folder)
         if fig is None:
             continue
         fig.tight_layout(rect=getattr(fig, "_cn_rect", (0, 0, 1, 1)))
