@@ -29,11 +29,29 @@ def require_gpu(script: str):
     return torch
 
 
+def code_version() -> str:
+    """The code that measured: the git commit of this checkout (with -dirty for uncommitted changes), or the
+    package's version outside a checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return cn.__version__
+
+
 def run_identity(torch) -> dict:
-    """Card, driver, date and versions: stored with every result file."""
+    """Card, driver, date and versions (code and protocol): stored with every result file."""
+    from clear_native.protocol import PROTOCOL_VERSION
+
     info = cn.gpu_info(0)
     return {"gpu": info.to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
-            "clear_native": cn.__version__, "python": platform.python_version()}
+            "clear_native": cn.__version__, "code_version": code_version(), "protocol_version": PROTOCOL_VERSION,
+            "python": platform.python_version()}
 
 
 def write_results(out: str, name: str, res: dict, md: str) -> None:

@@ -48,6 +48,9 @@ def _header(ident, profile, ok, failed, an, tasks, superseded) -> list:
          f"Random weights from transformers configs at the published sizes. {len(ok)} of {len(tasks)} planned tasks "
          f"measured, {len(failed)} failed; measuring took {fmt_s(an['measure_wall_s'])} (min:s) of GPU wall time "
          "(sum over tasks, whatever the number of invocations)."]
+    vers = store.versions(list(ok.values()))
+    L.append(f"Code/protocol version{'s' if len(vers) > 1 else ''} of the records: "
+             + ", ".join(f"{c} / protocol {p}" for c, p in sorted(vers)) + ".")
     uuids = Counter(r.get("identity", {}).get("gpu", {}).get("uuid", "?") for r in ok.values())
     if len(uuids) > 1:
         L.append(f"The records come from {len(uuids)} cards of this model (same driver; the sensor profile of the "
@@ -282,13 +285,17 @@ def targets(ok: dict) -> list[str]:
     return L
 
 
-def write(folder: Path, tasks) -> dict:
+def write(folder: Path, tasks, allow_mixed: bool = True) -> dict:
     """Writes REPORT.md, report.json and the figures of a run's folder; returns the analysis, with
-    ``figures_note`` saying why figures are missing, if they are."""
+    ``figures_note`` saying why figures are missing, if they are. Records of several code or protocol
+    versions are refused (ValueError) unless ``allow_mixed``; the header lists them either way."""
     folder = Path(folder)
     records = store.load(folder)
     if not records:
         raise FileNotFoundError(f"no measurements in {folder / store.MEASUREMENTS}: run bench/run.py first")
+    if len(store.versions(records)) > 1 and not allow_mixed:
+        raise ValueError(f"{folder}'s records come from several code/protocol versions "
+                         f"{sorted(store.versions(records))}: pass --allow-mixed to report them together")
     split = latest_ok(records)
     ok, failed = split["ok"], split["failed"]
     refs = store.load(folder, store.REFERENCE)

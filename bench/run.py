@@ -175,6 +175,12 @@ def run(args, tasks, folder: Path) -> int:
     ident = run_identity(torch)
     ident["transformers"] = T.__version__
     records = store.load(folder)
+    now = (str(ident.get("code_version", "?")), str(ident.get("protocol_version", "?")))
+    other = store.versions(records) - {now}
+    if other and not args.allow_mixed:
+        print(f"bench/run.py: {folder} was measured by code/protocol {sorted(other)}, this is {now}: one report "
+              "would mix them; pass --allow-mixed to resume anyway, or start a new run", file=sys.stderr)
+        return 2
     cards = {r["identity"]["gpu"].get("uuid") for r in records if "identity" in r} - {ident["gpu"].get("uuid")}
     if cards:
         print(f"note: this card ({ident['gpu'].get('uuid')}) is not the one that measured the earlier records "
@@ -218,10 +224,10 @@ def run(args, tasks, folder: Path) -> int:
     return rc
 
 
-def _report(folder: Path, tasks) -> None:
+def _report(folder: Path, tasks, allow_mixed: bool = True) -> None:
     from bench import report
 
-    written = report.write(folder, tasks)
+    written = report.write(folder, tasks, allow_mixed=allow_mixed)
     print(f"report: {folder / 'REPORT.md'}" + (f" ({written['figures_note']})" if written.get("figures_note") else ""),
           flush=True)
 
@@ -262,6 +268,8 @@ def parse(argv=None):
                          "copy (hot)")
     ap.add_argument("--reference-calls", type=int, default=2000)
     ap.add_argument("--reference-trials", type=int, default=5)
+    ap.add_argument("--allow-mixed", action="store_true",
+                    help="let one run's records (and its report) come from several code or protocol versions")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -280,7 +288,10 @@ def main(argv=None) -> int:
         if not store.load(Path(args.report_only)):
             return preflight.fail(f"no measurements in {Path(args.report_only) / store.MEASUREMENTS}: "
                                   "name a run folder that bench/run.py wrote")
-        _report(Path(args.report_only), tasks)
+        try:
+            _report(Path(args.report_only), tasks, allow_mixed=args.allow_mixed)
+        except ValueError as exc:
+            return preflight.fail(str(exc))
         return 0
     if args.dry_run:
         problem = preflight.for_dry_run()

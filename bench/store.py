@@ -101,3 +101,9 @@ def supersede(folder: Path, recs: list, patterns: list) -> list:
 
 def done_ids(recs: list, retry_failed: bool) -> set:
     return {r["task"]["id"] for r in recs if r.get("status") == "ok" or not retry_failed}
+
+
+def versions(recs: list) -> set:
+    """The (code version, protocol version) pairs that measured ``recs`` ('?' where a record predates them)."""
+    return {(str(r.get("identity", {}).get("code_version", "?")), str(r.get("identity", {}).get("protocol_version", "?")))
+            for r in recs if r.get("status") == "ok"}

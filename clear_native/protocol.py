@@ -37,6 +37,10 @@ CLOCK_EVENT_REASONS = {
     0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
 }
 BASELINES = ("awake_idle", "idle")
+# Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
+# records of different procedures are never averaged or compared unawares. 3: re-planned short trials and
+# bounded launches per trial (this version); 2: adaptive trials and window timing; 1: before.
+PROTOCOL_VERSION = 3
 
 
 def reason_names(mask: int) -> list[str]:
@@ -116,7 +120,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     return _finish(st, error, dict(target_ci_rel=target_ci_rel, min_trials=min_trials, max_trials=max_trials,
                                    window_s=window_s, budget_s=budget_s, launch_s=launch_s,
                                    settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
-                                   target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z),
+                                   target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z,
+                                   protocol_version=PROTOCOL_VERSION),
                    baseline)
 
 

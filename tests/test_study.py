@@ -373,3 +373,22 @@ def test_attention_premium_per_model_and_its_reversals():
                            "c": rec("c", 2.0, 1e12, 2.0, 1e12)})    # 1x
     assert p["per_task"] == pytest.approx({"a": 3.0, "b": 0.5, "c": 1.0})
     assert p["median"] == pytest.approx(1.0) and p["reversed"] == ["b"]
+
+
+def test_a_run_never_mixes_code_or_protocol_versions_unless_told(tmp_path, fake, capsys, monkeypatch):
+    ident = {"gpu": {"name": "Fake H0", "uuid": "GPU-fake", "driver_version": "1", "power_limit_w": 700.0},
+             "date": "2026-11-26", "code_version": "abc123", "protocol_version": 3}
+    monkeypatch.setattr(run, "run_identity", lambda t: dict(ident))
+    fake(FakeGpu(interrupt_at=3))
+    assert run.main(SMALL + ["--out", str(tmp_path)]) == 130
+    folder = the_run(tmp_path)
+    ident["code_version"] = "def456"  # the code changed before the resume
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + ["--resume", str(folder)]) == 2 and gpu.calls == 0
+    assert "pass --allow-mixed" in capsys.readouterr().err
+    assert run.main(SMALL + ["--resume", str(folder), "--allow-mixed"]) == 0
+    assert store.versions(store.load(folder)) == {("abc123", "3"), ("def456", "3")}
+    assert run.main(SMALL + ["--report-only", str(folder)]) == 2
+    assert "several code/protocol versions" in capsys.readouterr().err
+    assert run.main(SMALL + ["--report-only", str(folder), "--allow-mixed"]) == 0
+    assert "abc123 / protocol 3, def456 / protocol 3" in (folder / "REPORT.md").read_text()
