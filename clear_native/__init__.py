@@ -21,7 +21,7 @@ from .errors import CaptureError, ModelInputError
 from .graph_capture import Capture, capture
 from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 from .hf_compat import decode_inputs
-from .meter import Meter, MeterResult
+from .meter import Meter, MeterResult, MultiMeterResult
 from .model import measure_model
 from .profile import SensorProfile, calibrate
 from .protocol import measure
@@ -67,6 +67,7 @@ __all__ = [
     "MeasureRun",
     "Meter",
     "MeterResult",
+    "MultiMeterResult",
     "ModelInputError",
     "ModelReport",
     "nvml_device",

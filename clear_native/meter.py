@@ -4,6 +4,10 @@
         train_step()
     m.result.energy_j, m.result.mean_power_w
 
+    with Meter(devices=[0, 1]) as m:   # a region over several GPUs (tensor parallel, say)
+        step()
+    m.result.energy_j, [d.energy_j for d in m.result.per_device]
+
 Backed by the native sampler: every driver power sample in the window, and the
 energy counter as a cross-check. The sensor reports every ~20 ms over a short
 window; regions much shorter than ~0.1 s are not resolved (use measure()).
@@ -69,34 +73,87 @@ def _torch_sync(device: int):
     return lambda: torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class MultiMeterResult:
+    """A region over several GPUs: one window on one clock for all, each GPU's own result, and the total."""
+
+    devices: tuple           # the CUDA device indices (or sources) measured, in order
+    duration_s: float
+    energy_j: float          # sum over the GPUs
+    counter_energy_j: float  # sum of the energy counters
+    per_device: tuple        # MeterResult per GPU
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _window(r: SamplerResult, t0: int, t1: int) -> MeterResult:
+    """One GPU's energy in [t0, t1] from its sampler's rows."""
+    m = r.in_window(t0, t1)
+    mean_w = float(r.power_w[m].mean()) if m.any() else math.nan
+    st = (r.status_t_ns >= t0) & (r.status_t_ns <= t1)
+
+    def span(v):
+        v = v[st & np.isfinite(v)]
+        return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
+
+    return MeterResult(duration_s=(t1 - t0) * 1e-9, energy_j=mean_w * (t1 - t0) * 1e-9,
+                       counter_energy_j=r.counter_energy_j(t0, t1), mean_power_w=mean_w, samples=int(m.sum()),
+                       samples_lost=r.samples_lost, temperature_c=span(r.temperature_c),
+                       sm_clock_mhz=span(r.sm_clock_mhz))
+
+
 class Meter:
     """A begin()/end() energy window (also a context manager). See the module's doc.
 
     Args:
         device: the CUDA device (an index, "cuda:N" or a torch.device) whose sensors to read.
+        devices: several devices instead: one window on one clock over all of them, every sample of each
+            GPU's sensor; ``result`` is then a MultiMeterResult (per GPU and total).
         sync: called before the window begins and before it ends, so that queued GPU work falls
-            inside it (Note [A window ends when the GPU is done]); default: torch.cuda.synchronize.
-        source: a power source instead of the device's NVML sensors (tests: synthetic_sensor()).
+            inside it (Note [A window ends when the GPU is done]); default: torch.cuda.synchronize of
+            each device.
+        source, sources: power sources instead of the devices' NVML sensors (tests: synthetic_sensor()).
     """
 
-    def __init__(self, device=0, *, sync=_DEFAULT, source=None, drain_interval_s: float = 0.2) -> None:
-        device = _device_index(device)
-        self._sync = _torch_sync(device) if sync is _DEFAULT else sync
-        if self._sync is not None and not callable(self._sync):
+    def __init__(self, device=0, *, devices=None, sync=_DEFAULT, source=None, sources=None,
+                 drain_interval_s: float = 0.2) -> None:
+        self._multi = devices is not None or sources is not None
+        self.devices = tuple(_device_index(d) for d in devices) if devices is not None else (_device_index(device),)
+        srcs = list(sources) if sources is not None else [source] * len(self.devices)
+        if sources is not None and devices is None:
+            self.devices = tuple(range(len(srcs)))
+        if len(srcs) != len(self.devices) or not srcs:
+            raise ValueError(f"Meter: {len(srcs)} sources for {len(self.devices)} devices; give one per device")
+        if sync is _DEFAULT:
+            syncs = [s for s in (_torch_sync(d) for d in self.devices) if s is not None]
+            sync = (lambda: [s() for s in syncs]) if syncs else None
+        if sync is not None and not callable(sync):
             raise TypeError(f"sync must be a callable or None, got {sync!r}")
-        self._sampler = Sampler(device, source=source, drain_interval_s=drain_interval_s, energy_interval_s=0.25)
+        self._sync = sync
+        self._samplers = [Sampler(d, source=s, drain_interval_s=drain_interval_s, energy_interval_s=0.25)
+                          for d, s in zip(self.devices, srcs)]
         self._begin_ns: int | None = None
-        self.result: MeterResult | None = None
-        self.samples: SamplerResult | None = None  # the raw rows of the last window
+        self.result: MeterResult | MultiMeterResult | None = None
+        self.samples: SamplerResult | None = None  # the raw rows of the last window (the first device's)
+        self.samples_per_device: list = []
 
     def begin(self) -> "Meter":
         if self._sync is not None:
             self._sync()  # work queued before the region stays out of it
-        self._sampler.start()
+        started = []
+        try:
+            for s in self._samplers:
+                s.start()
+                started.append(s)
+        except BaseException:
+            for s in started:
+                self._stop_quietly(s)
+            raise
         self._begin_ns = core.monotonic_ns()
         return self
 
-    def end(self) -> MeterResult:
+    def end(self):
         if self._begin_ns is None:
             raise SamplerStateError("Meter.end() without begin()")
         if self._sync is not None:
@@ -106,32 +163,36 @@ class Meter:
                 self._abandon()
                 raise
         t1 = core.monotonic_ns()
-        self._sampler.wait_for_samples(t1, timeout_s=0.5)  # the sample covering the end
-        r = self._sampler.stop()
+        for s in self._samplers:
+            s.wait_for_samples(t1, timeout_s=0.5)  # the sample covering the end, on every GPU
         t0, self._begin_ns = self._begin_ns, None
-        m = r.in_window(t0, t1)
-        mean_w = float(r.power_w[m].mean()) if m.any() else math.nan
-        st = (r.status_t_ns >= t0) & (r.status_t_ns <= t1)
-
-        def span(v):
-            v = v[st & np.isfinite(v)]
-            return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
-
-        self.samples = r
-        self.result = MeterResult(duration_s=(t1 - t0) * 1e-9, energy_j=mean_w * (t1 - t0) * 1e-9,
-                                  counter_energy_j=r.counter_energy_j(t0, t1), mean_power_w=mean_w,
-                                  samples=int(m.sum()), samples_lost=r.samples_lost,
-                                  temperature_c=span(r.temperature_c), sm_clock_mhz=span(r.sm_clock_mhz))
+        rows, error = [], None
+        for s in self._samplers:  # every sampler is stopped, even after one fails
+            try:
+                rows.append(s.stop())
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are stopped
+                error = error or exc
+        if error is not None:
+            raise error
+        self.samples, self.samples_per_device = rows[0], rows
+        per = tuple(_window(r, t0, t1) for r in rows)
+        self.result = per[0] if not self._multi else MultiMeterResult(
+            self.devices, (t1 - t0) * 1e-9, sum(p.energy_j for p in per), sum(p.counter_energy_j for p in per), per)
         return self.result
 
-    def _abandon(self) -> None:
-        """Stops the sampler without a result (the body failed); never raises."""
-        self._begin_ns = None
-        if self._sampler.running:
+    @staticmethod
+    def _stop_quietly(sampler) -> None:
+        if sampler.running:
             try:
-                self._sampler.stop()
+                sampler.stop()
             except Exception:  # noqa: BLE001 - the body's exception is the one the caller needs
                 pass
+
+    def _abandon(self) -> None:
+        """Stops the samplers without a result (the body failed); never raises."""
+        self._begin_ns = None
+        for s in self._samplers:
+            self._stop_quietly(s)
 
     def __enter__(self) -> "Meter":
         return self.begin()

@@ -63,3 +63,28 @@ def test_device_is_an_index_or_a_cuda_name(device):
 def test_a_bad_device_is_a_type_error_that_says_what_is_accepted(device):
     with pytest.raises(TypeError, match="cuda:N"):
         cn.Meter(device, source=cn.synthetic_sensor(**FAST), sync=None)
+
+
+def test_a_region_over_several_gpus_is_one_window_with_each_gpus_energy():
+    # Two GPUs of a tensor-parallel step: one draws 300 W, the other 200 W for 0.4 s, then both rest.
+    a, b = cn.synthetic_sensor(**FAST), cn.synthetic_sensor(**FAST, seed=7)
+    with cn.Meter(sources=[a, b], sync=None, drain_interval_s=0.02) as m:
+        t0 = cn.clock.now_ns()
+        a.set_power(300.0, t0)
+        b.set_power(200.0, t0)
+        cn.clock.sleep(0.4)
+        t1 = cn.clock.now_ns()
+        a.set_power(a.params.idle_w, t1)
+        b.set_power(b.params.idle_w, t1)
+    r = m.result
+    assert isinstance(r, cn.MultiMeterResult) and len(r.per_device) == 2
+    assert r.per_device[0].duration_s == r.per_device[1].duration_s == r.duration_s  # one window, one clock
+    truth = [src.true_energy_j(t1 - int(r.duration_s * 1e9), t1) for src in (a, b)]
+    assert [d.energy_j for d in r.per_device] == pytest.approx(truth, rel=0.03)
+    assert r.energy_j == pytest.approx(sum(truth), rel=0.03)
+    assert r.counter_energy_j == pytest.approx(sum(truth), rel=0.1)
+
+
+def test_several_devices_need_a_source_each():
+    with pytest.raises(ValueError, match="one per device"):
+        cn.Meter(devices=[0, 1], sources=[cn.synthetic_sensor(**FAST)], sync=None)
