@@ -204,7 +204,9 @@ def _group_result(m, g, cap, n: int, wm) -> GroupResult:
         share=g.occurrences * e / wm.energy_per_call_j, eager=cap.eager, l2_copies=n,
         trial_energy_per_call_j=m.trial_energy_per_call_j, trial_power_w=m.trial_power_w,
         trial_after=m.trial_after, trial_drift_rel=m.trial_drift_rel, mean_power_w=m.mean_power_w,
-        temperature_c=m.temperature_c, sm_clock_mhz=m.sm_clock_mhz, clock_event_reasons=m.clock_event_reasons)
+        temperature_c=m.temperature_c, sm_clock_mhz=m.sm_clock_mhz, clock_event_reasons=m.clock_event_reasons,
+        settle_s=m.settle_s, rejected_trials=len(m.rejected_trials), window_restarts=m.window_restarts,
+        failed_trials=m.failed_trials)
 
 
 def _context_results(ctx: dict, run, groups, results: list, n: int, wm) -> tuple:

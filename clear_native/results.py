@@ -128,6 +128,10 @@ class GroupResult:
     temperature_c: tuple = ()        # (min, max) over its trials' windows
     sm_clock_mhz: tuple = ()         # (min, max)
     clock_event_reasons: list = field(default_factory=list)  # throttling NVML reported in its windows
+    settle_s: float = math.nan       # the settle time its last trials used (Note [Trials that adapt])
+    rejected_trials: int = 0         # windows rejected as still moving
+    window_restarts: int = 0         # times its window doubled and its trials started again
+    failed_trials: int = 0           # windows that held no samples
 
     @property
     def energy_total_j(self) -> float:

@@ -141,3 +141,13 @@ def test_blocks_are_their_parts_plus_a_measured_interaction(llama):
     assert rep.block_accounting.explained_coverage == pytest.approx(1.0, abs=0.02)
     assert rep.block_accounting.coverage > rep.accounting.coverage
     assert "By blocks" in rep.table() and rep.to_dict()["blocks"][0]["interaction_j"] == pytest.approx(b.interaction_j)
+
+
+def test_each_group_says_how_its_trials_went(llama):
+    # Issue 14: windows accepted while still moving could not be explained from the records, which did not
+    # say the settle time a group ended with, nor how many windows it rejected.
+    _, _, _, rep = llama
+    for g in rep.groups:
+        d = rep.to_dict()["groups"][rep.groups.index(g)]
+        assert d["settle_s"] > 0 and d["rejected_trials"] >= 0 and d["window_restarts"] >= 0
+        assert d["failed_trials"] == 0
