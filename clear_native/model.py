@@ -82,7 +82,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     results = [measured[g.name] for g in groups if g.name in measured]
     ctx_rows, ctx_acc = _context_results(ctx, run, groups, results, copies["whole_model"], wm) if ctx else ([], None)
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
-    block_rows, block_acc = _blocks(backend, model, inputs, kw, block_groups, measured, comps, results, wm)
+    block_rows, block_acc = _blocks(backend, model, inputs, kw, block_groups, found, measured, comps, results, wm)
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=acc, failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
@@ -169,29 +169,16 @@ def _measured(run, caps, groups, copies: dict, wm) -> dict:
             for c in caps}
 
 
-def _blocks(backend, model, inputs, kw, block_groups, measured: dict, comps, results, wm) -> tuple:
+def _blocks(backend, model, inputs, kw, block_groups, found, measured: dict, comps, results, wm) -> tuple:
     """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction])."""
     done = [g for g in block_groups if g.name in measured]
     if not done:
         return [], None
     rows = [block_result(g, measured[g.name], comps, results) for g in done]
     others = outside_blocks(results, done)
-    marks = [b for g in done for b in g.members]
-    kernels_s, inside_s = backend.kernel_times_s(
-        model, [c for c in comps if any(c.qualname in g.members for g in others)] + _BlockMarks.of(model, marks),
-        inputs, kw)
+    marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
+    kernels_s, inside_s = backend.kernel_times_s(model, marked, inputs, kw)
     return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s)
-
-
-class _BlockMarks:
-    """A block as kernel_times_s wants a component: its qualname and module."""
-
-    def __init__(self, qualname: str, module) -> None:
-        self.qualname, self.module = qualname, module
-
-    @classmethod
-    def of(cls, model, names: list) -> list:
-        return [cls(q, model.get_submodule(q)) for q in names]
 
 
 def _group_result(m, g, cap, n: int, wm) -> GroupResult:
