@@ -129,11 +129,18 @@ def writable(out: Path) -> str | None:
 
 def for_run(args) -> tuple:
     """(problem, run folder): every check of a measuring run, in the order a user would fix them.
-    Sets CUDA_VISIBLE_DEVICES to the chosen card, before CUDA starts, so that it is device 0 for
-    PyTorch and for the NVML mapping alike."""
+    One GPU in this process: sets CUDA_VISIBLE_DEVICES to the chosen card, before CUDA starts, so
+    that it is device 0 for PyTorch and for the NVML mapping alike. --gpus and --ray leave CUDA to
+    their workers (each gets its card by UUID); --simulate needs no GPU at all."""
     if args.redo and not args.resume:
         return "--redo needs --resume RUN: it measures again tasks of an existing run", None
-    problem = libraries() or gpu(args.device)
+    if args.retries < 0:
+        return f"--retries must be >= 0, got {args.retries}", None
+    problem = libraries() or (None if args.simulate or args.ray else gpu(0 if args.gpus else args.device)) or \
+        (ray_available() if args.ray else None)
+    if problem:
+        return problem, None
+    cards, problem = _cards(args)
     if problem:
         return problem, None
     folder = None
@@ -143,13 +150,35 @@ def for_run(args) -> tuple:
         problem = writable(Path(args.out))
     if problem:
         return problem, None
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[args.device] if visible else str(args.device)
-    if not torch_sees_gpu():
-        return "PyTorch sees no GPU (a CPU build of torch?): install a CUDA build of PyTorch", None
+    if not (args.simulate or args.gpus or args.ray):
+        visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[args.device] if visible else str(args.device)
+        if not torch_sees_gpu():
+            return "PyTorch sees no GPU (a CPU build of torch?): install a CUDA build of PyTorch", None
     note = figures_available()
     if note:
         print(f"bench/run.py: note: {note}", file=sys.stderr)
     if folder is None:
-        folder = store.new_run(Path(args.out), card_name())
+        name = "Simulated GPU" if args.simulate else cards[0].name if cards else card_name() if not args.ray else "ray"
+        folder = store.new_run(Path(args.out), name)
     return None, folder
+
+
+def _cards(args) -> tuple:
+    """(the cards --gpus names, problem)."""
+    if not args.gpus:
+        return [], None
+    from bench import workers
+
+    try:
+        return workers.host_cards(args.gpus, simulate=args.simulate), None
+    except ValueError as exc:
+        return [], str(exc)
+
+
+def ray_available() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return 'needs Ray for --ray: pip install "ray[default]" (on every machine of the cluster, with clear_native)'
+    return None

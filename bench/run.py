@@ -33,8 +33,9 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package bench
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 import clear_native as cn  # noqa: E402
-from bench import preflight, store, suite  # noqa: E402
-from bench.common import run_identity  # noqa: E402
+from bench import preflight, store, suite, workers  # noqa: E402
+from bench import tasks as tasks_mod  # noqa: E402
+from bench.common import code_version  # noqa: E402
 from bench.store import fmt_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,146 +76,128 @@ def _on_sigterm(signum, frame):  # `timeout` and batch schedulers send SIGTERM: 
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def measure_task(torch, T, task, profile, args):
-    """One task on the GPU: a ModelReport as a dict."""
-    model, inputs, kw = suite.build(T, torch, task, "cuda")
-    try:
-        verbose = (lambda m: print(f"      {m}", flush=True)) if args.verbose else None
-        rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=task.mode, cache_len=task.cache_len or 512,
-                               profile=profile, min_trials=args.min_trials, max_trials=args.max_trials,
-                               target_ci_rel=args.target_ci, window_s=args.window_s, budget_s=args.task_budget_s,
-                               l2=args.l2, target_cv=args.target_cv, progress=verbose)
-        return rep.to_dict()
-    finally:
-        del model
-        torch.cuda.empty_cache()
+SETTINGS = ("window_s", "min_trials", "max_trials", "target_ci", "target_cv", "task_budget_s", "l2",
+            "reference_calls", "reference_trials", "verbose")
 
 
-def reference_task(torch, T, profile, args) -> dict:
-    """The CLEAR authors' procedure (energy counter around a Python loop) on BERT-base's components,
-    beside clear_native's protocol on the same captures, at batch 1 x sequence 8."""
-    task = suite.Task("bert-base", batch=1, seq=8, purpose=("reference",))
-    model, inputs, kw = suite.build(T, torch, task, "cuda")
-    comps = cn.find_components(model, *inputs, model_kwargs=kw)
-    groups = [g for g in cn.group_components(comps) if g.kind in ("self_attention", "mlp")]
-    caps = [cn.capture(g.representative.module, *g.representative.args, name=g.name,
-                       **g.representative.kwargs) for g in groups]
-    t0 = time.monotonic()
-    ours = cn.measure(caps, profile=profile, min_trials=args.min_trials, target_ci_rel=args.target_ci,
-                      window_s=args.window_s, budget_s=120)
-    ours_wall = time.monotonic() - t0
-    rows = []
-    for g in groups:
-        rep = g.representative
-        t1 = time.monotonic()
-        ref = cn.baselines.counter_loop(rep.module, *rep.args, n=args.reference_calls, trials=args.reference_trials,
-                                        sleep_s=0.2, **rep.kwargs)
-        m = ours[g.name]
-        rows.append({"component": g.name, "kind": g.kind, "ours": {
-            "energy_per_call_j": m.energy_per_call_j, "cv": m.cv, "ci95_rel": m.ci95_rel, "trials": m.trials,
-            "gpu_time_per_call_s": m.gpu_time_per_call_s},
-            "reference": ref.to_dict(), "reference_wall_s": time.monotonic() - t1})
-    return {"task": task.to_dict() | {"id": "reference/bert-base/b1s8/bf16"}, "status": "ok", "rows": rows,
-            "ours_wall_s": ours_wall, "run": {k: v for k, v in ours.to_dict().items() if k != "measurements"}}
+def executor(args, folder: Path):
+    """Where the jobs run: a Ray cluster (--ray), every chosen GPU of this host (--gpus), or this process."""
+    if args.ray:
+        n = len(workers.host_cards(args.gpus or "all", simulate=True)) if args.simulate else 0
+        return workers.RayCluster(args.ray, simulate=args.simulate, retries=args.retries, simulated_gpus=n)
+    if args.gpus:
+        return workers.HostProcesses(workers.host_cards(args.gpus, args.simulate), folder, simulate=args.simulate,
+                                     retries=args.retries)
+    return workers.InProcess(simulate=args.simulate)
 
 
-def _profile(folder: Path):
-    """The run's sensor profile: the one its start measured (one run, one profile), or a new one."""
-    saved = store.load_profile(folder)
-    if saved is not None:
-        return cn.SensorProfile(**saved)
-    print("calibrating the power sensor ...", flush=True)
-    profile = cn.calibrate(cache=False)
-    store.save_profile(folder, profile.to_dict())
-    return profile
+def this_card(args):
+    """The card an in-process run measures (the one preflight made CUDA device 0)."""
+    if args.simulate:
+        return workers.Card("SIM-GPU-0", "sim:0", "Simulated GPU", 0)
+    info = cn.gpu_info(0)
+    return workers.Card(info.uuid, info.pci_bus_id, info.name, -1)
 
 
-def _one(torch, T, task, ident, profile, settings, args) -> dict:
-    """One task's record: measured, or failed with its reason (one task's failure never loses the others)."""
-    t0 = time.monotonic()
-    rec = {"task": task.to_dict(), "identity": ident, "profile": profile.to_dict(), "settings": settings}
-    try:
-        rec["report"] = measure_task(torch, T, task, profile, args)
-        rec["status"] = "ok"
-        a = rec["report"]["accounting"]
-        cvs = [g["cv"] for g in rec["report"]["groups"]] + [rec["report"]["whole"]["cv"]]
-        print(f"    coverage {a['coverage']:.1%}, explained {a['explained_coverage']:.1%}, "
-              f"max CV {max(cvs):.2%}, {time.monotonic() - t0:.0f} s", flush=True)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one task's failure never loses the others
-        rec["status"], rec["error"] = "failed", f"{type(exc).__name__}: {exc}"
-        print(f"    failed: {rec['error'].splitlines()[0]}", flush=True)
-    rec["wall_s"] = time.monotonic() - t0
-    return rec
+def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
+    """(Jobs, total, repeats, done): what this invocation runs, in order: each card's check, the tasks not yet
+    measured, the reference procedure, each card's closing check; repeats follow their first
+    measurement (Note [One writer], bench/workers.py)."""
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    records = store.load(folder)
+    done = store.done_ids(records, args.retry_failed)
+    jobs = workers.Jobs()
+    jobs.profiles.update(store.load_profiles(folder))
+    cards = ([] if not ex.pins or args.no_card_check else
+             ex.cards if isinstance(ex, workers.HostProcesses) else [this_card(args)])
+    checked = {r["task"]["id"] for r in store.load(folder, store.CARDS) if r.get("status") == "ok"}
+    for phase in ("start",):
+        for c in cards:
+            if f"card_check/{phase}/{c.uuid}" not in checked:
+                jobs.add(_job("card_check", f"card_check/{phase}/{c.uuid}", settings, args, card=c.uuid, phase=phase))
+    for t in tasks:
+        if t.id not in done:
+            jobs.add(_job("task", t.id, settings, args, task=t.to_dict()))
+    if not args.no_reference and not any(r.get("status") == "ok" for r in store.load(folder, store.REFERENCE)):
+        jobs.add(_job("reference", tasks_mod.REFERENCE_ID, settings, args))
+    for c in cards:
+        if f"card_check/end/{c.uuid}" not in checked:
+            jobs.add(_job("card_check", f"card_check/end/{c.uuid}", settings, args, card=c.uuid, phase="end"))
+    repeats = {r.base_id: r for r in suite.repeats(tasks)} if not args.no_repeats else {}
+    total = len(jobs) + sum(1 for r in repeats.values() if r.id not in done and r.base_id not in done)
+    for rec in records:  # repeats whose first measurement an earlier invocation made
+        follow = _repeat_of(rec, repeats, done, ex, settings, args.simulate)
+        if follow:
+            jobs.add(follow)
+            total += 1
+    return jobs, total, repeats, done
 
 
-def _reference(torch, T, profile, args, ident, folder) -> None:
-    print("reference procedure (CLEAR authors' loop) on BERT-base's components ...", flush=True)
-    try:
-        store.append(folder, reference_task(torch, T, profile, args) | {"identity": ident}, store.REFERENCE)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        store.append(folder, {"task": {"id": "reference/bert-base/b1s8/bf16"}, "status": "failed",
-                              "error": f"{type(exc).__name__}: {exc}", "identity": ident}, store.REFERENCE)
-        print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
+def _job(kind: str, job_id: str, settings: dict, args, **extra) -> dict:
+    return {"job": kind, "id": job_id, "args": settings, "simulate": args.simulate, "card": None} | extra
 
 
-def _gpu_libraries():
-    """(torch, transformers), imported when a run starts measuring."""
-    import torch
-    import transformers
+def _repeat_of(rec: dict, repeats: dict, done: set, ex, settings: dict, simulate: bool) -> dict | None:
+    """The repeat job a finished task asks for (on the same card where the executor can pin), or None."""
+    t = repeats.get(rec.get("task", {}).get("id"))
+    if t is None or t.id in done or rec.get("status") != "ok":
+        return None
+    done.add(t.id)
+    card = rec.get("identity", {}).get("gpu", {}).get("uuid") if ex.pins else None
+    return {"job": "task", "id": t.id, "args": settings, "simulate": simulate, "card": card, "task": t.to_dict()}
 
-    return torch, transformers
+
+def _store(folder: Path, job: dict, rec: dict, jobs, ex, repeats: dict, done: set) -> None:
+    """Appends a finished job's record where it belongs (the one writer), keeps its card's profile, and
+    queues the task's repeat."""
+    uuid = rec.get("identity", {}).get("gpu", {}).get("uuid")
+    if uuid and rec.get("profile") and uuid not in jobs.profiles:
+        jobs.profiles[uuid] = rec["profile"]
+        store.save_profiles(folder, jobs.profiles)
+    name = {"task": store.MEASUREMENTS, "reference": store.REFERENCE, "card_check": store.CARDS}[job["job"]]
+    store.append(folder, rec, name)
+    follow = _repeat_of(rec, repeats, done, ex, job["args"], job.get("simulate", False)) \
+        if job["job"] == "task" else None
+    if follow:
+        jobs.add(follow)
 
 
 def run(args, tasks, folder: Path) -> int:
-    """Measures the tasks not yet in ``folder``'s records, then writes its report."""
-    torch, T = _gpu_libraries()
-    ident = run_identity(torch)
-    ident["transformers"] = T.__version__
+    """Measures what ``folder``'s records lack, then writes its report."""
+    from clear_native.protocol import PROTOCOL_VERSION
+
     records = store.load(folder)
-    now = (str(ident.get("code_version", "?")), str(ident.get("protocol_version", "?")))
+    now = (code_version(), str(PROTOCOL_VERSION))
     other = store.versions(records) - {now}
     if other and not args.allow_mixed:
         print(f"bench/run.py: {folder} was measured by code/protocol {sorted(other)}, this is {now}: one report "
               "would mix them; pass --allow-mixed to resume anyway, or start a new run", file=sys.stderr)
         return 2
-    cards = {r["identity"]["gpu"].get("uuid") for r in records if "identity" in r} - {ident["gpu"].get("uuid")}
-    if cards:
-        print(f"note: this card ({ident['gpu'].get('uuid')}) is not the one that measured the earlier records "
-              f"({', '.join(sorted(map(str, cards)))}); the report lists the cards", file=sys.stderr)
-    profile = _profile(folder)
     if args.redo:
-        records = store.supersede(folder, records, suite.as_list(args.redo, []))
+        store.supersede(folder, records, suite.as_list(args.redo, []))
         print(f"--redo: earlier records of {args.redo} moved to {folder / store.SUPERSEDED}", flush=True)
-    skip = store.done_ids(records, args.retry_failed)
-    todo = [t for t in tasks if t.id not in skip]
-    want_ref = not args.no_reference and not any(r.get("status") == "ok" for r in store.load(folder, store.REFERENCE))
-    est = {t.id: suite.estimate_s(7, args.min_trials, profile.settle_s, args.window_s) for t in todo}
-    print(f"{ident['gpu']['name']} ({ident['gpu']['uuid']}): {len(tasks)} tasks, {len(tasks) - len(todo)} already "
-          f"measured, {len(todo)} to go{' + reference procedure' if want_ref else ''}; results in {folder}", flush=True)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    settings = {k: getattr(args, k)
-                for k in ("window_s", "min_trials", "max_trials", "target_ci", "target_cv", "task_budget_s", "l2")}
-    t_start, spent_est, rc = time.monotonic(), 0.0, 0
     try:
-        for i, task in enumerate(todo, 1):
+        ex = executor(args, folder)
+        jobs, total, repeats, done = plan_jobs(args, tasks, folder, ex)
+    except ValueError as exc:
+        return preflight.fail(str(exc))
+    n_tasks = sum(1 for j in jobs.left() if j["job"] == "task" and not j["task"].get("repeat"))
+    print(f"{len(tasks)} tasks, {len(tasks) - n_tasks} already measured, {n_tasks} to go ({total} jobs with card "
+          f"checks, repeats and the reference); on {ex.description}; results in {folder}", flush=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    t_start, finished, rc = time.monotonic(), 0, 0
+    try:
+        for job, rec in ex.run(jobs):
+            _store(folder, job, rec, jobs, ex, repeats, done)
+            finished += 1
             elapsed = time.monotonic() - t_start
-            eta = (elapsed / spent_est if spent_est else 1.0) * sum(est[t.id] for t in todo[i - 1:])
-            print(f"[{i}/{len(todo)}] {task.id} ({', '.join(task.purpose)})  elapsed {fmt_s(elapsed)}, "
-                  f"ETA {fmt_s(eta)}", flush=True)
-            rec = _one(torch, T, task, ident, profile, settings, args)
-            store.append(folder, rec)
-            spent_est += est[task.id]
-            if rec["status"] == "failed" and torch.cuda.is_available() and not _cuda_usable(torch):
-                print(f"the CUDA context is lost (a device-side error): stopping; run again with --resume {folder}",
-                      file=sys.stderr)
-                rc = 3
-                break
-        if want_ref and rc == 0:
-            _reference(torch, T, profile, args, ident, folder)
+            eta = elapsed / finished * len(jobs)
+            card = rec.get("identity", {}).get("gpu", {}).get("uuid", "?")
+            print(f"[{finished}/{max(total, finished + len(jobs))}] {job['id']} on {card}: {tasks_mod.summary(rec)}  "
+                  f"elapsed {fmt_s(elapsed)}, ETA {fmt_s(eta)}", flush=True)
+    except workers.CudaLost as exc:
+        print(f"{exc}: stopping; run again with --resume {folder}", file=sys.stderr)
+        rc = 3
     except KeyboardInterrupt:
         print(f"\ninterrupted after {fmt_s(time.monotonic() - t_start)}: the measurements so far are in {folder}; "
               f"continue with: python bench/run.py --resume {folder}", file=sys.stderr)
@@ -232,21 +215,27 @@ def _report(folder: Path, tasks, allow_mixed: bool = True) -> None:
           flush=True)
 
 
-def _cuda_usable(torch) -> bool:
-    try:
-        torch.cuda.synchronize()
-        return True
-    except Exception:  # noqa: BLE001 - a lost context raises RuntimeError; no CUDA at all, AssertionError
-        return False
-
-
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--quick", action="store_true", help=f"models {','.join(suite.QUICK_MODELS)}, sweeps batch,dtype")
     ap.add_argument("--models", help=f"comma-separated, from: {', '.join(suite.MODELS)}")
     ap.add_argument("--sweeps", help=f"comma-separated from {', '.join(suite.SWEEPS)}, or 'none'")
-    ap.add_argument("--device", type=int, default=0, help="CUDA device index")
+    ap.add_argument("--device", type=int, default=0, help="CUDA device index (without --gpus: one GPU, in this process)")
+    ap.add_argument("--gpus", metavar="all|LIST",
+                    help="measure on these GPUs of this host at once, one fresh process per task: 'all', or "
+                         "comma-separated nvidia-smi indices or UUIDs")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run the tasks on a Ray cluster, one GPU each (ADDRESS: 'auto', ray://host:10001; "
+                         "none: a local cluster)")
+    ap.add_argument("--retries", type=int, default=2, help="times a task whose worker process died is tried again")
+    ap.add_argument("--simulate", action="store_true",
+                    help="the simulated GPU on the CPU, for testing a setup (--gpus, --ray) without GPUs: its "
+                         "numbers are not measurements")
+    ap.add_argument("--no-card-check", action="store_true",
+                    help="skip each card's reference workloads at the run's start and end (bench/cardref.py)")
+    ap.add_argument("--no-repeats", action="store_true",
+                    help="skip measuring a few tasks again at the run's end (the run's own repeatability)")
     ap.add_argument("--out", default=str(ROOT / "results" / "study"),
                     help="a new run goes to <out>/<card>/<date_time>/ (default: the repository's results/study)")
     ap.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN (its measurements.jsonl)")
@@ -266,8 +255,9 @@ def parse(argv=None):
     ap.add_argument("--l2", choices=("cold", "hot"), default="cold",
                     help="replay components as copies that overflow the L2 cache, as in the model (cold), or one "
                          "copy (hot)")
-    ap.add_argument("--reference-calls", type=int, default=2000)
-    ap.add_argument("--reference-trials", type=int, default=5)
+    ap.add_argument("--reference-calls", type=int, default=10_000,
+                    help="calls per trial of the CLEAR authors' procedure (their code's default)")
+    ap.add_argument("--reference-trials", type=int, default=20, help="its trials (their code's default)")
     ap.add_argument("--allow-mixed", action="store_true",
                     help="let one run's records (and its report) come from several code or protocol versions")
     ap.add_argument("-v", "--verbose", action="store_true")

@@ -18,7 +18,9 @@ from clear_native import records
 MEASUREMENTS = "measurements.jsonl"
 REFERENCE = "reference.jsonl"
 SUPERSEDED = "superseded.jsonl"   # records --redo replaced, kept
-PROFILE = "profile.json"
+PROFILE = "profile.json"           # the sensor profile of a one-card run (before profiles.json)
+PROFILES = "profiles.json"         # each card's sensor profile, by UUID
+CARDS = "cards.jsonl"              # each card's reference workloads, at the run's start and end
 
 
 def card_slug(name: str) -> str:
@@ -44,7 +46,7 @@ def new_run(out: Path, card: str, now: _dt.datetime | None = None) -> Path:
 
 
 def is_run(folder: Path) -> bool:
-    return (Path(folder) / MEASUREMENTS).exists() or (Path(folder) / PROFILE).exists()
+    return any((Path(folder) / n).exists() for n in (MEASUREMENTS, PROFILE, PROFILES, CARDS))
 
 
 def runs_under(out: Path) -> list:
@@ -62,13 +64,19 @@ def append(folder: Path, record: dict, name: str = MEASUREMENTS) -> None:
     records.append(Path(folder) / name, record)
 
 
-def load_profile(folder: Path) -> dict | None:
-    p = Path(folder) / PROFILE
-    return json.loads(p.read_text()) if p.exists() else None
+def load_profiles(folder: Path) -> dict:
+    """Each card's sensor profile (UUID -> profile dict) measured for this run so far."""
+    p, old = Path(folder) / PROFILES, Path(folder) / PROFILE
+    if p.exists():
+        return json.loads(p.read_text())
+    if old.exists():  # one card's, from a run made before profiles.json: its identity is "<uuid>-driver-<v>"
+        prof = json.loads(old.read_text())
+        return {prof["identity"].split("-driver-")[0]: prof}
+    return {}
 
 
-def save_profile(folder: Path, profile: dict) -> None:
-    write_atomic(Path(folder) / PROFILE, json.dumps(profile, indent=1) + "\n")
+def save_profiles(folder: Path, profiles: dict) -> None:
+    write_atomic(Path(folder) / PROFILES, json.dumps(profiles, indent=1) + "\n")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -72,7 +72,8 @@ class Task:
     dtype: str = "bf16"
     cache_len: int = 0            # decode: tokens already in the static KV cache
     overrides: tuple = ()         # config changes, as sorted (key, value) pairs
-    purpose: tuple = ("suite",)   # "suite", "coverage", "sweep:<name>", "reference"
+    purpose: tuple = ("suite",)   # "suite", "coverage", "sweep:<name>", "reference", "repeat"
+    repeat: int = 0               # > 0: the same measurement again, in a fresh process, at the run's end
 
     @property
     def id(self) -> str:
@@ -82,7 +83,21 @@ class Task:
         else:
             shape = f"b{self.batch}" + ("img224" if family == "vision" else f"s{self.seq}")
         extra = "".join(f"/{k}={v}" for k, v in self.overrides)
-        return f"{self.model}/{self.mode}/{shape}/{self.dtype}{extra}"
+        again = f"/repeat{self.repeat}" if self.repeat else ""
+        return f"{self.model}/{self.mode}/{shape}/{self.dtype}{extra}{again}"
+
+    @property
+    def base_id(self) -> str:
+        """The id of the measurement a repeat repeats (its own id for a first measurement)."""
+        return Task(**{**asdict(self), "repeat": 0}).id
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        """The Task of to_dict()'s output (lists back to tuples, the id dropped)."""
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["overrides"] = tuple(tuple(kv) for kv in fields.get("overrides", ()))
+        fields["purpose"] = tuple(fields.get("purpose", ("suite",)))
+        return cls(**fields)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,6 +106,10 @@ class Task:
 
 
 SWEEPS = ("batch", "seq", "kv", "heads", "hidden", "dtype")
+KV_LENGTHS = (128, 512, 1024, 2048, 4096, 8192)
+# Measured again at a run's end, in fresh processes on the card that measured them first: the run's
+# own repeatability (issue 14). One encoder, one decode step, one encoder-decoder: short tasks.
+REPEATED = ("bert-base/prefill/b1s8/bf16", "gpt2/decode/b1kv512/bf16", "t5-small/prefill/b8s128/bf16")
 
 
 def plan(models=None, sweeps=SWEEPS, quick: bool = False) -> list[Task]:
@@ -123,9 +142,11 @@ def plan(models=None, sweeps=SWEEPS, quick: bool = False) -> list[Task]:
         sweep_tasks += [Task(enc, batch=b, purpose=("sweep:batch",)) for b in ((1, 8) if quick else (1, 8, 64))]
     if enc and "seq" in sweeps:
         sweep_tasks += [Task(enc, seq=s, purpose=("sweep:seq",)) for s in (32, 128, 512)]
-    if dec and "kv" in sweeps:
-        sweep_tasks += [Task(dec, "decode", batch=1, seq=1, cache_len=c, purpose=("sweep:kv",))
-                        for c in (128, 512, 1000)]
+    if "kv" in sweeps:  # to 8k cached tokens: a decoder whose positions reach that far (GPT-2's stop at 1024)
+        long = next((m for m in ("llama-3.2-1b", "qwen2.5-0.5b") if m in names), None)
+        if long or dec:
+            sweep_tasks += [Task(long or dec, "decode", batch=1, seq=1, cache_len=c, purpose=("sweep:kv",))
+                            for c in KV_LENGTHS if long or c <= 1024]
     if enc and "heads" in sweeps:  # hidden size fixed at 768
         sweep_tasks += [Task(enc, overrides=(("num_attention_heads", h),) if h != 12 else (),
                              purpose=("sweep:heads",)) for h in (4, 12, 24)]
@@ -212,4 +233,11 @@ def as_list(value: str | None, default) -> list:
     return [v for v in value.split(",") if v and v != "none"]
 
 
-__all__ = ["MODELS", "SWEEPS", "Task", "plan", "build", "flops_plan", "estimate_s", "QUICK_MODELS"]
+def repeats(tasks: list[Task]) -> list[Task]:
+    """The repeats a run of ``tasks`` ends with: those of REPEATED it holds, or its first task."""
+    ids = {t.id: t for t in tasks}
+    chosen = [ids[i] for i in REPEATED if i in ids] or tasks[:1]
+    return [Task(**{**asdict(t), "repeat": 1, "purpose": ("repeat",)}) for t in chosen]
+
+
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "QUICK_MODELS"]

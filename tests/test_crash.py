@@ -15,7 +15,7 @@ from pathlib import Path
 from bench import store, suite
 
 HELPER = Path(__file__).resolve().parent / "helpers" / "sim_study.py"
-ARGS = ["--no-reference", "--sweeps", "none"]  # 15 models' prefill and decode tasks, the coverage cases
+ARGS = ["--no-reference", "--no-card-check", "--no-repeats", "--sweeps", "none"]  # 15 models' prefill and decode tasks, the coverage cases
 KILLS = 20
 
 

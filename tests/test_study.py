@@ -18,13 +18,15 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 import clear_native as cn  # noqa: E402
-from bench import coverage_table, figures, preflight, run, store, suite  # noqa: E402
+from bench import coverage_table, figures, preflight, run, store, suite, tasks  # noqa: E402
 from clear_native.accounting import account  # noqa: E402
 from clear_native.analysis import fit_energy_model  # noqa: E402
+from clear_native.protocol import PROTOCOL_VERSION  # noqa: E402
 from clear_native.results import GroupResult, ModelReport  # noqa: E402
 
 TRUTH = dict(a=0.6e-12, b=25e-12, p=140.0)  # J/FLOP, J/byte, W
-SMALL = ["--models", "bert-base,gpt2,t5-small,deit-s-16", "--sweeps", "batch,kv,dtype", "--no-reference"]
+SMALL = ["--models", "bert-base,gpt2,t5-small,deit-s-16", "--sweeps", "batch,kv,dtype", "--no-reference",
+         "--no-card-check"]
 
 
 def test_dry_run_plans_the_whole_suite_without_a_gpu(capsys):
@@ -36,8 +38,12 @@ def test_dry_run_plans_the_whole_suite_without_a_gpu(capsys):
     for t in tasks:
         assert f"| {t.id} |" in out
     assert "estimated GPU time" in out
-    # 15 models, decode for the 4 decoders and 3 encoder-decoders, 4 coverage cases, 6 sweeps of 2 new points each.
-    assert len(tasks) == len({t.id for t in tasks}) == 38
+    # 15 models, decode for the 4 decoders and 3 encoder-decoders, 4 coverage cases, 5 sweeps of 2 new points
+    # each, and the KV-cache sweep: Llama-3.2-1B's decode at 6 cache lengths to 8k, one already a suite task.
+    assert len(tasks) == len({t.id for t in tasks}) == 41
+    kv = sorted(t.cache_len for t in tasks if "sweep:kv" in t.purpose)
+    assert kv == [128, 512, 1024, 2048, 4096, 8192] and {t.model for t in tasks if "sweep:kv" in t.purpose} == \
+        {"llama-3.2-1b"}
     assert {t.model for t in tasks if t.mode == "decode"} == {"gpt2", "gpt2-medium", "llama-3.2-1b", "qwen2.5-0.5b",
                                                               "t5-small", "t5-base", "bart-base"}
 
@@ -65,7 +71,7 @@ class FakeGpu:
         self.calls, self.interrupt_at, self.fail = 0, interrupt_at, set(fail)
         self.plans = {}
 
-    def measure_task(self, torch_, T, task, profile, args):
+    def measure_task(self, lab, task, profile, args):
         self.calls += 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt("simulated Ctrl-C")
@@ -100,15 +106,17 @@ def fake(monkeypatch):
     monkeypatch.setattr(preflight, "gpu", lambda device: None)
     monkeypatch.setattr(preflight, "torch_sees_gpu", lambda: True)
     monkeypatch.setattr(preflight, "card_name", lambda device=0: "Fake H0")
-    monkeypatch.setattr(run, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "uuid": "GPU-fake",
-                                                                  "driver_version": "1", "power_limit_w": 700.0},
-                                                          "date": "2026-11-26"})
+    monkeypatch.setattr(tasks, "run_identity", lambda t: {"gpu": {"name": "Fake H0", "uuid": "GPU-fake",
+                                                                    "driver_version": "1", "power_limit_w": 700.0},
+                                                            "date": "2026-11-26", "code_version": "fake-code",
+                                                            "protocol_version": PROTOCOL_VERSION})
+    monkeypatch.setattr(run, "code_version", lambda: "fake-code")
     monkeypatch.setattr(cn, "calibrate", lambda **kw: profile)
     clock = iter(range(10**6))
     monkeypatch.setattr(run.time, "monotonic", lambda: float(next(clock)))  # deterministic wall times
 
     def install(gpu):
-        monkeypatch.setattr(run, "measure_task", gpu.measure_task)
+        monkeypatch.setattr(tasks, "measure_task", gpu.measure_task)
         return gpu
     return install
 
@@ -121,7 +129,9 @@ def the_run(out: Path) -> Path:
 
 
 def planned(args) -> int:
-    return len(suite.plan(args[1].split(","), args[3].split(",")))
+    """Measurements a run of ``args`` makes: its tasks, and the few it repeats at its end."""
+    tasks = suite.plan(args[1].split(","), args[3].split(","))
+    return len(tasks) + len(suite.repeats(tasks))
 
 
 def test_interrupted_run_resumes_and_gives_the_same_report_as_one_run(tmp_path, fake, capsys):
@@ -167,7 +177,7 @@ def test_a_torn_last_record_is_kept_aside_and_its_task_measured_again(tmp_path, 
 
 
 def test_a_failed_task_is_reported_and_retried_on_request(tmp_path, fake):
-    bad = "gpt2/decode/b1kv512/bf16"
+    bad = "gpt2/prefill/b8s128/bf16"  # not one the run repeats (its repeat would be a second call)
     fake(FakeGpu(fail={bad}))
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 0
     folder = the_run(tmp_path)
@@ -185,12 +195,16 @@ def test_redo_measures_tasks_again_and_keeps_their_old_records(tmp_path, fake, c
     folder = the_run(tmp_path)
     before = store.load(folder)
     gpu = fake(FakeGpu())
-    assert run.main(SMALL + ["--resume", str(folder), "--redo", "gpt2/decode/b1kv512"]) == 0
+    assert run.main(SMALL + ["--resume", str(folder), "--redo", "gpt2/prefill/b8s128"]) == 0
     assert gpu.calls == 1
     after = store.load(folder)
     old = store.load(folder, store.SUPERSEDED)
-    assert [r["task"]["id"] for r in old] == ["gpt2/decode/b1kv512/bf16"] and len(after) == len(before)
+    assert [r["task"]["id"] for r in old] == ["gpt2/prefill/b8s128/bf16"] and len(after) == len(before)
     assert "Measured again with `--redo` (1 tasks" in (folder / "REPORT.md").read_text()
+    gpu = fake(FakeGpu())  # a task the run repeats at its end: redone with its repeat
+    assert run.main(SMALL + ["--resume", str(folder), "--redo", "gpt2/decode/b1kv512"]) == 0 and gpu.calls == 2
+    assert [r["task"]["id"] for r in store.load(folder, store.SUPERSEDED)][1:] == \
+        ["gpt2/decode/b1kv512/bf16", "gpt2/decode/b1kv512/bf16/repeat1"]
     capsys.readouterr()
     gpu = fake(FakeGpu())
     assert run.main(SMALL + ["--resume", str(folder), "--redo", "nonesuch"]) == 2 and gpu.calls == 0
@@ -378,7 +392,8 @@ def test_attention_premium_per_model_and_its_reversals():
 def test_a_run_never_mixes_code_or_protocol_versions_unless_told(tmp_path, fake, capsys, monkeypatch):
     ident = {"gpu": {"name": "Fake H0", "uuid": "GPU-fake", "driver_version": "1", "power_limit_w": 700.0},
              "date": "2026-11-26", "code_version": "abc123", "protocol_version": 3}
-    monkeypatch.setattr(run, "run_identity", lambda t: dict(ident))
+    monkeypatch.setattr(tasks, "run_identity", lambda t: dict(ident))
+    monkeypatch.setattr(run, "code_version", lambda: ident["code_version"])
     fake(FakeGpu(interrupt_at=3))
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 130
     folder = the_run(tmp_path)

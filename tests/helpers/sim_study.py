@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import clear_native as cn  # noqa: E402
-from bench import preflight, run  # noqa: E402
+from bench import preflight, run, tasks  # noqa: E402
 from clear_native.accounting import account  # noqa: E402
 from clear_native.results import GroupResult, ModelReport  # noqa: E402
 
@@ -23,7 +23,7 @@ PROFILE = cn.SensorProfile("GPU-sim-driver-1", 0.02, 0.021, 0.009, 0.009, 0.43, 
 rng = random.Random(os.getpid())
 
 
-def measure_task(torch, T, task, profile, args):
+def measure_task(lab, task, profile, args):
     time.sleep(rng.uniform(0.005, 0.06))
     g = GroupResult("layer", "mlp", ["layer"], 4, 1e-5, 1e-3, 5e-4, 0.003, 0.004, 5, 10**9, 10**6, 1e-12, 0.4)
     acc = account([g], 1e-2, 5e-5, 4.5e-5, 4e-5, 100.0)
@@ -34,10 +34,11 @@ def measure_task(torch, T, task, profile, args):
 
 
 fake_torch = types.SimpleNamespace(__version__="sim", cuda=types.SimpleNamespace(is_available=lambda: False))
-run._gpu_libraries = lambda: (fake_torch, types.SimpleNamespace(__version__="5.24.0"))
-run.run_identity = lambda torch: {"gpu": {"name": "Sim H0", "uuid": "GPU-sim", "driver_version": "1"},
-                                  "date": "2026-11-27"}
-run.measure_task = measure_task
+tasks.gpu_libraries = lambda: (fake_torch, types.SimpleNamespace(__version__="5.24.0"))
+tasks.run_identity = lambda torch: {"gpu": {"name": "Sim H0", "uuid": "GPU-sim", "driver_version": "1"},
+                                    "date": "2026-11-27", "code_version": "sim-code", "protocol_version": "3"}
+run.code_version = lambda: "sim-code"
+tasks.measure_task = measure_task
 preflight.libraries = lambda: None
 preflight.gpu = lambda device: None
 preflight.torch_sees_gpu = lambda: True

@@ -1,0 +1,187 @@
+"""What one job does on one GPU (or on the simulated one): the code every executor runs.
+
+A job is a JSON-able dict, so that it can cross a process (bench/workers.py) or a Ray cluster:
+
+    {"job": "task" | "reference" | "card_check", "id": "...", "task": Task dict (task jobs),
+     "args": the run's settings, "profiles": the sensor profiles of the cards known (by UUID), "simulate": bool,
+     "card": the card's UUID it must run on, or None}
+
+run_job(job, lab) measures it in this process and returns its record, the same record whichever
+executor ran it; nothing here writes a file (Note [One writer], bench/workers.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+import types
+
+import clear_native as cn
+from bench import suite
+from clear_native.simulated import OpCosts
+from bench.common import run_identity
+
+# The simulated GPU's sensor: Hopper's sampling, shortened so that a simulated study runs in seconds.
+SIM_SENSOR = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=2.0,
+                  energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
+
+
+def gpu_libraries():
+    """(torch, transformers), imported when a job starts measuring."""
+    import torch
+    import transformers
+
+    return torch, transformers
+
+
+def sim_card_gain(uuid: str) -> float:
+    """A simulated card's energy gain over the nominal card (0.95-1.05, fixed by its UUID): simulated
+    cards differ as real ones do (issue 14: 5-6 % between H200s), with a truth the tests know."""
+    h = int(hashlib.sha256(uuid.encode()).hexdigest()[:8], 16)
+    return 0.95 + 0.10 * (h % 1001) / 1000
+
+
+class Lab:
+    """This process's measuring environment: libraries, device, backend and card identity.
+    ``simulate``: the simulated GPU on the CPU, on the virtual clock (for testing the pipeline)."""
+
+    def __init__(self, simulate: bool = False):
+        self.torch, self.T = gpu_libraries()
+        self.simulate = simulate
+        self._stack = contextlib.ExitStack()
+        if simulate:
+            card = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+            uuid = card if card.startswith("SIM-") else f"SIM-GPU-{card}"
+            gain = sim_card_gain(uuid)
+            self._stack.enter_context(cn.clock.virtual())
+            costs = OpCosts(awake_w=110.0 * gain, j_per_flop=0.6e-12 * gain, j_per_byte=25e-12 * gain)
+            self.backend = cn.SimulatedBackend(cn.synthetic_sensor(**SIM_SENSOR), costs=costs)
+            self.device = "cpu"
+            from clear_native.protocol import PROTOCOL_VERSION
+            from bench.common import code_version
+
+            self.identity = {"gpu": {"name": "Simulated GPU", "uuid": uuid, "pci_bus_id": f"sim:{card}",
+                                     "driver_version": "none", "power_limit_w": 700.0},
+                             "simulated": True, "date": cn.device.utc_now_iso(), "torch": self.torch.__version__,
+                             "code_version": code_version(), "protocol_version": PROTOCOL_VERSION}
+        else:
+            self.backend, self.device = None, "cuda"
+            self.identity = run_identity(self.torch)
+        self.identity["transformers"] = self.T.__version__
+
+    @property
+    def uuid(self) -> str:
+        return self.identity["gpu"]["uuid"]
+
+    def profile(self, saved: dict | None):
+        """The card's sensor profile: the one the run saved for this card, or a new one."""
+        if saved is not None:
+            return cn.SensorProfile(**saved)
+        print("calibrating the power sensor ...", flush=True)
+        if self.simulate:
+            return cn.calibrate(self.backend, rest_s=0.3, load_s=0.4)
+        return cn.calibrate(cache=False)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def cuda_usable(self) -> bool:
+        if self.simulate or not self.torch.cuda.is_available():
+            return True
+        try:
+            self.torch.cuda.synchronize()
+            return True
+        except Exception:  # noqa: BLE001 - a lost context raises RuntimeError; no CUDA at all, AssertionError
+            return False
+
+
+# --------------------------------------------------------------------------- the jobs
+
+
+def measure_task(lab: Lab, task, profile, args) -> dict:
+    """One study task: a ModelReport as a dict."""
+    torch = lab.torch
+    model, inputs, kw = suite.build(lab.T, torch, task, lab.device)
+    try:
+        verbose = (lambda m: print(f"      {m}", flush=True)) if getattr(args, "verbose", False) else None
+        rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=task.mode, cache_len=task.cache_len or 512,
+                               backend=lab.backend, profile=profile, min_trials=args.min_trials,
+                               max_trials=args.max_trials, target_ci_rel=args.target_ci, window_s=args.window_s,
+                               budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv, progress=verbose)
+        return rep.to_dict()
+    finally:
+        del model
+        if not lab.simulate:
+            torch.cuda.empty_cache()
+
+
+REFERENCE_ID = "reference/bert-base/b1s8/bf16"
+
+
+def reference_task(lab: Lab, profile, args) -> dict:
+    """The CLEAR authors' procedure (energy counter around a Python loop, at ``args.reference_calls`` x
+    ``args.reference_trials``) on BERT-base's attention and feed-forward, beside clear_native's protocol on
+    the same modules in the same state (hot L2: one copy, as their loop runs it), at batch 1 x sequence 8;
+    with the terms that explain their reading (bench/reference.py)."""
+    from bench import reference
+
+    task = suite.Task("bert-base", batch=1, seq=8, purpose=("reference",))
+    model, inputs, kw = suite.build(lab.T, lab.torch, task, lab.device)
+    return reference.compare(lab, model, inputs, kw, profile, args) | {
+        "task": task.to_dict() | {"id": REFERENCE_ID}, "status": "ok"}
+
+
+def card_check(lab: Lab, profile, args) -> dict:
+    """The card reference (bench/cardref.py): fixed workloads every card measures, for normalising
+    energies between cards, with the GPU's temperature."""
+    from bench import cardref
+
+    return {"card_check": cardref.measure(lab, profile, args), "status": "ok"}
+
+
+def run_job(job: dict, lab: Lab) -> dict:
+    """One job's record: measured, or failed with its reason (one job's failure never loses the others)."""
+    t0 = time.monotonic()
+    args = types.SimpleNamespace(**job["args"])
+    profile = lab.profile(job.get("profiles", {}).get(lab.uuid))
+    rec = {"job": job["job"], "identity": lab.identity, "profile": profile.to_dict(), "settings": job["args"]}
+    if job["job"] == "task":
+        rec["task"] = job["task"]
+    else:
+        rec["task"] = {"id": job["id"]}
+    try:
+        if job["job"] == "task":
+            rec["report"] = measure_task(lab, suite.Task.from_dict(job["task"]), profile, args)
+            rec["status"] = "ok"
+        elif job["job"] == "reference":
+            rec |= reference_task(lab, profile, args)
+        elif job["job"] == "card_check":
+            rec |= card_check(lab, profile, args) | {"phase": job.get("phase", "start")}
+        else:
+            raise ValueError(f"unknown job kind {job['job']!r}")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one job's failure never loses the others
+        rec["status"], rec["error"] = "failed", f"{type(exc).__name__}: {exc}"
+    rec["wall_s"] = time.monotonic() - t0
+    return rec
+
+
+def summary(rec: dict) -> str:
+    """One line on a finished job, for the run's progress."""
+    if rec.get("status") != "ok":
+        return f"failed: {str(rec.get('error', '?')).splitlines()[0]}"
+    if "report" in rec:
+        a = rec["report"]["accounting"]
+        cvs = [g["cv"] for g in rec["report"]["groups"]] + [rec["report"]["whole"]["cv"]]
+        return (f"coverage {a['coverage']:.1%}, explained {a['explained_coverage']:.1%}, max CV {max(cvs):.2%}, "
+                f"{rec.get('wall_s', 0):.0f} s")
+    if "card_check" in rec:
+        w = rec["card_check"]["workloads"]
+        return "card reference: " + ", ".join(f"{k} {v['energy_per_call_j'] * 1e3:.3f} mJ" for k, v in w.items())
+    return f"{rec.get('wall_s', 0):.0f} s"
+
+
+__all__ = ["Lab", "run_job", "measure_task", "reference_task", "card_check", "summary", "REFERENCE_ID"]

@@ -1,0 +1,320 @@
+"""Where a run's jobs execute: in this process, in one fresh process per job on each GPU of a host
+(``--gpus``), or as Ray tasks on a cluster (``--ray``). Every executor yields (job, record) pairs.
+
+Note [One writer]
+~~~~~~~~~~~~~~~~~
+Workers measure and return records; only the driver (bench/run.py) appends them to the run's
+files, one at a time, so that records never interleave and a crash of any worker, or of the
+driver itself, loses at most the jobs in flight: --resume measures exactly those again. A job
+runs on one whole GPU in a process of its own, which ends with the job, so no CUDA or NVML
+state is carried from one job to the next. A worker process that dies (killed, out of memory,
+a crashed driver) leaves no result; its job is tried again, at most ``retries`` times, then
+recorded as failed with the reason. A job that raises inside a healthy worker returns a failed
+record at once (the same code would fail again). Cards are named by UUID and PCI bus id, never
+by an index alone: CUDA_VISIBLE_DEVICES carries the UUID, and each record names its card.
+
+On a Ray cluster, Ray does what the host executor does by hand: one GPU per task, a fresh worker
+process per task (max_calls=1), retries of tasks whose worker died (max_retries). Ray chooses
+the card, so jobs that must run on a given card (repeats, a card's closing check) run where Ray
+puts them; their records say which card that was.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/workers.py JOB RESULT`: the installed clear_native, then bench
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from bench import tasks  # noqa: E402
+
+WORKER = Path(__file__).resolve()
+
+
+@dataclass(frozen=True)
+class Card:
+    """One GPU of a host, named by what does not change with CUDA_VISIBLE_DEVICES."""
+
+    uuid: str
+    pci_bus_id: str
+    name: str
+    nvml_index: int       # as nvidia-smi numbers it (PCI order)
+
+
+def host_cards(selection: str, simulate: bool = False, simulated_count: int = 4) -> list[Card]:
+    """The cards ``selection`` names: "all", or comma-separated nvidia-smi indices or UUIDs (a prefix
+    is enough). Raises ValueError naming the cards there are."""
+    if simulate:
+        every = [Card(f"SIM-GPU-{i}", f"sim:{i}", "Simulated GPU", i) for i in range(simulated_count)]
+    else:
+        from clear_native._native import core
+
+        every = []
+        for i in range(core.nvml_device_count()):
+            d = core.NvmlDevice.from_nvml_index(i)
+            every.append(Card(d.uuid, d.pci_bus_id, d.name, i))
+    if not every:
+        raise ValueError("no GPU on this host (NVML lists none)")
+    if selection.strip() == "all":
+        return every
+    chosen = []
+    for token in (t.strip() for t in selection.split(",") if t.strip()):
+        found = [c for c in every if (token.isdigit() and c.nvml_index == int(token)) or
+                 (not token.isdigit() and c.uuid.startswith(token))]
+        if len(found) != 1:
+            there = ", ".join(f"{c.nvml_index}={c.uuid}" for c in every)
+            raise ValueError(f"--gpus {selection}: {token!r} names {len(found)} GPUs; this host has {there}")
+        if found[0] not in chosen:
+            chosen.append(found[0])
+    return chosen
+
+
+class Jobs:
+    """The jobs still to run, in order; a job with a "card" runs only on that card. The driver may add
+    jobs while an executor runs (repeats of finished tasks). ``profiles``: each card's sensor profile,
+    sent with every job so that a card is calibrated once per run."""
+
+    def __init__(self, jobs=()):
+        self._items = collections.deque(jobs)
+        self.profiles: dict = {}
+
+    def add(self, job: dict, first: bool = False) -> None:
+        (self._items.appendleft if first else self._items.append)(job)
+
+    def take(self, card: str | None) -> dict | None:
+        """The next job that may run on ``card`` (None: a card not known yet, so only unpinned jobs)."""
+        for job in self._items:
+            if job.get("card") in (None, card):
+                self._items.remove(job)
+                return job | {"profiles": dict(self.profiles)}
+        return None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def left(self) -> list:
+        return list(self._items)
+
+
+def failed(job: dict, reason: str) -> dict:
+    """The record of a job that could not be measured."""
+    return {"job": job["job"], "task": job.get("task") or {"id": job["id"]}, "status": "failed", "error": reason,
+            "settings": job["args"]}
+
+
+# --------------------------------------------------------------------------- in this process
+
+
+class InProcess:
+    """Every job in this process, one after another (one GPU: CUDA_VISIBLE_DEVICES's first)."""
+
+    pins = True
+    description = "this process"
+
+    def __init__(self, simulate: bool = False):
+        self.simulate = simulate
+
+    def run(self, jobs: Jobs):
+        lab = tasks.Lab(self.simulate)
+        try:
+            while (job := jobs.take(lab.uuid)) is not None:
+                rec = tasks.run_job(job, lab)
+                yield job, rec
+                if rec["status"] == "failed" and not lab.cuda_usable():
+                    raise CudaLost(f"the CUDA context is lost (a device-side error) after {job['id']}")
+        finally:
+            lab.close()
+
+
+class CudaLost(RuntimeError):
+    """A job broke this process's CUDA context: nothing more can run in it."""
+
+
+# --------------------------------------------------------------------------- one process per job, per GPU
+
+
+class _Running:
+    def __init__(self, job: dict, card: Card, attempt: int, folder: Path, simulate: bool):
+        self.job, self.card, self.attempt = job, card, attempt
+        stem = folder / f"{_safe(job['id'])}.{attempt}"
+        self.job_path, self.result_path, self.log_path = (stem.with_name(stem.name + s)
+                                                          for s in (".job.json", ".result.json", ".log"))
+        self.job_path.write_text(json.dumps(job | {"simulate": simulate}))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, str(WORKER), str(self.job_path), str(self.result_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.t0 = time.monotonic()
+
+    def result(self) -> dict | None:
+        if self.proc.returncode != 0 or not self.result_path.exists():
+            return None
+        return json.loads(self.result_path.read_text())
+
+    def why(self) -> str:
+        rc = self.proc.returncode
+        how = f"killed by signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exit status {rc}"
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
+        return f"worker process {self.proc.pid} on {self.card.uuid} died ({how})" + \
+            (f"; its last output: {' | '.join(tail)}" if tail else "")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def clean(self) -> None:
+        for p in (self.job_path, self.result_path):
+            p.unlink(missing_ok=True)
+
+
+def _safe(job_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in job_id)
+
+
+class HostProcesses:
+    """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer])."""
+
+    pins = True
+
+    def __init__(self, cards: list[Card], folder: Path, simulate: bool = False, retries: int = 2,
+                 poll_s: float = 0.1):
+        self.cards, self.simulate, self.retries, self.poll_s = cards, simulate, retries, poll_s
+        self.folder = Path(folder) / "workers"
+        self.description = f"{len(cards)} GPU(s), one process per job: " + ", ".join(c.uuid for c in cards)
+
+    def run(self, jobs: Jobs):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        running: dict = {}
+        tries = collections.Counter()
+        try:
+            while True:
+                for card in self.cards:
+                    if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
+                        running[card.uuid] = w = _Running(job, card, tries[job["id"]] + 1, self.folder, self.simulate)
+                        print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})",
+                              flush=True)
+                if not running:
+                    return
+                time.sleep(self.poll_s)
+                for uuid, w in list(running.items()):
+                    if w.proc.poll() is None:
+                        continue
+                    del running[uuid]
+                    rec = w.result()
+                    if rec is None:
+                        tries[w.job["id"]] += 1
+                        reason = w.why()
+                        if tries[w.job["id"]] <= self.retries:
+                            print(f"    {reason}: {w.job['id']} goes back in the queue", flush=True)
+                            jobs.add({k: v for k, v in w.job.items() if k != "profiles"}, first=True)
+                            continue
+                        rec = failed(w.job, f"{reason}; gave up after {w.attempt} attempts")
+                    rec["attempts"] = w.attempt
+                    w.clean()
+                    yield w.job, rec
+        finally:
+            for w in running.values():
+                w.stop()
+
+
+# --------------------------------------------------------------------------- a Ray cluster
+
+
+def ray_job(job: dict) -> dict:
+    """A job in a Ray worker process of its own (max_calls=1): the same code as a host worker."""
+    lab = tasks.Lab(job.get("simulate", False))
+    try:
+        return tasks.run_job(job, lab)
+    finally:
+        lab.close()
+
+
+class RayCluster:
+    """Jobs as Ray tasks of one GPU each: ``address`` a running cluster ("auto", "ray://host:10001"), or
+    "local" for a cluster on this machine (``simulated_gpus`` logical GPUs with --simulate)."""
+
+    pins = False
+
+    def __init__(self, address: str, simulate: bool = False, retries: int = 2, simulated_gpus: int = 2):
+        self.address, self.simulate, self.retries, self.simulated_gpus = address, simulate, retries, simulated_gpus
+        self.description = f"Ray cluster {address}"
+
+    def _init(self):
+        import ray
+
+        import bench
+
+        local = self.address == "local"
+        kw = dict(num_cpus=max(2, self.simulated_gpus), num_gpus=self.simulated_gpus) if local and self.simulate else {}
+        ray.init(address=None if local else self.address, runtime_env={"py_modules": [bench]},
+                 include_dashboard=False, logging_level="WARNING", **kw)
+        return ray
+
+    def run(self, jobs: Jobs):
+        ray = self._init()
+        remote = ray.remote(num_gpus=1, max_calls=1, max_retries=self.retries)(ray_job)
+        pending: dict = {}
+        try:
+            while True:
+                while (job := jobs.take(None)) is not None:
+                    pending[remote.remote(job | {"simulate": self.simulate})] = job
+                if not pending:
+                    return
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                try:
+                    rec = ray.get(done[0])
+                except ray.exceptions.RayError as exc:  # the worker died more than max_retries times
+                    rec = failed(job, f"Ray task failed after {self.retries + 1} attempts: {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0]}")
+                yield job, rec
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- a worker process
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the driver dies, so that no orphan keeps measuring."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv) -> int:
+    job_path, result_path = map(Path, argv)
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
+    job = json.loads(job_path.read_text())
+    lab = tasks.Lab(job.get("simulate", False))
+    try:
+        rec = tasks.run_job(job, lab)
+    finally:
+        lab.close()
+    tmp = result_path.with_name(result_path.name + ".tmp")
+    tmp.write_text(json.dumps(rec, default=float))
+    tmp.replace(result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
