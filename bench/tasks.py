@@ -28,6 +28,11 @@ SIM_SENSOR = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005
                   energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
 
 
+def job_seed(job: dict) -> int:
+    """The simulated sensor's seed for a job: fixed by its id, so a simulated run is reproducible."""
+    return int(hashlib.sha256(job["id"].encode()).hexdigest()[:8], 16)
+
+
 def gpu_libraries():
     """(torch, transformers), imported when a job starts measuring."""
     import torch
@@ -47,7 +52,7 @@ class Lab:
     """This process's measuring environment: libraries, device, backend and card identity.
     ``simulate``: the simulated GPU on the CPU, on the virtual clock (for testing the pipeline)."""
 
-    def __init__(self, simulate: bool = False):
+    def __init__(self, simulate: bool = False, seed: int = 1):
         self.torch, self.T = gpu_libraries()
         self.simulate = simulate
         self._stack = contextlib.ExitStack()
@@ -57,7 +62,9 @@ class Lab:
             gain = sim_card_gain(uuid)
             self._stack.enter_context(cn.clock.virtual())
             costs = OpCosts(awake_w=110.0 * gain, j_per_flop=0.6e-12 * gain, j_per_byte=25e-12 * gain)
-            self.backend = cn.SimulatedBackend(cn.synthetic_sensor(**SIM_SENSOR), costs=costs)
+            # Each job its own noise (``seed``, from its id), as two processes on a real card differ.
+            sensor = cn.synthetic_sensor(**SIM_SENSOR, seed=seed)
+            self.backend = cn.SimulatedBackend(sensor, awake_w=110.0 * gain, costs=costs)
             self.device = "cpu"
             from clear_native.protocol import PROTOCOL_VERSION
             from bench.common import code_version
@@ -141,12 +148,21 @@ def card_check(lab: Lab, profile, args) -> dict:
     return {"card_check": cardref.measure(lab, profile, args), "status": "ok"}
 
 
+def thermal(lab: Lab, profile, args) -> dict:
+    """The card reference on the card as it is, then after a soak to a steady temperature."""
+    from bench import cardref
+
+    cold = cardref.measure(lab, profile, args, soak_first=False)
+    return {"thermal": {"cold": cold, "hot": cardref.measure(lab, profile, args, soak_first=True)}, "status": "ok"}
+
+
 def run_job(job: dict, lab: Lab) -> dict:
     """One job's record: measured, or failed with its reason (one job's failure never loses the others)."""
     t0 = time.monotonic()
     args = types.SimpleNamespace(**job["args"])
     profile = lab.profile(job.get("profiles", {}).get(lab.uuid))
-    rec = {"job": job["job"], "identity": lab.identity, "profile": profile.to_dict(), "settings": job["args"]}
+    rec = {"job": job["job"], "job_id": job["id"], "identity": lab.identity, "profile": profile.to_dict(),
+           "settings": job["args"]} | ({"round": job["round"]} if "round" in job else {})
     if job["job"] == "task":
         rec["task"] = job["task"]
     else:
@@ -159,6 +175,8 @@ def run_job(job: dict, lab: Lab) -> dict:
             rec |= reference_task(lab, profile, args)
         elif job["job"] == "card_check":
             rec |= card_check(lab, profile, args) | {"phase": job.get("phase", "start")}
+        elif job["job"] == "thermal":
+            rec |= thermal(lab, profile, args)
         else:
             raise ValueError(f"unknown job kind {job['job']!r}")
     except KeyboardInterrupt:

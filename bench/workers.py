@@ -237,7 +237,7 @@ class HostProcesses:
 
 def ray_job(job: dict) -> dict:
     """A job in a Ray worker process of its own (max_calls=1): the same code as a host worker."""
-    lab = tasks.Lab(job.get("simulate", False))
+    lab = tasks.Lab(job.get("simulate", False), seed=tasks.job_seed(job))
     try:
         return tasks.run_job(job, lab)
     finally:
@@ -305,7 +305,7 @@ def main(argv) -> int:
     _die_with_parent()
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     job = json.loads(job_path.read_text())
-    lab = tasks.Lab(job.get("simulate", False))
+    lab = tasks.Lab(job.get("simulate", False), seed=tasks.job_seed(job))
     try:
         rec = tasks.run_job(job, lab)
     finally:

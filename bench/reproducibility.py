@@ -1,0 +1,269 @@
+"""Numbers that reproduce (issue 14): the same measurements in fresh processes on every card of a host,
+the card reference on each, and the temperature effect; writes results/reproducibility.json and .md.
+
+On each card, in this order, every job in a process of its own (bench/workers.py):
+  1. thermal: the card reference on the card as it is (cool, after idling), then again after a soak
+     to a steady temperature: how energy per call moves with temperature, compute- and memory-bound;
+  2. ``--rounds`` times: the card reference, then TASKS (three whole models and their components).
+Then: repeatability (same card, rounds in fresh processes), the card-to-card spread raw and
+normalised by the card reference (fitted on its workloads only, checked on the tasks' components),
+and how often a repeat lands inside the stated 95 % interval (Note [The reported interval],
+bench/uncertainty.py).
+
+Usage:
+  python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
+  python bench/reproducibility.py --report RUN             # the analysis again, from RUN's records
+  python bench/reproducibility.py --simulate --gpus 0,1,2  # the pipeline on the simulated GPU (CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from bench import store, suite, uncertainty as U, workers  # noqa: E402
+from bench.common import code_version  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# A compute-bound encoder, a memory-bound decode step of a larger decoder, and GPT-2's decode step.
+TASKS = ("bert-base/prefill/b8s128/bf16", "llama-3.2-1b/decode/b1kv512/bf16", "gpt2/decode/b1kv512/bf16")
+MIN_TIME_S = 5e-6  # repeatability is judged on parts of at least 5 µs (shorter ones are in the table)
+
+
+def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS) -> workers.Jobs:
+    by_id = {t.id: t for t in suite.plan()}
+    unknown = [t for t in task_ids if t not in by_id]
+    if unknown:
+        raise ValueError(f"--tasks: {unknown[0]!r} is not a task of the study's plan (see bench/run.py --dry-run)")
+    jobs = workers.Jobs()
+    for c in cards:
+        if thermal:
+            jobs.add({"job": "thermal", "id": f"thermal/{c.uuid}", "args": settings, "simulate": simulate,
+                      "card": c.uuid})
+    for r in range(rounds):
+        for c in cards:
+            jobs.add({"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
+                      "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r})
+            for tid in task_ids:
+                jobs.add({"job": "task", "id": f"{tid}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
+                          "card": c.uuid, "task": by_id[tid].to_dict(), "round": r})
+    return jobs
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _round(rec: dict) -> int:
+    return int(rec.get("round", 0))
+
+
+def analyse(recs: list) -> dict:
+    ok = [r for r in recs if r.get("status") == "ok"]
+    tasks = [r for r in ok if r["job"] == "task"]
+    checks = [r for r in ok if r["job"] == "card_check"]
+    thermal = [r for r in ok if r["job"] == "thermal"]
+    cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
+    # values[(task, part)][card][round] = (J, ci95_rel, GPU s)
+    values: dict = {}
+    for r in tasks:
+        base = r["task"]["id"]
+        for name, v in U.measurements(r).items():
+            values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})[_round(r)] = v
+    ref_pairs = []  # the card reference's workloads, round 0 vs 1: sets sigma_p
+    for c in cards:
+        per = {_round(x): x["card_check"]["workloads"] for x in checks if x["identity"]["gpu"]["uuid"] == c}
+        for w in ("gemm", "copy"):
+            if 0 in per and 1 in per:
+                ref_pairs.append(((per[0][w]["energy_per_call_j"], per[0][w]["ci95_rel"]),
+                                  (per[1][w]["energy_per_call_j"], per[1][w]["ci95_rel"])))
+    sigma_p = U.process_sigma(ref_pairs)
+    rows, pairs_long, repeat = [], [], []
+    for (task, name), by_card in sorted(values.items()):
+        t_s = statistics.fmean(v[2] for rs in by_card.values() for v in rs.values())
+        for c, rs in by_card.items():
+            if 0 in rs and 1 in rs:
+                d = U.rel_diff(rs[0][0], rs[1][0])
+                repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s})
+                if t_s >= MIN_TIME_S:
+                    pairs_long.append((rs[0][:2], rs[1][:2]))
+        rows.append({"task": task, "part": name, "gpu_time_s": t_s,
+                     "energy_j": {c: statistics.fmean(v[0] for v in rs.values()) for c, rs in by_card.items()},
+                     "ci95_rel": max(v[1] for rs in by_card.values() for v in rs.values())})
+    out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": 1 + max([_round(r) for r in tasks] or [0]), "sigma_p_rel": sigma_p,
+           "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
+           "repeat": repeat}
+    long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
+    out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
+    out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
+    out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
+    out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
+    out["interval_pairs"] = len(pairs_long)
+    out |= _cards(checks, rows, cards)
+    out["thermal"] = _thermal(thermal)
+    return out
+
+
+def _cards(checks: list, rows: list, cards: list) -> dict:
+    """Card-to-card spread, raw and normalised both ways; the model that does better on the components."""
+    if len(cards) < 2:
+        return {"card_spread_raw_rel": math.nan, "card_spread_normalized_rel": math.nan}
+    ref = U.card_reference(checks)
+    base = cards[0]
+    factors = U.card_factors(ref, base)
+    raw, norm = [], {"one": [], "two": []}
+    for row in rows:
+        if len(row["energy_j"]) < 2 or row["gpu_time_s"] < MIN_TIME_S:
+            continue
+        raw.append(U.spread(list(row["energy_j"].values())))
+        for model in norm:
+            norm[model].append(U.spread([U.normalise(e, row["gpu_time_s"], ref[c]["awake_w"], factors[c], model)
+                                         for c, e in row["energy_j"].items()]))
+        row["normalised_j"] = {c: U.normalise(e, row["gpu_time_s"], ref[c]["awake_w"], factors[c], "one")
+                               for c, e in row["energy_j"].items()}
+    best = min(norm, key=lambda m: statistics.median(norm[m]) if norm[m] else math.inf)
+    return {"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+            "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
+            "card_spread_raw_max_rel": max(raw, default=math.nan),
+            "card_spread_normalized_rel": statistics.median(norm[best]) if norm[best] else math.nan,
+            "card_spread_normalized_max_rel": max(norm[best], default=math.nan),
+            "card_spread_normalized_by_model": {m: statistics.median(v) if v else math.nan for m, v in norm.items()},
+            "parts": rows}
+
+
+def _thermal(recs: list) -> dict:
+    """Energy per call of each workload, % per 10 °C, per card and on average."""
+    per = {}
+    for r in recs:
+        cold, hot = r["thermal"]["cold"]["workloads"], r["thermal"]["hot"]["workloads"]
+        card = {}
+        for w in cold:
+            tc, th = statistics.fmean(cold[w]["temperature_c"]), statistics.fmean(hot[w]["temperature_c"])
+            de = hot[w]["energy_per_call_j"] / cold[w]["energy_per_call_j"] - 1
+            card[w] = {"cold_c": tc, "hot_c": th, "rel_change": de,
+                       "pct_per_10c": 100 * de / (th - tc) * 10 if th - tc > 1 else math.nan}
+        per[r["identity"]["gpu"]["uuid"]] = card
+    mean = {w: statistics.fmean(c[w]["pct_per_10c"] for c in per.values() if not math.isnan(c[w]["pct_per_10c"]))
+            for w in next(iter(per.values()), {}) if any(not math.isnan(c[w]["pct_per_10c"]) for c in per.values())}
+    return {"per_card": per, "pct_per_10c": mean}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(an: dict, ident: dict) -> str:
+    pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
+    L = ["# Reproducibility: repeats, cards, temperature", "",
+         f"{ident['gpu']['name']} x {len(an['cards'])}: {', '.join(an['cards'])}; driver "
+         f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
+         f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks'])}; {an['rounds']} rounds, "
+         "every task and check in a fresh process.", "",
+         "| quantity | value | meaning |", "|---|---|---|",
+         f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
+         "model between two fresh processes on one card |",
+         f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
+         f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
+         f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "
+         "stated 95 % interval (Note [The reported interval]) |",
+         f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "
+         "median over parts of (max - min) / mean across cards |",
+         f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
+         f"{pc(an.get('card_spread_normalized_max_rel'))}) | the same after the card reference "
+         f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |"]
+    if an.get("card_spread_normalized_by_model"):
+        L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
+            f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]
+    if an.get("card_factors"):
+        L += ["", "## Card reference", "", "| card | gemm (mJ) | copy (mJ) | awake idle (W) | one factor | static | "
+              "dynamic |", "|---|---|---|---|---|---|---|"]
+        for c, f in an["card_factors"].items():
+            r = an["card_reference"][c]
+            L.append(f"| {c} | {r['gemm']['energy_per_call_j'] * 1e3:.3f} | {r['copy']['energy_per_call_j'] * 1e3:.3f} | "
+                     f"{r['awake_w']:.1f} | {f['one']:.4f} (±{f['one_u_rel'] * 100:.2f} %) | {f['static']:.4f} | "
+                     f"{f['dynamic']:.4f} |")
+    th = an.get("thermal", {})
+    if th.get("per_card"):
+        L += ["", "## Temperature", "", "The card reference measured on the card as it came (after idling), then after "
+              "a soak to a steady temperature (Note [Steady temperature], bench/cardref.py).", "",
+              "| card | workload | cool (°C) | hot (°C) | energy change | % per 10 °C |", "|---|---|---|---|---|---|"]
+        for c, ws in th["per_card"].items():
+            for w, v in ws.items():
+                slope = "n/a (no temperature change)" if math.isnan(v["pct_per_10c"]) else f"{v['pct_per_10c']:+.2f}"
+                L.append(f"| {c} | {w} | {v['cold_c']:.0f} | {v['hot_c']:.0f} | {v['rel_change'] * 100:+.2f} % | "
+                         f"{slope} |")
+        if th["pct_per_10c"]:
+            L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
+    L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | change |",
+          "|---|---|---|---|---|"]
+    for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:
+        L.append(f"| {x['task']} | {x['part']} | {x['card'][:12]} | {x['gpu_time_s'] * 1e6:.1f} µs | "
+                 f"{x['rel_diff'] * 100:+.2f} % |")
+    return "\n".join(L) + "\n"
+
+
+def write(folder: Path, out: Path) -> dict:
+    recs = store.load(folder, "records.jsonl")
+    an = analyse(recs)
+    ident = next(r["identity"] for r in recs if r.get("status") == "ok")
+    res = {"identity": ident, "run": str(folder)} | an
+    out.mkdir(parents=True, exist_ok=True)
+    store.write_atomic(out / "reproducibility.json", json.dumps(res, indent=1, default=float) + "\n")
+    md = markdown(an, ident)
+    store.write_atomic(out / "reproducibility.md", md)
+    print(md)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gpus", default="all", help="'all' or nvidia-smi indices / UUIDs (comma-separated)")
+    ap.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per card (>= 2)")
+    ap.add_argument("--out", default=str(ROOT / "results"), help="writes reproducibility.json/.md here")
+    ap.add_argument("--report", metavar="RUN", help="analyse RUN's records again, measure nothing")
+    ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
+    ap.add_argument("--no-thermal", action="store_true")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
+    ap.add_argument("--window-s", type=float, default=0.2)
+    args = ap.parse_args(argv)
+    if args.report:
+        write(Path(args.report), Path(args.out))
+        return 0
+    if args.rounds < 2:
+        print("bench/reproducibility.py: --rounds must be >= 2 (repeatability needs two)", file=sys.stderr)
+        return 2
+    try:
+        cards = workers.host_cards(args.gpus, simulate=args.simulate)
+    except ValueError as exc:
+        print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(args.out) / "reproducibility" / _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d_%H%M%S")
+    folder.mkdir(parents=True)
+    settings = dict(window_s=args.window_s, min_trials=3, max_trials=12, target_ci=0.005, target_cv=0.01,
+                    task_budget_s=120.0, l2="cold", reference_calls=0, reference_trials=0, verbose=False)
+    try:
+        jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
+                    task_ids=suite.as_list(args.tasks, TASKS))
+    except ValueError as exc:
+        print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
+        return 2
+    ex = workers.HostProcesses(cards, folder, simulate=args.simulate)
+    print(f"{len(jobs)} jobs on {ex.description}; code {code_version()}; records in {folder}", flush=True)
+    for job, rec in ex.run(jobs):
+        store.append(folder, rec, "records.jsonl")
+        if rec.get("profile") and rec.get("identity"):
+            jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
+        print(f"  {job['id']}: {rec['status']} {rec.get('error', '')[:200]}", flush=True)
+    write(folder, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The three layers of uncertainty (issue 14), on simulated cards whose truth is known: each simulated card
+spends a fixed gain times the nominal energy (bench/tasks.py: sim_card_gain), and each process its own
+sensor noise. bench/reproducibility.py must find the cards' spread, remove it with the card reference
+it never fitted on the tasks, and state intervals that repeats land in."""
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from bench import tasks, uncertainty as U  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = ["SIM-GPU-0", "SIM-GPU-1", "SIM-GPU-2"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro")
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0,1,2",
+                        "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads((out / "reproducibility.json").read_text()), (out / "reproducibility.md").read_text()
+
+
+def test_the_card_spread_is_measured_and_the_card_reference_removes_it(result):
+    res, md = result
+    gains = [tasks.sim_card_gain(c) for c in CARDS]
+    truth = (max(gains) - min(gains)) / statistics.fmean(gains)
+    assert truth > 0.02  # the three simulated cards differ as H200s do
+    assert res["cards"] == CARDS
+    assert res["card_spread_raw_rel"] == pytest.approx(truth, abs=0.003)
+    # A simulated card scales everything (static and dynamic) by its gain: both models fit it, down to the
+    # trials' own noise (each part's 95 % CI is ~0.3-0.5 % here; the range of three such readings ~0.2 %).
+    assert res["card_spread_normalized_rel"] < 0.005 and res["card_spread_normalized_rel"] < truth / 10
+    assert all(v < 0.005 for v in res["card_spread_normalized_by_model"].values())
+    f = res["card_factors"]
+    for c, g in zip(CARDS, gains):
+        assert f[c]["one"] == pytest.approx(g / gains[0], rel=0.003)
+    assert "card_spread_normalized_rel" in md and "SIM-GPU-1" in md
+
+
+def test_repeats_in_fresh_processes_land_inside_the_stated_interval(result):
+    res, _ = result
+    assert res["rounds"] == 2
+    long = [x for x in res["repeat"] if x["gpu_time_s"] >= 5e-6]
+    assert len(long) >= 3 * 4  # every part of >= 5 µs, on three cards
+    # The simulated sensor's noise differs between processes: repeats move, a little.
+    assert 0 < res["repeatability_max_rel"] < 0.01
+    assert res["repeatability_max_rel"] == max(abs(x["rel_diff"]) for x in long)
+    assert res["interval_coverage"] >= 0.9 and res["interval_pairs"] == len(long)
+
+
+def test_the_interval_combines_the_layers():
+    assert U.interval(0.006, 0.0) == pytest.approx(0.006)
+    assert U.interval(0.0, 0.01) == pytest.approx(0.0196)
+    assert U.interval(0.003, 0.002, 0.004) == pytest.approx(math.sqrt(0.003 ** 2 + (1.96 * 0.002) ** 2 +
+                                                                      (1.96 * 0.004) ** 2))
+    # Two processes that differ by 1 % where the CIs explain nothing: sigma_p = 1 % / sqrt(2).
+    pairs = [((1.0, 0.0), (1.01, 0.0)), ((1.0, 0.0), (0.99, 0.0))]
+    assert U.process_sigma(pairs) == pytest.approx(0.01 / math.sqrt(2), rel=0.01)
+    # ... and the part their CIs explain is not counted twice.
+    assert U.process_sigma([((1.0, 0.0196), (1.01, 0.0196))] * 2) < 0.01 / math.sqrt(2)
+
+
+def test_the_temperature_effect_is_reported_per_workload(result):
+    res, md = result
+    per = res["thermal"]["per_card"]
+    assert set(per) == set(CARDS) and set(per["SIM-GPU-0"]) == {"gemm", "copy"}
+    # The simulated card has no thermal model: its temperature does not move, and the report says so.
+    assert "n/a (no temperature change)" in md
