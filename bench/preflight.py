@@ -168,10 +168,10 @@ def _cards(args) -> tuple:
     """(the cards --gpus names, problem)."""
     if not args.gpus:
         return [], None
-    from bench import workers
+    from bench.cards import host_cards
 
     try:
-        return workers.host_cards(args.gpus, simulate=args.simulate), None
+        return host_cards(args.gpus, simulate=args.simulate), None
     except ValueError as exc:
         return [], str(exc)
 

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from bench import store
+from bench import report_trust, store
 from bench.figures import FIGURES
 from bench.store import fmt_s, record_l2
 from clear_native.analysis import KIND_ORDER, SWEEP_X, analyse, latest_ok, max_cv, sweep_rows
@@ -27,11 +27,12 @@ def _pct(x) -> str:
 
 
 def markdown(ident: dict, profile: dict, ok: dict, failed: dict, refs: list, an: dict, tasks,
-             superseded: tuple = ()) -> str:
+             superseded: tuple = (), repeats: tuple = (), checks: tuple = ()) -> str:
     L = _header(ident, profile, ok, failed, an, tasks, superseded)
+    L += report_trust.uncertainty(ok, list(repeats), list(checks))
     L += _headline(an) + _findings(an, ok) + targets(ok) + _models(ok, failed) + _kinds(an) + _energy_model(an)
     L += _energy_model_by_regime(an) + _sweeps(ok)
-    L += _reference(refs)
+    L += report_trust.reference(refs, ok)
     L += ["", "## Figures", ""] + [f"![{n}]({n}.png)" for n in FIGURES]
     return "\n".join(L) + "\n"
 
@@ -217,26 +218,6 @@ def _sweeps(ok) -> list:
     return L
 
 
-def _reference(refs) -> list:
-    L = []
-    ref = [r for r in refs if r.get("status") == "ok"]
-    if ref:
-        r = ref[-1]
-        L += ["", "## The CLEAR authors' procedure beside ours", "",
-              f"BERT-base, batch 1 × sequence 8, bf16, same captures and card. Reference: energy counter around a "
-              f"Python loop of {r['rows'][0]['reference']['calls_per_trial']} calls, "
-              f"{r['rows'][0]['reference']['trials']} trials. Ours: graph replays, {r['ours_wall_s']:.0f} s for all "
-              "three.", "",
-              "| component | ours (mJ/call) | CV | reference (mJ/call) | CV | reference ÷ ours | reference wall |",
-              "|---|---|---|---|---|---|---|"]
-        for row in r["rows"]:
-            o, f = row["ours"], row["reference"]
-            L.append(f"| {row['component']} | {o['energy_per_call_j'] * 1e3:.4g} | {o['cv'] * 100:.2f} % | "
-                     f"{f['energy_per_call_j'] * 1e3:.4g} | {f['cv'] * 100:.1f} % | "
-                     f"{f['energy_per_call_j'] / o['energy_per_call_j']:.2f} | {row['reference_wall_s']:.0f} s |")
-    return L
-
-
 def _time_or_power(a: dict, reasons: list) -> str:
     """Whether an explained-coverage miss is one of time or of power, from a task's accounting.
 
@@ -296,14 +277,16 @@ def write(folder: Path, tasks, allow_mixed: bool = True) -> dict:
     if len(store.versions(records)) > 1 and not allow_mixed:
         raise ValueError(f"{folder}'s records come from several code/protocol versions "
                          f"{sorted(store.versions(records))}: pass --allow-mixed to report them together")
-    split = latest_ok(records)
+    split = latest_ok([r for r in records if not r["task"].get("repeat")])
     ok, failed = split["ok"], split["failed"]
+    repeats = [r for r in records if r["task"].get("repeat") and r.get("status") == "ok"]
     refs = store.load(folder, store.REFERENCE)
     an = analyse(ok)
     ident = records[0].get("identity", {})
     profile = records[0].get("profile", {})
     made, note = _figures(folder, ok, an)
-    text = markdown(ident, profile, ok, failed, refs, an, tasks, store.load(folder, store.SUPERSEDED))
+    text = markdown(ident, profile, ok, failed, refs, an, tasks, store.load(folder, store.SUPERSEDED), repeats,
+                    store.load(folder, store.CARDS))
     text = "\n".join(line for line in text.splitlines()
                      if not (line.startswith("![") and line[2:line.index("]")] not in made)) + "\n"
     if note:

@@ -221,6 +221,8 @@ def parse(argv=None):
     ap.add_argument("--quick", action="store_true", help=f"models {','.join(suite.QUICK_MODELS)}, sweeps batch,dtype")
     ap.add_argument("--models", help=f"comma-separated, from: {', '.join(suite.MODELS)}")
     ap.add_argument("--sweeps", help=f"comma-separated from {', '.join(suite.SWEEPS)}, or 'none'")
+    ap.add_argument("--only", metavar="IDS", help="of the planned tasks, only those whose id starts with one of these "
+                                                  "(comma-separated; see --dry-run for the ids)")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index (without --gpus: one GPU, in this process)")
     ap.add_argument("--gpus", metavar="all|LIST",
                     help="measure on these GPUs of this host at once, one fresh process per task: 'all', or "
@@ -272,6 +274,8 @@ def main(argv=None) -> int:
     try:
         models = suite.as_list(args.models, suite.QUICK_MODELS if args.quick else suite.MODELS)
         tasks = suite.plan(models, suite.as_list(args.sweeps, suite.SWEEPS), quick=args.quick)
+        if args.only:
+            tasks = suite.only(tasks, suite.as_list(args.only, []))
     except ValueError as exc:
         return preflight.fail(str(exc))
     if args.report_only:

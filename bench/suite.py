@@ -233,6 +233,14 @@ def as_list(value: str | None, default) -> list:
     return [v for v in value.split(",") if v and v != "none"]
 
 
+def only(tasks: list[Task], prefixes: list) -> list[Task]:
+    """The tasks whose id starts with one of ``prefixes``; ValueError if a prefix matches none."""
+    for p in prefixes:
+        if not any(t.id.startswith(p) for t in tasks):
+            raise ValueError(f"--only {p!r} matches no planned task id (bench/run.py --dry-run lists them)")
+    return [t for t in tasks if any(t.id.startswith(p) for p in prefixes)]
+
+
 def repeats(tasks: list[Task]) -> list[Task]:
     """The repeats a run of ``tasks`` ends with: those of REPEATED it holds, or its first task."""
     ids = {t.id: t for t in tasks}

@@ -162,7 +162,7 @@ def run_job(job: dict, lab: Lab) -> dict:
     args = types.SimpleNamespace(**job["args"])
     profile = lab.profile(job.get("profiles", {}).get(lab.uuid))
     rec = {"job": job["job"], "job_id": job["id"], "identity": lab.identity, "profile": profile.to_dict(),
-           "settings": job["args"]} | ({"round": job["round"]} if "round" in job else {})
+           "settings": job["args"], "pid": os.getpid()} | ({"round": job["round"]} if "round" in job else {})
     if job["job"] == "task":
         rec["task"] = job["task"]
     else:

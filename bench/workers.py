@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/workers.py JOB RESULT`: the installed clear_native, then bench
@@ -37,46 +36,9 @@ if __package__ in (None, ""):  # `python bench/workers.py JOB RESULT`: the insta
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from bench import tasks  # noqa: E402
+from bench.cards import Card, host_cards  # noqa: E402,F401 - the executors' cards
 
 WORKER = Path(__file__).resolve()
-
-
-@dataclass(frozen=True)
-class Card:
-    """One GPU of a host, named by what does not change with CUDA_VISIBLE_DEVICES."""
-
-    uuid: str
-    pci_bus_id: str
-    name: str
-    nvml_index: int       # as nvidia-smi numbers it (PCI order)
-
-
-def host_cards(selection: str, simulate: bool = False, simulated_count: int = 4) -> list[Card]:
-    """The cards ``selection`` names: "all", or comma-separated nvidia-smi indices or UUIDs (a prefix
-    is enough). Raises ValueError naming the cards there are."""
-    if simulate:
-        every = [Card(f"SIM-GPU-{i}", f"sim:{i}", "Simulated GPU", i) for i in range(simulated_count)]
-    else:
-        from clear_native._native import core
-
-        every = []
-        for i in range(core.nvml_device_count()):
-            d = core.NvmlDevice.from_nvml_index(i)
-            every.append(Card(d.uuid, d.pci_bus_id, d.name, i))
-    if not every:
-        raise ValueError("no GPU on this host (NVML lists none)")
-    if selection.strip() == "all":
-        return every
-    chosen = []
-    for token in (t.strip() for t in selection.split(",") if t.strip()):
-        found = [c for c in every if (token.isdigit() and c.nvml_index == int(token)) or
-                 (not token.isdigit() and c.uuid.startswith(token))]
-        if len(found) != 1:
-            there = ", ".join(f"{c.nvml_index}={c.uuid}" for c in every)
-            raise ValueError(f"--gpus {selection}: {token!r} names {len(found)} GPUs; this host has {there}")
-        if found[0] not in chosen:
-            chosen.append(found[0])
-    return chosen
 
 
 class Jobs:

@@ -16,7 +16,7 @@ from .backend import GpuBackend
 from .simulated import OpCosts, SimulatedBackend, SimulatedCall
 from .cold_l2 import ColdCopies, l2_copies
 from .components import Component, ComponentGroup, find_components, group_components
-from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device, nvml_device_count
+from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device, nvml_device_count, nvml_devices
 from .errors import CaptureError, ModelInputError
 from .graph_capture import Capture, capture
 from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
@@ -50,6 +50,7 @@ __all__ = [
     "ComponentGroup",
     "ContextAccounting",
     "cuda_pci_bus_id",
+    "nvml_devices",
     "decode_inputs",
     "errors",
     "find_components",

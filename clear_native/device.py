@@ -21,6 +21,16 @@ def nvml_device_count() -> int:
     return int(core.nvml_device_count())
 
 
+def nvml_devices() -> list:
+    """Every GPU the driver knows, in NVML's (nvidia-smi's) order, whatever CUDA_VISIBLE_DEVICES says:
+    dicts of nvml_index, name, uuid, pci_bus_id. Raises NvmlError without a driver."""
+    out = []
+    for i in range(nvml_device_count()):
+        d = core.NvmlDevice.from_nvml_index(i)
+        out.append({"nvml_index": i, "name": d.name, "uuid": d.uuid, "pci_bus_id": d.pci_bus_id})
+    return out
+
+
 def cuda_pci_bus_id(device: int = 0) -> str:
     """PCI bus id ("0000:65:00.0") of CUDA device ``device``."""
     if device < 0:

@@ -245,3 +245,21 @@ def test_pruned_graph_runs_all_but_the_removed_kernels(torch):
         PrunedGraph(cap.graph_handle, [])
     with pytest.raises(RuntimeError, match="not capturing"):
         capturing_graph_nodes()
+
+
+def test_a_tensor_parallel_region_over_two_gpus_is_metered_per_gpu_and_in_total(torch):
+    """Meter(devices=[0, 1]) around a Megatron-style MLP over NCCL (issue 15)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs of one host (found one)")
+    from bench.scale import tp_meter
+
+    r = tp_meter(torch, hidden=4096, ffn=16384, tokens=512, seconds=1.0)
+    assert r["max_rel_error_vs_one_gpu"] < 0.02 and r["outputs_identical_on_both_gpus"]
+    a, b = r["per_gpu"]
+    assert a["uuid"] != b["uuid"] and a["samples"] >= 20 and b["samples"] >= 20
+    assert r["energy_j"] == pytest.approx(a["energy_j"] + b["energy_j"])
+    for p in (a, b):  # each GPU worked through the window: well above idle, below the limit
+        assert 150 < p["mean_power_w"] < 800
+        assert p["energy_j"] == pytest.approx(p["counter_energy_j"], rel=0.15)
+    # The two halves are the same work: the GPUs' shares agree to within their cards' spread.
+    assert a["energy_j"] == pytest.approx(b["energy_j"], rel=0.2)

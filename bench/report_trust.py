@@ -1,0 +1,131 @@
+"""The sections of REPORT.md that say how far to trust the numbers: the three layers of uncertainty
+(issue 14) and the CLEAR authors' procedure beside ours with its reading explained (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from bench import uncertainty as U
+
+ROOT = Path(__file__).resolve().parents[1]
+REPRODUCIBILITY = ROOT / "results" / "reproducibility.json"
+
+
+def _pc(x, digits=2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.{digits}f} %"
+
+
+def repeat_pairs(ok: dict, repeats: list) -> list:
+    """(task, part, first, repeat, fresh process?) for each repeat measured on the card of its first."""
+    out = []
+    for r in repeats:
+        first = ok.get(r["task"]["id"].rsplit("/repeat", 1)[0])
+        if first is None or first["identity"]["gpu"]["uuid"] != r["identity"]["gpu"]["uuid"]:
+            continue
+        fresh = r.get("pid") is not None and r.get("pid") != first.get("pid")
+        a, b = U.measurements(first), U.measurements(r)
+        for name in sorted(a.keys() & b.keys()):
+            out.append({"task": first["task"]["id"], "part": name, "a": a[name], "b": b[name], "fresh": fresh})
+    return out
+
+
+def uncertainty(ok: dict, repeats: list, checks: list) -> list:
+    """## Uncertainty: within run, repeatability, across cards, and the interval a user should read."""
+    cis = [v[1] for r in ok.values() for v in U.measurements(r).values() if not math.isnan(v[1])]
+    L = ["", "## Uncertainty: three layers", ""]
+    if cis:
+        L.append(f"- **Within run** (each number's 95 % CI from its trials): median {_pc(statistics.median(cis))}, "
+                 f"largest {_pc(max(cis))}, over {len(cis)} parts and whole models.")
+    pairs = repeat_pairs(ok, repeats)
+    long = [p for p in pairs if p["a"][2] >= 5e-6]
+    by_card: dict = {}
+    for c in checks:
+        if c.get("status") == "ok":
+            by_card.setdefault(c["identity"]["gpu"]["uuid"], {})[c.get("phase")] = c["card_check"]["workloads"]
+    ref_pairs = [((w["start"][k]["energy_per_call_j"], w["start"][k]["ci95_rel"]),
+                  (w["end"][k]["energy_per_call_j"], w["end"][k]["ci95_rel"]))
+                 for w in by_card.values() if "start" in w and "end" in w for k in ("gemm", "copy")]
+    sigma_p = U.process_sigma(ref_pairs) if ref_pairs else math.nan
+    if long:
+        d = [abs(U.rel_diff(p["a"][0], p["b"][0])) for p in long]
+        how = "in fresh processes" if all(p["fresh"] for p in long) else "in the same process"
+        L.append(f"- **Repeatability** (same card): {len({p['task'] for p in long})} tasks measured again at the run's "
+                 f"end {how}: their parts of >= 5 µs and whole models moved by at most {_pc(max(d))} (RMS "
+                 f"{_pc(math.sqrt(statistics.fmean(x * x for x in d)))}, {len(d)} pairs).")
+    if ref_pairs:
+        L.append(f"  The card reference at the run's start and end ({len(ref_pairs)} readings) gives the repeatability "
+                 f"layer sigma_p = {_pc(sigma_p)} (Note [The reported interval], bench/uncertainty.py).")
+    L += _across_cards(checks)
+    if not math.isnan(sigma_p):
+        ex = statistics.median(cis) if cis else 0.005
+        L.append(f"- **The interval to read a number with**: sqrt(CI^2 + (1.96 sigma_p)^2) on this card; add (1.96 "
+                 f"sigma_c)^2 for another card of this kind. A part with the median CI ({_pc(ex)}) reads ± "
+                 f"{_pc(U.interval(ex, sigma_p))} on this card.")
+    return L + [""]
+
+
+def _across_cards(checks: list) -> list:
+    ref = U.card_reference(checks)
+    L = []
+    if len(ref) >= 2:
+        base = sorted(ref)[0]
+        f = U.card_factors(ref, base)
+        ones = [v["one"] for v in f.values()]
+        L.append(f"- **Across cards**: this run's {len(ref)} cards read the card reference {_pc(U.spread(ones))} apart "
+                 "(one factor each: " + ", ".join(f"{c[:12]} {v['one']:.4f}" for c, v in sorted(f.items()))
+                 + f", relative to {base[:12]}); each task ran on one card, so compare tasks across cards through "
+                   "these factors.")
+    if REPRODUCIBILITY.exists():
+        rp = json.loads(REPRODUCIBILITY.read_text())
+        L.append(f"  bench/reproducibility.py on {len(rp.get('cards', []))} cards of "
+                 f"{rp.get('identity', {}).get('gpu', {}).get('name', '?')} (code "
+                 f"{rp.get('identity', {}).get('code_version', '?')}): parts spread {_pc(rp.get('card_spread_raw_rel'))} "
+                 f"raw, {_pc(rp.get('card_spread_normalized_rel'))} after the card reference (sigma_c); repeats inside "
+                 f"the stated interval {_pc(rp.get('interval_coverage'), 1)} (results/reproducibility.md).")
+    elif not L:
+        L.append("- **Across cards**: not measured here (one card); bench/reproducibility.py measures it.")
+    return L
+
+
+def reference(refs: list, ok: dict) -> list:
+    """## The CLEAR authors' procedure beside ours, and the terms that explain its reading."""
+    ref = [r for r in refs if r.get("status") == "ok"]
+    if not ref:
+        return []
+    r = ref[-1]
+    f0 = r["rows"][0]["reference"]
+    cold = ok.get("bert-base/prefill/b1s8/bf16")
+    cold_groups = {g["name"]: g for g in cold["report"]["groups"]} if cold else {}
+    L = ["", "## The CLEAR authors' procedure beside ours", "",
+         f"BERT-base, batch 1 × sequence 8, bf16, same modules, same card, same state (one copy, hot L2, as their "
+         f"loop runs it). Theirs: the energy counter around a Python loop of {f0['calls_per_trial']:,} calls, "
+         f"{f0['trials']} trials" + (" (their code's defaults)" if (f0["calls_per_trial"], f0["trials"]) == (10_000, 20)
+                                    else "") + f". Ours: CUDA-graph replays, {r['ours_wall_s']:.0f} s for both.",
+         "", "| component | ours (mJ/call) | CV | study, cold L2 (mJ/call) | theirs (mJ/call) | CV | theirs ÷ ours |",
+         "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        o, f = row["ours"], row["reference"]
+        c = cold_groups.get(row["component"])
+        cold_mj = f"{c['energy_per_call_j'] * 1e3:.4g}" if c else "–"
+        L.append(f"| {row['component']} | {o['energy_per_call_j'] * 1e3:.4g} | {o['cv'] * 100:.2f} % | {cold_mj} | "
+                 f"{f['energy_per_call_j'] * 1e3:.4g} | {f['cv'] * 100:.1f} % | "
+                 f"{f['energy_per_call_j'] / o['energy_per_call_j']:.2f} |")
+    rows = [row for row in r["rows"] if "explained" in row]
+    if rows:
+        L += ["", "Their reading, term by term (Note [Reading a Python loop], bench/reference.py): the GPU waits for "
+              "Python most of each call at awake-idle power, and the counter moves in steps.", "",
+              "| component | wall ÷ GPU time | P_awake × wall (mJ) | + our dynamic (mJ) | = predicted (mJ) | theirs "
+              "(mJ) | predicted ÷ theirs | counter step (J) | quantisation CV | their CV |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            e, f = row["explained"], row["reference"]
+            L.append(f"| {row['component']} | {e['wall_over_gpu_time']:.1f} | {e['idle_term_j'] * 1e3:.4g} | "
+                     f"{e['component_dynamic_j'] * 1e3:.4g} | {e['predicted_j'] * 1e3:.4g} | {e['measured_j'] * 1e3:.4g} | "
+                     f"{e['predicted_over_measured']:.3f} | {e['counter_step_j']:.3g} | {_pc(e['quantisation_cv'], 1)} | "
+                     f"{_pc(f['cv'], 1)} |")
+    return L
+
+
+__all__ = ["uncertainty", "reference", "repeat_pairs"]
