@@ -21,7 +21,7 @@ import clear_native as cn
 GEMM_N = 4096
 COPY_BYTES = 256 * 2**20
 WORKLOADS = ("gemm", "copy")
-SOAK_MAX_S = 60.0
+SOAK_MAX_S = 45.0
 SOAK_STEP_S = 5.0
 SOAK_STEADY_C = 1.0     # a rise of at most this over the last two steps is steady
 

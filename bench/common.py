@@ -30,10 +30,14 @@ def require_gpu(script: str):
 
 
 def code_version() -> str:
-    """The code that measured: the git commit of this checkout (with -dirty for uncommitted changes), or the
-    package's version outside a checkout."""
+    """The code that measured: $CLEAR_NATIVE_CODE_VERSION where set (a copy of the tree without its .git says
+    which commit it is), else the git commit of this checkout (with -dirty for uncommitted changes), else
+    the package's version."""
+    import os
     import subprocess
 
+    if os.environ.get("CLEAR_NATIVE_CODE_VERSION"):
+        return os.environ["CLEAR_NATIVE_CODE_VERSION"]
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=10)
