@@ -16,7 +16,6 @@ whole number of steps.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 
 import clear_native as cn
@@ -36,30 +35,24 @@ import clear_native as cn
 # step / sqrt(12) / trial energy, with no relation to the module's own variation.
 
 
-def counter_step_j(trial_energies_j: list) -> float:
-    """The energy counter's step, from trials' readings: the smallest clear gap between distinct
-    readings (readings are whole multiples of it); NaN with fewer than two distinct readings."""
-    vals = sorted(set(round(e, 6) for e in trial_energies_j))
-    gaps = [b - a for a, b in zip(vals, vals[1:]) if b - a > 1e-6]
-    return min(gaps) if gaps else math.nan
-
-
-def explain(ref: dict, ours: dict, awake_w: float) -> dict:
-    """The terms of their reading (Note [Reading a Python loop]), all measured; joules per call."""
+def explain(ref: dict, ours: dict, awake_w: float, counter_update_s: float) -> dict:
+    """The terms of their reading (Note [Reading a Python loop]), all measured; joules per call.
+    ``counter_update_s``: how often the energy counter moves (the sensor profile's)."""
     wall = ref["wall_time_per_call_s"]
     idle_term = awake_w * wall
     predicted = idle_term + ours["dynamic_energy_per_call_j"]
-    trial_j = [e * ref["calls_per_trial"] for e in ref["trial_energy_per_call_j"]]
-    step = counter_step_j(trial_j)
-    mean_trial = statistics.fmean(trial_j) if trial_j else math.nan
+    implied_w = ref["energy_per_call_j"] / wall if wall else math.nan
+    trial_j = ref["energy_per_call_j"] * ref["calls_per_trial"]
+    step = implied_w * counter_update_s  # the energy one counter update adds at the loop's power
     return {"awake_idle_w": awake_w, "wall_time_per_call_s": wall,
             "wall_over_gpu_time": wall / ours["gpu_time_per_call_s"],
             "idle_term_j": idle_term, "component_dynamic_j": ours["dynamic_energy_per_call_j"],
             "predicted_j": predicted, "measured_j": ref["energy_per_call_j"],
             "predicted_over_measured": predicted / ref["energy_per_call_j"] if ref["energy_per_call_j"] else math.nan,
-            "implied_power_w": ref["energy_per_call_j"] / wall if wall else math.nan,
-            "counter_step_j": step, "trial_energy_j": mean_trial,
-            "quantisation_cv": step / math.sqrt(12) / mean_trial if mean_trial and not math.isnan(step) else math.nan}
+            "implied_power_w": implied_w, "counter_step_j": step, "trial_energy_j": trial_j,
+            # each of a trial's two readings is late by up to one update: the difference is off by a
+            # triangular error of one step, whose standard deviation is step / sqrt(6)
+            "quantisation_cv": step / math.sqrt(6) / trial_j if trial_j else math.nan}
 
 
 def compare(lab, model, inputs, kw, profile, args) -> dict:
@@ -89,9 +82,10 @@ def compare(lab, model, inputs, kw, profile, args) -> dict:
              "mean_power_w": m.mean_power_w}
         rows.append({"component": g.name, "kind": g.kind, "ours": o, "reference": ref.to_dict(),
                      "reference_wall_s": time.monotonic() - t1,
-                     "explained": explain(ref.to_dict(), o, ours.awake_idle_power_w)})
+                     "explained": explain(ref.to_dict(), o, ours.awake_idle_power_w,
+                                          profile.energy_counter_update_s)})
     return {"rows": rows, "ours_wall_s": ours_wall, "calls": args.reference_calls, "trials": args.reference_trials,
             "run": {k: v for k, v in ours.to_dict().items() if k != "measurements"}}
 
 
-__all__ = ["compare", "explain", "counter_step_j"]
+__all__ = ["compare", "explain"]

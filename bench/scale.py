@@ -72,6 +72,28 @@ def compare(single: list, multi: list, factors: dict | None) -> dict:
     return {"rows": rows}
 
 
+def analyse_runs(f1: Path, fn: Path, w1: float, wn: float, ids: list, fpath: Path) -> dict:
+    """scale.json's comparison of the single-GPU run ``f1`` and the all-GPU run ``fn``."""
+    single, multi = store.load(f1), store.load(fn)
+    factors = json.loads(fpath.read_text()).get("card_factors") if fpath.exists() else None
+    rows = compare(single, multi, factors)["rows"]
+    same = [r for r in rows if r["same_card"]]
+    res = {"gpus": len({r["identity"]["gpu"]["uuid"] for r in multi if "identity" in r}),
+           "cards": sorted({r["identity"]["gpu"]["uuid"] for r in multi if "identity" in r}),
+           "tasks": ids, "wall_s_1": w1, "wall_s_n": wn, "speedup": w1 / wn,
+           "runs": {"single": str(f1), "multi": str(fn)},
+           "task_wall_s_sum": {"single": sum(r.get("wall_s", 0) for r in single),
+                               "multi": sum(r.get("wall_s", 0) for r in multi)},
+           "max_rel_diff_same_card": _max_abs(same, "rel_diff"),
+           "max_rel_diff_normalised": _max_abs([r for r in rows if not r["same_card"]], "rel_diff_normalised"),
+           "max_rel_diff_raw_other_cards": _max_abs([r for r in rows if not r["same_card"]], "rel_diff"),
+           "median_abs_diff_same_card": statistics.median([abs(r["rel_diff"]) for r in same]) if same else math.nan,
+           "rows": rows, "factors_from": str(fpath) if factors else None}
+    vals = [x for x in (res["max_rel_diff_same_card"], res["max_rel_diff_normalised"]) if not math.isnan(x)]
+    res["max_rel_diff_vs_single"] = max(vals) if vals else math.nan
+    return res
+
+
 def _max_abs(rows, key, min_time_s=5e-6) -> float:
     vals = [abs(r[key]) for r in rows if r["gpu_time_s"] >= min_time_s and not math.isnan(r[key])]
     return max(vals, default=math.nan)
@@ -182,6 +204,17 @@ def _pc(x, signed=False) -> str:
     return f"{x * 100:+.2f} %" if signed else f"{x * 100:.2f} %"
 
 
+def reanalyse(path: Path, work: Path, fpath: Path, out: Path) -> int:
+    old = json.loads(path.read_text())
+    found = {k: next(work.glob(f"{k}/*/*/{store.MEASUREMENTS}")).parent for k in ("single", "multi")}
+    res = old | analyse_runs(found["single"], found["multi"], old["wall_s_1"], old["wall_s_n"], old["tasks"], fpath)
+    out.mkdir(parents=True, exist_ok=True)
+    store.write_atomic(out / "scale.json", json.dumps(res, indent=1, default=float) + "\n")
+    store.write_atomic(out / "scale.md", markdown(res))
+    print(markdown(res))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=12, help="the first N tasks of the study's plan (>= 12)")
@@ -191,10 +224,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--work", default=str(ROOT / "results" / "scale-runs"), help="the two runs' folders")
     ap.add_argument("--meter-only", action="store_true")
+    ap.add_argument("--reanalyse", metavar="SCALE_JSON", help="recompute the comparison from the two runs a "
+                    "scale.json names (found under --work) with --factors; measures nothing")
     args = ap.parse_args(argv)
+    if args.reanalyse:
+        return reanalyse(Path(args.reanalyse), Path(args.work), Path(args.factors), Path(args.out))
     import torch
 
-    import clear_native as cn
     from bench.common import run_identity
 
     res = {"identity": run_identity(torch)}
@@ -203,26 +239,11 @@ def main(argv=None) -> int:
         work = Path(args.work)
         w1, f1 = timed_run([], ids, work / "single")
         wn, fn = timed_run(["--gpus", args.gpus], ids, work / "multi")
-        single, multi = store.load(f1), store.load(fn)
-        fpath = Path(args.factors)
-        factors = json.loads(fpath.read_text()).get("card_factors") if fpath.exists() else None
-        cmp_ = compare(single, multi, factors)
-        rows = cmp_["rows"]
-        same = [r for r in rows if r["same_card"]]
-        res |= {"gpus": cn.nvml_device_count() if args.gpus == "all" else len(args.gpus.split(",")),
-                "cards": sorted({r["identity"]["gpu"]["uuid"] for r in multi if "identity" in r}),
-                "tasks": ids, "wall_s_1": w1, "wall_s_n": wn, "speedup": w1 / wn,
-                "runs": {"single": str(f1), "multi": str(fn)},
-                "max_rel_diff_same_card": _max_abs(same, "rel_diff"),
-                "max_rel_diff_normalised": _max_abs([r for r in rows if not r["same_card"]], "rel_diff_normalised"),
-                "max_rel_diff_raw_other_cards": _max_abs([r for r in rows if not r["same_card"]], "rel_diff"),
-                "median_abs_diff_same_card": statistics.median([abs(r["rel_diff"]) for r in same]) if same else math.nan,
-                "rows": rows, "factors_from": str(fpath) if factors else None}
-        res["max_rel_diff_vs_single"] = max(x for x in (res["max_rel_diff_same_card"], res["max_rel_diff_normalised"])
-                                            if not math.isnan(x)) if rows else math.nan
+        res |= analyse_runs(f1, fn, w1, wn, ids, Path(args.factors))
     if torch.cuda.device_count() >= 2:
         res["tp_meter"] = tp_meter(torch)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "scale.json").read_text()) if (out / "scale.json").exists() else {}
     res = (old | res) if args.meter_only else res
     store.write_atomic(out / "scale.json", json.dumps(res, indent=1, default=float) + "\n")

@@ -77,3 +77,17 @@ def test_the_temperature_effect_is_reported_per_workload(result):
     assert set(per) == set(CARDS) and set(per["SIM-GPU-0"]) == {"gemm", "copy"}
     # The simulated card has no thermal model: its temperature does not move, and the report says so.
     assert "n/a (no temperature change)" in md
+
+
+def test_the_authors_reading_is_explained_by_idle_power_times_python_time_plus_the_component():
+    from bench.reference import explain
+
+    # A loop of 100 µs per call around a 10 µs component; awake idle 120 W; our dynamic 1 mJ per call.
+    ref = {"wall_time_per_call_s": 100e-6, "energy_per_call_j": 13e-3, "calls_per_trial": 10_000,
+           "trial_energy_per_call_j": [13e-3] * 20}
+    e = explain(ref, {"dynamic_energy_per_call_j": 1e-3, "gpu_time_per_call_s": 10e-6}, awake_w=120.0,
+                counter_update_s=0.1)
+    assert e["idle_term_j"] == pytest.approx(12e-3) and e["predicted_j"] == pytest.approx(13e-3)
+    assert e["predicted_over_measured"] == pytest.approx(1.0) and e["wall_over_gpu_time"] == pytest.approx(10)
+    assert e["implied_power_w"] == pytest.approx(130.0) and e["counter_step_j"] == pytest.approx(13.0)
+    assert e["quantisation_cv"] == pytest.approx(13.0 / math.sqrt(6) / 130.0)
