@@ -105,17 +105,39 @@ class CudaLost(RuntimeError):
 # --------------------------------------------------------------------------- one process per job, per GPU
 
 
+def _spawn(card: Card, log_path: Path) -> subprocess.Popen:
+    """A worker process for ``card`` that imports what a job needs, then waits for its job on stdin
+    (Note [Spare workers])."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, str(WORKER), "-"], stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True)
+
+
+# Note [Spare workers]
+# ~~~~~~~~~~~~~~~~~~~~
+# A fresh process spends seconds importing PyTorch and transformers before it touches the GPU. So
+# while a card runs a job, the next process for that card is already started: it imports, then
+# waits on its stdin for a job (it has not started CUDA, so it carries no state of any job). The
+# next job on that card goes to it; a spare that died meanwhile is replaced by a new process.
+
+
 class _Running:
-    def __init__(self, job: dict, card: Card, attempt: int, folder: Path, simulate: bool):
+    def __init__(self, job: dict, card: Card, attempt: int, folder: Path, simulate: bool,
+                 spare: tuple | None = None):
         self.job, self.card, self.attempt = job, card, attempt
         stem = folder / f"{_safe(job['id'])}.{attempt}"
         self.job_path, self.result_path, self.log_path = (stem.with_name(stem.name + s)
                                                           for s in (".job.json", ".result.json", ".log"))
         self.job_path.write_text(json.dumps(job | {"simulate": simulate}))
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, str(WORKER), str(self.job_path), str(self.result_path)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc, spare_log = spare if spare and spare[0].poll() is None else (None, None)
+        if proc is None:
+            proc = _spawn(card, self.log_path)
+        else:
+            spare_log.replace(self.log_path)  # the open log follows the job
+        proc.stdin.write(f"{self.job_path}\t{self.result_path}\n")
+        proc.stdin.close()
+        self.proc = proc
         self.t0 = time.monotonic()
 
     def result(self) -> dict | None:
@@ -162,14 +184,19 @@ class HostProcesses:
     def run(self, jobs: Jobs):
         self.folder.mkdir(parents=True, exist_ok=True)
         running: dict = {}
+        spares: dict = {}  # card uuid -> (process, its log) waiting for the card's next job
         tries = collections.Counter()
         try:
             while True:
                 for card in self.cards:
                     if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
-                        running[card.uuid] = w = _Running(job, card, tries[job["id"]] + 1, self.folder, self.simulate)
+                        running[card.uuid] = w = _Running(job, card, tries[job["id"]] + 1, self.folder,
+                                                          self.simulate, spares.pop(card.uuid, None))
                         print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})",
                               flush=True)
+                        if len(jobs):
+                            log = self.folder / f"spare.{card.uuid}.{w.proc.pid}.log"
+                            spares[card.uuid] = (_spawn(card, log), log)
                 if not running:
                     return
                 time.sleep(self.poll_s)
@@ -177,21 +204,31 @@ class HostProcesses:
                     if w.proc.poll() is None:
                         continue
                     del running[uuid]
-                    rec = w.result()
-                    if rec is None:
-                        tries[w.job["id"]] += 1
-                        reason = w.why()
-                        if tries[w.job["id"]] <= self.retries:
-                            print(f"    {reason}: {w.job['id']} goes back in the queue", flush=True)
-                            jobs.add({k: v for k, v in w.job.items() if k != "profiles"}, first=True)
-                            continue
-                        rec = failed(w.job, f"{reason}; gave up after {w.attempt} attempts")
-                    rec["attempts"] = w.attempt
-                    w.clean()
-                    yield w.job, rec
+                    rec = self._finished(w, jobs, tries)
+                    if rec is not None:
+                        yield w.job, rec
         finally:
             for w in running.values():
                 w.stop()
+            for proc, log in spares.values():
+                proc.kill()
+                proc.wait()
+                log.unlink(missing_ok=True)
+
+    def _finished(self, w: _Running, jobs: Jobs, tries) -> dict | None:
+        """The record of a finished worker, or None where its job went back in the queue."""
+        rec = w.result()
+        if rec is None:
+            tries[w.job["id"]] += 1
+            reason = w.why()
+            if tries[w.job["id"]] <= self.retries:
+                print(f"    {reason}: {w.job['id']} goes back in the queue", flush=True)
+                jobs.add({k: v for k, v in w.job.items() if k != "profiles"}, first=True)
+                return None
+            rec = failed(w.job, f"{reason}; gave up after {w.attempt} attempts")
+        rec["attempts"] = w.attempt
+        w.clean()
+        return rec
 
 
 # --------------------------------------------------------------------------- a Ray cluster
@@ -263,9 +300,17 @@ def _die_with_parent() -> None:
 
 
 def main(argv) -> int:
-    job_path, result_path = map(Path, argv)
+    """`workers.py JOB RESULT`, or `workers.py -`: import first, then read "JOB\tRESULT" from stdin
+    (Note [Spare workers]); an empty stdin (a spare not needed) exits at once."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
+    if argv == ["-"]:
+        tasks.gpu_libraries()  # the slow imports, before the job comes; CUDA is not started
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        argv = line.split("\t")
+    job_path, result_path = map(Path, argv)
     job = json.loads(job_path.read_text())
     lab = tasks.Lab(job.get("simulate", False), seed=tasks.job_seed(job))
     try:
