@@ -111,10 +111,9 @@ def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
     cards = ([] if not ex.pins or args.no_card_check else
              ex.cards if isinstance(ex, workers.HostProcesses) else [this_card(args)])
     checked = {r["task"]["id"] for r in store.load(folder, store.CARDS) if r.get("status") == "ok"}
-    for phase in ("start",):
-        for c in cards:
-            if f"card_check/{phase}/{c.uuid}" not in checked:
-                jobs.add(_job("card_check", f"card_check/{phase}/{c.uuid}", settings, args, card=c.uuid, phase=phase))
+    for c in cards:
+        if f"card_check/start/{c.uuid}" not in checked:
+            jobs.add(_job("card_check", f"card_check/start/{c.uuid}", settings, args, card=c.uuid, phase="start"))
     for t in tasks:
         if t.id not in done:
             jobs.add(_job("task", t.id, settings, args, task=t.to_dict()))
@@ -196,15 +195,24 @@ def run(args, tasks, folder: Path) -> int:
             print(f"[{finished}/{max(total, finished + len(jobs))}] {job['id']} on {card}: {tasks_mod.summary(rec)}  "
                   f"elapsed {fmt_s(elapsed)}, ETA {fmt_s(eta)}", flush=True)
     except workers.CudaLost as exc:
-        print(f"{exc}: stopping; run again with --resume {folder}", file=sys.stderr)
+        print(f"{exc}: stopping; run again with --resume {folder}{_where(args)}", file=sys.stderr)
         rc = 3
     except KeyboardInterrupt:
         print(f"\ninterrupted after {fmt_s(time.monotonic() - t_start)}: the measurements so far are in {folder}; "
-              f"continue with: python bench/run.py --resume {folder}", file=sys.stderr)
+              f"continue with: python bench/run.py --resume {folder}{_where(args)}", file=sys.stderr)
         rc = 130
+    if rc == 0 and len(jobs):  # e.g. a resumed run's repeats, pinned to a card this invocation does not have
+        print(f"{len(jobs)} jobs wait for cards this invocation did not use: "
+              + ", ".join(f"{j['id']} (card {j['card']})" for j in jobs.left()), file=sys.stderr)
     _report(folder, tasks)
     print(f"this invocation: {fmt_s(time.monotonic() - t_start)} min:s", flush=True)
     return rc
+
+
+def _where(args) -> str:
+    """The flags that say where a run measures, for the command that resumes it."""
+    return "".join(f" --{k} {getattr(args, k)}" for k in ("gpus", "ray") if getattr(args, k)) + \
+        (" --simulate" if args.simulate else "")
 
 
 def _report(folder: Path, tasks, allow_mixed: bool = True) -> None:
