@@ -92,7 +92,9 @@ def measure(lab, profile, args, soak_first: bool = True) -> dict:
                        "ci95_rel": m.ci95_rel, "cv": m.cv, "trials": m.trials,
                        "gpu_time_per_call_s": m.gpu_time_per_call_s, "mean_power_w": m.mean_power_w,
                        "temperature_c": list(m.temperature_c), "sm_clock_mhz": list(m.sm_clock_mhz),
-                       "clock_event_reasons": list(m.clock_event_reasons)}
+                       "clock_event_reasons": list(m.clock_event_reasons),
+                       "trial_energy_per_call_j": list(m.trial_energy_per_call_j),
+                       "trial_temperature_c": list(m.trial_temperature_c)}
     return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w,
             "soak": soaked, "temperature_after_c": temperature_c(backend)}
 

@@ -139,8 +139,20 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
             "parts": rows}
 
 
+def thermal_slope(trials: list) -> float:
+    """% change of energy per call per 10 °C: the least-squares line through (temperature, energy) of
+    trials; NaN where their temperatures span less than 3 °C."""
+    pts = [(t, e) for t, e in trials if not (math.isnan(t) or math.isnan(e))]
+    if len(pts) < 3 or max(t for t, _ in pts) - min(t for t, _ in pts) < 3.0:
+        return math.nan
+    mt, me = statistics.fmean(t for t, _ in pts), statistics.fmean(e for _, e in pts)
+    slope = sum((t - mt) * (e - me) for t, e in pts) / sum((t - mt) ** 2 for t, _ in pts)
+    return 100 * slope / me * 10
+
+
 def _thermal(recs: list) -> dict:
-    """Energy per call of each workload, % per 10 °C, per card and on average."""
+    """Energy per call of each workload, % per 10 °C, per card and on average: from every trial of the
+    cool and the hot reading (each trial's temperature), else from the two readings' means."""
     per = {}
     for r in recs:
         cold, hot = r["thermal"]["cold"]["workloads"], r["thermal"]["hot"]["workloads"]
@@ -148,8 +160,13 @@ def _thermal(recs: list) -> dict:
         for w in cold:
             tc, th = statistics.fmean(cold[w]["temperature_c"]), statistics.fmean(hot[w]["temperature_c"])
             de = hot[w]["energy_per_call_j"] / cold[w]["energy_per_call_j"] - 1
-            card[w] = {"cold_c": tc, "hot_c": th, "rel_change": de,
-                       "pct_per_10c": 100 * de / (th - tc) * 10 if th - tc > 1 else math.nan}
+            trials = [(t, e) for x in (cold[w], hot[w])
+                      for t, e in zip(x.get("trial_temperature_c", []), x.get("trial_energy_per_call_j", []))]
+            slope = thermal_slope(trials)
+            if math.isnan(slope) and th - tc > 1:
+                slope = 100 * de / (th - tc) * 10
+            card[w] = {"cold_c": tc, "hot_c": th, "rel_change": de, "pct_per_10c": slope,
+                       "trial_span_c": (max(t for t, _ in trials) - min(t for t, _ in trials)) if trials else 0.0}
         per[r["identity"]["gpu"]["uuid"]] = card
     mean = {w: statistics.fmean(c[w]["pct_per_10c"] for c in per.values() if not math.isnan(c[w]["pct_per_10c"]))
             for w in next(iter(per.values()), {}) if any(not math.isnan(c[w]["pct_per_10c"]) for c in per.values())}

@@ -207,6 +207,7 @@ def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
     v = t.judge(snap.power_w[m], (b - a) * 1e-9, t_call, n_launches, r.gpu_time_per_call_s, after, st.rules,
                 clock.now_s() - st.t_begin)
     if v in (Verdict.ACCEPTED, Verdict.CONVERGED):
+        t.temperatures.append(_temperature_c(snap, a, b))
         e = t.energy()
         st.say(f"{t.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
     elif v is Verdict.SHORT:
@@ -262,6 +263,17 @@ def _warm_up(st: _Run, t: Trials, max_s: float) -> None:
     st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 %")
 
 
+def _temperature_c(snap: SamplerResult, a: int, b: int) -> float:
+    """The GPU's temperature during [a, b]: the mean of the status rows inside, else the last row before
+    its end (status is read every ~0.1 s; a short window can fall between two reads)."""
+    ok = np.isfinite(snap.temperature_c)
+    inside = ok & (snap.status_t_ns >= a) & (snap.status_t_ns <= b)
+    if inside.any():
+        return float(snap.temperature_c[inside].mean())
+    before = np.flatnonzero(ok & (snap.status_t_ns <= b))
+    return float(snap.temperature_c[before[-1]]) if before.size else math.nan
+
+
 def _range(values: np.ndarray) -> tuple:
     v = values[np.isfinite(values)]
     return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
@@ -294,7 +306,7 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
             clock_event_reasons=reason_names(reasons), converged=not math.isnan(p.converged_at),
             time_to_target_s=p.converged_at, eager=bool(getattr(p.item, "eager", False)),
             trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
-            trial_after=list(p.after), trial_drift_rel=list(p.drift),
+            trial_after=list(p.after), trial_drift_rel=list(p.drift), trial_temperature_c=list(p.temperatures),
             trial_window_launches=[n for n, _ in p.timing], trial_run_time_per_call_s=[t for _, t in p.timing],
             settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
             failed_trials=p.failed))

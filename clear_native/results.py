@@ -52,6 +52,7 @@ class Measurement:
     rejected_trials: list = field(default_factory=list)  # (drift, z, after) of windows rejected as still moving
     window_restarts: int = 0          # times its window doubled and its trials started again
     failed_trials: int = 0            # trials lost to a sampler error or a window without samples
+    trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
 
 
 @dataclass
@@ -132,6 +133,7 @@ class GroupResult:
     rejected_trials: int = 0         # windows rejected as still moving
     window_restarts: int = 0         # times its window doubled and its trials started again
     failed_trials: int = 0           # windows that held no samples
+    trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
 
     @property
     def energy_total_j(self) -> float:

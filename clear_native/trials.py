@@ -76,6 +76,7 @@ class Trials:
     after: list = field(default_factory=list)     # per value: the capture measured just before
     drift: list = field(default_factory=list)     # per value: power drift within its window, relative
     timing: list = field(default_factory=list)    # per value: (launches timed in the window, whole run's s/call)
+    temperatures: list = field(default_factory=list)  # per value: the GPU's mean temperature in its window, °C
     converged_at: float = math.nan
     tried: int = 0                                # trials run, rejected and restarted ones included
     failed: int = 0                               # trials whose window held no usable samples
@@ -128,7 +129,7 @@ class Trials:
         if noisy and 2 * self.window_s <= rules.max_window_s * (1 + 1e-9):
             self.window_s *= 2
             self.restarts += 1
-            self.values, self.after, self.drift, self.timing = [], [], [], []
+            self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
             return Verdict.RESTART
         if e.n >= rules.min_trials and e.ci95_rel <= rules.target_ci_rel:
             self.converged_at = now_s

@@ -87,6 +87,10 @@ def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
     assert tiny.trial_after[0] == "awake_idle" and set(tiny.trial_after[1:]) == {"big_1ms"}
     assert set(big.trial_after) == {"tiny_5us"}
     assert len(big.trial_drift_rel) == big.trials and max(map(abs, big.trial_drift_rel)) < 0.01
+    # Each kept trial's GPU temperature, from the status rows in its window (the synthetic card's is fixed).
+    temp = backend.source.params.temperature_c
+    for m in (tiny, big):
+        assert len(m.trial_temperature_c) == m.trials and m.trial_temperature_c == pytest.approx([temp] * m.trials)
     # Time per call comes from the launches inside each window, not from the whole trial.
     assert min(big.trial_window_launches) >= 3 and len(big.trial_run_time_per_call_s) == big.trials
     # The unroll keeps each launch ~2 ms.

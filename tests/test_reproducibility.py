@@ -91,3 +91,13 @@ def test_the_authors_reading_is_explained_by_idle_power_times_python_time_plus_t
     assert e["predicted_over_measured"] == pytest.approx(1.0) and e["wall_over_gpu_time"] == pytest.approx(10)
     assert e["implied_power_w"] == pytest.approx(130.0) and e["counter_step_j"] == pytest.approx(13.0)
     assert e["quantisation_cv"] == pytest.approx(13.0 / math.sqrt(6) / 130.0)
+
+
+def test_the_temperature_slope_comes_from_each_trials_temperature():
+    from bench.reproducibility import thermal_slope
+
+    # Energy rising 1 % per 10 °C from 1.0 J at 40 °C, trials from 40 to 70 °C: +1 % per 10 °C (of the mean).
+    trials = [(t, 1.0 + 0.001 * (t - 40)) for t in range(40, 71, 2)]
+    mean_e = statistics.fmean(e for _, e in trials)
+    assert thermal_slope(trials) == pytest.approx(100 * 0.001 * 10 / mean_e)
+    assert math.isnan(thermal_slope([(50.0, 1.0), (51.0, 1.01), (52.0, 1.02)]))  # a 2 °C span says nothing
