@@ -134,6 +134,8 @@ class GroupResult:
     window_restarts: int = 0         # times its window doubled and its trials started again
     failed_trials: int = 0           # windows that held no samples
     trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
+    unroll: int = 0                  # K: calls per graph launch its trials used (Measurement.unroll)
+    trial_time_per_call_s: list = field(default_factory=list)  # GPU time per call in each trial's window
 
     @property
     def energy_total_j(self) -> float:

@@ -64,6 +64,9 @@ def test_measure_model_recovers_the_simulated_truth(llama):
     occ = {g.kind: g.occurrences for g in rep.groups}
     assert occ["self_attention"] == occ["mlp"] == 3 and occ["norm"] == 7 and occ["head"] == 1
     assert all(g.cv <= 0.01 and not g.eager for g in rep.groups) and not rep.settings["whole_model_eager"]
+    for g in rep.groups:  # each trial's time per call is kept, with the unroll it ran at (issue 14's repeats)
+        assert g.unroll >= 1 and len(g.trial_time_per_call_s) == len(g.trial_temperature_c) == g.trials
+        assert sum(g.trial_time_per_call_s) / g.trials == pytest.approx(g.gpu_time_per_call_s)
 
     # The whole model, per forward pass (the replay adds one launch gap per unrolled launch: tiny).
     assert rep.accounting.model_energy_j == pytest.approx(model_e, rel=0.01)
