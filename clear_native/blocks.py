@@ -19,8 +19,10 @@ Three numbers per part, and when to use which:
 - in context (InContext, measure_model(in_context=True)): the model without the part, subtracted
   from the model; the marginal cost of the part where it runs;
 - attributed (BlockResult.attributed_j): the block's measured energy shared among its parts in
-  proportion to their energies alone, so that the parts add up to the block exactly; what a user
-  asking where a model's joules go wants.
+  proportion to their in-context marginals where every part of the block has one (measure_model's
+  in_context=True), else to their energies alone (BlockResult.attributed_basis says which), so that
+  the parts add up to the block exactly; what a user asking where a model's joules go wants. Its
+  95 % CI (attributed_ci95_j) carries the block's and every part's CI through the share.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ def group_of(groups: list) -> dict:
     return {q: g for g in groups for q in g.members}
 
 
-def block_result(block, measured, components: list, part_results: list) -> BlockResult:
+def block_result(block, measured, components: list, part_results: list, in_context: tuple = ()) -> BlockResult:
     """``block``: a ComponentGroup of blocks; ``measured``: its GroupResult; ``part_results``: the GroupResults
-    of the components. The parts inside one block add up (alone) to parts_energy_j."""
+    of the components; ``in_context``: their InContext rows, if measured. The parts inside one block add up
+    (alone) to parts_energy_j."""
     by_member = group_of(part_results)
     counts: dict = {}
     for q, n in parts_of(block, components).items():
@@ -57,7 +60,8 @@ def block_result(block, measured, components: list, part_results: list) -> Block
     parts_ci = math.sqrt(sum((n * results[name].energy_per_call_j * results[name].ci95_rel) ** 2
                              for name, n in counts.items()))
     block_ci = measured.energy_per_call_j * measured.ci95_rel
-    scale = measured.energy_per_call_j / parts_e if parts_e > 0 else math.nan
+    basis, weights = attribution_weights(counts, results, {c.name: c for c in in_context})
+    attributed, attributed_ci = attribute(measured.energy_per_call_j, block_ci, weights)
     return BlockResult(
         name=measured.name, members=measured.members, occurrences=measured.occurrences,
         energy_per_call_j=measured.energy_per_call_j, ci95_j=block_ci, cv=measured.cv, trials=measured.trials,
@@ -65,7 +69,35 @@ def block_result(block, measured, components: list, part_results: list) -> Block
         sm_clock_mhz=measured.sm_clock_mhz, clock_event_reasons=measured.clock_event_reasons,
         l2_copies=measured.l2_copies, parts=counts, parts_energy_j=parts_e, parts_ci95_j=parts_ci,
         interaction_j=measured.energy_per_call_j - parts_e, interaction_ci95_j=math.hypot(block_ci, parts_ci),
-        attributed_j={name: n * results[name].energy_per_call_j * scale for name, n in counts.items()})
+        attributed_j=attributed, attributed_ci95_j=attributed_ci, attributed_basis=basis)
+
+
+def attribution_weights(counts: dict, alone: dict, in_context: dict) -> tuple:
+    """("in context" or "alone", {part: (weight J, its 95 % CI J)}): each part's calls per block x its energy
+    per call in context, where every part has a positive in-context marginal, else alone."""
+    ctx = [in_context.get(name) for name in counts]
+    if counts and all(c is not None and c.energy_per_call_j > 0 for c in ctx):
+        return "in context", {name: (n * c.energy_per_call_j, n * c.energy_per_call_ci95_j)
+                              for (name, n), c in zip(counts.items(), ctx)}
+    return "alone", {name: (n * alone[name].energy_per_call_j, n * alone[name].energy_per_call_j * alone[name].ci95_rel)
+                     for name, n in counts.items()}
+
+
+def attribute(block_j: float, block_ci_j: float, weights: dict) -> tuple:
+    """The block's energy shared in proportion to ``weights`` ({part: (w, its CI)}), and each share's 95 % CI:
+    f_i = B w_i / W with W = sum w, its half-widths carried through the partial derivatives
+    (w_i / W for B, B (W - w_i) / W^2 for w_i, -B w_i / W^2 for every other w_j)."""
+    total = sum(w for w, _ in weights.values())
+    if not total > 0:
+        return {k: math.nan for k in weights}, {k: math.nan for k in weights}
+    shares, cis = {}, {}
+    for k, (w, _) in weights.items():
+        shares[k] = block_j * w / total
+        terms = [(w / total) * block_ci_j]
+        terms += [(block_j * (total - w) / total ** 2 if j == k else -block_j * w / total ** 2) * cj
+                  for j, (_, cj) in weights.items()]
+        cis[k] = math.sqrt(sum(t * t for t in terms))
+    return shares, cis
 
 
 def outside_blocks(part_results: list, blocks: list) -> list:

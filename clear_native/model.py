@@ -57,9 +57,8 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     The rest goes to measure() for every component group and the whole model together. Other
     keyword arguments are the model's (deprecated: use model_kwargs).
     """
-    kw = _check(mode, l2, kw, model_kwargs)
+    kw, t0 = _check(mode, l2, kw, model_kwargs), clock.now_s()
     say = progress or (lambda msg: None)
-    t0 = clock.now_s()
     model.eval()
     inputs, kw = prepare_inputs(model, inputs, kw, mode, cache_len)
     comps, found = discover(model, *inputs, select=select, model_kwargs=kw, blocks=blocks)  # also: does it run?
@@ -82,13 +81,14 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     results = [measured[g.name] for g in groups if g.name in measured]
     ctx_rows, ctx_acc = _context_results(ctx, run, groups, results, copies["whole_model"], wm) if ctx else ([], None)
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
-    block_rows, block_acc = _blocks(backend, model, inputs, kw, block_groups, found, measured, comps, results, wm)
+    blocks_, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, measured, comps, results, wm,
+                                 ctx_rows)
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=acc, failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
                        wall_s=clock.now_s() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
-                       blocks=block_rows, block_accounting=block_acc,
-                       regime_mismatch=regime_mismatch(results + block_rows, asdict(wm), run.gpu.get("power_limit_w")),
+                       blocks=blocks_, block_accounting=block_acc,
+                       regime_mismatch=regime_mismatch(results + blocks_, asdict(wm), run.gpu.get("power_limit_w")),
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials, l2=l2,
                                      l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s, kernel_time_s=kernels_s,
@@ -169,12 +169,15 @@ def _measured(run, caps, groups, copies: dict, wm) -> dict:
             for c in caps}
 
 
-def _blocks(backend, model, inputs, kw, block_groups, found, measured: dict, comps, results, wm) -> tuple:
-    """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction])."""
+def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, comps, results, wm,
+            ctx_rows=()) -> tuple:
+    """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction]);
+    ``call``: the model's (inputs, keyword inputs)."""
+    inputs, kw = call
     done = [g for g in block_groups if g.name in measured]
     if not done:
         return [], None
-    rows = [block_result(g, measured[g.name], comps, results) for g in done]
+    rows = [block_result(g, measured[g.name], comps, results, ctx_rows) for g in done]
     others = outside_blocks(results, done)
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
     kernels_s, inside_s = backend.kernel_times_s(model, marked, inputs, kw)

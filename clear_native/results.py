@@ -165,6 +165,8 @@ class BlockResult:
     interaction_j: float             # block - parts
     interaction_ci95_j: float
     attributed_j: dict               # part group -> its share of the block (parts scaled to add up to it)
+    attributed_ci95_j: dict = field(default_factory=dict)  # part group -> its share's 95 % CI half-width
+    attributed_basis: str = "alone"  # what the shares are in proportion to: "in context" or "alone"
 
     @property
     def interaction_rel(self) -> float:
@@ -308,10 +310,16 @@ class ModelReport:
                  f"{b.parts_energy_j * 1e3:.4g} mJ", f"{b.interaction_j * 1e3:+.3g} ± {b.interaction_ci95_j * 1e3:.2g} mJ "
                  f"({b.interaction_rel * 100:+.1f} %)", f"{b.mean_power_w:.0f} W"] for b in self.blocks]
         a = self.block_accounting
+        alone = {g.name: g.energy_per_call_j for g in self.groups}
+        shares = [[b.name, part, f"{n:g}", f"{n * alone.get(part, math.nan) * 1e3:.4g} mJ",
+                   f"{b.attributed_j[part] * 1e3:.4g} ± {b.attributed_ci95_j.get(part, math.nan) * 1e3:.2g} mJ",
+                   b.attributed_basis] for b in self.blocks for part, n in b.parts.items()]
         return (["", "By blocks (Note [Blocks and interaction]): block = its parts alone + interaction", ""]
                 + markdown_table(("block", "×", "energy/call", "parts alone", "interaction", "power"), rows)
                 + ([f"\nby blocks: coverage {a.coverage * 100:.1f} %; explained {a.explained_coverage * 100:.1f} %"]
-                   if a else []))
+                   if a else [])
+                + ["", "Each part's share of its block (attributed: the block shared in proportion to the basis):", ""]
+                + markdown_table(("block", "part", "per block", "alone", "attributed ±95 %", "basis"), shares))
 
     def _context_table(self) -> list:
         c = self.context_accounting

@@ -1,6 +1,9 @@
 """How parts relate to the whole: the regime flag (issue 13, item 4)."""
 
+import math
 import types
+
+import pytest
 
 from clear_native.accounting import regime, regime_mismatch
 
@@ -29,3 +32,33 @@ def test_the_power_cap_bit_alone_is_not_the_limit():
     assert regime(["hw_thermal_slowdown"], 250.0, 700.0) == "throttled"
     whole = {"clock_event_reasons": ["sw_power_cap"], "sm_clock_mhz": [1980.0, 1980.0], "mean_power_w": 250.0}
     assert regime_mismatch([part("a"), part("b", ["gpu_idle"], (1975.0, 1980.0))], whole, 700.0) == []
+
+
+def test_a_blocks_energy_is_shared_by_its_parts_with_a_ci_that_carries_every_term():
+    from clear_native.blocks import attribute
+
+    # A block of 10 J; parts weighing 3 J and 1 J (each ± 0.1 J); the block ± 0.2 J.
+    shares, cis = attribute(10.0, 0.2, {"a": (3.0, 0.1), "b": (1.0, 0.1)})
+    assert shares == pytest.approx({"a": 7.5, "b": 2.5}) and sum(shares.values()) == pytest.approx(10.0)
+    # f_a = B w_a / W: d/dB = 3/4, d/dw_a = 10 * 1 / 16, d/dw_b = -10 * 3 / 16.
+    assert cis["a"] == pytest.approx(math.sqrt((0.75 * 0.2) ** 2 + (10 / 16 * 0.1) ** 2 + (30 / 16 * 0.1) ** 2))
+    # A part that is all of the block carries only the block's own CI.
+    shares, cis = attribute(10.0, 0.2, {"a": (3.0, 0.1)})
+    assert shares == {"a": 10.0} and cis["a"] == pytest.approx(0.2)
+
+
+def test_shares_follow_the_in_context_marginals_only_where_every_part_has_one():
+    from types import SimpleNamespace as NS
+
+    from clear_native.blocks import attribution_weights
+
+    alone = {"attn": NS(energy_per_call_j=2.0, ci95_rel=0.01), "mlp": NS(energy_per_call_j=1.0, ci95_rel=0.02)}
+    counts = {"attn": 1.0, "mlp": 2.0}
+    ctx = {"attn": NS(energy_per_call_j=2.5, energy_per_call_ci95_j=0.05),
+           "mlp": NS(energy_per_call_j=1.5, energy_per_call_ci95_j=0.03)}
+    basis, w = attribution_weights(counts, alone, ctx)
+    assert basis == "in context" and w == {"attn": (2.5, 0.05), "mlp": (3.0, 0.06)}
+    basis, w = attribution_weights(counts, alone, {"attn": ctx["attn"]})  # one part without: all alone
+    assert basis == "alone" and w == pytest.approx({"attn": (2.0, 0.02), "mlp": (2.0, 0.04)})
+    ctx["mlp"] = NS(energy_per_call_j=-0.1, energy_per_call_ci95_j=0.2)  # a marginal lost in noise
+    assert attribution_weights(counts, alone, ctx)[0] == "alone"

@@ -138,6 +138,10 @@ def test_blocks_are_their_parts_plus_a_measured_interaction(llama):
     assert b.interaction_j == pytest.approx(block_e - parts_e, abs=3 * b.interaction_ci95_j + len(inside) * launch)
     assert b.interaction_j > 0  # the residual adds are inside the layer and in no part
     assert sum(b.attributed_j.values()) == pytest.approx(b.energy_per_call_j, rel=1e-9)
+    # The simulated backend has no in-context graphs: shares follow the parts alone, each with its CI.
+    assert b.attributed_basis == "alone" and set(b.attributed_ci95_j) == set(b.attributed_j)
+    assert all(0 < b.attributed_ci95_j[k] < b.attributed_j[k] for k in b.attributed_j)
+    assert "attributed ±95 %" in rep.table()
     assert set(b.parts) == {g.name for g in rep.groups if g.kind in ("self_attention", "mlp", "norm")
                             and g.members[0].startswith("model.layers.")}
     # By blocks the model adds up, and better than by parts: blocks hold their residual adds.
