@@ -113,3 +113,32 @@ def test_the_study_on_a_local_ray_cluster_writes_the_same_records(tmp_path):
     for r in recs:  # the simulated truth: whole model and its parts add up
         assert 0.97 < r["report"]["accounting"]["explained_coverage"] < 1.03
     assert "Ray cluster local" in out and (folder / "REPORT.md").exists()
+
+
+def test_an_interrupted_multi_gpu_run_stops_its_workers_and_resumes_where_it_stopped(tmp_path):
+    seen = ""
+    with start(["--gpus", "0,1", "--no-card-check"], tmp_path) as p:
+        for line in p.stdout:  # stop the driver as soon as its first record is written
+            seen += line
+            if line.startswith("[1/"):
+                p.send_signal(signal.SIGTERM)
+                break
+        seen += p.stdout.read()
+    assert p.returncode == 130, seen
+    folder = the_run(tmp_path)
+    assert f"--resume {folder} --gpus 0,1 --simulate" in seen
+    first = [r["task"]["id"] for r in store.load(folder)]
+    assert 1 <= len(first) < 3
+    pids = [int(x) for x in re.findall(r"\(pid (\d+),", seen)]
+    time.sleep(0.5)
+    for pid in pids:  # no worker outlives the driver that stopped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with start(["--gpus", "0,1", "--no-card-check", "--resume", str(folder)], tmp_path) as p:
+        out = p.stdout.read()
+    assert p.returncode == 0, out
+    done_before = sum(1 for i in first if "repeat" not in i)
+    assert f"2 tasks, {done_before} already measured, {2 - done_before} to go" in out
+    ids = [r["task"]["id"] for r in store.load(folder)]
+    assert sorted(ids) == sorted(["bert-base/prefill/b8s128/bf16", "bert-base/prefill/b1s8/bf16",
+                                  "bert-base/prefill/b1s8/bf16/repeat1"]) and ids[:len(first)] == first
