@@ -215,3 +215,27 @@ def energy_model_by_regime(records: dict) -> dict:
             em["lomo_median_abs"], em["lomo_worst_abs"] = float(np.median(errs)), float(max(errs))
         out[mode] = em
     return out
+
+
+def across_processes(reports: list) -> list:
+    """One measurement repeated in fresh processes (ModelReport dicts): for the whole model and each group,
+    the mean energy per call, the spread between processes (relative standard deviation), the largest
+    within-run 95 % CI, and the 95 % interval that combines both, sqrt(CI^2 + (1.96 sd)^2), which a
+    further repeat on the same card should fall in."""
+    def parts(rep: dict) -> dict:
+        out = {"whole model": (rep["whole"]["energy_per_call_j"], rep["whole"]["ci95_rel"])}
+        out.update({g["name"]: (g["energy_per_call_j"], g["ci95_rel"]) for g in rep["groups"]})
+        return out
+
+    each = [parts(r) for r in reports]
+    names = [n for n in each[0] if all(n in e for e in each)] if each else []
+    rows = []
+    for n in names:
+        e = np.array([x[n][0] for x in each])
+        mean = float(e.mean())
+        sd = float(e.std(ddof=1) / mean) if len(e) > 1 and mean else math.nan
+        ci = max(x[n][1] for x in each)
+        rows.append({"name": n, "energy_per_call_j": mean, "processes": len(e), "process_sd_rel": sd,
+                     "max_ci95_rel": ci, "interval95_rel": math.hypot(ci, 1.96 * sd) if not math.isnan(sd) else ci,
+                     "range_rel": float((e.max() - e.min()) / mean) if mean else math.nan})
+    return rows

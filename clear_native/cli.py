@@ -1,19 +1,24 @@
 """The command line: measure any transformers model a user brings.
 
     clear-native measure MODEL [--batch 8 --seq 128 --mode prefill|decode --cache-len 512 --dtype bf16]
-                               [--layers N] [--weights] [--out DIR] [--dry-run]
+                               [--layers N] [--weights] [--out DIR] [--dry-run] [--repeats N] [--simulate]
 
 MODEL is a transformers model id, a local folder with a config.json, or a config.json file. The model
 is built from its config with random weights (nothing downloaded but the config, where MODEL is an id
 that is not cached); --weights loads the real weights (from_pretrained). --layers keeps the first N
 layers (for models too large for one GPU). The report goes to DIR as report.json, groups.csv and
-REPORT.md; --dry-run prints the components, blocks and FLOPs on the CPU, with no GPU.
+REPORT.md; --dry-run prints the components, blocks and FLOPs on the CPU, with no GPU. --repeats N
+measures N times, each in a fresh process, and adds how much each number moves between processes
+(repeats.json, REPEATS.md). --simulate measures on the simulated GPU (CPU): for trying the tool, not
+numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,9 +115,16 @@ def parse(argv=None):
     m.add_argument("--window-s", type=float, default=0.3, help="steady seconds of samples per trial")
     m.add_argument("--out", default="clear_native_report", help="folder for report.json, groups.csv, REPORT.md")
     m.add_argument("--dry-run", action="store_true", help="print components, blocks and FLOPs; no GPU")
+    m.add_argument("--repeats", type=int, default=1, help="measure N times, each in a fresh process, and say how "
+                                                          "much each number moves between them")
+    m.add_argument("--simulate", action="store_true", help="the simulated GPU on the CPU: tries the tool, its "
+                                                           "numbers are not measurements")
+    m.add_argument("--sim-seed", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.batch < 1 or args.seq < 1 or args.cache_len < 1 or (args.layers is not None and args.layers < 1):
         ap.error("--batch, --seq, --cache-len and --layers must be >= 1")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     return args
 
 
@@ -141,16 +153,17 @@ def measure(args, config) -> int:
 
     from . import measure_model
 
-    if not torch.cuda.is_available():
+    if not args.simulate and not torch.cuda.is_available():
         raise UsageError("measuring needs an NVIDIA GPU that PyTorch sees; --dry-run shows the plan without one")
-    device = f"cuda:{args.device}"
+    device = "cpu" if args.simulate else f"cuda:{args.device}"
     model = build(config, args.dtype, device, args.model if args.weights else None)
     inputs, kw = inputs_for(model, args.batch, args.seq, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rep = measure_model(model, *inputs, model_kwargs=kw, mode=args.mode, cache_len=args.cache_len,
-                        window_s=args.window_s, in_context=args.in_context,
-                        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    with _simulated(args) as sim:
+        rep = measure_model(model, *inputs, model_kwargs=kw, mode=args.mode, cache_len=args.cache_len,
+                            window_s=args.window_s, in_context=args.in_context, **sim,
+                            progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     rep.to_json(out / "report.json")
     rep.to_csv(out / "groups.csv")
     (out / "REPORT.md").write_text(rep.table() + "\n")
@@ -159,13 +172,69 @@ def measure(args, config) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _simulated(args):
+    """measure_model's backend and profile for --simulate (on the virtual clock), or nothing."""
+    if not args.simulate:
+        yield {}
+        return
+    from . import calibrate, clock, synthetic_sensor
+    from .simulated import SimulatedBackend
+
+    with clock.virtual():
+        backend = SimulatedBackend(synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
+                                                    lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
+                                                    status_update_s=0.01, idle_w=80.0, seed=args.sim_seed))
+        yield {"backend": backend, "profile": calibrate(backend, rest_s=0.3, load_s=0.4)}
+
+
+def repeat(args, argv: list) -> int:
+    """--repeats N: the same measurement in N fresh processes, then how much each number moves."""
+    from .analysis import across_processes
+
+    out = Path(args.out)
+    reports = []
+    for i in range(1, args.repeats + 1):
+        child = _without(argv, ("--repeats", "--out", "--sim-seed")) + ["--repeats", "1", "--out", str(out / f"repeat{i}"),
+                                                                        "--sim-seed", str(i)]
+        print(f"repeat {i}/{args.repeats}, in a fresh process ...", file=sys.stderr, flush=True)
+        p = subprocess.run([sys.executable, "-m", "clear_native.cli", *child], stdout=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise UsageError(f"repeat {i} failed (exit {p.returncode}); the repeats before it are in {out}")
+        reports.append(json.loads((out / f"repeat{i}" / "report.json").read_text()))
+    rows = across_processes(reports)
+    (out / "repeats.json").write_text(json.dumps({"repeats": args.repeats, "rows": rows}, indent=1) + "\n")
+    lines = [f"{args.repeats} measurements, each in a fresh process: the mean, how much it moves between processes, "
+             "and the 95 % interval a further repeat should fall in (within-run CI and process spread combined).", "",
+             "| part | energy/call | between processes (SD) | within run (CI) | 95 % interval |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['energy_per_call_j'] * 1e3:.4g} mJ | {r['process_sd_rel'] * 100:.2f} % | "
+              f"{r['max_ci95_rel'] * 100:.2f} % | ± {r['interval95_rel'] * 100:.2f} % |" for r in rows]
+    (out / "REPEATS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def _without(argv: list, options: tuple) -> list:
+    """``argv`` without ``options`` and their values."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     try:
         config = load_config(args.model, args.layers)
         if args.dry_run:
             return dry_run(args, config)
-        return measure(args, config)
+        return repeat(args, argv) if args.repeats > 1 else measure(args, config)
     except UsageError as exc:
         print(f"clear-native: {exc}", file=sys.stderr)
         return 2

@@ -56,3 +56,23 @@ def test_bad_input_is_one_line_and_exit_2(configs, capsys, monkeypatch):
     assert "needs an NVIDIA GPU" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["measure", str(configs / "llama"), "--batch", "0"])
+
+
+def test_repeats_in_fresh_processes_say_how_much_each_number_moves(configs, tmp_path, capsys):
+    # Issue 14: measure again in fresh processes on request; on the simulated GPU, each process its own noise.
+    out = tmp_path / "rep"
+    assert cli.main(["measure", str(configs / "llama"), "--simulate", "--seq", "16", "--window-s", "0.1",
+                     "--repeats", "3", "--out", str(out)]) == 0
+    import json
+
+    reports = [json.loads((out / f"repeat{i}" / "report.json").read_text()) for i in (1, 2, 3)]
+    res = json.loads((out / "repeats.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    assert res["repeats"] == 3 and "whole model" in rows and "model.layers.0.mlp" in rows
+    whole = [r["whole"]["energy_per_call_j"] for r in reports]
+    assert rows["whole model"]["energy_per_call_j"] == pytest.approx(sum(whole) / 3)
+    for r in rows.values():
+        assert r["processes"] == 3 and 0 < r["process_sd_rel"] < 0.02      # they differ, a little
+        assert r["interval95_rel"] >= max(r["max_ci95_rel"], 1.96 * r["process_sd_rel"])
+    assert "fresh process" in (out / "REPEATS.md").read_text()
+    assert "| whole model |" in capsys.readouterr().out
