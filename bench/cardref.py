@@ -58,23 +58,22 @@ def soak(backend, max_s: float = SOAK_MAX_S) -> dict:
     return {"temperatures_c": temps, "soak_s": spent, "steady": len(temps) >= 3 and temps[-1] - temps[-3] <= SOAK_STEADY_C}
 
 
-def captures(lab):
-    """The reference workloads as captures on ``lab``'s backend."""
+def captures(lab, backend):
+    """The reference workloads as captures on ``backend``."""
     torch = lab.torch
     dev = lab.device
     a = torch.randn(GEMM_N, GEMM_N, dtype=torch.bfloat16, device=dev)
     b = torch.randn(GEMM_N, GEMM_N, dtype=torch.bfloat16, device=dev)
     src = torch.randn(COPY_BYTES // 2, dtype=torch.bfloat16, device=dev)
     dst = torch.empty_like(src)
-    backend = backend_of(lab)
     return [backend.capture(torch.matmul, a, b, name="gemm"),
             backend.capture(lambda: dst.copy_(src), name="copy")]
 
 
 def backend_of(lab):
-    if lab.backend is None:
-        lab.backend = cn.GpuBackend(0)
-    return lab.backend
+    """The simulated backend of a simulated lab; on a GPU, a backend of this job's own, so that its graphs
+    are freed with it and never kept for the tasks that follow in the same process."""
+    return lab.backend if lab.backend is not None else cn.GpuBackend(0)
 
 
 def measure(lab, profile, args, soak_first: bool = True) -> dict:
@@ -82,7 +81,7 @@ def measure(lab, profile, args, soak_first: bool = True) -> dict:
     temperatures, as a dict for the record."""
     backend = backend_of(lab)
     soaked = soak(backend) if soak_first else None
-    caps = captures(lab)
+    caps = captures(lab, backend)
     run = cn.measure(caps, backend=backend, profile=profile, min_trials=max(5, args.min_trials),
                      max_trials=max(12, args.max_trials), target_ci_rel=0.003, window_s=max(0.3, args.window_s),
                      budget_s=120)
