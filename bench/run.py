@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def print_plan(tasks, args) -> int:
     """--dry-run: components, signatures, FLOPs, bytes and estimated time of every task (no GPU)."""
     settle_s = 0.45  # an H200's measured settle time; the run uses the card's own profile
-    total = 0.0
+    total, ests = 0.0, []
     print(f"{len(tasks)} tasks; per capture {args.min_trials}+ trials of {settle_s:.2f} s settle + "
           f"{args.window_s:.2f} s window\n")
     print("| task | purpose | components | groups | GFLOP/forward | MB moved (min) | est. time |")
@@ -56,6 +56,7 @@ def print_plan(tasks, args) -> int:
         p = suite.flops_plan(t)
         est = suite.estimate_s(len(p["groups"]), args.min_trials, settle_s, args.window_s)
         total += est
+        ests.append(est)
         flops = sum(g["flops"] * g["occurrences"] for g in p["groups"])
         mb = sum(g["bytes_min"] * g["occurrences"] for g in p["groups"]) / 1e6
         print(f"| {t.id} | {','.join(t.purpose)} | {p['components']} | {len(p['groups'])} | {flops / 1e9:.2f} | "
@@ -64,9 +65,21 @@ def print_plan(tasks, args) -> int:
             for g in p["groups"]:
                 print(f"|   {g['name']} | {g['kind']} | ×{g['occurrences']} | | {g['flops'] / 1e9:.4f} | "
                       f"{g['bytes_min'] / 1e6:.2f} | |")
-    ref = 0 if args.no_reference else 30
-    print(f"\nestimated GPU time: {fmt_s(total + ref)} (min:s), reference procedure included: {ref} s")
+    # The authors' loop: 3 parts x trials x (calls x ~150 µs of Python per call + 0.2 s sleep), and ours beside it.
+    ref = 0 if args.no_reference else 3 * args.reference_trials * (args.reference_calls * 150e-6 + 0.2) + 30
+    checks = 0 if args.no_card_check else cardref_s()
+    again = 0 if args.no_repeats else sum(est for t, est in zip(tasks, ests) if t.id in suite.REPEATED)
+    print(f"\nestimated GPU time on one GPU: {fmt_s(total + ref + checks + again)} (min:s): the tasks {fmt_s(total)}, "
+          f"the reference procedure {fmt_s(ref)}, card checks {fmt_s(checks)}, repeats {fmt_s(again)}; with --gpus, "
+          "about that divided by the GPUs, plus each card's checks")
     return 0
+
+
+def cardref_s() -> float:
+    """A card check's GPU time at the start (soak included, at most) and at the end."""
+    from bench.cardref import SOAK_MAX_S
+
+    return SOAK_MAX_S + 2 * 20.0
 
 
 # --------------------------------------------------------------------------- measuring
@@ -265,15 +278,19 @@ def parse(argv=None):
     ap.add_argument("--l2", choices=("cold", "hot"), default="cold",
                     help="replay components as copies that overflow the L2 cache, as in the model (cold), or one "
                          "copy (hot)")
-    ap.add_argument("--reference-calls", type=int, default=10_000,
-                    help="calls per trial of the CLEAR authors' procedure (their code's default)")
-    ap.add_argument("--reference-trials", type=int, default=20, help="its trials (their code's default)")
+    ap.add_argument("--reference-calls", type=int,
+                    help="calls per trial of the CLEAR authors' procedure (default 10,000, their code's; --quick 2,000)")
+    ap.add_argument("--reference-trials", type=int, help="its trials (default 20, their code's; --quick 5)")
     ap.add_argument("--allow-mixed", action="store_true",
                     help="let one run's records (and its report) come from several code or protocol versions")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.window_s = min(args.window_s, 0.15)
+    if args.reference_calls is None:
+        args.reference_calls = 2_000 if args.quick else 10_000
+    if args.reference_trials is None:
+        args.reference_trials = 5 if args.quick else 20
     return args
 
 
