@@ -48,12 +48,12 @@ def code_version() -> str:
     return cn.__version__
 
 
-def run_identity(torch) -> dict:
-    """Card, driver, date and versions (code and protocol): stored with every result file."""
+def run_identity(torch, gpu: dict | None = None) -> dict:
+    """Card (``gpu``, default CUDA device 0's), driver, date and versions (code and protocol): stored with every
+    result file."""
     from clear_native.protocol import PROTOCOL_VERSION
 
-    info = cn.gpu_info(0)
-    return {"gpu": info.to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
+    return {"gpu": gpu if gpu is not None else cn.gpu_info(0).to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
             "clear_native": cn.__version__, "code_version": code_version(), "protocol_version": PROTOCOL_VERSION,
             "python": platform.python_version()}
 

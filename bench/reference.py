@@ -70,12 +70,13 @@ def compare(lab, model, inputs, kw, profile, args) -> dict:
     for g in groups:
         rep = g.representative
         t1 = time.monotonic()
-        source = None if lab.backend is None or lab.backend.kind == "gpu" else lab.backend.source
-        fn = rep.module if source is None else backend.python_loop_call(backend.capture(
-            rep.module, *rep.args, name=g.name, **rep.kwargs))
-        fargs, fkw = (rep.args, rep.kwargs) if source is None else ((), {})
-        ref = cn.baselines.counter_loop(fn, *fargs, n=args.reference_calls, trials=args.reference_trials,
-                                        sleep_s=0.2, source=source, **fkw)
+        if lab.simulate:  # the loop as the simulated GPU sees it: Python's time per call at awake power
+            loop = backend.python_loop_call(backend.capture(rep.module, *rep.args, name=g.name, **rep.kwargs))
+            ref = cn.baselines.counter_loop(loop, n=args.reference_calls, trials=args.reference_trials, sleep_s=0.2,
+                                            source=backend.source)
+        else:
+            ref = cn.baselines.counter_loop(rep.module, *rep.args, n=args.reference_calls,
+                                            trials=args.reference_trials, sleep_s=0.2, **rep.kwargs)
         m = ours[g.name]
         o = {"energy_per_call_j": m.energy_per_call_j, "dynamic_energy_per_call_j": m.dynamic_energy_per_call_j,
              "cv": m.cv, "ci95_rel": m.ci95_rel, "trials": m.trials, "gpu_time_per_call_s": m.gpu_time_per_call_s,

@@ -41,13 +41,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
                  f"largest {_pc(max(cis))}, over {len(cis)} parts and whole models.")
     pairs = repeat_pairs(ok, repeats)
     long = [p for p in pairs if p["a"][2] >= 5e-6]
-    by_card: dict = {}
-    for c in checks:
-        if c.get("status") == "ok":
-            by_card.setdefault(c["identity"]["gpu"]["uuid"], {})[c.get("phase")] = c["card_check"]["workloads"]
-    ref_pairs = [((w["start"][k]["energy_per_call_j"], w["start"][k]["ci95_rel"]),
-                  (w["end"][k]["energy_per_call_j"], w["end"][k]["ci95_rel"]))
-                 for w in by_card.values() if "start" in w and "end" in w for k in ("gemm", "copy")]
+    ref_pairs = U.reference_pairs(checks, "start", "end")
     sigma_p = U.process_sigma(ref_pairs) if ref_pairs else math.nan
     if long:
         d = [abs(U.rel_diff(p["a"][0], p["b"][0])) for p in long]

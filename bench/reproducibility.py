@@ -78,13 +78,7 @@ def analyse(recs: list) -> dict:
         base = r["task"]["id"]
         for name, v in U.measurements(r).items():
             values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})[_round(r)] = v
-    ref_pairs = []  # the card reference's workloads, round 0 vs 1: sets sigma_p
-    for c in cards:
-        per = {_round(x): x["card_check"]["workloads"] for x in checks if x["identity"]["gpu"]["uuid"] == c}
-        for w in ("gemm", "copy"):
-            if 0 in per and 1 in per:
-                ref_pairs.append(((per[0][w]["energy_per_call_j"], per[0][w]["ci95_rel"]),
-                                  (per[1][w]["energy_per_call_j"], per[1][w]["ci95_rel"])))
+    ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
     for (task, name), by_card in sorted(values.items()):

@@ -66,13 +66,9 @@ class Lab:
             sensor = cn.synthetic_sensor(**SIM_SENSOR, seed=seed)
             self.backend = cn.SimulatedBackend(sensor, awake_w=110.0 * gain, costs=costs)
             self.device = "cpu"
-            from clear_native.protocol import PROTOCOL_VERSION
-            from bench.common import code_version
-
-            self.identity = {"gpu": {"name": "Simulated GPU", "uuid": uuid, "pci_bus_id": f"sim:{card}",
-                                     "driver_version": "none", "power_limit_w": 700.0},
-                             "simulated": True, "date": cn.device.utc_now_iso(), "torch": self.torch.__version__,
-                             "code_version": code_version(), "protocol_version": PROTOCOL_VERSION}
+            self.identity = run_identity(self.torch, gpu={"name": "Simulated GPU", "uuid": uuid,
+                                                          "pci_bus_id": f"sim:{card}", "driver_version": "none",
+                                                          "power_limit_w": 700.0}) | {"simulated": True}
         else:
             self.backend, self.device = None, "cuda"
             self.identity = run_identity(self.torch)
@@ -187,6 +183,15 @@ def run_job(job: dict, lab: Lab) -> dict:
     return rec
 
 
+def run_alone(job: dict) -> dict:
+    """A job in a process of its own (a host worker's, a Ray worker's): its own Lab, closed with it."""
+    lab = Lab(job.get("simulate", False), seed=job_seed(job))
+    try:
+        return run_job(job, lab)
+    finally:
+        lab.close()
+
+
 def summary(rec: dict) -> str:
     """One line on a finished job, for the run's progress."""
     if rec.get("status") != "ok":
@@ -202,4 +207,4 @@ def summary(rec: dict) -> str:
     return f"{rec.get('wall_s', 0):.0f} s"
 
 
-__all__ = ["Lab", "run_job", "measure_task", "reference_task", "card_check", "summary", "REFERENCE_ID"]
+__all__ = ["Lab", "run_job", "run_alone", "measure_task", "reference_task", "card_check", "summary", "REFERENCE_ID"]

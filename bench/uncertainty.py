@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from clear_native.analysis import parts
+
 Z95 = 1.96
 SIGMA_FLOOR = 0.0005  # the repeatability layer is never taken below 0.05 % (few pairs)
 
@@ -124,13 +126,20 @@ def spread(values: list) -> float:
 
 def measurements(rec: dict) -> dict:
     """{name: (energy J, ci95_rel, GPU time s)} of a study record: the whole model and each group."""
-    rep = rec["report"]
-    w = rep["whole"]
-    out = {"whole model": (w["energy_per_call_j"], w.get("ci95_rel", math.nan), w["gpu_time_per_call_s"])}
-    for g in rep["groups"]:
-        out[g["name"]] = (g["energy_per_call_j"], g["ci95_rel"], g["gpu_time_per_call_s"])
-    return out
+    return parts(rec["report"])
+
+
+def reference_pairs(checks: list, first: str, second: str) -> list:
+    """The card reference's readings at phases ``first`` and ``second`` on each card, paired per workload as
+    ((J, ci95_rel), (J, ci95_rel)): the same work in two processes, for process_sigma."""
+    by_card: dict = {}
+    for c in checks:
+        if c.get("status") == "ok":
+            by_card.setdefault(c["identity"]["gpu"]["uuid"], {})[c.get("phase")] = c["card_check"]["workloads"]
+    return [((w[first][k]["energy_per_call_j"], w[first][k]["ci95_rel"]),
+             (w[second][k]["energy_per_call_j"], w[second][k]["ci95_rel"]))
+            for w in by_card.values() if first in w and second in w for k in sorted(w[first])]
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
-           "spread", "measurements", "rel_diff"]
+           "spread", "measurements", "rel_diff", "reference_pairs"]

@@ -236,11 +236,7 @@ class HostProcesses:
 
 def ray_job(job: dict) -> dict:
     """A job in a Ray worker process of its own (max_calls=1): the same code as a host worker."""
-    lab = tasks.Lab(job.get("simulate", False), seed=tasks.job_seed(job))
-    try:
-        return tasks.run_job(job, lab)
-    finally:
-        lab.close()
+    return tasks.run_alone(job)
 
 
 class RayCluster:
@@ -311,12 +307,7 @@ def main(argv) -> int:
             return 0
         argv = line.split("\t")
     job_path, result_path = map(Path, argv)
-    job = json.loads(job_path.read_text())
-    lab = tasks.Lab(job.get("simulate", False), seed=tasks.job_seed(job))
-    try:
-        rec = tasks.run_job(job, lab)
-    finally:
-        lab.close()
+    rec = tasks.run_alone(json.loads(job_path.read_text()))
     tmp = result_path.with_name(result_path.name + ".tmp")
     tmp.write_text(json.dumps(rec, default=float))
     tmp.replace(result_path)

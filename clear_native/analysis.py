@@ -217,16 +217,20 @@ def energy_model_by_regime(records: dict) -> dict:
     return out
 
 
+def parts(report: dict) -> dict:
+    """{name: (energy J per call, its 95 % CI relative, GPU s per call)} of a ModelReport dict: the whole
+    model (as "whole model") and each group."""
+    w = report["whole"]
+    out = {"whole model": (w["energy_per_call_j"], w.get("ci95_rel", math.nan), w["gpu_time_per_call_s"])}
+    out.update({g["name"]: (g["energy_per_call_j"], g["ci95_rel"], g["gpu_time_per_call_s"]) for g in report["groups"]})
+    return out
+
+
 def across_processes(reports: list) -> list:
     """One measurement repeated in fresh processes (ModelReport dicts): for the whole model and each group,
     the mean energy per call, the spread between processes (relative standard deviation), the largest
     within-run 95 % CI, and the 95 % interval that combines both, sqrt(CI^2 + (1.96 sd)^2), which a
     further repeat on the same card should fall in."""
-    def parts(rep: dict) -> dict:
-        out = {"whole model": (rep["whole"]["energy_per_call_j"], rep["whole"]["ci95_rel"])}
-        out.update({g["name"]: (g["energy_per_call_j"], g["ci95_rel"]) for g in rep["groups"]})
-        return out
-
     each = [parts(r) for r in reports]
     names = [n for n in each[0] if all(n in e for e in each)] if each else []
     rows = []
