@@ -114,8 +114,8 @@ def this_card(args):
 
 def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
     """(Jobs, total, repeats, done): what this invocation runs, in order: each card's check, the tasks not yet
-    measured, the reference procedure, each card's closing check; repeats follow their first
-    measurement (Note [One writer], bench/workers.py)."""
+    measured and the reference procedure (on several GPUs the longest first), each card's closing check;
+    repeats follow their first measurement (Note [One writer], bench/workers.py)."""
     settings = {k: getattr(args, k) for k in SETTINGS}
     records = store.load(folder)
     done = store.done_ids(records, args.retry_failed)
@@ -127,10 +127,17 @@ def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
     for c in cards:
         if f"card_check/start/{c.uuid}" not in checked:
             jobs.add(_job("card_check", f"card_check/start/{c.uuid}", settings, args, card=c.uuid, phase="start"))
-    for t in tasks:
+    # On several GPUs the longest jobs start first (the reference procedure is the longest of all), so that
+    # the cards finish together; one GPU keeps the plan's order.
+    parallel = not isinstance(ex, workers.InProcess)
+    reference = not args.no_reference and not any(r.get("status") == "ok"
+                                                    for r in store.load(folder, store.REFERENCE))
+    if reference and parallel:
+        jobs.add(_job("reference", tasks_mod.REFERENCE_ID, settings, args))
+    for t in suite.longest_first(tasks) if parallel else tasks:
         if t.id not in done:
             jobs.add(_job("task", t.id, settings, args, task=t.to_dict()))
-    if not args.no_reference and not any(r.get("status") == "ok" for r in store.load(folder, store.REFERENCE)):
+    if reference and not parallel:
         jobs.add(_job("reference", tasks_mod.REFERENCE_ID, settings, args))
     for c in cards:
         if f"card_check/end/{c.uuid}" not in checked:

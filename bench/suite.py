@@ -227,6 +227,20 @@ def estimate_s(n_groups: int, trials: int, settle_s: float, window_s: float, ove
     return overhead_s + (n_groups + 1) * trials * (settle_s + window_s + 0.02)
 
 
+# Component groups a model of each family usually has (bench/run.py --dry-run counts them exactly).
+TYPICAL_GROUPS = {"encoder": 5, "vision": 5, "decoder": 6, "encoder-decoder": 9}
+
+
+def longest_first(tasks: list[Task], settle_s: float = 0.45, window_s: float = 0.2) -> list[Task]:
+    """``tasks`` with the longest expected first (stable), for runs on several GPUs: the last jobs to start are
+    then the short ones, so the cards finish together. Expected from the family's usual group count,
+    without tracing the model (a guess; an exact plan costs a second a task)."""
+    def expected(t: Task) -> float:
+        return estimate_s(TYPICAL_GROUPS[MODELS[t.model].family], 3, settle_s, window_s)
+
+    return sorted(tasks, key=expected, reverse=True)
+
+
 def as_list(value: str | None, default) -> list:
     if value is None:
         return list(default)
@@ -248,4 +262,4 @@ def repeats(tasks: list[Task]) -> list[Task]:
     return [Task(**{**asdict(t), "repeat": 1, "purpose": ("repeat",)}) for t in chosen]
 
 
-__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "QUICK_MODELS"]
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "longest_first", "QUICK_MODELS"]

@@ -48,6 +48,14 @@ def sim_card_gain(uuid: str) -> float:
     return 0.95 + 0.10 * (h % 1001) / 1000
 
 
+def model_class(job: dict) -> str | None:
+    """The transformers class a job builds (None: a job without a model of the study's)."""
+    if job.get("job") == "reference":
+        return suite.MODELS["bert-base"].cls
+    task = job.get("task") or {}
+    return suite.MODELS[task["model"]].cls if task.get("model") in suite.MODELS else None
+
+
 class Lab:
     """This process's measuring environment: libraries, device, backend and card identity.
     ``simulate``: the simulated GPU on the CPU, on the virtual clock (for testing the pipeline)."""

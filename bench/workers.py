@@ -61,6 +61,10 @@ class Jobs:
                 return job | {"profiles": dict(self.profiles)}
         return None
 
+    def peek(self, card: str | None) -> dict | None:
+        """The job take(card) would give now, left in the queue."""
+        return next((job for job in self._items if job.get("card") in (None, card)), None)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -105,21 +109,26 @@ class CudaLost(RuntimeError):
 # --------------------------------------------------------------------------- one process per job, per GPU
 
 
-def _spawn(card: Card, log_path: Path) -> subprocess.Popen:
-    """A worker process for ``card`` that imports what a job needs, then waits for its job on stdin
-    (Note [Spare workers])."""
+def _spawn(card: Card, log_path: Path, likely: dict | None = None) -> subprocess.Popen:
+    """A worker process for ``card`` that imports what a job needs (and the model class of ``likely``, the
+    job it will probably get), then waits for its job on stdin (Note [Spare workers])."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
+    hint = tasks.model_class(likely) if likely else None
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, str(WORKER), "-"], stdin=subprocess.PIPE, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True)
+        return subprocess.Popen([sys.executable, str(WORKER), "-", *([hint] if hint else [])], stdin=subprocess.PIPE,
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True)
 
 
 # Note [Spare workers]
 # ~~~~~~~~~~~~~~~~~~~~
-# A fresh process spends seconds importing PyTorch and transformers before it touches the GPU. So
-# while a card runs a job, the next process for that card is already started: it imports, then
-# waits on its stdin for a job (it has not started CUDA, so it carries no state of any job). The
-# next job on that card goes to it; a spare that died meanwhile is replaced by a new process.
+# A fresh process spends seconds importing PyTorch and transformers before it touches the GPU
+# (6.6 s on an H200 host, measured: .gpu probe of 2026-11-27; importing one model's transformers
+# module is 1-2 s more). So while a card runs a job, the next process for that card is already
+# started: it imports, and imports the model class of the job now first in the queue for that card
+# (a hint: another job may come, which then imports its own), then waits on its stdin for a job. It
+# does nothing on the GPU before its job comes: it has not started CUDA (a context being made on a
+# card while another process measures there could disturb that measurement), so it carries no state
+# of any job. The next job on that card goes to it; a spare that died meanwhile is replaced.
 
 
 class _Running:
@@ -196,7 +205,7 @@ class HostProcesses:
                               flush=True)
                         if len(jobs):
                             log = self.folder / f"spare.{card.uuid}.{w.proc.pid}.log"
-                            spares[card.uuid] = (_spawn(card, log), log)
+                            spares[card.uuid] = (_spawn(card, log, jobs.peek(card.uuid)), log)
                 if not running:
                     return
                 time.sleep(self.poll_s)
@@ -296,12 +305,14 @@ def _die_with_parent() -> None:
 
 
 def main(argv) -> int:
-    """`workers.py JOB RESULT`, or `workers.py -`: import first, then read "JOB\tRESULT" from stdin
-    (Note [Spare workers]); an empty stdin (a spare not needed) exits at once."""
+    """`workers.py JOB RESULT`, or `workers.py - [MODEL_CLASS]`: import first (the transformers class too),
+    then read "JOB\tRESULT" from stdin (Note [Spare workers]); an empty stdin (a spare not needed) exits."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
-    if argv == ["-"]:
-        tasks.gpu_libraries()  # the slow imports, before the job comes; CUDA is not started
+    if argv[:1] == ["-"]:
+        _, T = tasks.gpu_libraries()  # the slow imports, before the job comes; CUDA is not started
+        for name in argv[1:]:
+            getattr(T, name, None)  # transformers imports a model's module when its class is first asked for
         line = sys.stdin.readline().strip()
         if not line:
             return 0
