@@ -11,7 +11,7 @@ import numpy as np
 
 from clear_native.analysis import KIND_ORDER, SWEEP_X, by_kind, kind_ci, max_cv, sweep_rows
 
-FIGURES = ("energy_by_component", "j_per_flop", "shares", "cv_coverage", "sweeps")
+FIGURES = ("energy_by_component", "j_per_flop", "shares", "cv_coverage", "sweeps", "sweeps_per_flop")
 
 
 def _tick(task_id: str) -> str:
@@ -149,8 +149,8 @@ def _cv_coverage(plt, colors, ok, an, folder):
     return fig
 
 
-def _sweeps(plt, colors, ok, an, folder):
-    """Energy per token against each swept quantity, on numeric log axes (dtype: categorical), ± 95 % CI."""
+def _sweep_grid(plt, ok):
+    """(figure, [(axis, sweep name, its rows, x positions)]) for every sweep the records hold, or None."""
     sweeps = [n for n in SWEEP_X if sweep_rows(ok, n)]
     if not sweeps:
         return None
@@ -159,18 +159,11 @@ def _sweeps(plt, colors, ok, an, folder):
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows + 0.6), squeeze=False)
     for ax in axes.flat[len(sweeps):]:
         ax.set_visible(False)
-    csv_rows = []
+    panels = []
     for ax, name in zip(axes.flat, sweeps):
         rows = sweep_rows(ok, name)
         numeric = all(isinstance(r["x"], (int, float)) for r in rows)
         xs = [r["x"] for r in rows] if numeric else list(range(len(rows)))
-        per_tok = [r["energy_j"] / r["tokens"] * 1e3 for r in rows]
-        ax.errorbar(xs, per_tok, yerr=[r["ci95_j"] / r["tokens"] * 1e3 for r in rows], fmt="k-o", ms=3, capsize=2,
-                    label="whole model")
-        for k in sorted({k for r in rows for k in r["kinds"]}, key=KIND_ORDER.index):
-            ax.errorbar(xs, [r["kinds"].get(k, 0) / r["tokens"] * 1e3 for r in rows],
-                        yerr=[r["kind_ci"].get(k, 0) / r["tokens"] * 1e3 for r in rows], fmt="-o", ms=2, capsize=2,
-                        color=colors[k], label=k)
         if numeric:
             ax.set_xscale("log")
             ax.minorticks_off()
@@ -179,19 +172,80 @@ def _sweeps(plt, colors, ok, an, folder):
             ax.set_xticks(xs, [str(r["x"]) for r in rows])
         ax.set_yscale("log")
         ax.set_xlabel(SWEEP_X[name][1], fontsize=9)
+        panels.append((ax, name, rows, xs))
+    fig._cn_rect = (0, 0, 1, 1 - 0.5 / (3.6 * nrows + 0.6))
+    return fig, panels
+
+
+def _grid_legend(fig, panels) -> None:
+    handles = {lab: h for ax, *_ in panels for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=len(handles),
+               bbox_to_anchor=(0.5, 1.0))
+
+
+def _sweeps(plt, colors, ok, an, folder):
+    """Energy per token against each swept quantity, on numeric log axes (dtype: categorical), ± 95 % CI."""
+    grid = _sweep_grid(plt, ok)
+    if grid is None:
+        return None
+    fig, panels = grid
+    csv_rows = []
+    for ax, name, rows, xs in panels:
+        per_tok = [r["energy_j"] / r["tokens"] * 1e3 for r in rows]
+        ax.errorbar(xs, per_tok, yerr=[r["ci95_j"] / r["tokens"] * 1e3 for r in rows], fmt="k-o", ms=3, capsize=2,
+                    label="whole model")
+        for k in sorted({k for r in rows for k in r["kinds"]}, key=KIND_ORDER.index):
+            ax.errorbar(xs, [r["kinds"].get(k, 0) / r["tokens"] * 1e3 for r in rows],
+                        yerr=[r["kind_ci"].get(k, 0) / r["tokens"] * 1e3 for r in rows], fmt="-o", ms=2, capsize=2,
+                        color=colors[k], label=k)
         ax.set_ylabel("mJ per token", fontsize=9)
         csv_rows += [{"sweep": name, "x": r["x"], "task": r["task"], "tokens": r["tokens"], "energy_mj": r["energy_j"] * 1e3,
                       "ci95_mj": r["ci95_j"] * 1e3, "mj_per_token": p} for r, p in zip(rows, per_tok)]
-    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=len(handles),
-               bbox_to_anchor=(0.5, 1.0))
-    fig._cn_rect = (0, 0, 1, 1 - 0.5 / (3.6 * nrows + 0.6))
+    _grid_legend(fig, panels)
     _csv(folder, "sweeps", csv_rows)
     return fig
 
 
+PER_FLOP_KINDS = ("self_attention", "cross_attention", "mlp")
+
+
+def _sweeps_per_flop(plt, colors, ok, an, folder):
+    """Energy per FLOP of attention and the feed-forward against each swept quantity (± 95 % CI), with the attention
+    premium (self-attention's pJ/FLOP over the feed-forward's) printed above each point. Kinds whose FLOPs are a
+    trifle of their work (embeddings and rotary tables, norms, poolers at batch 1) are left out: at 1e2-1e7
+    pJ/FLOP they would squeeze the comparison the figure is for; their energy per token is in ``sweeps``."""
+    grid = _sweep_grid(plt, ok)
+    if grid is None:
+        return None
+    fig, panels = grid
+    csv_rows = []
+    for ax, name, rows, xs in panels:
+        kinds = [k for k in PER_FLOP_KINDS if any(r["kind_flops"].get(k, 0) > 0 for r in rows)]
+        for k in kinds:
+            pts = [(x, r["kinds"][k] / r["kind_flops"][k] * 1e12, r["kind_ci"].get(k, 0) / r["kind_flops"][k] * 1e12)
+                   for x, r in zip(xs, rows) if r["kind_flops"].get(k, 0) > 0]
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="-o", ms=2, capsize=2,
+                        color=colors[k], label=k)
+            csv_rows += [{"sweep": name, "x": r["x"], "task": r["task"], "kind": k, "energy_mj": r["kinds"][k] * 1e3,
+                          "flops": r["kind_flops"][k], "pj_per_flop": r["kinds"][k] / r["kind_flops"][k] * 1e12,
+                          "ci95_pj_per_flop": r["kind_ci"].get(k, 0) / r["kind_flops"][k] * 1e12}
+                         for r in rows if r["kind_flops"].get(k, 0) > 0]
+        premium = an["premium_by_sweep"].get(name, {}).get("per_task", {})
+        for x, r in zip(xs, rows):
+            if r["task"] in premium:
+                y = r["kinds"]["self_attention"] / r["kind_flops"]["self_attention"] * 1e12
+                ax.annotate(f"{premium[r['task']]:.2f}x", (x, y), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=7)
+        ax.set_ylabel("pJ per FLOP", fontsize=9)
+        ax.margins(y=0.15)
+    _grid_legend(fig, panels)
+    fig.suptitle("labels: attention's pJ/FLOP over the feed-forward's", fontsize=8, y=0.0, va="bottom")
+    _csv(folder, "sweeps_per_flop", csv_rows)
+    return fig
+
+
 _DRAW = {"energy_by_component": _energy_by_component, "j_per_flop": _j_per_flop, "shares": _shares,
-         "cv_coverage": _cv_coverage, "sweeps": _sweeps}
+         "cv_coverage": _cv_coverage, "sweeps": _sweeps, "sweeps_per_flop": _sweeps_per_flop}
 
 
 def draw(folder: Path, ok: dict, an: dict) -> list[str]:

@@ -145,7 +145,7 @@ def analyse(ok: dict) -> dict:
             "energy_model_by_regime": energy_model_by_regime(suite),
             "attention_premium": attention_premium(prefill),
             "premium_by_sweep": {s: attention_premium({t: r for t, r in ok.items()
-                                                       if f"sweep:{s}" in r["task"]["purpose"]}) for s in ("batch", "seq")},
+                                                       if f"sweep:{s}" in r["task"]["purpose"]}) for s in SWEEP_X},
             "explained_range": _span([a["explained_coverage"] for a in cov]),
             "coverage_range": _span([a["coverage"] for a in cov]),
             "component_cv_range": _span([g["cv"] for r in rows for g in r["report"]["groups"]]),
@@ -171,6 +171,7 @@ def sweep_rows(ok: dict, name: str) -> list[dict]:
         out.append({"x": x, "task": t["id"], "tokens": tokens(t), "energy_j": rep["whole"]["energy_per_call_j"],
                     "ci95_j": rep["whole"]["energy_per_call_ci95_j"], "time_s": rep["whole"]["gpu_time_per_call_s"],
                     "kinds": {k: v[0] for k, v in kinds.items()},
+                    "kind_flops": {k: float(v[2]) for k, v in kinds.items()},
                     "kind_ci": {k: kind_ci(rep, k) for k in kinds},
                     "explained": rep["accounting"]["explained_coverage"]})
     order = {"fp32": 0, "fp16": 1, "bf16": 2}

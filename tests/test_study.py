@@ -6,6 +6,7 @@ energy model E = a·FLOPs + b·bytes + P·t (with the FLOPs and bytes the dry ru
 plans), so the report's fit can be checked against the truth.
 """
 
+import csv
 import json
 import math
 import sys
@@ -231,6 +232,18 @@ def test_report_from_records_recovers_the_energy_model(tmp_path, fake):
     # The coverage arithmetic of the fake: components + glue + gaps = whole model.
     rec = store.load(folder)[0]["report"]["accounting"]
     assert rec["explained_coverage"] == pytest.approx(1.0, rel=1e-9)
+    # The per-FLOP sweep figure's data: each kind's energy over its FLOPs, from the raw groups; attention and
+    # feed-forward only (a rotary table's or a pooler's pJ/FLOP would squeeze the axis).
+    reports = {r["task"]["id"]: r["report"] for r in store.load(folder)}
+    with open(folder / "sweeps_per_flop.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["sweep"] for r in rows} == {"batch", "kv", "dtype"}
+    assert {r["kind"] for r in rows} <= {"self_attention", "cross_attention", "mlp"}
+    assert {r["kind"] for r in rows} >= {"self_attention", "mlp"}
+    for r in rows:
+        gs = [g for g in reports[r["task"]]["groups"] if g["kind"] == r["kind"]]
+        pj = sum(g["occurrences"] * g["energy_per_call_j"] for g in gs) / sum(g["occurrences"] * g["flops"] for g in gs)
+        assert float(r["pj_per_flop"]) == pytest.approx(pj * 1e12, rel=1e-9)
 
 
 def test_report_only_without_records_says_what_to_do(tmp_path, capsys):
