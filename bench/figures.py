@@ -177,20 +177,26 @@ def _sweep_grid(plt, ok):
     return fig, panels
 
 
-def _grid_legend(fig, panels) -> None:
-    handles = {lab: h for ax, *_ in panels for h, lab in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=len(handles),
-               bbox_to_anchor=(0.5, 1.0))
-
-
-def _sweeps(plt, colors, ok, an, folder):
-    """Energy per token against each swept quantity, on numeric log axes (dtype: categorical), ± 95 % CI."""
+def _sweep_figure(plt, ok, folder, name: str, panel):
+    """A grid of every sweep's panel: ``panel(ax, sweep, rows, xs)`` draws one and returns its CSV rows, written
+    as ``name``.csv; one legend over the grid."""
     grid = _sweep_grid(plt, ok)
     if grid is None:
         return None
     fig, panels = grid
     csv_rows = []
-    for ax, name, rows, xs in panels:
+    for ax, sweep, rows, xs in panels:
+        csv_rows += panel(ax, sweep, rows, xs)
+    handles = {lab: h for ax, *_ in panels for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=len(handles),
+               bbox_to_anchor=(0.5, 1.0))
+    _csv(folder, name, csv_rows)
+    return fig
+
+
+def _sweeps(plt, colors, ok, an, folder):
+    """Energy per token against each swept quantity, on numeric log axes (dtype: categorical), ± 95 % CI."""
+    def panel(ax, name, rows, xs):
         per_tok = [r["energy_j"] / r["tokens"] * 1e3 for r in rows]
         ax.errorbar(xs, per_tok, yerr=[r["ci95_j"] / r["tokens"] * 1e3 for r in rows], fmt="k-o", ms=3, capsize=2,
                     label="whole model")
@@ -199,11 +205,10 @@ def _sweeps(plt, colors, ok, an, folder):
                         yerr=[r["kind_ci"].get(k, 0) / r["tokens"] * 1e3 for r in rows], fmt="-o", ms=2, capsize=2,
                         color=colors[k], label=k)
         ax.set_ylabel("mJ per token", fontsize=9)
-        csv_rows += [{"sweep": name, "x": r["x"], "task": r["task"], "tokens": r["tokens"], "energy_mj": r["energy_j"] * 1e3,
-                      "ci95_mj": r["ci95_j"] * 1e3, "mj_per_token": p} for r, p in zip(rows, per_tok)]
-    _grid_legend(fig, panels)
-    _csv(folder, "sweeps", csv_rows)
-    return fig
+        return [{"sweep": name, "x": r["x"], "task": r["task"], "tokens": r["tokens"], "energy_mj": r["energy_j"] * 1e3,
+                 "ci95_mj": r["ci95_j"] * 1e3, "mj_per_token": p} for r, p in zip(rows, per_tok)]
+
+    return _sweep_figure(plt, ok, folder, "sweeps", panel)
 
 
 PER_FLOP_KINDS = ("self_attention", "cross_attention", "mlp")
@@ -214,22 +219,17 @@ def _sweeps_per_flop(plt, colors, ok, an, folder):
     premium (self-attention's pJ/FLOP over the feed-forward's) printed above each point. Kinds whose FLOPs are a
     trifle of their work (embeddings and rotary tables, norms, poolers at batch 1) are left out: at 1e2-1e7
     pJ/FLOP they would squeeze the comparison the figure is for; their energy per token is in ``sweeps``."""
-    grid = _sweep_grid(plt, ok)
-    if grid is None:
-        return None
-    fig, panels = grid
-    csv_rows = []
-    for ax, name, rows, xs in panels:
-        kinds = [k for k in PER_FLOP_KINDS if any(r["kind_flops"].get(k, 0) > 0 for r in rows)]
-        for k in kinds:
+    def panel(ax, name, rows, xs):
+        out = []
+        for k in [k for k in PER_FLOP_KINDS if any(r["kind_flops"].get(k, 0) > 0 for r in rows)]:
             pts = [(x, r["kinds"][k] / r["kind_flops"][k] * 1e12, r["kind_ci"].get(k, 0) / r["kind_flops"][k] * 1e12)
                    for x, r in zip(xs, rows) if r["kind_flops"].get(k, 0) > 0]
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="-o", ms=2, capsize=2,
                         color=colors[k], label=k)
-            csv_rows += [{"sweep": name, "x": r["x"], "task": r["task"], "kind": k, "energy_mj": r["kinds"][k] * 1e3,
-                          "flops": r["kind_flops"][k], "pj_per_flop": r["kinds"][k] / r["kind_flops"][k] * 1e12,
-                          "ci95_pj_per_flop": r["kind_ci"].get(k, 0) / r["kind_flops"][k] * 1e12}
-                         for r in rows if r["kind_flops"].get(k, 0) > 0]
+            out += [{"sweep": name, "x": r["x"], "task": r["task"], "kind": k, "energy_mj": r["kinds"][k] * 1e3,
+                     "flops": r["kind_flops"][k], "pj_per_flop": r["kinds"][k] / r["kind_flops"][k] * 1e12,
+                     "ci95_pj_per_flop": r["kind_ci"].get(k, 0) / r["kind_flops"][k] * 1e12}
+                    for r in rows if r["kind_flops"].get(k, 0) > 0]
         premium = an["premium_by_sweep"].get(name, {}).get("per_task", {})
         for x, r in zip(xs, rows):
             if r["task"] in premium:
@@ -238,9 +238,11 @@ def _sweeps_per_flop(plt, colors, ok, an, folder):
                             ha="center", fontsize=7)
         ax.set_ylabel("pJ per FLOP", fontsize=9)
         ax.margins(y=0.15)
-    _grid_legend(fig, panels)
-    fig.suptitle("labels: attention's pJ/FLOP over the feed-forward's", fontsize=8, y=0.0, va="bottom")
-    _csv(folder, "sweeps_per_flop", csv_rows)
+        return out
+
+    fig = _sweep_figure(plt, ok, folder, "sweeps_per_flop", panel)
+    if fig is not None:
+        fig.suptitle("labels: attention's pJ/FLOP over the feed-forward's", fontsize=8, y=0.0, va="bottom")
     return fig
 
 
