@@ -6,10 +6,28 @@ same code is tested on the CPU against the synthetic sensor and run on the GPU:
 - time_per_call_s(item), prepare(item, unroll), run(handle, launches), load(s), awake_idle(s);
 - capture(fn, *args, name=, **kwargs): what measure() takes for a callable;
 - l2_bytes(model), kernel_times_s(model, components, inputs, kw), in_context (bool);
+- launch_state() (optional): GPU time per tiny kernel in a graph now, with what else the card can tell of
+  its state (Note [Launch-latency state]);
 - source (a power source), info (the card), identity (the profile cache key), kind.
 """
 
 from __future__ import annotations
+
+# Note [Launch-latency state]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Measured on H200s (driver 580.159.04, 2026-11-27): a card runs the same graph of short kernels in
+# one of two states, ~20 % apart in GPU time, at the same SM clock (1980 MHz), memory clock (3201
+# MHz), P-state (P0) and with no clocks-event reason set. GPT-2's decode step: 692 vs 814 µs; a graph
+# of 200 one-element-block adds: 0.96 vs 1.21 µs per kernel. A card can switch while a process runs
+# (once seen after ~25 s of replays, then held for the remaining 45 s); of 6 fresh processes on two
+# cards, 5 began in the slow state. Light, latency-bound parts move with it (the study's repeats on
+# one card: +7 to +22 % GPU time, +7 to +16 % energy, dynamic energy +2 to +8 %), while work of
+# tens of µs per kernel and more does not (t5-small's parts within 0.3 % in time, 1.1 % in energy).
+# Its cause is not known (not the clocks NVML reports; the PCIe link's power state is one guess to
+# test: launch_state() reads the link's generation and width, and the clocks, with each latency). So
+# measure() reads the state before and after the trials and records it with the run
+# (MeasureRun.launch_state), and the reports split repeats whose GPU time held from those whose time
+# moved.
 
 from . import clock
 from ._native import core
@@ -29,8 +47,10 @@ class GpuBackend:
             raise ClearNativeError("a GPU runs on the real clock: leave clock.virtual() before measuring a GPU")
         self.device = device
         self.info = gpu_info(device).to_dict()
-        self.source = core.NvmlSource(nvml_device(device))
+        self._nvml = nvml_device(device)
+        self.source = core.NvmlSource(self._nvml)
         self._unrolled: dict = {}
+        self._latency_graph = None
 
     @property
     def identity(self) -> str:
@@ -81,6 +101,41 @@ class GpuBackend:
         from .work import kernel_times_s
 
         return kernel_times_s(model, components, inputs, kw)
+
+    def launch_state(self) -> dict:
+        """The card's launch-latency state now (Note [Launch-latency state]): ``latency_s``, the GPU time per kernel
+        of a graph of tiny kernels, and the clocks and PCIe link NVML reports right after (0: NVML cannot tell)."""
+        latency = self._tiny_kernel_s()
+        d = self._nvml
+        return {"latency_s": latency, "sm_clock_mhz": d.sm_clock_mhz, "memory_clock_mhz": d.memory_clock_mhz,
+                "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width}
+
+    def _tiny_kernel_s(self, kernels: int = 200, replays: int = 20) -> float:
+        """GPU time per kernel of a CUDA graph of tiny kernels (one add on 1 KiB each). About 5 ms of GPU time."""
+        import torch
+
+        with torch.cuda.device(self.device):
+            if self._latency_graph is None:
+                y = torch.zeros(256, device=f"cuda:{self.device}")
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    y.add_(1)  # warm-up off the capture, as torch.cuda.graph asks
+                torch.cuda.current_stream().wait_stream(side)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(kernels):
+                        y.add_(1)
+                self._latency_graph = (g, y, kernels)
+            g, _, n = self._latency_graph
+            g.replay()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                g.replay()
+            end.record()
+            end.synchronize()
+        return start.elapsed_time(end) * 1e-3 / (n * replays)
 
     def _eager(self, cap, calls: int) -> ReplayResult:
         import torch

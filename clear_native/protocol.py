@@ -18,7 +18,7 @@ cross-checks the integral of the samples.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -67,6 +67,7 @@ class _Run:
     idle_window: tuple | None = None
     awake_window: tuple | None = None
     stop_reason: str = "every capture reached its target"
+    launch_state: list = field(default_factory=list)
 
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
@@ -114,7 +115,9 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         st.trials = _plan(st, items, window_s, launch_s)                            # plan
         _warm_up(st, st.trials[0], max_warmup_s)                                    # warm-up
         _awake_baseline(st, window_s)                                               # baselines: awake idle
+        _launch_state(st)
         _run_trials(st, budget_s)                                                   # trials
+        _launch_state(st)
     except BaseException as exc:  # noqa: BLE001 - stop the sampler, keep what was measured, re-raise
         error = exc
     return _finish(st, error, dict(target_ci_rel=target_ci_rel, min_trials=min_trials, max_trials=max_trials,
@@ -171,6 +174,21 @@ def _awake_baseline(st: _Run, window_s: float) -> None:
     """Phase baselines (awake idle): empty kernels launched back-to-back."""
     awake = st.backend.awake_idle(st.profile.settle_s + window_s)
     st.awake_window = _steady_window(awake, st.profile.settle_s, st.tail_s)
+
+
+def _launch_state(st: _Run) -> None:
+    """The card's launch-latency state now, where the backend can tell (Note [Launch-latency state], backend.py)."""
+    probe = getattr(st.backend, "launch_state", None)
+    if probe is None:
+        return
+    try:
+        state = dict(probe())
+    except Exception as exc:  # noqa: BLE001 - a diagnostic: it never costs the measurement
+        st.launch_state.append({"latency_s": math.nan, "error": f"{type(exc).__name__}: {exc}"})
+        st.say(f"launch latency not read: {type(exc).__name__}: {exc}")
+        return
+    st.launch_state.append(state)
+    st.say(f"launch latency {state['latency_s'] * 1e6:.3f} µs per graph kernel")
 
 
 def _run_trials(st: _Run, budget_s: float) -> None:
@@ -232,6 +250,7 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
     run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, st.awake_window, baseline,
                      st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
                      clock.now_s() - st.t_begin, settings)
+    run.launch_state = list(st.launch_state)
     if error is not None:
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error

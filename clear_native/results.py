@@ -71,6 +71,10 @@ class MeasureRun:
     wall_s: float
     stop_reason: str
     settings: dict
+    # The card's launch-latency state before and after the trials (Note [Launch-latency state]): dicts with
+    # latency_s, the GPU time per tiny kernel in a graph (NaN: not read), and what else the backend tells
+    # (clocks, PCIe link); empty where the backend has no probe.
+    launch_state: list = field(default_factory=list)
 
     def __getitem__(self, key):
         if isinstance(key, int):

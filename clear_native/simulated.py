@@ -104,6 +104,11 @@ class SimulatedBackend:
         ends = tuple(span_s * (i + 1) / launches for i in range(launches))
         return ReplayResult(span_s, launches, launches * unroll, t0, t1, launch_end_s=ends)
 
+    def launch_state(self) -> dict:
+        """A tiny kernel in a graph as the cost model prices it: its shortest kernel plus the gap after it
+        (Note [Launch-latency state], backend.py). Takes no simulated time (a real probe takes ~5 ms)."""
+        return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s}
+
     def load(self, duration_s: float) -> ReplayResult:
         t0, t1 = self._hold(self.load_w, duration_s)
         return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)

@@ -132,7 +132,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("name", &cn::NvmlDevice::name)
       .def_property_readonly("uuid", &cn::NvmlDevice::uuid)
       .def_property_readonly("pci_bus_id", &cn::NvmlDevice::pci_bus_id)
-      .def_property_readonly("power_limit_mw", &cn::NvmlDevice::power_limit_mw);
+      .def_property_readonly("power_limit_mw", &cn::NvmlDevice::power_limit_mw)
+      .def_property_readonly("sm_clock_mhz", [](const cn::NvmlDevice& d) { return d.clock_mhz(NVML_CLOCK_SM); })
+      .def_property_readonly("memory_clock_mhz", [](const cn::NvmlDevice& d) { return d.clock_mhz(NVML_CLOCK_MEM); })
+      .def_property_readonly("pcie_link_generation", &cn::NvmlDevice::pcie_link_generation)
+      .def_property_readonly("pcie_link_width", &cn::NvmlDevice::pcie_link_width);
 
   py::class_<cn::PowerSource, std::shared_ptr<cn::PowerSource>>(m, "PowerSource")
       .def("describe", &cn::PowerSource::describe)

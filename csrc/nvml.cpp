@@ -114,6 +114,31 @@ unsigned int NvmlDevice::power_limit_mw() const {
   return mw;
 }
 
+unsigned int NvmlDevice::clock_mhz(nvmlClockType_t which) const {
+  unsigned int mhz = 0;
+  return nvml().nvmlDeviceGetClockInfo(handle_, which, &mhz) == NVML_SUCCESS ? mhz : 0;
+}
+
+unsigned int NvmlDevice::pcie_link_generation() const {
+  const auto& api = nvml();
+  unsigned int gen = 0;
+  if (api.nvmlDeviceGetCurrPcieLinkGeneration == nullptr ||
+      api.nvmlDeviceGetCurrPcieLinkGeneration(handle_, &gen) != NVML_SUCCESS) {
+    return 0;
+  }
+  return gen;
+}
+
+unsigned int NvmlDevice::pcie_link_width() const {
+  const auto& api = nvml();
+  unsigned int width = 0;
+  if (api.nvmlDeviceGetCurrPcieLinkWidth == nullptr ||
+      api.nvmlDeviceGetCurrPcieLinkWidth(handle_, &width) != NVML_SUCCESS) {
+    return 0;
+  }
+  return width;
+}
+
 std::string nvml_driver_version() {
   char buf[kNvmlStringBuffer] = {};
   nvml_check(nvml().nvmlSystemGetDriverVersion(buf, sizeof buf), "nvmlSystemGetDriverVersion");

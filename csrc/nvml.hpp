@@ -43,6 +43,11 @@ class NvmlDevice {
   const std::string& pci_bus_id() const noexcept { return pci_bus_id_; }
   // Enforced power limit in mW, or 0 where NVML cannot tell.
   unsigned int power_limit_mw() const;
+  // What the card runs at now, for telling its states apart (Note [Launch-latency state],
+  // clear_native/backend.py); each 0 where NVML cannot tell.
+  unsigned int clock_mhz(nvmlClockType_t which) const;
+  unsigned int pcie_link_generation() const;
+  unsigned int pcie_link_width() const;
 
  private:
   NvmlDevice(nvmlDevice_t handle, std::string bus_id) : handle_(handle), pci_bus_id_(std::move(bus_id)) {}

@@ -99,6 +99,8 @@ constexpr unsigned int kNvmlStringBuffer = 96;        // NVML_DEVICE_{NAME,UUID}
   X(nvmlDeviceGetPowerManagementLimit, nvmlReturn_t (*)(nvmlDevice_t, unsigned int*))       \
   X(nvmlDeviceGetCurrentClocksEventReasons, nvmlReturn_t (*)(nvmlDevice_t, unsigned long long*)) \
   X(nvmlDeviceGetCurrentClocksThrottleReasons,                                              \
-    nvmlReturn_t (*)(nvmlDevice_t, unsigned long long*))
+    nvmlReturn_t (*)(nvmlDevice_t, unsigned long long*))                                    \
+  X(nvmlDeviceGetCurrPcieLinkGeneration, nvmlReturn_t (*)(nvmlDevice_t, unsigned int*))     \
+  X(nvmlDeviceGetCurrPcieLinkWidth, nvmlReturn_t (*)(nvmlDevice_t, unsigned int*))
 
 }  // namespace cn

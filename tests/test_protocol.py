@@ -268,3 +268,40 @@ def test_protocol_at_the_hopper_time_scale():
     assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, backend.awake_w), rel=0.01)
     assert m.samples_per_trial >= 20
     assert abs(run.counter_vs_samples_rel) < 0.03
+
+
+class SwitchingBackend(cn.SimulatedBackend):
+    """A card whose launch-latency state is read from a list, one value a probe (Note [Launch-latency state])."""
+
+    def __init__(self, *a, states=(), **k):
+        super().__init__(*a, **k)
+        self.states = list(states)
+
+    def launch_state(self):
+        value = self.states.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return {"latency_s": value, "pcie_generation": 5 if value < 1e-6 else 1}
+
+
+def test_the_launch_latency_state_is_read_before_and_after_the_trials():
+    call = cn.SimulatedCall("part", kernel_s=20e-6, power_w=300.0)
+    # The slow state at the start, the fast one at the end (as an H200 was seen to switch mid-process).
+    backend = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[1.21e-6, 0.96e-6])
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    run = cn.measure([call], backend=backend, profile=profile, min_trials=3, **KW)
+    assert run.launch_state == [{"latency_s": 1.21e-6, "pcie_generation": 1},
+                                {"latency_s": 0.96e-6, "pcie_generation": 5}] and backend.states == []
+    assert run.to_dict()["launch_state"] == run.launch_state
+    # The simulated card's own probe: its shortest kernel plus the gap after it, at both ends.
+    plain = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    run = cn.measure([call], backend=plain, profile=profile, min_trials=3, **KW)
+    assert run.launch_state == [{"latency_s": plain.costs.min_kernel_s + plain.costs.gap_s}] * 2
+    # A probe that fails costs the measurement nothing: the state reads NaN with the reason, the trials stand.
+    broken = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[RuntimeError("no graph"), 1e-6])
+    run = cn.measure([call], backend=broken, profile=profile, min_trials=3, **KW)
+    assert math.isnan(run.launch_state[0]["latency_s"]) and run.launch_state[0]["error"] == "RuntimeError: no graph"
+    assert run.launch_state[1]["latency_s"] == 1e-6
+    assert run["part"].trials >= 3
+    assert run["part"].energy_per_call_j == pytest.approx(call.true_energy_per_call_j(run["part"].unroll, 110.0),
+                                                          rel=0.02)
