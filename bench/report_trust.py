@@ -49,6 +49,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
         L.append(f"- **Repeatability** (same card): {len({p['task'] for p in long})} tasks measured again at the run's "
                  f"end {how}: their parts of >= 5 µs and whole models moved by at most {_pc(max(d))} (RMS "
                  f"{_pc(math.sqrt(statistics.fmean(x * x for x in d)))}, {len(d)} pairs).")
+        L += _by_time_state(long, ok, repeats)
     if ref_pairs:
         L.append(f"  The card reference at the run's start and end ({len(ref_pairs)} readings) gives the repeatability "
                  f"layer sigma_p = {_pc(sigma_p)} (Note [The reported interval], bench/uncertainty.py).")
@@ -58,7 +59,39 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
         L.append(f"- **The interval to read a number with**: sqrt(CI^2 + (1.96 sigma_p)^2) on this card; add (1.96 "
                  f"sigma_c)^2 for another card of this kind. A part with the median CI ({_pc(ex)}) reads ± "
                  f"{_pc(U.interval(ex, sigma_p))} on this card.")
+        moved = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2]))
+                                 for p in long])["time_moved"]
+        if moved["n"]:
+            L.append(f"  It holds for work whose GPU time does not depend on the launch-latency state; a light, "
+                     f"latency-bound part (a few µs per kernel) can read up to {_pc(moved['max_rel'])} apart in two "
+                     "processes (above), and this interval does not cover that.")
     return L + [""]
+
+
+def _by_time_state(long: list, ok: dict, repeats: list) -> list:
+    """The repeats split by whether their GPU time per call held (Note [Launch-latency state]), with the probe's
+    readings where the records have them."""
+    split = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2])) for p in long])
+    held, moved = split["time_held"], split["time_moved"]
+    if not moved["n"]:
+        return []
+    L = [f"  Where the GPU time per call held (within {U.TIME_MOVED * 100:.0f} %; {held['n']} pairs) the energy moved at most "
+         f"{_pc(held['max_rel'])}; where it moved ({moved['n']} pairs, the light parts of "
+         + ", ".join(sorted({p["task"] for p in long if abs(U.rel_diff(p["a"][2], p["b"][2])) >= U.TIME_MOVED}))
+         + f") the energy moved with it, at most {_pc(moved['max_rel'])}: the card's launch-latency state "
+         "(Note [Launch-latency state], clear_native/backend.py), which no card factor removes."]
+    states = []
+    for r in repeats:
+        first = ok.get(r["task"]["id"].rsplit("/repeat", 1)[0])
+        a = [x["latency_s"] for x in (first or {}).get("report", {}).get("run", {}).get("launch_state") or []]
+        b = [x["latency_s"] for x in r.get("report", {}).get("run", {}).get("launch_state") or []]
+        if a and b:
+            states.append(f"{first['task']['id']}: " + "/".join(f"{x * 1e6:.2f}" for x in a) + " then "
+                          + "/".join(f"{x * 1e6:.2f}" for x in b))
+    if states:
+        L.append("  Launch latency (µs per graph kernel, before/after the trials), first measurement then repeat: "
+                 + "; ".join(states) + ".")
+    return L
 
 
 def _across_cards(checks: list) -> list:

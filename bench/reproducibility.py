@@ -86,7 +86,8 @@ def analyse(recs: list) -> dict:
         for c, rs in by_card.items():
             if 0 in rs and 1 in rs:
                 d = U.rel_diff(rs[0][0], rs[1][0])
-                repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s})
+                repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
+                               "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2])})
                 if t_s >= MIN_TIME_S:
                     pairs_long.append((rs[0][:2], rs[1][:2]))
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
@@ -99,6 +100,7 @@ def analyse(recs: list) -> dict:
     out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
     out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
     out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
+    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long])
     out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_pairs"] = len(pairs_long)
     out |= _cards(checks, rows, cards)
@@ -181,6 +183,10 @@ def markdown(an: dict, ident: dict) -> str:
          f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
          "model between two fresh processes on one card |",
          f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
+         *[f"| ... where the GPU time {'held' if k == 'time_held' else 'moved'} | {pc(v['max_rel'])} (RMS "
+           f"{pc(v['rms_rel'])}, {v['n']} pairs) | GPU time per call within / beyond {U.TIME_MOVED * 100:.0f} % between the "
+           "two processes (Note [Launch-latency state]) |"
+           for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
          f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
          f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "
          "stated 95 % interval (Note [The reported interval]) |",

@@ -143,3 +143,19 @@ def reference_pairs(checks: list, first: str, second: str) -> list:
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
            "spread", "measurements", "rel_diff", "reference_pairs"]
+
+
+# A repeat whose GPU time per call moved by this much or more ran in the other launch-latency state
+# (Note [Launch-latency state], clear_native/backend.py): its energy moves with its time.
+TIME_MOVED = 0.02
+
+
+def by_time_state(diffs: list) -> dict:
+    """Repeats split by whether their GPU time per call held: ``diffs`` is [(energy rel diff, time rel diff)];
+    for "time_held" and "time_moved": how many, and the largest and RMS |energy change|."""
+    out = {}
+    for key, keep in (("time_held", lambda t: abs(t) < TIME_MOVED), ("time_moved", lambda t: abs(t) >= TIME_MOVED)):
+        d = [abs(e) for e, t in diffs if keep(t)]
+        out[key] = {"n": len(d), "max_rel": max(d, default=math.nan),
+                    "rms_rel": math.sqrt(sum(x * x for x in d) / len(d)) if d else math.nan}
+    return out

@@ -101,3 +101,38 @@ def test_the_temperature_slope_comes_from_each_trials_temperature():
     mean_e = statistics.fmean(e for _, e in trials)
     assert thermal_slope(trials) == pytest.approx(100 * 0.001 * 10 / mean_e)
     assert math.isnan(thermal_slope([(50.0, 1.0), (51.0, 1.01), (52.0, 1.02)]))  # a 2 °C span says nothing
+
+
+def test_repeats_are_split_by_whether_their_gpu_time_held():
+    # (energy change, GPU-time change) of five repeats: two held their time, three moved with the launch state.
+    diffs = [(0.004, 0.001), (-0.010, -0.015), (0.16, 0.21), (0.07, 0.07), (-0.12, -0.17)]
+    split = U.by_time_state(diffs)
+    assert split["time_held"]["n"] == 2 and split["time_held"]["max_rel"] == pytest.approx(0.010)
+    assert split["time_held"]["rms_rel"] == pytest.approx(math.sqrt((0.004 ** 2 + 0.010 ** 2) / 2))
+    assert split["time_moved"]["n"] == 3 and split["time_moved"]["max_rel"] == pytest.approx(0.16)
+    assert math.isnan(U.by_time_state([(0.01, 0.0)])["time_moved"]["max_rel"])
+
+
+def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
+    from bench import report_trust
+
+    def rec(task, pid, parts, latency):  # parts: {name: (J, GPU s)}
+        groups = [{"name": n, "energy_per_call_j": e, "ci95_rel": 0.002, "gpu_time_per_call_s": t, "occurrences": 1}
+                  for n, (e, t) in parts.items() if n != "whole"]
+        e, t = parts["whole"]
+        return {"task": {"id": task}, "pid": pid, "identity": {"gpu": {"uuid": "GPU-a"}}, "status": "ok",
+                "report": {"groups": groups, "whole": {"energy_per_call_j": e, "energy_per_call_ci95_j": 0.002 * e,
+                                                       "gpu_time_per_call_s": t},
+                           "run": {"launch_state": [{"latency_s": x} for x in latency]}}}
+
+    light = "gpt2/decode/b1kv512/bf16"
+    heavy = "t5-small/prefill/b8s128/bf16"
+    ok = {light: rec(light, 1, {"mlp": (4.0e-3, 19.0e-6), "whole": (0.124, 692e-6)}, [0.96e-6, 0.96e-6]),
+          heavy: rec(heavy, 2, {"attn": (50e-3, 156e-6), "whole": (0.70, 2344e-6)}, [1.21e-6, 1.21e-6])}
+    repeats = [rec(light + "/repeat1", 3, {"mlp": (4.6e-3, 23.1e-6), "whole": (0.140, 809e-6)}, [1.21e-6, 1.20e-6]),
+               rec(heavy + "/repeat1", 4, {"attn": (50.2e-3, 156.1e-6), "whole": (0.705, 2344.5e-6)}, [1.2e-6, 1.2e-6])]
+    text = "\n".join(report_trust.uncertainty(ok, repeats, []))
+    assert "at most 15.00 %" in text  # the light MLP: 4.6 / 4.0 - 1
+    assert "held (within 2 %; 2 pairs) the energy moved at most 0.71 %" in text  # t5's whole: 0.705 / 0.70 - 1
+    assert f"the light parts of {light})" in text and heavy not in text.split("where it moved")[1].split(")")[0]
+    assert f"{light}: 0.96/0.96 then 1.21/1.20" in text
