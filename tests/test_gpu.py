@@ -263,3 +263,15 @@ def test_a_tensor_parallel_region_over_two_gpus_is_metered_per_gpu_and_in_total(
         assert p["energy_j"] == pytest.approx(p["counter_energy_j"], rel=0.15)
     # The two halves are the same work: the GPUs' shares agree to within their cards' spread.
     assert a["energy_j"] == pytest.approx(b["energy_j"], rel=0.2)
+
+
+def test_every_measurement_reads_the_launch_latency_state(torch, matmul_capture):
+    # Note [Launch-latency state]: a graph of tiny kernels, with NVML's clocks and PCIe link beside it.
+    backend = cn.GpuBackend(0)
+    s = backend.launch_state()
+    assert 0.2e-6 < s["latency_s"] < 20e-6  # H200: 0.96 or 1.21 µs per kernel
+    assert s["sm_clock_mhz"] > 0 and s["memory_clock_mhz"] > 0
+    assert 0 <= s["pcie_generation"] <= 6 and s["pcie_width"] in (0, 1, 2, 4, 8, 16, 32)
+    run = cn.measure([matmul_capture], backend=backend, min_trials=2, window_s=0.1, budget_s=60)
+    assert len(run.launch_state) == 2 and all(0.2e-6 < x["latency_s"] < 20e-6 for x in run.launch_state)
+    assert run.to_dict()["launch_state"] == run.launch_state

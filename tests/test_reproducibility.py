@@ -136,3 +136,23 @@ def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     assert "held (within 2 %; 2 pairs) the energy moved at most 0.71 %" in text  # t5's whole: 0.705 / 0.70 - 1
     assert f"the light parts of {light})" in text and heavy not in text.split("where it moved")[1].split(")")[0]
     assert f"{light}: 0.96/0.96 then 1.21/1.20" in text
+
+
+def test_launch_state_readings_are_grouped_by_what_nvml_reported(capsys):
+    from bench import launch_state
+
+    slow = dict(pcie_generation=1, pcie_width=16, sm_clock_mhz=1980, memory_clock_mhz=3201)
+    fast = dict(slow, pcie_generation=5)
+    rows = [{"t_s": t, "step_s": 814e-6 + d, "latency_s": 1.21e-6 + d / 100, **slow}
+            for t, d in ((0.25, 0.0), (0.5, 2e-6), (0.75, -1e-6))]
+    rows += [{"t_s": t, "step_s": 692e-6, "latency_s": 0.96e-6, **fast} for t in (25.0, 25.25)]
+    s = launch_state.summarise({"GPU-a": rows})["GPU-a"]
+    assert [(g["pcie_generation"], g["readings"]) for g in s] == [(1, 3), (5, 2)]
+    assert s[0]["step_us"] == pytest.approx(814.0) and s[0]["latency_us"] == pytest.approx(1.21)
+    assert s[1]["step_us"] == pytest.approx(692.0) and (s[1]["first_s"], s[1]["last_s"]) == (25.0, 25.25)
+    md = launch_state.markdown({"identity": {"gpu": {"name": "H200"}}, "seconds": 30, "every_s": 0.25,
+                                "stagger_s": 20, "summary": {"GPU-a": s}})
+    assert "| GPU-a | 5 | 16 | 1980 | 3201 | 2 | 0.960 | 692.0 | 25.0-25.2 |" in md
+    # Bad arguments are refused before any GPU work.
+    assert launch_state.main(["--seconds", "0"]) == 2
+    assert "--seconds > 0" in capsys.readouterr().err
