@@ -75,8 +75,8 @@ def _by_time_state(long: list, ok: dict, repeats: list) -> list:
     held, moved = split["time_held"], split["time_moved"]
     if not moved["n"]:
         return []
-    L = [f"  Where the GPU time per call held (within {U.TIME_MOVED * 100:.0f} %; {held['n']} pairs) the energy moved at most "
-         f"{_pc(held['max_rel'])}; where it moved ({moved['n']} pairs, the light parts of "
+    L = [f"  Where the GPU time per call held (within {U.TIME_MOVED * 100:.0f} %; {held['n']} pairs) the energy "
+         f"moved at most {_pc(held['max_rel'])}; where it moved ({moved['n']} pairs, the light parts of "
          + ", ".join(sorted({p["task"] for p in long if abs(U.rel_diff(p["a"][2], p["b"][2])) >= U.TIME_MOVED}))
          + f") the energy moved with it, at most {_pc(moved['max_rel'])}: the card's launch-latency state "
          "(Note [Launch-latency state], clear_native/backend.py), which no card factor removes."]

@@ -184,8 +184,8 @@ def markdown(an: dict, ident: dict) -> str:
          "model between two fresh processes on one card |",
          f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
          *[f"| ... where the GPU time {'held' if k == 'time_held' else 'moved'} | {pc(v['max_rel'])} (RMS "
-           f"{pc(v['rms_rel'])}, {v['n']} pairs) | GPU time per call within / beyond {U.TIME_MOVED * 100:.0f} % between the "
-           "two processes (Note [Launch-latency state]) |"
+           f"{pc(v['rms_rel'])}, {v['n']} pairs) | GPU time per call within / beyond {U.TIME_MOVED * 100:.0f} % "
+           "between the two processes (Note [Launch-latency state]) |"
            for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
          f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
          f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "

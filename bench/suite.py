@@ -262,4 +262,5 @@ def repeats(tasks: list[Task]) -> list[Task]:
     return [Task(**{**asdict(t), "repeat": 1, "purpose": ("repeat",)}) for t in chosen]
 
 
-__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "longest_first", "QUICK_MODELS"]
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "longest_first",
+           "QUICK_MODELS"]

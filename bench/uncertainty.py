@@ -141,10 +141,6 @@ def reference_pairs(checks: list, first: str, second: str) -> list:
             for w in by_card.values() if first in w and second in w for k in sorted(w[first])]
 
 
-__all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
-           "spread", "measurements", "rel_diff", "reference_pairs"]
-
-
 # A repeat whose GPU time per call moved by this much or more ran in the other launch-latency state
 # (Note [Launch-latency state], clear_native/backend.py): its energy moves with its time.
 TIME_MOVED = 0.02
@@ -159,3 +155,7 @@ def by_time_state(diffs: list) -> dict:
         out[key] = {"n": len(d), "max_rel": max(d, default=math.nan),
                     "rms_rel": math.sqrt(sum(x * x for x in d) / len(d)) if d else math.nan}
     return out
+
+
+__all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
+           "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state"]
