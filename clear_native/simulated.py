@@ -23,7 +23,9 @@ from .graphs import ReplayResult
 @dataclass(frozen=True)
 class SimulatedCall:
     """A component with a known truth: each call keeps the GPU busy `kernel_s` at `power_w`;
-    each graph launch adds `launch_gap_s` at the backend's awake-idle power."""
+    each graph launch adds `launch_gap_s` at the backend's awake-idle power. `gaps_s` of `kernel_s`
+    are the gaps between its kernels: in a card's slow launch-latency state they last `gap_scale`
+    times as long, at awake-idle power (Note [Launch-latency state], backend.py)."""
 
     name: str
     kernel_s: float
@@ -33,12 +35,13 @@ class SimulatedCall:
     swing_w: float = 0.0     # power swings +/- this much around its mean, as a power limiter cycling does
     swing_s: float = 0.0     # ... every swing_s (a square wave with a random phase per run)
     reason: str = ""         # why it is eager (as Capture.reason)
+    gaps_s: float = 0.0      # of kernel_s: the gaps between its kernels
 
-    def true_time_per_call_s(self, unroll: int) -> float:
-        return self.kernel_s + self.launch_gap_s / unroll
+    def true_time_per_call_s(self, unroll: int, gap_scale: float = 1.0) -> float:
+        return self.kernel_s + self.gaps_s * (gap_scale - 1) + self.launch_gap_s / unroll
 
-    def true_energy_per_call_j(self, unroll: int, awake_w: float) -> float:
-        return self.power_w * self.kernel_s + awake_w * self.launch_gap_s / unroll
+    def true_energy_per_call_j(self, unroll: int, awake_w: float, gap_scale: float = 1.0) -> float:
+        return self.power_w * self.kernel_s + awake_w * (self.gaps_s * (gap_scale - 1) + self.launch_gap_s / unroll)
 
 
 class SimulatedBackend:
@@ -48,26 +51,37 @@ class SimulatedBackend:
     kind = "simulated"
     in_context = False  # no graph to remove components from
 
-    def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None) -> None:
+    def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
+                 slow_gap_scale: float = 1.0, slow_for_s: float = 0.0) -> None:
+        """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
+        backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
+        as long, then the card switches to the fast state (the default: always fast)."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
         self.costs = costs or OpCosts(awake_w=awake_w)
         self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none"}
         self._rng = random.Random(0)
+        self.slow_gap_scale, self.slow_for_s = slow_gap_scale, slow_for_s
+        self._t_made = clock.now_s()
+
+    def gap_scale(self) -> float:
+        """How much longer than the cost model's the gaps between kernels last now (1: the fast state)."""
+        return self.slow_gap_scale if clock.now_s() - self._t_made < self.slow_for_s else 1.0
 
     identity = "synthetic"
 
     def time_per_call_s(self, call: SimulatedCall) -> float:
-        return call.true_time_per_call_s(1)
+        return call.true_time_per_call_s(1, self.gap_scale())
 
     def prepare(self, call: SimulatedCall, unroll: int):
         return (call, unroll)
 
     def capture(self, fn, *args, name: str, **kwargs) -> SimulatedCall:
         """The callable as the cost model prices one call of it."""
-        t, e = self.costs.totals(self.costs.ledger(fn, args, kwargs))
-        return SimulatedCall(name, kernel_s=t, power_w=e / t)
+        rows = self.costs.ledger(fn, args, kwargs)
+        t, e = self.costs.totals(rows)
+        return SimulatedCall(name, kernel_s=t, power_w=e / t, gaps_s=sum(r.gap_s for r in rows))
 
     def l2_bytes(self, model) -> int:
         return 0  # no cache to overflow: every replay is as cold as the model
@@ -95,8 +109,9 @@ class SimulatedBackend:
 
     def run(self, handle, launches: int) -> ReplayResult:
         call, unroll = handle
-        per_call = call.true_time_per_call_s(unroll)
-        watts = call.true_energy_per_call_j(unroll, self.awake_w) / per_call
+        scale = self.gap_scale()
+        per_call = call.true_time_per_call_s(unroll, scale)
+        watts = call.true_energy_per_call_j(unroll, self.awake_w, scale) / per_call
         t0, t1 = self._hold(watts, launches * unroll * per_call, call.swing_w, call.swing_s)
         # The GPU time is what the events would say: the sleep, as it really lasted,
         # its launches evenly spread over it.
@@ -105,9 +120,9 @@ class SimulatedBackend:
         return ReplayResult(span_s, launches, launches * unroll, t0, t1, launch_end_s=ends)
 
     def launch_state(self) -> dict:
-        """A tiny kernel in a graph as the cost model prices it: its shortest kernel plus the gap after it
-        (Note [Launch-latency state], backend.py). Takes no simulated time (a real probe takes ~5 ms)."""
-        return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s}
+        """A tiny kernel in a graph as the cost model prices it: its shortest kernel plus the gap after it, in the
+        card's present state (Note [Launch-latency state], backend.py). Takes no simulated time (a real probe takes ~5 ms)."""
+        return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s * self.gap_scale()}
 
     def load(self, duration_s: float) -> ReplayResult:
         t0, t1 = self._hold(self.load_w, duration_s)

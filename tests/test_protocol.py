@@ -305,3 +305,30 @@ def test_the_launch_latency_state_is_read_before_and_after_the_trials():
     assert run["part"].trials >= 3
     assert run["part"].energy_per_call_j == pytest.approx(call.true_energy_per_call_j(run["part"].unroll, 110.0),
                                                           rel=0.02)
+
+
+def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
+    # Note [Launch-latency state]: in the slow state the gaps between kernels last longer, at awake power: light
+    # work's time and energy move with them, its dynamic energy does not, and heavy work hardly moves.
+    light = cn.SimulatedCall("light", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
+    heavy = cn.SimulatedCall("heavy", kernel_s=2e-3, power_w=600.0, gaps_s=10e-6)
+    slow = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1e9)
+    fast = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    profile = cn.calibrate(fast, rest_s=0.3, load_s=0.4)
+    a = cn.measure([light, heavy], backend=slow, profile=profile, min_trials=3, **KW)
+    b = cn.measure([light, heavy], backend=fast, profile=profile, min_trials=3, **KW)
+    for run, scale in ((a, 1.5), (b, 1.0)):
+        for call in (light, heavy):
+            m = run[call.name]
+            assert m.gpu_time_per_call_s == pytest.approx(call.true_time_per_call_s(m.unroll, scale), rel=0.01)
+            assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, 110.0, scale), rel=0.02)
+        assert run.launch_state == [{"latency_s": fast.costs.min_kernel_s + fast.costs.gap_s * scale}] * 2
+    moved = a["light"].gpu_time_per_call_s / b["light"].gpu_time_per_call_s - 1
+    assert 0.15 < moved < 0.30  # ~5 µs on ~20 µs, as GPT-2's decode MLP moved 19.0 -> 23.1 µs
+    assert abs(a["heavy"].gpu_time_per_call_s / b["heavy"].gpu_time_per_call_s - 1) < 0.005
+    assert a["light"].dynamic_energy_per_call_j == pytest.approx(b["light"].dynamic_energy_per_call_j, rel=0.03)
+    # A card that switches to the fast state during the trials reads slow before them and fast after (on this
+    # virtual clock the trials run from ~0.6 s to ~1.3 s after the backend is made).
+    switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=0.9)
+    run = cn.measure([light], backend=switching, profile=profile, min_trials=3, **KW)
+    assert [s["latency_s"] for s in run.launch_state] == pytest.approx([5e-6, 4e-6])
