@@ -58,11 +58,14 @@ def run_identity(torch, gpu: dict | None = None) -> dict:
             "python": platform.python_version()}
 
 
-def write_results(out: str, name: str, res: dict, md: str) -> None:
+def write_results(out, name: str, res: dict, md: str) -> None:
+    """A benchmark's results as ``out``/NAME.json and NAME.md, each written whole or not at all; prints the md."""
+    from bench.store import write_atomic
+
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
-    (folder / f"{name}.md").write_text(md)
+    write_atomic(folder / f"{name}.json", json.dumps(res, indent=1, default=float) + "\n")
+    write_atomic(folder / f"{name}.md", md)
     print(md)
 
 

@@ -28,7 +28,6 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench import store  # noqa: E402
 from bench.cards import host_cards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +122,7 @@ def main(argv=None) -> int:
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
-    from bench.common import require_gpu, run_identity
+    from bench.common import require_gpu, run_identity, write_results
 
     torch = require_gpu("bench/launch_state.py")
     try:
@@ -134,12 +133,7 @@ def main(argv=None) -> int:
     readings = measure(cards, args.seconds, args.every, args.stagger)
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store.write_atomic(out / "launch_state.json", json.dumps(res, indent=1, default=float) + "\n")
-    md = markdown(res)
-    store.write_atomic(out / "launch_state.md", md)
-    print(md)
+    write_results(args.out, "launch_state", res, markdown(res))
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import statistics
 import sys
@@ -31,7 +30,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from bench import store, suite, uncertainty as U, workers  # noqa: E402
-from bench.common import code_version  # noqa: E402
+from bench.common import code_version, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # A compute-bound encoder, a memory-bound decode step of a larger decoder, and GPT-2's decode step.
@@ -231,11 +230,7 @@ def write(folder: Path, out: Path) -> dict:
     an = analyse(recs)
     ident = next(r["identity"] for r in recs if r.get("status") == "ok")
     res = {"identity": ident, "run": str(folder)} | an
-    out.mkdir(parents=True, exist_ok=True)
-    store.write_atomic(out / "reproducibility.json", json.dumps(res, indent=1, default=float) + "\n")
-    md = markdown(an, ident)
-    store.write_atomic(out / "reproducibility.md", md)
-    print(md)
+    write_results(out, "reproducibility", res, markdown(an, ident))
     return res
 
 

@@ -31,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from bench import store, suite, uncertainty as U  # noqa: E402
+from bench.common import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FLAGS = ["--sweeps", "none", "--no-card-check", "--no-repeats", "--no-reference"]
@@ -208,10 +209,7 @@ def reanalyse(path: Path, work: Path, fpath: Path, out: Path) -> int:
     old = json.loads(path.read_text())
     found = {k: next(work.glob(f"{k}/*/*/{store.MEASUREMENTS}")).parent for k in ("single", "multi")}
     res = old | analyse_runs(found["single"], found["multi"], old["wall_s_1"], old["wall_s_n"], old["tasks"], fpath)
-    out.mkdir(parents=True, exist_ok=True)
-    store.write_atomic(out / "scale.json", json.dumps(res, indent=1, default=float) + "\n")
-    store.write_atomic(out / "scale.md", markdown(res))
-    print(markdown(res))
+    write_results(out, "scale", res, markdown(res))
     return 0
 
 
@@ -243,13 +241,9 @@ def main(argv=None) -> int:
     if torch.cuda.device_count() >= 2:
         res["tp_meter"] = tp_meter(torch)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "scale.json").read_text()) if (out / "scale.json").exists() else {}
     res = (old | res) if args.meter_only else res
-    store.write_atomic(out / "scale.json", json.dumps(res, indent=1, default=float) + "\n")
-    md = markdown(res)
-    store.write_atomic(out / "scale.md", md)
-    print(md)
+    write_results(out, "scale", res, markdown(res))
     return 0
 
 

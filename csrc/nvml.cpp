@@ -104,14 +104,18 @@ std::string NvmlDevice::uuid() const {
   return buf;
 }
 
+namespace {
+
+// One unsigned value from an optional NVML query of a device: 0 where the driver lacks the call or it fails.
+unsigned int optional_value(nvmlReturn_t (*query)(nvmlDevice_t, unsigned int*), nvmlDevice_t handle) {
+  unsigned int value = 0;
+  return query != nullptr && query(handle, &value) == NVML_SUCCESS ? value : 0;
+}
+
+}  // namespace
+
 unsigned int NvmlDevice::power_limit_mw() const {
-  const auto& api = nvml();
-  unsigned int mw = 0;
-  if (api.nvmlDeviceGetPowerManagementLimit == nullptr ||
-      api.nvmlDeviceGetPowerManagementLimit(handle_, &mw) != NVML_SUCCESS) {
-    return 0;
-  }
-  return mw;
+  return optional_value(nvml().nvmlDeviceGetPowerManagementLimit, handle_);
 }
 
 unsigned int NvmlDevice::clock_mhz(nvmlClockType_t which) const {
@@ -120,23 +124,11 @@ unsigned int NvmlDevice::clock_mhz(nvmlClockType_t which) const {
 }
 
 unsigned int NvmlDevice::pcie_link_generation() const {
-  const auto& api = nvml();
-  unsigned int gen = 0;
-  if (api.nvmlDeviceGetCurrPcieLinkGeneration == nullptr ||
-      api.nvmlDeviceGetCurrPcieLinkGeneration(handle_, &gen) != NVML_SUCCESS) {
-    return 0;
-  }
-  return gen;
+  return optional_value(nvml().nvmlDeviceGetCurrPcieLinkGeneration, handle_);
 }
 
 unsigned int NvmlDevice::pcie_link_width() const {
-  const auto& api = nvml();
-  unsigned int width = 0;
-  if (api.nvmlDeviceGetCurrPcieLinkWidth == nullptr ||
-      api.nvmlDeviceGetCurrPcieLinkWidth(handle_, &width) != NVML_SUCCESS) {
-    return 0;
-  }
-  return width;
+  return optional_value(nvml().nvmlDeviceGetCurrPcieLinkWidth, handle_);
 }
 
 std::string nvml_driver_version() {
