@@ -75,7 +75,8 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     are found before any capture starts (Note [Reject before capturing]).
     Data-dependent branches of transformers' masks are taken as in the first,
     eager call (Note [Capture what eager runs]), and so is every value the call
-    reads back from the GPU (Note [Host reads replayed]).
+    reads back from the GPU and every host tensor it copies to the GPU (Note
+    [Host reads replayed]).
     """
     import torch
 

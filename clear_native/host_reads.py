@@ -21,7 +21,12 @@ attention mask does: seen on an H200 with BLOOM) is a copy the GPU must wait
 for; it happens before any dispatch mode sees an op. HostConstants records
 what ``torch.tensor`` and ``torch.as_tensor`` made on the device in the eager
 call and hands the same tensors back, in order, in later calls: constants of
-the graph, made once.
+the graph, made once. A host tensor copied to the device later
+(``torch.tensor(mid - 1).type_as(relative_pos)``, DeBERTa-v2's position
+buckets; ``device_tensor.copy_(host_tensor)``) is an upload: HostReads records
+it with its host data, and replays the device tensor it made wherever the same
+host data is uploaded again in that place (other host data: the copy runs, and
+capture says why it fails).
 """
 
 from __future__ import annotations
@@ -55,12 +60,37 @@ def reads_host(func, args, kwargs, device_type: str = "cuda") -> bool:
     return False
 
 
+def uploads(func, args, kwargs, device_type: str = "cuda") -> bool:
+    """Whether an ATen op copies host data to the device (a device of ``device_type``): from pageable memory the
+    host waits for it, and a CUDA graph cannot hold it."""
+    import torch
+
+    if device_type == "cpu":
+        return False
+    name = func.overloadpacket.__name__
+    if name == "_to_copy":  # host_tensor.to(device), .type_as(device_tensor), .cuda()
+        device = kwargs.get("device")
+        return bool(args) and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu" \
+            and device is not None and torch.device(device).type == device_type
+    if name == "copy_":  # device_tensor.copy_(host_tensor)
+        return len(args) > 1 and all(isinstance(a, torch.Tensor) for a in args[:2]) \
+            and args[0].device.type == device_type and args[1].device.type == "cpu"
+    return False
+
+
 def _kept(out):
     """What a read returned, kept apart from what the caller may do to it."""
     import torch
     from torch.utils._pytree import tree_map
 
     return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)
+
+
+def _same(a, b) -> bool:
+    """Whether two host tensors hold the same data (dtype, shape and values; NaN never matches)."""
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)
 
 
 def _given(kept):
@@ -72,11 +102,11 @@ def _given(kept):
 
 
 class HostReads:
-    """Records the host reads of one eager call; replays them, in order, in later calls."""
+    """Records the host reads and uploads of one eager call; replays them, in order, in later calls."""
 
     def __init__(self, device_type: str = "cuda") -> None:
         self.device_type = device_type  # "cpu" only in tests: the reads of the CPU's own data-dependent ops
-        self.recorded: list = []     # (op name, kept result) in call order
+        self.recorded: list = []     # (op name, kept result) in call order; an upload's result: (device, host data)
         self.replayed = 0            # reads answered from the record
         self.mismatches = 0          # reads that did not match the record (the op ran)
 
@@ -89,19 +119,25 @@ class HostReads:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
-                if not reads_host(func, args, kwargs, outer.device_type):
+                upload = uploads(func, args, kwargs, outer.device_type)
+                if not upload and not reads_host(func, args, kwargs, outer.device_type):
                     return func(*args, **kwargs)
                 name = str(func)
+                host = (args[1] if func.overloadpacket.__name__ == "copy_" else args[0]) if upload else None
                 if not replay:
                     out = func(*args, **kwargs)
-                    outer.recorded.append((name, _kept(out)))
+                    outer.recorded.append((name, (_kept(out), host.clone()) if upload else _kept(out)))
                     return out
                 rec = next(cursor, None)
-                if rec is None or rec[0] != name:
+                if rec is None or rec[0] != name or (upload and not _same(rec[1][1], host)):
                     outer.mismatches += 1
                     return func(*args, **kwargs)
                 outer.replayed += 1
-                return _given(rec[1])
+                if not upload:
+                    return _given(rec[1])
+                if func.overloadpacket.__name__ == "copy_":  # a copy on the device, which a graph holds
+                    return args[0].copy_(rec[1][0])
+                return rec[1][0]
 
         return Mode()
 

@@ -85,3 +85,58 @@ def test_tensors_made_from_host_data_are_handed_back_as_made_in_the_first_call()
     assert same is x and consts.replayed == 2 and consts.mismatches == 0
     assert torch.equal(out, first) and torch.equal(out, torch.tensor([2.0, 0.0]))
     assert torch.tensor(1.0) is not zero0  # torch.tensor is itself again outside
+
+
+def bucket(rel):
+    """DeBERTa-v2's position buckets, in short: a host tensor uploaded to the device inside the forward."""
+    mid = torch.tensor(3).type_as(rel)        # an upload (aten._to_copy from the host)
+    out = torch.empty_like(rel)
+    out.copy_(torch.arange(rel.numel()).view_as(rel))   # another (aten.copy_ from the host)
+    return torch.where(rel.abs() < mid, mid, rel) + out
+
+
+def test_uploads_of_host_data_are_replayed_as_the_device_tensors_they_made():
+    # "meta" stands in for the GPU: an upload there is a copy from the host a graph could not hold.
+    rel = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    reads = HostReads(device_type="meta")
+    with reads.recording():
+        bucket(rel)
+    assert [name for name, _ in reads.recorded] == ["aten._to_copy.default", "aten.copy_.default"]
+    made = reads.recorded[0][1][0]
+    ran = []
+
+    class Watch(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ran.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Watch(), reads.replaying():  # the same host data: no upload runs; the copy_ is device to device
+        out = bucket(rel)
+    assert reads.replayed == 2 and reads.mismatches == 0
+    assert "_to_copy" not in ran and out.shape == (2, 3) and out.device.type == "meta"
+    # The recorded device tensor itself comes back: a constant of the graph, made once.
+    with reads.replaying():
+        assert torch.tensor(3).type_as(rel) is made
+
+
+def test_an_upload_of_other_host_data_runs_and_counts_a_mismatch():
+    rel = torch.zeros(4, dtype=torch.long, device="meta")
+    reads = HostReads(device_type="meta")
+    with reads.recording():
+        torch.tensor(3).type_as(rel)
+    with reads.replaying():
+        out = torch.tensor(4).type_as(rel)    # other data: the copy must run (and would fail a capture)
+    assert reads.mismatches == 1 and reads.replayed == 0 and out.device.type == "meta"
+
+
+def test_only_host_to_device_copies_are_uploads():
+    from clear_native.host_reads import uploads
+
+    to_copy, copy_ = torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default
+    host, dev = torch.ones(2), torch.ones(2, device="meta")
+    assert uploads(to_copy, (host,), {"device": torch.device("meta")}, device_type="meta")
+    assert not uploads(to_copy, (host,), {"dtype": torch.half}, device_type="meta")  # stays on the host
+    assert not uploads(to_copy, (dev,), {"device": torch.device("meta")}, device_type="meta")
+    assert uploads(copy_, (dev, host), {}, device_type="meta")
+    assert not uploads(copy_, (host, host), {}, device_type="meta")
+    assert not uploads(to_copy, (host,), {"device": torch.device("cpu")}, device_type="cpu")
