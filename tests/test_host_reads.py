@@ -140,3 +140,26 @@ def test_only_host_to_device_copies_are_uploads():
     assert uploads(copy_, (dev, host), {}, device_type="meta")
     assert not uploads(copy_, (host, host), {}, device_type="meta")
     assert not uploads(to_copy, (host,), {"device": torch.device("cpu")}, device_type="cpu")
+
+
+def bucket_as_517_writes_it(rel):
+    """As transformers 5.17 writes DeBERTa-v2's buckets (scripted): TorchScript, whose ops the mode still sees."""
+    mid = torch.tensor(3).type_as(rel)
+    return torch.where(rel.abs() < mid, mid, rel)
+
+
+def test_uploads_inside_torchscript_are_replayed_too():
+    import warnings
+
+    with warnings.catch_warnings():  # torch.jit.script is deprecated; transformers 5.17 still uses it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(bucket_as_517_writes_it)
+    rel = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    reads = HostReads(device_type="meta")
+    for _ in range(3):  # TorchScript's profiling executor specialises after a few calls: the upload stays an op
+        with reads.recording():
+            scripted(rel)
+        assert [name for name, _ in reads.recorded] == ["aten._to_copy.default"]
+    with reads.replaying():
+        scripted(rel)
+    assert reads.replayed == 1 and reads.mismatches == 0
