@@ -188,6 +188,30 @@ def test_bloom_is_captured_whole(torch):
     torch.testing.assert_close(cap.outputs.logits, expected, atol=2e-3, rtol=2e-3)
 
 
+def test_deberta_v3_is_captured_whole(torch):
+    # DeBERTa-v2/v3's position buckets upload a host tensor inside the forward (torch.tensor(mid - 1).type_as(...)):
+    # it fell back to a Python loop (issue 13: CV 7 %). Uploads are now replayed (Note [Host reads replayed]).
+    import transformers as T
+
+    torch.manual_seed(0)
+    config = T.DebertaV2Config(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                               vocab_size=1000, relative_attention=True, position_buckets=256,
+                               pos_att_type=["p2c", "c2p"], max_relative_positions=-1, norm_rel_ebd="layer_norm",
+                               share_att_key=True, position_biased_input=False)
+    with torch.device("cuda"):
+        model = T.DebertaV2Model(config)
+    model = model.half().eval()
+    ids = torch.randint(0, 1000, (1, 32), device="cuda")
+    cap = cn.capture(model, ids, eager_fallback=True)
+    assert not cap.eager, cap.reason
+    assert cap.meta["host_read_mismatches"] == 0
+    with torch.no_grad():
+        expected = model(ids).last_hidden_state
+    cap.graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(cap.outputs.last_hidden_state, expected, atol=2e-3, rtol=2e-3)
+
+
 def test_transformers_model_captures_its_eager_kernels(torch):
     # Note [Capture what eager runs]: no mask is materialised in the graph, the output matches eager.
     import transformers as T
