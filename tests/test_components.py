@@ -339,6 +339,30 @@ def test_decode_steps_repeat_the_same_work(family):
     assert HostReads.reads == 0
 
 
+@pytest.mark.parametrize("family", ["bloom", "opt"])
+def test_decode_steps_of_models_that_read_the_2d_attention_mask(family):
+    # BLOOM sizes its ALiBi bias from the 2-D attention mask and (transformers 5.17) its keys from the static
+    # cache's full length: its prefill needs the mask over the whole cache, the empty slot masked (issue 13:
+    # BLOOM decode failed on 5.17). OPT takes its positions from the mask: it must not get that one.
+    torch.manual_seed(0)
+    model = {"bloom": lambda: T.BloomForCausalLM(T.BloomConfig(hidden_size=32, n_layer=3, n_head=2, vocab_size=100)),
+             "opt": lambda: T.OPTForCausalLM(T.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=3,
+                                                         num_attention_heads=2, vocab_size=100,
+                                                         word_embed_proj_dim=32))}[family]().eval()
+    new = torch.randint(0, 100, (1, 1))
+    torch.manual_seed(1)
+    step, kw = cn.decode_inputs(model, new, cache_len=8, kw={})
+    with torch.no_grad():
+        outs = [model(*step, **kw).logits for _ in range(3)]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0])
+    torch.manual_seed(1)
+    prompt = torch.randint(0, 100, (1, 8))  # what decode_inputs drew for the cache
+    with torch.no_grad():
+        full = model(torch.cat([prompt, new], 1), use_cache=False).logits[:, -1:]
+    torch.testing.assert_close(outs[0], full, atol=1e-4, rtol=1e-4)
+
+
 def test_flops_of_grouped_query_attention_fall_back_to_eager_attention(monkeypatch):
     from torch.utils import flop_counter as fc
 
