@@ -88,14 +88,19 @@ def decode_inputs(model, input_ids, cache_len: int, kw: dict):
             cache = self_cache
             try:
                 model(prompt, use_cache=True, **{name: cache}, **fill)
-            except RuntimeError:
+            except RuntimeError as first:
                 # A model that sizes a bias from the 2-D attention mask and its keys from the cache (BLOOM's
                 # ALiBi on transformers 5.17: 16 vs 17) needs the mask over the whole cache, its empty slot
                 # masked, as generate() would give it; others (OPT's positions from the mask) need none.
+                if isinstance(first, torch.OutOfMemoryError) or not accepts(model.forward, "attention_mask"):
+                    raise
                 self_cache = cache = StaticCache(config=config, max_cache_len=cache_len + 1)
                 mask = torch.ones(b, cache_len + 1, dtype=torch.long, device=dev)
                 mask[:, -1] = 0
-                model(prompt, use_cache=True, attention_mask=mask, **{name: cache}, **fill)
+                try:
+                    model(prompt, use_cache=True, attention_mask=mask, **{name: cache}, **fill)
+                except RuntimeError:
+                    raise first from None  # the mask was not the problem: say what failed first
     for layer in self_cache.layers:
         if not hasattr(layer, "cumulative_length"):
             raise ValueError(f"decode mode needs transformers' StaticCache layers; got {type(layer).__name__}")
