@@ -106,7 +106,9 @@ class HostReads:
 
     def __init__(self, device_type: str = "cuda") -> None:
         self.device_type = device_type  # "cpu" only in tests: the reads of the CPU's own data-dependent ops
-        self.recorded: list = []     # (op name, kept result) in call order; an upload's result: (device, host data)
+        # (op name, kept result) in call order; an upload as ("upload <op>", (device tensor made, host data)), so
+        # that a read back to the host (a _to_copy too) never answers for an upload, nor an upload for it.
+        self.recorded: list = []
         self.replayed = 0            # reads answered from the record
         self.mismatches = 0          # reads that did not match the record (the op ran)
 
@@ -122,7 +124,7 @@ class HostReads:
                 upload = uploads(func, args, kwargs, outer.device_type)
                 if not upload and not reads_host(func, args, kwargs, outer.device_type):
                     return func(*args, **kwargs)
-                name = str(func)
+                name = f"upload {func}" if upload else str(func)  # a read by .cpu() is a _to_copy too
                 host = (args[1] if func.overloadpacket.__name__ == "copy_" else args[0]) if upload else None
                 if not replay:
                     out = func(*args, **kwargs)

@@ -101,7 +101,7 @@ def test_uploads_of_host_data_are_replayed_as_the_device_tensors_they_made():
     reads = HostReads(device_type="meta")
     with reads.recording():
         bucket(rel)
-    assert [name for name, _ in reads.recorded] == ["aten._to_copy.default", "aten.copy_.default"]
+    assert [name for name, _ in reads.recorded] == ["upload aten._to_copy.default", "upload aten.copy_.default"]
     made = reads.recorded[0][1][0]
     ran = []
 
@@ -159,7 +159,7 @@ def test_uploads_inside_torchscript_are_replayed_too():
     for _ in range(3):  # TorchScript's profiling executor specialises after a few calls: the upload stays an op
         with reads.recording():
             scripted(rel)
-        assert [name for name, _ in reads.recorded] == ["aten._to_copy.default"]
+        assert [name for name, _ in reads.recorded] == ["upload aten._to_copy.default"]
     with reads.replaying():
         scripted(rel)
     assert reads.replayed == 1 and reads.mismatches == 0
