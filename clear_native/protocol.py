@@ -223,9 +223,8 @@ def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
     m = snap.in_window(a, b)
     t_call, n_launches = r.window_time_per_call_s(a, b)
     v = t.judge(snap.power_w[m], (b - a) * 1e-9, t_call, n_launches, r.gpu_time_per_call_s, after, st.rules,
-                clock.now_s() - st.t_begin)
+                clock.now_s() - st.t_begin, _temperature_c(snap, a, b))
     if v in (Verdict.ACCEPTED, Verdict.CONVERGED):
-        t.temperatures.append(_temperature_c(snap, a, b))
         e = t.energy()
         st.say(f"{t.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
     elif v is Verdict.SHORT:

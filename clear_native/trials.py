@@ -101,9 +101,10 @@ class Trials:
         return Summary.of([pw * tc for pw, tc, _, _ in self.values])
 
     def judge(self, power_w: np.ndarray, window_s: float, t_call: float, n_launches: int, run_t_call: float,
-              after: str, rules: Rules, now_s: float) -> Verdict:
-        """Takes one trial's window (its samples' power, W; GPU time per call of its launches, s) and
-        updates the plan; ``now_s`` is the run's elapsed time, kept as the time to converge."""
+              after: str, rules: Rules, now_s: float, temperature_c: float = math.nan) -> Verdict:
+        """Takes one trial's window (its samples' power, W; GPU time per call of its launches, s; the GPU's
+        temperature in it, °C) and updates the plan; ``now_s`` is the run's elapsed time, kept as the time
+        to converge."""
         if power_w.size < MIN_SAMPLES:
             if 0 < run_t_call < 0.5 * self.t1:
                 # Unrolled, the calls ran far faster than one call launched singly (a graph of a few tiny
@@ -124,6 +125,7 @@ class Trials:
         self.timing.append((n_launches, run_t_call))
         self.after.append(after)
         self.drift.append(drift)
+        self.temperatures.append(temperature_c)
         e = self.energy()
         noisy = rules.target_cv is not None and e.n >= rules.min_trials and e.cv > rules.target_cv
         if noisy and 2 * self.window_s <= rules.max_window_s * (1 + 1e-9):
