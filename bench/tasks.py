@@ -20,12 +20,8 @@ import types
 
 import clear_native as cn
 from bench import suite
-from clear_native.simulated import OpCosts
+from clear_native.simulated import QUICK_SENSOR, OpCosts
 from bench.common import run_identity
-
-# The simulated GPU's sensor: Hopper's sampling, shortened so that a simulated study runs in seconds.
-SIM_SENSOR = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=2.0,
-                  energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
 
 
 def job_seed(job: dict) -> int:
@@ -71,7 +67,7 @@ class Lab:
             self._stack.enter_context(cn.clock.virtual())
             costs = OpCosts(awake_w=110.0 * gain, j_per_flop=0.6e-12 * gain, j_per_byte=25e-12 * gain)
             # Each job its own noise (``seed``, from its id), as two processes on a real card differ.
-            sensor = cn.synthetic_sensor(**SIM_SENSOR, seed=seed)
+            sensor = cn.synthetic_sensor(**QUICK_SENSOR, seed=seed)  # a simulated study in seconds
             self.backend = cn.SimulatedBackend(sensor, awake_w=110.0 * gain, costs=costs)
             self.device = "cpu"
             self.identity = run_identity(self.torch, gpu={"name": "Simulated GPU", "uuid": uuid,

@@ -179,12 +179,10 @@ def _simulated(args):
         yield {}
         return
     from . import calibrate, clock, synthetic_sensor
-    from .simulated import SimulatedBackend
+    from .simulated import QUICK_SENSOR, SimulatedBackend
 
     with clock.virtual():
-        backend = SimulatedBackend(synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005,
-                                                    lag_s=0.0015, noise_w=2.0, energy_update_s=0.01,
-                                                    status_update_s=0.01, idle_w=80.0, seed=args.sim_seed))
+        backend = SimulatedBackend(synthetic_sensor(**QUICK_SENSOR, seed=args.sim_seed))
         yield {"backend": backend, "profile": calibrate(backend, rest_s=0.3, load_s=0.4)}
 
 

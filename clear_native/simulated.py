@@ -20,6 +20,12 @@ from ._native import core
 from .graphs import ReplayResult
 
 
+# The Hopper sensor's sampling 10x faster (a sample every 2 ms, 10 ms counter and status updates): a simulated
+# measurement in seconds; for synthetic_sensor(**QUICK_SENSOR) wherever the simulated GPU stands in for a card.
+QUICK_SENSOR = dict(sample_period_s=0.002, period_jitter_s=0.0004, window_s=0.0005, lag_s=0.0015, noise_w=2.0,
+                    energy_update_s=0.01, energy_read_delay_s=0.0, status_update_s=0.01, idle_w=80.0)
+
+
 @dataclass(frozen=True)
 class SimulatedCall:
     """A component with a known truth: each call keeps the GPU busy `kernel_s` at `power_w`;
