@@ -124,9 +124,13 @@ def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
     cards = ([] if not ex.pins or args.no_card_check else
              ex.cards if isinstance(ex, workers.HostProcesses) else [this_card(args)])
     checked = {r["task"]["id"] for r in store.load(folder, store.CARDS) if r.get("status") == "ok"}
-    for c in cards:
-        if f"card_check/start/{c.uuid}" not in checked:
-            jobs.add(_job("card_check", f"card_check/start/{c.uuid}", settings, args, card=c.uuid, phase="start"))
+
+    def card_checks(phase: str) -> None:
+        for c in cards:
+            if f"card_check/{phase}/{c.uuid}" not in checked:
+                jobs.add(_job("card_check", f"card_check/{phase}/{c.uuid}", settings, args, card=c.uuid, phase=phase))
+
+    card_checks("start")
     # On several GPUs the longest jobs start first (the reference procedure is the longest of all), so that
     # the cards finish together; one GPU keeps the plan's order.
     parallel = not isinstance(ex, workers.InProcess)
@@ -139,9 +143,7 @@ def plan_jobs(args, tasks, folder: Path, ex) -> tuple:
             jobs.add(_job("task", t.id, settings, args, task=t.to_dict()))
     if reference and not parallel:
         jobs.add(_job("reference", tasks_mod.REFERENCE_ID, settings, args))
-    for c in cards:
-        if f"card_check/end/{c.uuid}" not in checked:
-            jobs.add(_job("card_check", f"card_check/end/{c.uuid}", settings, args, card=c.uuid, phase="end"))
+    card_checks("end")
     repeats = {r.base_id: r for r in suite.repeats(tasks)} if not args.no_repeats else {}
     total = len(jobs) + sum(1 for r in repeats.values() if r.id not in done and r.base_id not in done)
     for rec in records:  # repeats whose first measurement an earlier invocation made

@@ -53,17 +53,18 @@ class Jobs:
     def add(self, job: dict, first: bool = False) -> None:
         (self._items.appendleft if first else self._items.append)(job)
 
-    def take(self, card: str | None) -> dict | None:
-        """The next job that may run on ``card`` (None: a card not known yet, so only unpinned jobs)."""
-        for job in self._items:
-            if job.get("card") in (None, card):
-                self._items.remove(job)
-                return job | {"profiles": dict(self.profiles)}
-        return None
-
     def peek(self, card: str | None) -> dict | None:
-        """The job take(card) would give now, left in the queue."""
+        """The next job that may run on ``card`` (None: a card not known yet, so only unpinned jobs), left in
+        the queue."""
         return next((job for job in self._items if job.get("card") in (None, card)), None)
+
+    def take(self, card: str | None) -> dict | None:
+        """The next job that may run on ``card``, out of the queue, with the cards' sensor profiles."""
+        job = self.peek(card)
+        if job is None:
+            return None
+        self._items.remove(job)
+        return job | {"profiles": dict(self.profiles)}
 
     def __len__(self) -> int:
         return len(self._items)
