@@ -41,6 +41,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
                  f"largest {_pc(max(cis))}, over {len(cis)} parts and whole models.")
     pairs = repeat_pairs(ok, repeats)
     long = [p for p in pairs if p["a"][2] >= 5e-6]
+    split = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2])) for p in long])
     ref_pairs = U.reference_pairs(checks, "start", "end")
     sigma_p = U.process_sigma(ref_pairs) if ref_pairs else math.nan
     if long:
@@ -49,7 +50,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
         L.append(f"- **Repeatability** (same card): {len({p['task'] for p in long})} tasks measured again at the run's "
                  f"end {how}: their parts of >= 5 µs and whole models moved by at most {_pc(max(d))} (RMS "
                  f"{_pc(math.sqrt(statistics.fmean(x * x for x in d)))}, {len(d)} pairs).")
-        L += _by_time_state(long, ok, repeats)
+        L += _by_time_state(split, long, ok, repeats)
     if ref_pairs:
         L.append(f"  The card reference at the run's start and end ({len(ref_pairs)} readings) gives the repeatability "
                  f"layer sigma_p = {_pc(sigma_p)} (Note [The reported interval], bench/uncertainty.py).")
@@ -59,8 +60,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
         L.append(f"- **The interval to read a number with**: sqrt(CI^2 + (1.96 sigma_p)^2) on this card; add (1.96 "
                  f"sigma_c)^2 for another card of this kind. A part with the median CI ({_pc(ex)}) reads ± "
                  f"{_pc(U.interval(ex, sigma_p))} on this card.")
-        moved = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2]))
-                                 for p in long])["time_moved"]
+        moved = split["time_moved"]
         if moved["n"]:
             L.append(f"  It holds for work whose GPU time does not depend on the launch-latency state; a light, "
                      f"latency-bound part (a few µs per kernel) can read up to {_pc(moved['max_rel'])} apart in two "
@@ -68,10 +68,9 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
     return L + [""]
 
 
-def _by_time_state(long: list, ok: dict, repeats: list) -> list:
-    """The repeats split by whether their GPU time per call held (Note [Launch-latency state]), with the probe's
-    readings where the records have them."""
-    split = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2])) for p in long])
+def _by_time_state(split: dict, long: list, ok: dict, repeats: list) -> list:
+    """The repeats split by whether their GPU time per call held (``split``, Note [Launch-latency state]), with
+    the probe's readings where the records have them."""
     held, moved = split["time_held"], split["time_moved"]
     if not moved["n"]:
         return []
