@@ -127,15 +127,9 @@ class GpuBackend:
                     for _ in range(kernels):
                         y.add_(1)
                 self._latency_graph = (g, y, kernels)
-            g, _, n = self._latency_graph
-            g.replay()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(replays):
-                g.replay()
-            end.record()
-            end.synchronize()
-        return start.elapsed_time(end) * 1e-3 / (n * replays)
+        g, _, n = self._latency_graph
+        replay(g.raw_cuda_graph_exec(), 1, device=self.device)  # warm
+        return replay(g.raw_cuda_graph_exec(), replays, device=self.device).gpu_time_s / (n * replays)
 
     def _eager(self, cap, calls: int) -> ReplayResult:
         import torch
