@@ -40,6 +40,10 @@ class Capture:
     eager: bool = False               # True: not captured; replays run the callable from Python
     reason: str = ""                  # why it was not captured
     meta: dict = field(default_factory=dict)
+    # What the graph reads that its own call did not make: the device tensors of the eager call's replayed host
+    # reads, uploads and constants (Note [Host reads replayed]). Held as long as the graph, or their memory would
+    # go back to the allocator while the graph still reads it.
+    held: Any = field(default=None, repr=False)
 
     @property
     def graph_handle(self) -> int:
@@ -94,18 +98,18 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
     cap = Capture(name=name, fn=fn, args=args, kwargs=kwargs, device=device)
 
     with torch.cuda.device(device), torch.no_grad():
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        replay = _Replay()
-        with torch.cuda.stream(side):
-            with replay.recording():
-                reference = _kept_outputs(fn(*args, **kwargs))  # may synchronise once (lazy initialisation)
-            reason = _synchronises(torch, fn, args, kwargs, max(1, warmup - 1), replay)
-        torch.cuda.current_stream(device).wait_stream(side)
-        torch.cuda.synchronize(device)
+        replay, reference, reason = _record(torch, cap, warmup)
+        as_written = False
+        if reason:  # Note [TorchScript's second plan]: the same again with TorchScript running every op as written
+            with torch.jit.optimized_execution(False):
+                again = _record(torch, cap, warmup)
+            if not again[2]:
+                (replay, reference, reason), as_written = again, True
+                cap.meta["torchscript_optimized"] = False
         error = None
         if not reason:
-            reason, error = _capture_graph(torch, cap, replay, reference)
+            with torch.jit.optimized_execution(False) if as_written else contextlib.nullcontext():
+                reason, error = _capture_graph(torch, cap, replay, reference)
         if not reason:
             return cap
         if not eager_fallback:
@@ -113,6 +117,32 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
                                "eager_fallback=True to measure it eagerly (flagged)") from error
         cap.eager, cap.reason = True, reason
         return cap
+
+
+def _record(torch, cap: Capture, warmup: int) -> tuple:
+    """One eager call recorded (its outputs and what it read from the host), then ``warmup - 1`` calls replaying
+    it under CUDA's sync debug mode, all on a side stream: (replay, reference outputs, why it synchronised or "").
+
+    Note [TorchScript's second plan]: DeBERTa-v2's scripted position buckets upload a host tensor. On the CPU
+    (the meta device standing in for the GPU) the upload is recorded and replayed; on an H200 the sync check
+    still failed, at a place the old frame filter hid. The likeliest difference: TorchScript runs a scripted
+    function as written on its first call (the recorded one) and an optimised plan (fused, specialised) from
+    its second, whose ops need not pass the dispatcher as recorded. So where a call synchronises, capture()
+    tries once more with TorchScript's optimisations off (torch.jit.optimized_execution(False): every call
+    runs every op as written) and keeps that if it holds (Capture.meta["torchscript_optimized"] = False: the
+    scripted helpers' kernels are not fused, as in TorchScript's first call). A model without TorchScript runs
+    the same either way, and is refused with the first reason. Not yet run on a GPU (2026-11-27).
+    """
+    side = torch.cuda.Stream(cap.device)
+    side.wait_stream(torch.cuda.current_stream(cap.device))
+    replay = _Replay()
+    with torch.cuda.stream(side):
+        with replay.recording():
+            reference = _kept_outputs(cap.fn(*cap.args, **cap.kwargs))  # may synchronise once (lazy initialisation)
+        reason = _synchronises(torch, cap.fn, cap.args, cap.kwargs, max(1, warmup - 1), replay)
+    torch.cuda.current_stream(cap.device).wait_stream(side)
+    torch.cuda.synchronize(cap.device)
+    return replay, reference, reason
 
 
 class _Replay:
@@ -161,7 +191,7 @@ def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tup
     if kinds["kernel"] + kinds["memset"] + kinds["memcpy"] == 0:
         return (f"the graph holds no kernel: all it did was {len(replay.reads.recorded)} host read(s), replayed "
                 "(Note [Host reads replayed]); there is nothing on the GPU to measure"), None
-    cap.graph = graph
+    cap.graph, cap.held = graph, replay
     cap.meta.update(eager_decisions=len(replay.decisions.recorded), decision_mismatches=replay.decisions.mismatches,
                     host_reads=len(replay.reads.recorded), host_read_mismatches=replay.reads.mismatches,
                     host_constants=len(replay.constants.recorded))
@@ -173,7 +203,7 @@ def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tup
         scale = max((float(b.float().abs().max()) for b in reference if b.numel()), default=1.0) or 1.0
         cap.meta["output_max_abs_diff"] = diff
         if not diff <= 1e-3 * scale:
-            cap.graph = None
+            cap.graph = cap.held = None
             return (f"the graph with {len(replay.reads.recorded)} host reads replayed computes another output "
                     f"than the eager call (max |difference| {diff:.3g}, output scale {scale:.3g})"), None
     return "", None
@@ -207,9 +237,21 @@ def _synchronises(torch, fn, args, kwargs, calls: int, replay: _Replay) -> str:
 
 
 def _where(exc) -> str:
-    """' at file:line (function)' of the innermost frame outside torch and clear_native, or ''."""
+    """' at file:line (function)' of the innermost frame outside the torch and clear_native packages, or ''.
+
+    By the packages' own folders, not by a "/torch/" in the path: a Python installed under /opt/torch/ has every
+    frame's path, the user's model's included, under such a folder (seen on the GPU hosts)."""
+    import os
     import traceback
 
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/clear_native/" not in f.filename]
+    import torch
+
+    own = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (torch, _package()))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not os.path.abspath(f.filename).startswith(own)]
     return f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
+
+
+def _package():
+    import sys
+
+    return sys.modules[__name__.rpartition(".")[0]]

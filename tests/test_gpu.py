@@ -188,6 +188,7 @@ def test_bloom_is_captured_whole(torch):
     torch.testing.assert_close(cap.outputs.logits, expected, atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # transformers 5.17's DeBERTa
 def test_deberta_v3_is_captured_whole(torch):
     # DeBERTa-v2/v3's position buckets upload a host tensor inside the forward (torch.tensor(mid - 1).type_as(...)):
     # it fell back to a Python loop (issue 13: CV 7 %). Uploads are now replayed (Note [Host reads replayed]).
@@ -210,6 +211,25 @@ def test_deberta_v3_is_captured_whole(torch):
     cap.graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(cap.outputs.last_hidden_state, expected, atol=2e-3, rtol=2e-3)
+
+
+def test_a_constant_made_in_the_forward_outlives_the_capture(torch):
+    # Note [Host reads replayed]: torch.tensor(..., device=) inside the forward is made once, in the eager call, and
+    # the graph reads it. Capture.held keeps it: freed, its memory went back to the allocator for the next tensor.
+    def scaled(x):
+        return x * torch.tensor(3.0, device=x.device)
+
+    x = torch.ones(1 << 16, device="cuda")
+    cap = cn.capture(scaled, x)
+    import gc
+
+    gc.collect()
+    junk = [torch.full((1 << 10,), -7.0, device="cuda") for _ in range(64)]  # reuses any block freed since
+    cap.graph.replay()
+    torch.cuda.synchronize()
+    assert cap.meta["host_constants"] == 1
+    assert torch.equal(cap.outputs, torch.full_like(x, 3.0)), float(cap.outputs[0])
+    del junk
 
 
 def test_transformers_model_captures_its_eager_kernels(torch):

@@ -163,3 +163,22 @@ def test_uploads_inside_torchscript_are_replayed_too():
     with reads.replaying():
         scripted(rel)
     assert reads.replayed == 1 and reads.mismatches == 0
+
+
+def test_a_sync_is_placed_in_the_users_code_even_under_a_folder_named_torch(tmp_path):
+    # The GPU hosts' Python lives under /opt/torch/: every frame's path holds "/torch/", the model's too. The
+    # place capture() names must still be the model's line, not nothing (issue 13: DeBERTa's reason had none).
+    import importlib.util
+
+    from clear_native.graph_capture import _where
+
+    src = tmp_path / "opt" / "torch" / "venv" / "site-packages" / "usermodel.py"
+    src.parent.mkdir(parents=True)
+    src.write_text("def forward(x):\n    return x.nonexistent_method()\n")
+    spec = importlib.util.spec_from_file_location("usermodel", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(AttributeError) as info:
+        mod.forward(torch.ones(1))
+    assert _where(info.value) == f" at {src}:2 (forward)"
+
