@@ -5,16 +5,23 @@ built with random weights through the same path as `clear-native measure` (clear
 measured by measure_model with blocks: prefill at batch 1 x 128 (vision: batch 8), and for
 decoders one decode step after 512 cached tokens. Writes results/heldout.json (a list of records:
 case, mode, whole_model_eager, max_cv, coverage, explained_coverage, block coverage, card) and
-results/heldout.md.
+results/heldout.md. Every case runs in a fresh process (a crash costs that case, which is recorded as
+such, and no other), on one GPU or spread over --gpus.
 
-Usage: python bench/heldout.py [--cases bloom-560m,mistral-7b-2l,...] [--modes prefill,decode] [--out results]
+Usage: python bench/heldout.py [--cases bloom-560m,mistral-7b-2l,...] [--modes prefill,decode] [--gpus 0,1,2,3]
+                               [--out results]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import queue
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +31,9 @@ if __package__ in (None, ""):  # run as a file: import the package bench, not lo
 
 import clear_native as cn  # noqa: E402
 from bench.common import require_gpu, run_identity  # noqa: E402
+from bench.store import write_atomic  # noqa: E402
 from clear_native import cli  # noqa: E402
+from clear_native.model import MODES  # noqa: E402
 
 # name: (config class, published sizes, why this family; batch, sequence). None of these is in the study.
 CASES = {
@@ -89,68 +98,134 @@ def record(name: str, mode: str, rep, ident: dict) -> dict:
             "interaction_rel": [b.interaction_rel for b in rep.blocks],
             "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
             "card": ident["gpu"], "date": ident["date"], "clear_native": ident["clear_native"],
+            "code_version": ident["code_version"], "protocol_version": ident["protocol_version"],
             "report": rep.to_dict()}
 
 
 def markdown(recs: list) -> str:
     lines = ["# Held-out families (issue 13)", "",
              "| case | mode | whole model | max CV | coverage (parts) | explained (parts) | coverage (blocks) | "
-             "explained (blocks) | block interaction | card |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "explained (blocks) | block interaction | card | code |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} |||||||")
+            lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} ||||||||")
             continue
         inter = ", ".join(f"{x * 100:+.1f} %" for x in r["interaction_rel"]) or "–"
         pct = (lambda x: "–" if x is None else f"{x * 100:.1f} %")
         lines.append(f"| {r['case']} | {r['mode']} | {'eager' if r['whole_model_eager'] else 'graph'} | "
                      f"{r['max_cv'] * 100:.2f} % | {pct(r['coverage'])} | {pct(r['explained_coverage'])} | "
                      f"{pct(r['block_coverage'])} | {pct(r['explained_coverage_by_blocks'])} | {inter} | "
-                     f"{r['card']['uuid'][:12]} |")
+                     f"{r['card']['uuid'][:12]} | {r.get('code_version', '?')[:7]} |")
     return "\n".join(lines) + "\n"
+
+
+def plan(names: list, modes: list) -> list:
+    """(case, mode) in the order they are run and reported."""
+    return [(n, m) for n in names for m in modes if m == "prefill" or n in DECODERS]
+
+
+def measure_case(name: str, mode: str, window_s: float) -> dict:
+    """One case measured in this process (CUDA device 0): its record."""
+    torch = require_gpu("bench/heldout.py")
+    ident = run_identity(torch)
+    model = cli.build(config_of(name), "bf16", "cuda")
+    inputs, kw = cli.inputs_for(model, CASES[name][3], CASES[name][4], "cuda")
+    rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512, window_s=window_s,
+                           min_trials=3, max_trials=12, budget_s=240)
+    return record(name, mode, rep, ident)
+
+
+def child_command(name: str, mode: str, window_s: float, out: Path) -> list:
+    return [sys.executable, str(Path(__file__).resolve()), "--child", name, mode, "--window-s", str(window_s),
+            "--child-out", str(out)]
+
+
+def run_case(name: str, mode: str, window_s: float, gpu: str | None, scratch: Path) -> dict:
+    """One case in a fresh process on ``gpu`` (CUDA_VISIBLE_DEVICES; None: as inherited): its record, or what
+    went wrong. A process that dies (BLOOM-560m's prefill killed one with SIGSEGV on an H200) takes only its own
+    case with it: the others still run, and the death is a record."""
+    out = scratch / f"{name}.{mode}.json"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1") | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
+    t0 = time.monotonic()
+    p = subprocess.run(child_command(name, mode, window_s, out), env=env, stderr=subprocess.PIPE, text=True)
+    wall = time.monotonic() - t0
+    if p.returncode == 0 and out.exists():
+        return json.loads(out.read_text()) | {"wall_s": wall}
+    died = (f"the process died of {signal.Signals(-p.returncode).name}" if p.returncode < 0
+            else f"the process exited {p.returncode}")
+    tail = " | ".join(line.strip() for line in p.stderr.strip().splitlines()[-3:])
+    return {"case": name, "mode": mode, "error": f"{died}: {tail}" if tail else died, "gpu": gpu, "wall_s": wall}
+
+
+def _say(r: dict) -> str:
+    if "error" in r:
+        return f"{r['case']} {r['mode']}: failed: {r['error'][:300]}"
+    return (f"{r['case']} {r['mode']}: {'eager' if r['whole_model_eager'] else 'graph'}, coverage "
+            f"{r['coverage']:.1%} / explained {r['explained_coverage']:.1%}; by blocks {r['block_coverage'] or 0:.1%}"
+            f" / {r['explained_coverage_by_blocks'] or 0:.1%}; max CV {r['max_cv']:.2%}; {r['wall_s']:.0f} s on "
+            f"{r['card']['uuid'][:12]}")
+
+
+def run_all(cases: list, gpus: list, window_s: float, out: Path) -> list:
+    """Every case, each in a fresh process, on each GPU of ``gpus`` at once ([None]: the inherited device);
+    heldout.json is rewritten whole after every case, in plan order."""
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "heldout-cases"
+    scratch.mkdir(exist_ok=True)
+    todo, done, lock = queue.Queue(), {}, threading.Lock()
+    for c in cases:
+        todo.put(c)
+
+    def worker(gpu):
+        while True:
+            try:
+                name, mode = todo.get_nowait()
+            except queue.Empty:
+                return
+            print(f"{name} {mode} ... (GPU {gpu if gpu is not None else 0})", flush=True)
+            r = run_case(name, mode, window_s, gpu, scratch)
+            with lock:
+                done[(name, mode)] = r
+                print("  " + _say(r), flush=True)
+                write_atomic(out / "heldout.json", json.dumps([done[c] for c in cases if c in done], indent=1,
+                                                              default=float) + "\n")
+
+    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recs = [done[c] for c in cases if c in done]
+    write_atomic(out / "heldout.md", markdown(recs))
+    return recs
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--modes", default="prefill,decode")
+    ap.add_argument("--gpus", default=None, help="CUDA devices to spread the cases over, e.g. 0,1,2,3 (default: "
+                    "the one CUDA_VISIBLE_DEVICES gives)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--window-s", type=float, default=0.2)
+    ap.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        rec = measure_case(*args.child, args.window_s)
+        write_atomic(Path(args.child_out), json.dumps(rec, default=float) + "\n")
+        return 0
     names = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in names if c not in CASES]
+    unknown = [c for c in names if c not in CASES] + [m for m in args.modes.split(",") if m not in MODES]
     if unknown:
-        print(f"bench/heldout.py: unknown case {unknown[0]!r}; choose from {', '.join(CASES)}", file=sys.stderr)
+        print(f"bench/heldout.py: unknown case or mode {unknown[0]!r}; cases: {', '.join(CASES)}; modes: "
+              f"{', '.join(MODES)}", file=sys.stderr)
         return 2
-    torch = require_gpu("bench/heldout.py")
-    ident = run_identity(torch)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    recs = []
-    for name in names:
-        for mode in [m for m in args.modes.split(",") if m == "prefill" or name in DECODERS]:
-            t0 = time.monotonic()
-            print(f"{name} {mode} ...", flush=True)
-            try:
-                model = cli.build(config_of(name), "bf16", "cuda")
-                inputs, kw = cli.inputs_for(model, CASES[name][3], CASES[name][4], "cuda")
-                rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512,
-                                       window_s=args.window_s, min_trials=3, max_trials=12, budget_s=240)
-                recs.append(record(name, mode, rep, ident))
-                r = recs[-1]
-                print(f"  {'eager' if r['whole_model_eager'] else 'graph'}, coverage {r['coverage']:.1%} / "
-                      f"explained {r['explained_coverage']:.1%}; by blocks {r['block_coverage'] or 0:.1%} / "
-                      f"{r['explained_coverage_by_blocks'] or 0:.1%}; max CV {r['max_cv']:.2%}; "
-                      f"{time.monotonic() - t0:.0f} s", flush=True)
-            except Exception as exc:  # noqa: BLE001 - one case's failure never loses the others
-                recs.append({"case": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}",
-                             "card": ident["gpu"]})
-                print(f"  failed: {recs[-1]['error'][:200]}", flush=True)
-            finally:
-                torch.cuda.empty_cache()
-            (out / "heldout.json").write_text(json.dumps(recs, indent=1, default=float) + "\n")
-    (out / "heldout.md").write_text(markdown(recs))
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
+    recs = run_all(plan(names, args.modes.split(",")), gpus, args.window_s, Path(args.out))
     print(markdown(recs))
-    return 0
+    return 0 if recs and all("error" not in r for r in recs) else 1
 
 
 if __name__ == "__main__":

@@ -31,3 +31,35 @@ def test_the_family_is_planned_with_its_blocks(name, mode):
     assert len(blocks) == layers  # every layer is a block, found by the rules
     assert {c.kind for c in comps} >= {"self_attention", "mlp"} or name == "pythia-410m"
     assert all(g.flops > 0 for g in group_components(blocks))
+
+
+def _fake_child(name, mode, window_s, out):
+    """A stand-in for one case's process: bloom-560m prefill dies of SIGSEGV (as it did on an H200), the
+    others write a record naming the GPU they were given."""
+    import sys
+
+    if (name, mode) == ("bloom-560m", "prefill"):
+        code = "import os, signal, sys; print('replaying...', file=sys.stderr); os.kill(os.getpid(), signal.SIGSEGV)"
+    else:
+        code = ("import json, os, sys; json.dump({'case': sys.argv[1], 'mode': sys.argv[2], 'whole_model_eager': False, "
+                "'coverage': 0.9, 'explained_coverage': 1.0, 'block_coverage': 0.95, "
+                "'explained_coverage_by_blocks': 1.01, 'max_cv': 0.005, 'interaction_rel': [0.05], "
+                "'card': {'uuid': 'GPU-' + os.environ.get('CUDA_VISIBLE_DEVICES', '-')}}, open(sys.argv[3], 'w'))")
+    return [sys.executable, "-c", code, name, mode, str(out)]
+
+
+def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(heldout, "child_command", _fake_child)
+    cases = heldout.plan(["opt-125m", "bloom-560m", "vit-l-16-b8"], ["prefill", "decode"])
+    assert cases == [("opt-125m", "prefill"), ("opt-125m", "decode"), ("bloom-560m", "prefill"),
+                     ("bloom-560m", "decode"), ("vit-l-16-b8", "prefill")]  # vision: no decode step
+    recs = heldout.run_all(cases, ["0", "1"], 0.2, tmp_path)
+    assert [(r["case"], r["mode"]) for r in recs] == cases  # plan order, whichever GPU finished first
+    dead = recs[2]
+    assert dead["error"].startswith("the process died of SIGSEGV") and "replaying..." in dead["error"]
+    assert all("error" not in r for i, r in enumerate(recs) if i != 2)
+    assert {r["card"]["uuid"] for r in recs if "card" in r} <= {"GPU-0", "GPU-1"}
+    import json
+
+    assert json.loads((tmp_path / "heldout.json").read_text()) == recs
+    assert "| bloom-560m | prefill | failed: the process died of SIGSEGV" in (tmp_path / "heldout.md").read_text()
