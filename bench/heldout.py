@@ -111,7 +111,7 @@ def markdown(recs: list) -> str:
             lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} ||||||||")
             continue
         inter = ", ".join(f"{x * 100:+.1f} %" for x in r["interaction_rel"]) or "–"
-        pct = (lambda x: "–" if x is None else f"{x * 100:.1f} %")
+        pct = (lambda x: "–" if x is None or x != x else f"{x * 100:.1f} %")  # NaN: a loop, no yardstick
         lines.append(f"| {r['case']} | {r['mode']} | {'eager' if r['whole_model_eager'] else 'graph'} | "
                      f"{r['max_cv'] * 100:.2f} % | {pct(r['coverage'])} | {pct(r['explained_coverage'])} | "
                      f"{pct(r['block_coverage'])} | {pct(r['explained_coverage_by_blocks'])} | {inter} | "

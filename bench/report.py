@@ -101,6 +101,8 @@ def _findings(an: dict, ok: dict) -> list:
     models = sorted({r["task"]["model"] for r in ok.values() if "suite" in r["task"]["purpose"]})
     cvs = [max_cv(r["report"]) for r in ok.values()]
     cov = [(t, r["report"]["accounting"]["coverage"]) for t, r in sorted(ok.items())]
+    loops = [t for t, c in cov if math.isnan(c)]  # the whole model ran as a Python loop: no yardstick
+    cov = [(t, c) for t, c in cov if not math.isnan(c)]
     low = [t for t, c in cov if c < 0.9]
     p, ps = an["attention_premium"], an["premium_by_sweep"]
     rev = ", ".join(f"{t.split('/')[0]} ({p['per_task'][t]:.2f}×)" for t in p["reversed"]) or "none"
@@ -117,6 +119,8 @@ def _findings(an: dict, ok: dict) -> list:
          ""]
     if low:
         L.append(f"Plain coverage below 90 %: {', '.join(low)}.")
+    if loops:
+        L.append(f"Kept out of coverage (the whole model ran as a Python loop): {', '.join(loops)}.")
     for name, (_, label) in SWEEP_X.items():  # the premium along each sweep (figure sweeps_per_flop)
         per = ps.get(name, {}).get("per_task", {})
         rows = [r for r in sweep_rows(ok, name) if r["task"] in per]

@@ -131,6 +131,8 @@ def energy_model(records: dict) -> dict:
 
 
 def _span(values: list) -> list:
+    """[min, max] of the values that are numbers (a coverage is NaN where the whole model ran as a loop)."""
+    values = [v for v in values if not math.isnan(v)]
     return [min(values), max(values)] if values else []
 
 

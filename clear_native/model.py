@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from . import clock
 from .accounting import account, context_accounting, regime_mismatch
@@ -84,16 +84,24 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     blocks_, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, measured, comps, results, wm,
                                  ctx_rows)
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
-                       whole=asdict(wm), accounting=acc, failures=failures,
+                       whole=asdict(wm), accounting=_yardstick(acc, whole), failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
                        wall_s=clock.now_s() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
-                       blocks=blocks_, block_accounting=block_acc,
+                       blocks=blocks_, block_accounting=_yardstick(block_acc, whole),
                        regime_mismatch=regime_mismatch(results + blocks_, asdict(wm), run.gpu.get("power_limit_w")),
                        settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials, l2=l2,
                                      l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
                                      target_ci_rel=target_ci_rel, window_s=window_s, kernel_time_s=kernels_s,
                                      component_kernel_time_s=inside_s, whole_model_eager=whole.eager,
                                      whole_model_eager_reason=whole.reason, in_context=in_context, blocks=blocks))
+
+
+def _yardstick(acc, whole):
+    """The accounting, without coverage where the whole model ran as a Python loop (issue 13: not a yardstick
+    for its parts; a BLOOM-560m loop once gave 20.9 % and 'explained' 99.9 %, both meaningless)."""
+    if acc is None or not whole.eager:
+        return acc
+    return replace(acc, coverage=math.nan, explained_coverage=math.nan)
 
 
 def _check(mode: str, l2: str, kw: dict, model_kwargs: dict | None) -> dict:

@@ -298,6 +298,9 @@ class ModelReport:
                      f"{self.whole.get('cv', math.nan) * 100:.2f} %", "", "", "100 %"])
         lines += markdown_table(("component", "kind", "×", "GPU time/call", "energy/call", "CV", "FLOPs", "J/FLOP",
                                  "share"), rows)
+        if self.settings.get("whole_model_eager"):
+            lines += ["", "coverage not computed: the whole model ran as a Python loop "
+                      f"({self.settings.get('whole_model_eager_reason') or 'not captured'}), no yardstick for its parts"]
         lines += ["", f"coverage {a.coverage * 100:.1f} %; glue {a.glue_time_s * 1e6:.1f} µs / "
                       f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
                       f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {a.explained_coverage * 100:.1f} %"]
