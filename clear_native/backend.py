@@ -23,11 +23,13 @@ from __future__ import annotations
 # cards, 5 began in the slow state. Light, latency-bound parts move with it (the study's repeats on
 # one card: +7 to +22 % GPU time, +7 to +16 % energy, dynamic energy +2 to +8 %), while work of
 # tens of µs per kernel and more does not (t5-small's parts within 0.3 % in time, 1.1 % in energy).
-# Its cause is not known (not the clocks NVML reports; the PCIe link's power state is one guess to
-# test: launch_state() reads the link's generation and width, and the clocks, with each latency). So
-# measure() reads the state before and after the trials and records it with the run
-# (MeasureRun.launch_state), and the reports split repeats whose GPU time held from those whose time
-# moved.
+# Its cause is not known: not the clocks NVML reports, and not the PCIe link (four H200s held gen 5
+# x16 in every reading, in the slow state, for 45 s of continuous replay: results/launch_state.*).
+# The state does change inside a measurement: three of four fresh processes read 1.14-1.18 µs before
+# GPT-2's trials and 0.96-1.01 µs after them (docs/measured.md, 2026-11-27 night). So measure() reads
+# the state before and after the trials and records it with the run (MeasureRun.launch_state); a
+# report whose state moved says so (clear_native/launch_state.py), and the reports split repeats whose
+# GPU time held from those whose time moved.
 
 from . import clock
 from ._native import core

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .launch_state import launch_state_line
 from .writers import csv_text, json_text, markdown_table, plain
 
 # --------------------------------------------------------------------------- measure()
@@ -99,7 +100,7 @@ class MeasureRun:
                                 "trials", "CV", "K"), rows)
         lines.append(f"\nidle {self.idle_power_w:.1f} W, awake idle {self.awake_idle_power_w:.1f} W; "
                      f"counter vs samples {self.counter_vs_samples_rel * 100:+.2f} %; {self.stop_reason}")
-        return "\n".join(lines)
+        return "\n".join(lines + launch_state_line(self.launch_state))
 
 
 # --------------------------------------------------------------------------- measure_model()
@@ -310,7 +311,7 @@ class ModelReport:
             lines += self._blocks_table()
         lines += [f"measured in another regime than the model: {name}: {why}" for name, why in self.regime_mismatch]
         lines += [f"not measured: {name}: {reason}" for name, reason in self.failures]
-        return "\n".join(lines)
+        return "\n".join(lines + launch_state_line(self.run.get("launch_state", [])))
 
     def _blocks_table(self) -> list:
         rows = [[b.name, b.occurrences, f"{b.energy_per_call_j * 1e3:.4g} ± {b.ci95_j * 1e3:.2g} mJ",

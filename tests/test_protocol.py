@@ -332,3 +332,6 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=0.9)
     run = cn.measure([light], backend=switching, profile=profile, min_trials=3, **KW)
     assert [s["latency_s"] for s in run.launch_state] == pytest.approx([5e-6, 4e-6])
+    # ... and its table says so (5.000 -> 4.000 µs, -20 %); a card that held its state, slow or fast, is not flagged.
+    assert "launch-latency state moved during the trials: 5.000 -> 4.000 µs per tiny graph kernel (-20 %)" in run.table()
+    assert "launch-latency" not in a.table() and "launch-latency" not in b.table()
