@@ -18,9 +18,11 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -171,8 +173,7 @@ def run_all(cases: list, gpus: list, window_s: float, out: Path) -> list:
     """Every case, each in a fresh process, on each GPU of ``gpus`` at once ([None]: the inherited device);
     heldout.json is rewritten whole after every case, in plan order."""
     out.mkdir(parents=True, exist_ok=True)
-    scratch = out / "heldout-cases"
-    scratch.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="heldout-"))  # each process's record, until the parent has it
     todo, done, lock = queue.Queue(), {}, threading.Lock()
     for c in cases:
         todo.put(c)
@@ -196,6 +197,7 @@ def run_all(cases: list, gpus: list, window_s: float, out: Path) -> list:
         t.start()
     for t in threads:
         t.join()
+    shutil.rmtree(scratch, ignore_errors=True)
     recs = [done[c] for c in cases if c in done]
     write_atomic(out / "heldout.md", markdown(recs))
     return recs

@@ -246,12 +246,6 @@ def _where(exc) -> str:
 
     import torch
 
-    own = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (torch, _package()))
+    own = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (torch.__file__, __file__))
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not os.path.abspath(f.filename).startswith(own)]
     return f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
-
-
-def _package():
-    import sys
-
-    return sys.modules[__name__.rpartition(".")[0]]
