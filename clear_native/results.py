@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from .launch_state import launch_state_line
 from .writers import csv_text, json_text, markdown_table, plain
 
+
+def _pc(x: float) -> str:
+    """A coverage in %, or 'not computed' (NaN: the whole model ran as a Python loop)."""
+    return "not computed" if math.isnan(x) else f"{x * 100:.1f} %"
+
+
 # --------------------------------------------------------------------------- measure()
 
 
@@ -302,9 +308,9 @@ class ModelReport:
         if self.settings.get("whole_model_eager"):
             lines += ["", "coverage not computed: the whole model ran as a Python loop "
                       f"({self.settings.get('whole_model_eager_reason') or 'not captured'}), no yardstick for its parts"]
-        lines += ["", f"coverage {a.coverage * 100:.1f} %; glue {a.glue_time_s * 1e6:.1f} µs / "
+        lines += ["", f"coverage {_pc(a.coverage)}; glue {a.glue_time_s * 1e6:.1f} µs / "
                       f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
-                      f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {a.explained_coverage * 100:.1f} %"]
+                      f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {_pc(a.explained_coverage)}"]
         if self.context_accounting is not None:
             lines += self._context_table()
         if self.blocks:
@@ -324,7 +330,7 @@ class ModelReport:
                    b.attributed_basis] for b in self.blocks for part, n in b.parts.items()]
         return (["", "By blocks (Note [Blocks and interaction]): block = its parts alone + interaction", ""]
                 + markdown_table(("block", "×", "energy/call", "parts alone", "interaction", "power"), rows)
-                + ([f"\nby blocks: coverage {a.coverage * 100:.1f} %; explained {a.explained_coverage * 100:.1f} %"]
+                + ([f"\nby blocks: coverage {_pc(a.coverage)}; explained {_pc(a.explained_coverage)}"]
                    if a else [])
                 + ["", "Each part's share of its block (attributed: the block shared in proportion to the basis):", ""]
                 + markdown_table(("block", "part", "per block", "alone", "attributed ±95 %", "basis"), shares))
