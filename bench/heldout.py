@@ -211,6 +211,7 @@ def main(argv=None) -> int:
                     "the one CUDA_VISIBLE_DEVICES gives)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--window-s", type=float, default=0.2)
+    ap.add_argument("--dry-run", action="store_true", help="print the cases and modes that would run, measure nothing")
     ap.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -224,8 +225,16 @@ def main(argv=None) -> int:
         print(f"bench/heldout.py: unknown case or mode {unknown[0]!r}; cases: {', '.join(CASES)}; modes: "
               f"{', '.join(MODES)}", file=sys.stderr)
         return 2
+    cases = plan(names, args.modes.split(","))
+    if args.dry_run:
+        for name, mode in cases:
+            cls, _, why, batch, seq = CASES[name]
+            shape = f"batch {batch}, one new token after 512 cached" if mode == "decode" else f"batch {batch} x {seq}"
+            print(f"{name} {mode}: {cls}, {shape}; {why}")
+        return 0
+    require_gpu("bench/heldout.py")  # one clear line before any process starts, not one failure per case
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
-    recs = run_all(plan(names, args.modes.split(",")), gpus, args.window_s, Path(args.out))
+    recs = run_all(cases, gpus, args.window_s, Path(args.out))
     print(markdown(recs))
     return 0 if recs and all("error" not in r for r in recs) else 1
 

@@ -63,3 +63,12 @@ def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path
 
     assert json.loads((tmp_path / "heldout.json").read_text()) == recs
     assert "| bloom-560m | prefill | failed: the process died of SIGSEGV" in (tmp_path / "heldout.md").read_text()
+
+
+def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(capsys):
+    assert heldout.main(["--dry-run", "--cases", "opt-125m,vit-l-16-b8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["opt-125m prefill", "opt-125m decode", "vit-l-16-b8 prefill"]
+    assert "one new token after 512 cached" in out[1]
+    assert heldout.main(["--cases", "opt-125m", "--modes", "decod"]) == 2
+    assert "unknown case or mode 'decod'" in capsys.readouterr().err
