@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import clock
+from . import clock, launch_state
 from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
 from .sampler import Sampler, SamplerResult
@@ -38,9 +38,10 @@ CLOCK_EVENT_REASONS = {
 }
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
-# records of different procedures are never averaged or compared unawares. 3: re-planned short trials and
-# bounded launches per trial (this version); 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 3
+# records of different procedures are never averaged or compared unawares. 4: trials start again once where the
+# card's launch-latency state moved under them (Note [One state per run], launch_state.py; this version); 3:
+# re-planned short trials and bounded launches per trial; 2: adaptive trials and window timing; 1: before.
+PROTOCOL_VERSION = 4
 
 
 def reason_names(mask: int) -> list[str]:
@@ -68,6 +69,7 @@ class _Run:
     awake_window: tuple | None = None
     stop_reason: str = "every capture reached its target"
     launch_state: list = field(default_factory=list)
+    state_restarts: int = 0
 
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
@@ -176,19 +178,26 @@ def _awake_baseline(st: _Run, window_s: float) -> None:
     st.awake_window = _steady_window(awake, st.profile.settle_s, st.tail_s)
 
 
-def _launch_state(st: _Run) -> None:
-    """The card's launch-latency state now, where the backend can tell (Note [Launch-latency state], backend.py)."""
-    probe = getattr(st.backend, "launch_state", None)
-    if probe is None:
+def _launch_state(st: _Run) -> dict | None:
+    """The card's launch-latency state now, kept with the run (Note [One state per run], launch_state.py)."""
+    state = launch_state.read(st.backend, st.say)
+    if state is not None:
+        st.launch_state.append(state | {"t_s": clock.now_s() - st.t_begin})
+    return state
+
+
+def _one_state(st: _Run) -> None:
+    """After a round of trials: where the state moved from the one the kept trials began in, they start again."""
+    if not st.launch_state or _launch_state(st) is None or st.state_restarts >= launch_state.MAX_STATE_RESTARTS:
         return
-    try:
-        state = dict(probe())
-    except Exception as exc:  # noqa: BLE001 - a diagnostic: it never costs the measurement
-        st.launch_state.append({"latency_s": math.nan, "error": f"{type(exc).__name__}: {exc}"})
-        st.say(f"launch latency not read: {type(exc).__name__}: {exc}")
-        return
-    st.launch_state.append(state)
-    st.say(f"launch latency {state['latency_s'] * 1e6:.3f} µs per graph kernel")
+    start, now = st.launch_state[launch_state.kept_from(st.launch_state)], st.launch_state[-1]
+    if abs(launch_state.moved(start, now)) > launch_state.STATE_MOVED:
+        st.state_restarts += 1
+        now["restart"] = True
+        for t in st.trials:
+            t.start_again()
+        st.say(f"launch-latency state moved ({start['latency_s'] * 1e6:.3f} -> {now['latency_s'] * 1e6:.3f} µs): "
+               "every capture's trials start again")
 
 
 def _run_trials(st: _Run, budget_s: float) -> None:
@@ -216,6 +225,7 @@ def _run_trials(st: _Run, budget_s: float) -> None:
         snap = st.sampler.snapshot()  # a sampler that died raises here, not at stop()
         for t in active:
             _judge(st, t, snap, before[t.name])
+        _one_state(st)
 
 
 def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:

@@ -97,6 +97,12 @@ class Trials:
         """Still to be measured: not converged, under max_trials, not tried hopelessly often."""
         return not self.converged and len(self.values) < rules.max_trials and self.tried < 3 * rules.max_trials
 
+    def start_again(self) -> None:
+        """Every kept trial dropped (the card's state moved under them: Note [One state per run],
+        launch_state.py); the plan's adaptations (window, settle time, launches) stay."""
+        self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
+        self.converged_at = math.nan
+
     def energy(self) -> Summary:
         return Summary.of([pw * tc for pw, tc, _, _ in self.values])
 

@@ -271,37 +271,58 @@ def test_protocol_at_the_hopper_time_scale():
 
 
 class SwitchingBackend(cn.SimulatedBackend):
-    """A card whose launch-latency state is read from a list, one value a probe (Note [Launch-latency state])."""
+    """A card whose launch-latency state is read from a list, one value a probe, the last one from then on
+    (Note [Launch-latency state])."""
 
     def __init__(self, *a, states=(), **k):
         super().__init__(*a, **k)
         self.states = list(states)
+        self.probes = 0
 
     def launch_state(self):
-        value = self.states.pop(0)
+        value = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        self.probes += 1
         if isinstance(value, Exception):
             raise value
         return {"latency_s": value, "pcie_generation": 5 if value < 1e-6 else 1}
 
 
-def test_the_launch_latency_state_is_read_before_and_after_the_trials():
+def _latencies(run) -> list:
+    return [s["latency_s"] for s in run.launch_state]
+
+
+def test_the_launch_latency_state_is_read_before_after_and_between_rounds_of_trials():
     call = cn.SimulatedCall("part", kernel_s=20e-6, power_w=300.0)
-    # The slow state at the start, the fast one at the end (as an H200 was seen to switch mid-process).
+    # The slow state at the start, the fast one from the first round on (as an H200 was seen to switch
+    # mid-process): Note [One state per run]: the trials start again, once, in the new state.
     backend = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[1.21e-6, 0.96e-6])
     profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
     run = cn.measure([call], backend=backend, profile=profile, min_trials=3, **KW)
-    assert run.launch_state == [{"latency_s": 1.21e-6, "pcie_generation": 1},
-                                {"latency_s": 0.96e-6, "pcie_generation": 5}] and backend.states == []
+    assert _latencies(run) == [1.21e-6] + [0.96e-6] * (backend.probes - 1) and backend.probes >= 5
+    assert [s.get("restart", False) for s in run.launch_state] == [False, True] + [False] * (backend.probes - 2)
+    assert run.launch_state[0]["pcie_generation"] == 1 and run.launch_state[-1]["pcie_generation"] == 5
+    assert all(a["t_s"] <= b["t_s"] for a, b in zip(run.launch_state, run.launch_state[1:]))
+    assert run["part"].trials >= 3  # all of them after the restart
     assert run.to_dict()["launch_state"] == run.launch_state
-    # The simulated card's own probe: its shortest kernel plus the gap after it, at both ends.
+    text = run.table()
+    assert "launch-latency state moved (1.210 -> 0.960 µs per tiny graph kernel)" in text
+    assert "trials started again in the new state" in text and "moved during the trials" not in text
+    # The simulated card's own probe: its shortest kernel plus the gap after it, the same at every reading.
     plain = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
     run = cn.measure([call], backend=plain, profile=profile, min_trials=3, **KW)
-    assert run.launch_state == [{"latency_s": plain.costs.min_kernel_s + plain.costs.gap_s}] * 2
+    assert _latencies(run) == [plain.costs.min_kernel_s + plain.costs.gap_s] * len(run.launch_state)
+    assert len(run.launch_state) >= 3 and not any(s.get("restart") for s in run.launch_state)
+    # A card that moves again after the restart is not chased a second time: the report says it moved.
+    flapping = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[1.2e-6, 1.0e-6, 1.0e-6, 1.2e-6])
+    run = cn.measure([call], backend=flapping, profile=profile, min_trials=3, **KW)
+    assert sum(bool(s.get("restart")) for s in run.launch_state) == 1
+    assert "moved during the trials: 1.000 -> 1.200 µs per tiny graph kernel (+20 %)" in run.table()
     # A probe that fails costs the measurement nothing: the state reads NaN with the reason, the trials stand.
     broken = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[RuntimeError("no graph"), 1e-6])
     run = cn.measure([call], backend=broken, profile=profile, min_trials=3, **KW)
     assert math.isnan(run.launch_state[0]["latency_s"]) and run.launch_state[0]["error"] == "RuntimeError: no graph"
-    assert run.launch_state[1]["latency_s"] == 1e-6
+    assert _latencies(run)[1:] == [1e-6] * (len(run.launch_state) - 1)
+    assert not any(s.get("restart") for s in run.launch_state)  # no state to compare with: nothing restarts
     assert run["part"].trials >= 3
     assert run["part"].energy_per_call_j == pytest.approx(call.true_energy_per_call_j(run["part"].unroll, 110.0),
                                                           rel=0.02)
@@ -322,7 +343,7 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
             m = run[call.name]
             assert m.gpu_time_per_call_s == pytest.approx(call.true_time_per_call_s(m.unroll, scale), rel=0.01)
             assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, 110.0, scale), rel=0.02)
-        assert run.launch_state == [{"latency_s": fast.costs.min_kernel_s + fast.costs.gap_s * scale}] * 2
+        assert _latencies(run) == [fast.costs.min_kernel_s + fast.costs.gap_s * scale] * len(run.launch_state)
     moved = a["light"].gpu_time_per_call_s / b["light"].gpu_time_per_call_s - 1
     assert 0.15 < moved < 0.30  # ~5 µs on ~20 µs, as GPT-2's decode MLP moved 19.0 -> 23.1 µs
     assert abs(a["heavy"].gpu_time_per_call_s / b["heavy"].gpu_time_per_call_s - 1) < 0.005
@@ -331,7 +352,29 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     # virtual clock the trials run from ~0.6 s to ~1.3 s after the backend is made).
     switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=0.9)
     run = cn.measure([light], backend=switching, profile=profile, min_trials=3, **KW)
-    assert [s["latency_s"] for s in run.launch_state] == pytest.approx([5e-6, 4e-6])
-    # ... and its table says so (5.000 -> 4.000 µs, -20 %); a card that held its state, slow or fast, is not flagged.
-    assert "launch-latency state moved during the trials: 5.000 -> 4.000 µs per tiny graph kernel (-20 %)" in run.table()
-    assert "launch-latency" not in a.table() and "launch-latency" not in b.table()
+    lat = _latencies(run)
+    assert lat[0] == pytest.approx(5e-6) and lat[-1] == pytest.approx(4e-6)
+    # Note [One state per run]: the trials before the switch are dropped, so the light part reads the fast
+    # state's truth, not a mix of the two; the table says why its trials started again.
+    m = run["light"]
+    assert m.gpu_time_per_call_s == pytest.approx(light.true_time_per_call_s(m.unroll, 1.0), rel=0.01)
+    assert m.energy_per_call_j == pytest.approx(light.true_energy_per_call_j(m.unroll, 110.0, 1.0), rel=0.02)
+    assert sum(bool(s.get("restart")) for s in run.launch_state) == 1
+    assert "launch-latency state moved (5.000 -> 4.000 µs" in run.table()
+    assert "launch-latency" not in a.table() and "launch-latency" not in b.table()  # a state held, slow or fast
+
+
+def test_every_part_of_a_run_is_measured_in_one_launch_latency_state():
+    # Note [One state per run]: part "a" converges in the slow state before the card switches at 1.6 s; part "b",
+    # noisier, is still being measured. Without starting the trials again, "a" kept the slow state's numbers
+    # (+25 % in time) while "b" read the fast one's: two parts of one run in two states.
+    a = cn.SimulatedCall("a", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
+    b = cn.SimulatedCall("b", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6, swing_w=6.0, swing_s=0.01)
+    profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
+    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.6)
+    run = cn.measure([a, b], backend=card, profile=profile, min_trials=3, **KW)
+    for call in (a, b):
+        m = run[call.name]
+        assert m.gpu_time_per_call_s == pytest.approx(call.true_time_per_call_s(m.unroll, 1.0), rel=0.01), call.name
+        assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, 110.0, 1.0), rel=0.02)
+    assert sum(bool(s.get("restart")) for s in run.launch_state) == 1

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import clear_native as cn  # noqa: E402
 from bench import preflight, run, tasks  # noqa: E402
 from clear_native.accounting import account  # noqa: E402
+from clear_native.protocol import PROTOCOL_VERSION  # noqa: E402
 from clear_native.results import GroupResult, ModelReport  # noqa: E402
 
 PROFILE = cn.SensorProfile("GPU-sim-driver-1", 0.02, 0.021, 0.009, 0.009, 0.43, 1.3, 0.1, 77.0, 250.0, "now")
@@ -36,7 +37,8 @@ def measure_task(lab, task, profile, args):
 fake_torch = types.SimpleNamespace(__version__="sim", cuda=types.SimpleNamespace(is_available=lambda: False))
 tasks.gpu_libraries = lambda: (fake_torch, types.SimpleNamespace(__version__="5.24.0"))
 tasks.run_identity = lambda torch: {"gpu": {"name": "Sim H0", "uuid": "GPU-sim", "driver_version": "1"},
-                                    "date": "2026-11-27", "code_version": "sim-code", "protocol_version": "3"}
+                                    "date": "2026-11-27", "code_version": "sim-code",
+                                    "protocol_version": str(PROTOCOL_VERSION)}
 run.code_version = lambda: "sim-code"
 tasks.measure_task = measure_task
 preflight.libraries = lambda: None
