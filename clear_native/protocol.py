@@ -186,12 +186,14 @@ def _launch_state(st: _Run) -> dict | None:
     return state
 
 
-def _one_state(st: _Run) -> None:
-    """After a round of trials: where the state moved from the one the kept trials began in, they start again."""
+def _one_state(st: _Run, budget_s: float) -> None:
+    """After a round of trials: where the state moved from the one the kept trials began in, they start again
+    (if the budget left could measure them again: a restart must not leave the run with nothing)."""
     if not st.launch_state or _launch_state(st) is None or st.state_restarts >= launch_state.MAX_STATE_RESTARTS:
         return
     start, now = st.launch_state[launch_state.kept_from(st.launch_state)], st.launch_state[-1]
-    if abs(launch_state.moved(start, now)) > launch_state.STATE_MOVED:
+    time_for_it = budget_s - now["t_s"] > now["t_s"] - start["t_s"]
+    if abs(launch_state.moved(start, now)) > launch_state.STATE_MOVED and time_for_it:
         st.state_restarts += 1
         now["restart"] = True
         for t in st.trials:
@@ -225,7 +227,7 @@ def _run_trials(st: _Run, budget_s: float) -> None:
         snap = st.sampler.snapshot()  # a sampler that died raises here, not at stop()
         for t in active:
             _judge(st, t, snap, before[t.name])
-        _one_state(st)
+        _one_state(st, budget_s)
 
 
 def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:

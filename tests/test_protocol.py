@@ -378,3 +378,15 @@ def test_every_part_of_a_run_is_measured_in_one_launch_latency_state():
         assert m.gpu_time_per_call_s == pytest.approx(call.true_time_per_call_s(m.unroll, 1.0), rel=0.01), call.name
         assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, 110.0, 1.0), rel=0.02)
     assert sum(bool(s.get("restart")) for s in run.launch_state) == 1
+
+
+def test_a_state_change_late_in_the_budget_does_not_throw_the_trials_away():
+    # Note [One state per run]: starting again must be able to finish; with the budget nearly spent the kept
+    # trials stand, and the report says the state moved under them.
+    call = cn.SimulatedCall("part", kernel_s=20e-6, power_w=300.0)
+    profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
+    late = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[1.2e-6, 1.2e-6, 1.2e-6, 1.2e-6, 1.0e-6])
+    run = cn.measure([call], backend=late, profile=profile, min_trials=3, max_trials=40,
+                     **(KW | {"budget_s": 1.2}))
+    assert not any(s.get("restart") for s in run.launch_state) and run["part"].trials >= 3
+    assert "moved during the trials: 1.200 -> 1.000 µs" in run.table()
