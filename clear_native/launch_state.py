@@ -46,6 +46,21 @@ def kept_from(states: list) -> int:
     return max((i for i, s in enumerate(states) if s.get("restart")), default=0)
 
 
+def start_again_if_moved(states: list, trials: list, budget_s: float, restarts: int) -> bool:
+    """After a round (``states[-1]`` just read): where the state moved more than STATE_MOVED from the one the kept
+    trials began in, every capture's trials start again, and the reading is marked. Not more than
+    MAX_STATE_RESTARTS times, and only where the budget left could measure them again (a restart must not leave
+    the run with nothing): True where they did."""
+    start, now = states[kept_from(states)], states[-1]
+    time_for_it = budget_s - now["t_s"] > now["t_s"] - start["t_s"]
+    if restarts >= MAX_STATE_RESTARTS or not time_for_it or not abs(moved(start, now)) > STATE_MOVED:
+        return False
+    now["restart"] = True
+    for t in trials:
+        t.start_again()
+    return True
+
+
 def launch_state_line(states: list) -> list:
     """A report's lines on the state: the trials started again after it moved, and/or a warning that it moved
     under the kept trials (first kept reading vs the last); nothing where it held."""

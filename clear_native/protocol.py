@@ -178,28 +178,21 @@ def _awake_baseline(st: _Run, window_s: float) -> None:
     st.awake_window = _steady_window(awake, st.profile.settle_s, st.tail_s)
 
 
-def _launch_state(st: _Run) -> dict | None:
+def _launch_state(st: _Run, say: Callable | None = None) -> dict | None:
     """The card's launch-latency state now, kept with the run (Note [One state per run], launch_state.py)."""
-    state = launch_state.read(st.backend, st.say)
+    state = launch_state.read(st.backend, say or st.say)
     if state is not None:
         st.launch_state.append(state | {"t_s": clock.now_s() - st.t_begin})
     return state
 
 
 def _one_state(st: _Run, budget_s: float) -> None:
-    """After a round of trials: where the state moved from the one the kept trials began in, they start again
-    (if the budget left could measure them again: a restart must not leave the run with nothing)."""
-    if not st.launch_state or _launch_state(st) is None or st.state_restarts >= launch_state.MAX_STATE_RESTARTS:
-        return
-    start, now = st.launch_state[launch_state.kept_from(st.launch_state)], st.launch_state[-1]
-    time_for_it = budget_s - now["t_s"] > now["t_s"] - start["t_s"]
-    if abs(launch_state.moved(start, now)) > launch_state.STATE_MOVED and time_for_it:
+    """After a round of trials, the state read quietly; the trials start again where it moved under them."""
+    if st.launch_state and _launch_state(st, lambda _: None) is not None and \
+            launch_state.start_again_if_moved(st.launch_state, st.trials, budget_s, st.state_restarts):
         st.state_restarts += 1
-        now["restart"] = True
-        for t in st.trials:
-            t.start_again()
-        st.say(f"launch-latency state moved ({start['latency_s'] * 1e6:.3f} -> {now['latency_s'] * 1e6:.3f} µs): "
-               "every capture's trials start again")
+        a, b = st.launch_state[-2]["latency_s"], st.launch_state[-1]["latency_s"]
+        st.say(f"launch-latency state moved ({a * 1e6:.3f} -> {b * 1e6:.3f} µs): every capture's trials start again")
 
 
 def _run_trials(st: _Run, budget_s: float) -> None:
