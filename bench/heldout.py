@@ -91,7 +91,7 @@ def config_of(name: str):
 def record(name: str, mode: str, rep, ident: dict) -> dict:
     """The summary a reader compares across cases, with the whole report beside it."""
     cvs = [g.cv for g in rep.groups] + [b.cv for b in rep.blocks] + [rep.whole["cv"]]
-    ba = rep.block_accounting
+    ba, ctx = rep.block_accounting, rep.context_accounting  # ctx: with --in-context (Note [A component in context])
     return {"case": name, "mode": mode, "why": CASES[name][2], "whole_model_eager": rep.settings["whole_model_eager"],
             "whole_model_eager_reason": rep.settings["whole_model_eager_reason"], "max_cv": max(cvs),
             "coverage": rep.coverage, "explained_coverage": rep.explained_coverage,
@@ -99,6 +99,7 @@ def record(name: str, mode: str, rep, ident: dict) -> dict:
             "explained_coverage_by_blocks": ba.explained_coverage if ba else None,
             "interaction_rel": [b.interaction_rel for b in rep.blocks],
             "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
+            "explained_coverage_in_context": ctx.explained_coverage if ctx else None,
             "card": ident["gpu"], "date": ident["date"], "clear_native": ident["clear_native"],
             "code_version": ident["code_version"], "protocol_version": ident["protocol_version"],
             "report": rep.to_dict()}
@@ -126,23 +127,24 @@ def plan(names: list, modes: list) -> list:
     return [(n, m) for n in names for m in modes if m == "prefill" or n in DECODERS]
 
 
-def measure_case(name: str, mode: str, window_s: float) -> dict:
-    """One case measured in this process (CUDA device 0): its record."""
+def measure_case(name: str, mode: str, opts: dict) -> dict:
+    """One case measured in this process (CUDA device 0): its record. ``opts``: window_s, in_context."""
     torch = require_gpu("bench/heldout.py")
     ident = run_identity(torch)
     model = cli.build(config_of(name), "bf16", "cuda")
     inputs, kw = cli.inputs_for(model, CASES[name][3], CASES[name][4], "cuda")
-    rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512, window_s=window_s,
-                           min_trials=3, max_trials=12, budget_s=240)
+    rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512, window_s=opts["window_s"],
+                           in_context=opts["in_context"], min_trials=3, max_trials=12,
+                           budget_s=480 if opts["in_context"] else 240)
     return record(name, mode, rep, ident)
 
 
-def child_command(name: str, mode: str, window_s: float, out: Path) -> list:
-    return [sys.executable, str(Path(__file__).resolve()), "--child", name, mode, "--window-s", str(window_s),
-            "--child-out", str(out)]
+def child_command(name: str, mode: str, opts: dict, out: Path) -> list:
+    return [sys.executable, str(Path(__file__).resolve()), "--child", name, mode, "--window-s", str(opts["window_s"]),
+            *(["--in-context"] if opts["in_context"] else []), "--child-out", str(out)]
 
 
-def run_case(name: str, mode: str, window_s: float, gpu: str | None, scratch: Path) -> dict:
+def run_case(name: str, mode: str, opts: dict, gpu: str | None, scratch: Path) -> dict:
     """One case in a fresh process on ``gpu`` (CUDA_VISIBLE_DEVICES; None: as inherited): its record, or what
     went wrong. A process that dies (BLOOM-560m's prefill killed one with SIGSEGV on an H200) takes only its own
     case with it: the others still run, and the death is a record."""
@@ -150,7 +152,7 @@ def run_case(name: str, mode: str, window_s: float, gpu: str | None, scratch: Pa
     out.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1") | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
     t0 = time.monotonic()
-    p = subprocess.run(child_command(name, mode, window_s, out), env=env, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(child_command(name, mode, opts, out), env=env, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - t0
     if p.returncode == 0 and out.exists():
         return json.loads(out.read_text()) | {"wall_s": wall}
@@ -169,7 +171,7 @@ def _say(r: dict) -> str:
             f"{r['card']['uuid'][:12]}")
 
 
-def run_all(cases: list, gpus: list, window_s: float, out: Path) -> list:
+def run_all(cases: list, gpus: list, opts: dict, out: Path) -> list:
     """Every case, each in a fresh process, on each GPU of ``gpus`` at once ([None]: the inherited device);
     heldout.json is rewritten whole after every case, in plan order."""
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,7 @@ def run_all(cases: list, gpus: list, window_s: float, out: Path) -> list:
             except queue.Empty:
                 return
             print(f"{name} {mode} ... (GPU {gpu if gpu is not None else 0})", flush=True)
-            r = run_case(name, mode, window_s, gpu, scratch)
+            r = run_case(name, mode, opts, gpu, scratch)
             with lock:
                 done[(name, mode)] = r
                 print("  " + _say(r), flush=True)
@@ -211,12 +213,16 @@ def main(argv=None) -> int:
                     "the one CUDA_VISIBLE_DEVICES gives)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--window-s", type=float, default=0.2)
+    ap.add_argument("--in-context", action="store_true", help="also each part's in-context marginal (the model's "
+                    "graph without it; one more whole-model measurement a part): for parts that run at the power "
+                    "limit alone (Gemma-2B's LM head)")
     ap.add_argument("--dry-run", action="store_true", help="print the cases and modes that would run, measure nothing")
     ap.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    opts = {"window_s": args.window_s, "in_context": args.in_context}
     if args.child:
-        rec = measure_case(*args.child, args.window_s)
+        rec = measure_case(*args.child, opts)
         write_atomic(Path(args.child_out), json.dumps(rec, default=float) + "\n")
         return 0
     names = [c for c in args.cases.split(",") if c]
@@ -234,7 +240,7 @@ def main(argv=None) -> int:
         return 0
     require_gpu("bench/heldout.py")  # one clear line before any process starts, not one failure per case
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
-    recs = run_all(cases, gpus, args.window_s, Path(args.out))
+    recs = run_all(cases, gpus, opts, Path(args.out))
     print(markdown(recs))
     return 0 if recs and all("error" not in r for r in recs) else 1
 

@@ -33,7 +33,7 @@ def test_the_family_is_planned_with_its_blocks(name, mode):
     assert all(g.flops > 0 for g in group_components(blocks))
 
 
-def _fake_child(name, mode, window_s, out):
+def _fake_child(name, mode, opts, out):
     """A stand-in for one case's process: bloom-560m prefill dies of SIGSEGV (as it did on an H200), the
     others write a record naming the GPU they were given."""
     import sys
@@ -53,7 +53,7 @@ def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path
     cases = heldout.plan(["opt-125m", "bloom-560m", "vit-l-16-b8"], ["prefill", "decode"])
     assert cases == [("opt-125m", "prefill"), ("opt-125m", "decode"), ("bloom-560m", "prefill"),
                      ("bloom-560m", "decode"), ("vit-l-16-b8", "prefill")]  # vision: no decode step
-    recs = heldout.run_all(cases, ["0", "1"], 0.2, tmp_path)
+    recs = heldout.run_all(cases, ["0", "1"], {"window_s": 0.2, "in_context": False}, tmp_path)
     assert [(r["case"], r["mode"]) for r in recs] == cases  # plan order, whichever GPU finished first
     dead = recs[2]
     assert dead["error"].startswith("the process died of SIGSEGV") and "replaying..." in dead["error"]
@@ -72,3 +72,11 @@ def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(cap
     assert "one new token after 512 cached" in out[1]
     assert heldout.main(["--cases", "opt-125m", "--modes", "decod"]) == 2
     assert "unknown case or mode 'decod'" in capsys.readouterr().err
+
+
+def test_a_case_process_gets_the_options_of_the_run(tmp_path):
+    cmd = heldout.child_command("gemma-2b-2l", "prefill", {"window_s": 0.3, "in_context": True}, tmp_path / "r.json")
+    assert cmd[cmd.index("--child") + 1:cmd.index("--child") + 3] == ["gemma-2b-2l", "prefill"]
+    assert cmd[cmd.index("--window-s") + 1] == "0.3" and "--in-context" in cmd
+    assert "--in-context" not in heldout.child_command("opt-125m", "decode", {"window_s": 0.2, "in_context": False},
+                                                       tmp_path / "r.json")
