@@ -5,8 +5,8 @@ built with random weights through the same path as `clear-native measure` (clear
 measured by measure_model with blocks: prefill at batch 1 x 128 (vision: batch 8), and for
 decoders one decode step after 512 cached tokens. Writes results/heldout.json (a list of records:
 case, mode, whole_model_eager, max_cv, coverage, explained_coverage, block coverage, card) and
-results/heldout.md. Every case runs in a fresh process (a crash costs that case, which is recorded as
-such, and no other), on one GPU or spread over --gpus.
+results/heldout.md. Every case runs in a fresh process (bench/workers.py: a crash costs that case, which
+is recorded as such, and no other), on one GPU or spread over --gpus.
 
 Usage: python bench/heldout.py [--cases bloom-560m,mistral-7b-2l,...] [--modes prefill,decode] [--gpus 0,1,2,3]
                                [--out results]
@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import queue
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: import the package bench, not loose files beside this one
@@ -32,7 +25,8 @@ if __package__ in (None, ""):  # run as a file: import the package bench, not lo
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 import clear_native as cn  # noqa: E402
-from bench.common import require_gpu, run_identity  # noqa: E402
+from bench import workers  # noqa: E402
+from bench.common import require_gpu  # noqa: E402
 from bench.store import write_atomic  # noqa: E402
 from clear_native import cli  # noqa: E402
 from clear_native.model import MODES  # noqa: E402
@@ -127,39 +121,15 @@ def plan(names: list, modes: list) -> list:
     return [(n, m) for n in names for m in modes if m == "prefill" or n in DECODERS]
 
 
-def measure_case(name: str, mode: str, opts: dict) -> dict:
-    """One case measured in this process (CUDA device 0): its record. ``opts``: window_s, in_context."""
-    torch = require_gpu("bench/heldout.py")
-    ident = run_identity(torch)
-    model = cli.build(config_of(name), "bf16", "cuda")
-    inputs, kw = cli.inputs_for(model, CASES[name][3], CASES[name][4], "cuda")
-    rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512, window_s=opts["window_s"],
-                           in_context=opts["in_context"], min_trials=3, max_trials=12,
-                           budget_s=480 if opts["in_context"] else 240)
-    return record(name, mode, rep, ident)
-
-
-def child_command(name: str, mode: str, opts: dict, out: Path) -> list:
-    return [sys.executable, str(Path(__file__).resolve()), "--child", name, mode, "--window-s", str(opts["window_s"]),
-            *(["--in-context"] if opts["in_context"] else []), "--child-out", str(out)]
-
-
-def run_case(name: str, mode: str, opts: dict, gpu: str | None, scratch: Path) -> dict:
-    """One case in a fresh process on ``gpu`` (CUDA_VISIBLE_DEVICES; None: as inherited): its record, or what
-    went wrong. A process that dies (BLOOM-560m's prefill killed one with SIGSEGV on an H200) takes only its own
-    case with it: the others still run, and the death is a record."""
-    out = scratch / f"{name}.{mode}.json"
-    out.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1") | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
-    t0 = time.monotonic()
-    p = subprocess.run(child_command(name, mode, opts, out), env=env, stderr=subprocess.PIPE, text=True)
-    wall = time.monotonic() - t0
-    if p.returncode == 0 and out.exists():
-        return json.loads(out.read_text()) | {"wall_s": wall}
-    died = (f"the process died of {signal.Signals(-p.returncode).name}" if p.returncode < 0
-            else f"the process exited {p.returncode}")
-    tail = " | ".join(line.strip() for line in p.stderr.strip().splitlines()[-3:])
-    return {"case": name, "mode": mode, "error": f"{died}: {tail}" if tail else died, "gpu": gpu, "wall_s": wall}
+def measure_case(lab, name: str, mode: str, profile, args) -> dict:
+    """One case measured in a worker process (bench/tasks.py's job kind "heldout"): its record. ``args``: the
+    run's settings (window_s, in_context)."""
+    model = cli.build(config_of(name), "bf16", lab.device)
+    inputs, kw = cli.inputs_for(model, CASES[name][3], CASES[name][4], lab.device)
+    rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=mode, cache_len=512, backend=lab.backend,
+                           profile=profile, window_s=args.window_s, in_context=args.in_context, min_trials=3,
+                           max_trials=12, budget_s=480 if args.in_context else 240)
+    return record(name, mode, rep, lab.identity)
 
 
 def _say(r: dict) -> str:
@@ -171,35 +141,25 @@ def _say(r: dict) -> str:
             f"{r['card']['uuid'][:12]}")
 
 
-def run_all(cases: list, gpus: list, opts: dict, out: Path) -> list:
-    """Every case, each in a fresh process, on each GPU of ``gpus`` at once ([None]: the inherited device);
-    heldout.json is rewritten whole after every case, in plan order."""
+def run_all(cases: list, ex, settings: dict, out: Path) -> list:
+    """Every case as a job of ``ex`` (workers.HostProcesses: a fresh process per case, on each card at once; a
+    process that dies, as BLOOM-560m's prefill did with SIGSEGV on an H200, is tried again once, then recorded
+    with how it died, and the others run on: Note [One writer], bench/workers.py). heldout.json is rewritten
+    whole after every case, in plan order."""
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="heldout-"))  # each process's record, until the parent has it
-    todo, done, lock = queue.Queue(), {}, threading.Lock()
-    for c in cases:
-        todo.put(c)
-
-    def worker(gpu):
-        while True:
-            try:
-                name, mode = todo.get_nowait()
-            except queue.Empty:
-                return
-            print(f"{name} {mode} ... (GPU {gpu if gpu is not None else 0})", flush=True)
-            r = run_case(name, mode, opts, gpu, scratch)
-            with lock:
-                done[(name, mode)] = r
-                print("  " + _say(r), flush=True)
-                write_atomic(out / "heldout.json", json.dumps([done[c] for c in cases if c in done], indent=1,
-                                                              default=float) + "\n")
-
-    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    shutil.rmtree(scratch, ignore_errors=True)
+    jobs = workers.Jobs({"job": "heldout", "id": f"{name}/{mode}", "case": name, "mode": mode, "args": settings}
+                        for name, mode in cases)
+    done = {}
+    for job, rec in ex.run(jobs):
+        if rec.get("profile") and rec.get("identity"):
+            jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])  # a card calibrated once
+        key = (job["case"], job["mode"])
+        card = rec.get("identity", {}).get("gpu")  # a process that died left no identity: its error names the card
+        done[key] = (rec["heldout"] | {"wall_s": rec["wall_s"]} if rec["status"] == "ok" else
+                     {"case": key[0], "mode": key[1], "error": rec["error"], "card": card})
+        print("  " + _say(done[key]), flush=True)
+        write_atomic(out / "heldout.json", json.dumps([done[c] for c in cases if c in done], indent=1,
+                                                      default=float) + "\n")
     recs = [done[c] for c in cases if c in done]
     write_atomic(out / "heldout.md", markdown(recs))
     return recs
@@ -209,22 +169,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--modes", default="prefill,decode")
-    ap.add_argument("--gpus", default=None, help="CUDA devices to spread the cases over, e.g. 0,1,2,3 (default: "
-                    "the one CUDA_VISIBLE_DEVICES gives)")
+    ap.add_argument("--gpus", default="0", help="the cards to spread the cases over: 'all', or nvidia-smi indices or "
+                    "UUIDs, e.g. 0,1,2,3 (default: 0)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--window-s", type=float, default=0.2)
     ap.add_argument("--in-context", action="store_true", help="also each part's in-context marginal (the model's "
                     "graph without it; one more whole-model measurement a part): for parts that run at the power "
                     "limit alone (Gemma-2B's LM head)")
     ap.add_argument("--dry-run", action="store_true", help="print the cases and modes that would run, measure nothing")
-    ap.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    opts = {"window_s": args.window_s, "in_context": args.in_context}
-    if args.child:
-        rec = measure_case(*args.child, opts)
-        write_atomic(Path(args.child_out), json.dumps(rec, default=float) + "\n")
-        return 0
     names = [c for c in args.cases.split(",") if c]
     unknown = [c for c in names if c not in CASES] + [m for m in args.modes.split(",") if m not in MODES]
     if unknown:
@@ -239,8 +192,15 @@ def main(argv=None) -> int:
             print(f"{name} {mode}: {cls}, {shape}; {why}")
         return 0
     require_gpu("bench/heldout.py")  # one clear line before any process starts, not one failure per case
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
-    recs = run_all(cases, gpus, opts, Path(args.out))
+    try:
+        cards = workers.host_cards(args.gpus)
+    except ValueError as exc:
+        print(f"bench/heldout.py: {exc}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="heldout-") as scratch:  # the workers' job files and logs
+        ex = workers.HostProcesses(cards, Path(scratch), retries=1)
+        print(f"{len(cases)} cases on {ex.description}", flush=True)
+        recs = run_all(cases, ex, {"window_s": args.window_s, "in_context": args.in_context}, Path(args.out))
     print(markdown(recs))
     return 0 if recs and all("error" not in r for r in recs) else 1
 

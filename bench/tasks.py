@@ -177,6 +177,10 @@ def run_job(job: dict, lab: Lab) -> dict:
             rec |= card_check(lab, profile, args) | {"phase": job.get("phase", "start")}
         elif job["job"] == "thermal":
             rec |= thermal(lab, profile, args)
+        elif job["job"] == "heldout":  # a family outside the study (bench/heldout.py)
+            from bench import heldout
+
+            rec["heldout"], rec["status"] = heldout.measure_case(lab, job["case"], job["mode"], profile, args), "ok"
         else:
             raise ValueError(f"unknown job kind {job['job']!r}")
     except KeyboardInterrupt:

@@ -8,10 +8,12 @@ T = pytest.importorskip("transformers")
 
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 
-from bench import heldout  # noqa: E402
+import clear_native as cn  # noqa: E402
+from bench import heldout, workers  # noqa: E402
 from clear_native import cli  # noqa: E402
 from clear_native.components import discover, group_components  # noqa: E402
 from clear_native.model import prepare_inputs  # noqa: E402
+from clear_native.simulated import QUICK_SENSOR  # noqa: E402
 
 # BLOOM builds its ALiBi bias from the attention mask's length: with transformers 5.17 its decode step on a
 # static cache ran only once decode_inputs gave its prefill the mask over the whole cache (it is planned here
@@ -33,36 +35,64 @@ def test_the_family_is_planned_with_its_blocks(name, mode):
     assert all(g.flops > 0 for g in group_components(blocks))
 
 
-def _fake_child(name, mode, opts, out):
-    """A stand-in for one case's process: bloom-560m prefill dies of SIGSEGV (as it did on an H200), the
-    others write a record naming the GPU they were given."""
-    import sys
+class _FakeHost:
+    """Stands in for workers.HostProcesses (whose retries and recorded deaths tests/test_workers.py tests with
+    real processes): bloom-560m prefill's process dies of SIGSEGV (as it did on an H200), the others measure."""
 
-    if (name, mode) == ("bloom-560m", "prefill"):
-        code = "import os, signal, sys; print('replaying...', file=sys.stderr); os.kill(os.getpid(), signal.SIGSEGV)"
-    else:
-        code = ("import json, os, sys; json.dump({'case': sys.argv[1], 'mode': sys.argv[2], 'whole_model_eager': False, "
-                "'coverage': 0.9, 'explained_coverage': 1.0, 'block_coverage': 0.95, "
-                "'explained_coverage_by_blocks': 1.01, 'max_cv': 0.005, 'interaction_rel': [0.05], "
-                "'card': {'uuid': 'GPU-' + os.environ.get('CUDA_VISIBLE_DEVICES', '-')}}, open(sys.argv[3], 'w'))")
-    return [sys.executable, "-c", code, name, mode, str(out)]
+    def __init__(self):
+        self.jobs = []
+
+    def run(self, jobs):
+        while (job := jobs.take("GPU-0")) is not None:
+            self.jobs.append(job)
+            if job["id"] == "bloom-560m/prefill":
+                yield job, workers.failed(job, "worker process 7 on GPU-0 died (killed by signal 11 (SIGSEGV)); "
+                                               "gave up after 2 attempts")
+                continue
+            rec = {"case": job["case"], "mode": job["mode"], "whole_model_eager": False, "coverage": 0.9,
+                   "explained_coverage": 1.0, "block_coverage": 0.95, "explained_coverage_by_blocks": 1.01,
+                   "max_cv": 0.005, "interaction_rel": [0.05], "card": {"uuid": "GPU-0"}}
+            yield job, {"status": "ok", "heldout": rec, "wall_s": 3.0, "identity": {"gpu": {"uuid": "GPU-0"}},
+                        "profile": {"settle_s": 0.4}}
 
 
-def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(heldout, "child_command", _fake_child)
+def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path):
     cases = heldout.plan(["opt-125m", "bloom-560m", "vit-l-16-b8"], ["prefill", "decode"])
     assert cases == [("opt-125m", "prefill"), ("opt-125m", "decode"), ("bloom-560m", "prefill"),
                      ("bloom-560m", "decode"), ("vit-l-16-b8", "prefill")]  # vision: no decode step
-    recs = heldout.run_all(cases, ["0", "1"], {"window_s": 0.2, "in_context": False}, tmp_path)
-    assert [(r["case"], r["mode"]) for r in recs] == cases  # plan order, whichever GPU finished first
+    host = _FakeHost()
+    recs = heldout.run_all(cases, host, {"window_s": 0.3, "in_context": True}, tmp_path)
+    assert [(j["case"], j["mode"]) for j in host.jobs] == cases
+    assert all(j["job"] == "heldout" and j["args"] == {"window_s": 0.3, "in_context": True} for j in host.jobs)
+    assert "profiles" in host.jobs[0] and host.jobs[1]["profiles"] == {"GPU-0": {"settle_s": 0.4}}  # calibrated once
+    assert [(r["case"], r["mode"]) for r in recs] == cases
     dead = recs[2]
-    assert dead["error"].startswith("the process died of SIGSEGV") and "replaying..." in dead["error"]
-    assert all("error" not in r for i, r in enumerate(recs) if i != 2)
-    assert {r["card"]["uuid"] for r in recs if "card" in r} <= {"GPU-0", "GPU-1"}
+    assert "killed by signal 11 (SIGSEGV)" in dead["error"]
+    assert all("error" not in r and r["wall_s"] == 3.0 for i, r in enumerate(recs) if i != 2)
     import json
 
     assert json.loads((tmp_path / "heldout.json").read_text()) == recs
-    assert "| bloom-560m | prefill | failed: the process died of SIGSEGV" in (tmp_path / "heldout.md").read_text()
+    assert "| bloom-560m | prefill | failed: worker process 7 on GPU-0 died (killed by signal 11" in \
+        (tmp_path / "heldout.md").read_text()
+
+
+def test_a_heldout_job_runs_as_a_job_kind_of_the_workers(monkeypatch):
+    # bench/tasks.py dispatches it to heldout.measure_case with the run's settings and the card's profile.
+    import types
+
+    from bench import tasks
+
+    seen = {}
+    monkeypatch.setattr(heldout, "measure_case", lambda lab, name, mode, profile, args:
+                        seen.update(name=name, mode=mode, window_s=args.window_s) or {"case": name})
+    lab = types.SimpleNamespace(identity={"gpu": {"uuid": "GPU-0"}}, uuid="GPU-0",
+                                profile=lambda saved: cn.SensorProfile(**saved))
+    profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**QUICK_SENSOR)), rest_s=0.3, load_s=0.4)
+    job = {"job": "heldout", "id": "gemma-2b-2l/prefill", "case": "gemma-2b-2l", "mode": "prefill",
+           "args": {"window_s": 0.3, "in_context": False}, "profiles": {"GPU-0": profile.to_dict()}}
+    rec = tasks.run_job(job, lab)
+    assert rec["status"] == "ok" and rec["heldout"] == {"case": "gemma-2b-2l"}
+    assert seen == {"name": "gemma-2b-2l", "mode": "prefill", "window_s": 0.3}
 
 
 def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(capsys):
@@ -72,11 +102,3 @@ def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(cap
     assert "one new token after 512 cached" in out[1]
     assert heldout.main(["--cases", "opt-125m", "--modes", "decod"]) == 2
     assert "unknown case or mode 'decod'" in capsys.readouterr().err
-
-
-def test_a_case_process_gets_the_options_of_the_run(tmp_path):
-    cmd = heldout.child_command("gemma-2b-2l", "prefill", {"window_s": 0.3, "in_context": True}, tmp_path / "r.json")
-    assert cmd[cmd.index("--child") + 1:cmd.index("--child") + 3] == ["gemma-2b-2l", "prefill"]
-    assert cmd[cmd.index("--window-s") + 1] == "0.3" and "--in-context" in cmd
-    assert "--in-context" not in heldout.child_command("opt-125m", "decode", {"window_s": 0.2, "in_context": False},
-                                                       tmp_path / "r.json")
