@@ -27,9 +27,10 @@ from __future__ import annotations
 # x16 in every reading, in the slow state, for 45 s of continuous replay: results/launch_state.*).
 # The state does change inside a measurement: three of four fresh processes read 1.14-1.18 µs before
 # GPT-2's trials and 0.96-1.01 µs after them (docs/measured.md, 2026-11-27 night). So measure() reads
-# the state before and after the trials and records it with the run (MeasureRun.launch_state); a
-# report whose state moved says so (clear_native/launch_state.py), and the reports split repeats whose
-# GPU time held from those whose time moved.
+# the state before the trials, after each round of them and after them, keeps the kept trials in one
+# state (Note [One state per run], clear_native/launch_state.py) and records every reading with the
+# run (MeasureRun.launch_state); the reports split repeats whose GPU time held from those whose time
+# moved.
 
 from . import clock
 from ._native import core
