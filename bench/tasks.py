@@ -19,7 +19,7 @@ import time
 import types
 
 import clear_native as cn
-from bench import suite
+from bench import heldout_cases, suite
 from clear_native.simulated import QUICK_SENSOR, OpCosts
 from bench.common import run_identity
 
@@ -178,9 +178,8 @@ def run_job(job: dict, lab: Lab) -> dict:
         elif job["job"] == "thermal":
             rec |= thermal(lab, profile, args)
         elif job["job"] == "heldout":  # a family outside the study (bench/heldout.py)
-            from bench import heldout
-
-            rec["heldout"], rec["status"] = heldout.measure_case(lab, job["case"], job["mode"], profile, args), "ok"
+            rec["heldout"] = heldout_cases.measure_case(lab, job["case"], job["mode"], profile, args)
+            rec["status"] = "ok"
         else:
             raise ValueError(f"unknown job kind {job['job']!r}")
     except KeyboardInterrupt:

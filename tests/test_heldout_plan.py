@@ -9,7 +9,7 @@ T = pytest.importorskip("transformers")
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 
 import clear_native as cn  # noqa: E402
-from bench import heldout, workers  # noqa: E402
+from bench import heldout, heldout_cases, workers  # noqa: E402
 from clear_native import cli  # noqa: E402
 from clear_native.components import discover, group_components  # noqa: E402
 from clear_native.model import prepare_inputs  # noqa: E402
@@ -18,15 +18,15 @@ from clear_native.simulated import QUICK_SENSOR  # noqa: E402
 # BLOOM builds its ALiBi bias from the attention mask's length: with transformers 5.17 its decode step on a
 # static cache ran only once decode_inputs gave its prefill the mask over the whole cache (it is planned here
 # on both ends of the transformers range .ci/run tests).
-CASES = [(n, "prefill") for n in heldout.CASES] + [(n, "decode") for n in sorted(heldout.DECODERS)]
+CASES = [(n, "prefill") for n in heldout_cases.CASES] + [(n, "decode") for n in sorted(heldout_cases.DECODERS)]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # DeBERTa's import
 @pytest.mark.parametrize("name, mode", CASES)
 def test_the_family_is_planned_with_its_blocks(name, mode):
-    _, sizes, _, batch, seq = heldout.CASES[name]
+    _, sizes, _, batch, seq = heldout_cases.CASES[name]
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = cli.build(heldout.config_of(name), "bf16", "cpu", init_weights=False)
+        model = cli.build(heldout_cases.config_of(name), "bf16", "cpu", init_weights=False)
         inputs, kw = prepare_inputs(model, *cli.inputs_for(model, batch, seq, "cpu"), mode, 512)
         comps, blocks = discover(model, *inputs, model_kwargs=kw)
     layers = sum(sizes.get(k, 0) for k in ("n_layer", "num_hidden_layers")) or 2 * sizes["encoder_layers"]
@@ -77,13 +77,13 @@ def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path
 
 
 def test_a_heldout_job_runs_as_a_job_kind_of_the_workers(monkeypatch):
-    # bench/tasks.py dispatches it to heldout.measure_case with the run's settings and the card's profile.
+    # bench/tasks.py dispatches it to heldout_cases.measure_case with the run's settings and the card's profile.
     import types
 
     from bench import tasks
 
     seen = {}
-    monkeypatch.setattr(heldout, "measure_case", lambda lab, name, mode, profile, args:
+    monkeypatch.setattr(heldout_cases, "measure_case", lambda lab, name, mode, profile, args:
                         seen.update(name=name, mode=mode, window_s=args.window_s) or {"case": name})
     lab = types.SimpleNamespace(identity={"gpu": {"uuid": "GPU-0"}}, uuid="GPU-0",
                                 profile=lambda saved: cn.SensorProfile(**saved))
