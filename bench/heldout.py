@@ -67,8 +67,9 @@ def run_all(cases: list, ex, settings: dict, out: Path) -> list:
     with how it died, and the others run on: Note [One writer], bench/workers.py). heldout.json is rewritten
     whole after every case, in plan order."""
     out.mkdir(parents=True, exist_ok=True)
-    jobs = workers.Jobs({"job": "heldout", "id": f"{name}/{mode}", "case": name, "mode": mode, "args": settings}
-                        for name, mode in cases)
+    ctx = settings.get("in_context", ())  # the cases measured in context too
+    jobs = workers.Jobs({"job": "heldout", "id": f"{name}/{mode}", "case": name, "mode": mode,
+                         "args": settings | {"in_context": ctx is True or name in ctx}} for name, mode in cases)
     done = {}
     for job, rec in ex.run(jobs):
         if rec.get("profile") and rec.get("identity"):
@@ -93,13 +94,15 @@ def main(argv=None) -> int:
                     "UUIDs, e.g. 0,1,2,3 (default: 0)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--window-s", type=float, default=0.2)
-    ap.add_argument("--in-context", action="store_true", help="also each part's in-context marginal (the model's "
-                    "graph without it; one more whole-model measurement a part): for parts that run at the power "
-                    "limit alone (Gemma-2B's LM head)")
+    ap.add_argument("--in-context", nargs="?", const="all", default="", metavar="CASES",
+                    help="also each part's in-context marginal (the model's graph without it; one more whole-model "
+                    "measurement a part), for every case or the ones listed (e.g. gemma-2b-2l,mistral-7b-2l): for "
+                    "parts that run at the power limit alone (Gemma-2B's LM head)")
     ap.add_argument("--dry-run", action="store_true", help="print the cases and modes that would run, measure nothing")
     args = ap.parse_args(argv)
     names = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in names if c not in CASES] + [m for m in args.modes.split(",") if m not in MODES]
+    ctx = names if args.in_context == "all" else [c for c in args.in_context.split(",") if c]
+    unknown = [c for c in names + ctx if c not in CASES] + [m for m in args.modes.split(",") if m not in MODES]
     if unknown:
         print(f"bench/heldout.py: unknown case or mode {unknown[0]!r}; cases: {', '.join(CASES)}; modes: "
               f"{', '.join(MODES)}", file=sys.stderr)
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
         for name, mode in cases:
             cls, _, why, batch, seq = CASES[name]
             shape = f"batch {batch}, one new token after 512 cached" if mode == "decode" else f"batch {batch} x {seq}"
-            print(f"{name} {mode}: {cls}, {shape}; {why}")
+            print(f"{name} {mode}: {cls}, {shape}{', in context too' if name in ctx else ''}; {why}")
         return 0
     require_gpu("bench/heldout.py")  # one clear line before any process starts, not one failure per case
     try:
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="heldout-") as scratch:  # the workers' job files and logs
         ex = workers.HostProcesses(cards, Path(scratch), retries=1)
         print(f"{len(cases)} cases on {ex.description}", flush=True)
-        recs = run_all(cases, ex, {"window_s": args.window_s, "in_context": args.in_context}, Path(args.out))
+        recs = run_all(cases, ex, {"window_s": args.window_s, "in_context": ctx}, Path(args.out))
     print(markdown(recs))
     return 0 if recs and all("error" not in r for r in recs) else 1
 

@@ -61,9 +61,10 @@ def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path
     assert cases == [("opt-125m", "prefill"), ("opt-125m", "decode"), ("bloom-560m", "prefill"),
                      ("bloom-560m", "decode"), ("vit-l-16-b8", "prefill")]  # vision: no decode step
     host = _FakeHost()
-    recs = heldout.run_all(cases, host, {"window_s": 0.3, "in_context": True}, tmp_path)
+    recs = heldout.run_all(cases, host, {"window_s": 0.3, "in_context": ["vit-l-16-b8"]}, tmp_path)
     assert [(j["case"], j["mode"]) for j in host.jobs] == cases
-    assert all(j["job"] == "heldout" and j["args"] == {"window_s": 0.3, "in_context": True} for j in host.jobs)
+    assert all(j["job"] == "heldout" and j["args"] == {"window_s": 0.3, "in_context": j["case"] == "vit-l-16-b8"}
+               for j in host.jobs)  # in context only where asked
     assert "profiles" in host.jobs[0] and host.jobs[1]["profiles"] == {"GPU-0": {"settle_s": 0.4}}  # calibrated once
     assert [(r["case"], r["mode"]) for r in recs] == cases
     dead = recs[2]
@@ -100,5 +101,10 @@ def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(cap
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in out] == ["opt-125m prefill", "opt-125m decode", "vit-l-16-b8 prefill"]
     assert "one new token after 512 cached" in out[1]
+    assert heldout.main(["--dry-run", "--cases", "opt-125m,vit-l-16-b8", "--in-context", "vit-l-16-b8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ["in context too" in line for line in out] == [False, False, True]
+    assert heldout.main(["--dry-run", "--cases", "opt-125m", "--in-context", "gemma-2b"]) == 2
+    assert "unknown case or mode 'gemma-2b'" in capsys.readouterr().err
     assert heldout.main(["--cases", "opt-125m", "--modes", "decod"]) == 2
     assert "unknown case or mode 'decod'" in capsys.readouterr().err
