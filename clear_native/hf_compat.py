@@ -136,11 +136,14 @@ def supports_decode(model) -> bool:
 # replays them in the same order: the graph holds the eager forward's kernels,
 # and the pre-check no longer mistakes these checks for a CPU synchronisation.
 
-# (module, function): module-level functions whose result depends on tensor data.
+# (module, function or Class.method): functions whose result depends on tensor data. A model's padding check
+# (PreTrainedModel.warn_if_padding_and_no_attention_mask, called where no attention mask is given) indexes the
+# ids with a Python list, an upload no dispatch mode sees (DeBERTa-v3 on an H200): replayed, it only warned.
 DECISIONS = (
     ("transformers.masking_utils", "_ignore_causal_mask_sdpa"),
     ("transformers.masking_utils", "_ignore_bidirectional_mask_sdpa"),
     ("transformers.masking_utils", "find_packed_sequence_indices"),
+    ("transformers.modeling_utils", "PreTrainedModel.warn_if_padding_and_no_attention_mask"),
 )
 
 
@@ -152,14 +155,18 @@ class EagerDecisions:
         self.mismatches = 0           # replayed calls that did not match the record (the original ran)
 
     def _targets(self):
-        for mod_name, fn_name in DECISIONS:
-            mod = sys.modules.get(mod_name)  # never imported here: only what the model uses
-            if mod is not None and callable(getattr(mod, fn_name, None)):
-                yield mod, fn_name
+        """(owner, attribute name) of each DECISION present: a module, or a class of it for a method."""
+        for mod_name, path in DECISIONS:
+            owner = sys.modules.get(mod_name)  # never imported here: only what the model uses
+            *classes, fn_name = path.split(".")
+            for cls in classes:
+                owner = getattr(owner, cls, None)
+            if owner is not None and callable(getattr(owner, fn_name, None)):
+                yield owner, fn_name
 
     @contextlib.contextmanager
     def _patched(self, wrap):
-        saved = [(mod, name, getattr(mod, name)) for mod, name in self._targets()]
+        saved = [(owner, name, owner.__dict__[name]) for owner, name in self._targets()]
         try:
             for mod, name, fn in saved:
                 setattr(mod, name, wrap(name, fn))

@@ -394,7 +394,7 @@ def test_eager_decisions_replay_in_order(family):
     from clear_native.hf_compat import DECISIONS, EagerDecisions
 
     model, inputs, kw = tiny(family)
-    real = {name: getattr(mu, name) for _, name in DECISIONS}
+    real = {name: getattr(mu, name) for mod, name in DECISIONS if mod == mu.__name__}
     d = EagerDecisions()
     with torch.no_grad(), d.recording():
         ref = model(*inputs, **kw)
@@ -405,6 +405,32 @@ def test_eager_decisions_replay_in_order(family):
     assert all(getattr(mu, n) is f for n, f in real.items())  # and restored
     assert d.mismatches == 0
     torch.testing.assert_close(out[0], ref[0])
+
+
+def test_a_models_padding_check_runs_in_the_eager_call_only(monkeypatch):
+    # DeBERTa-v3 on an H200: PreTrainedModel.warn_if_padding_and_no_attention_mask indexes the ids with a Python
+    # list, an upload inside the forward that no dispatch mode sees, so the model could not be captured. It only
+    # warns: the eager call runs it, later calls are handed its result (None) and never run it.
+    import transformers.modeling_utils as mu
+
+    from clear_native.hf_compat import EagerDecisions
+
+    ran = []
+    original = mu.PreTrainedModel.warn_if_padding_and_no_attention_mask
+    monkeypatch.setattr(mu.PreTrainedModel, "warn_if_padding_and_no_attention_mask",
+                        lambda self, ids, mask: ran.append(ids.shape) or original(self, ids, mask))
+    config = T.DebertaV2Config(**H, vocab_size=100, pad_token_id=0)
+    model = T.DebertaV2Model(config).eval()
+    ids = torch.randint(1, 100, (2, 8))
+    d = EagerDecisions()
+    with torch.no_grad(), d.recording():
+        ref = model(ids).last_hidden_state
+    assert ran == [ids.shape] and ("warn_if_padding_and_no_attention_mask", None) in d.recorded
+    with torch.no_grad(), d.replaying():
+        out = model(ids).last_hidden_state
+    assert ran == [ids.shape] and d.mismatches == 0  # not run again, and the call sequence matched
+    torch.testing.assert_close(out, ref)
+    assert "warn_if_padding_and_no_attention_mask" not in vars(T.DebertaV2Model)  # restored on the class it was on
 
 
 def test_eager_decisions_fall_back_on_a_different_call_sequence():
