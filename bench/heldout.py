@@ -33,18 +33,27 @@ from clear_native.model import MODES  # noqa: E402
 def markdown(recs: list) -> str:
     lines = ["# Held-out families (issue 13)", "",
              "| case | mode | whole model | max CV | coverage (parts) | explained (parts) | coverage (blocks) | "
-             "explained (blocks) | block interaction | card | code |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "explained (blocks) | explained (blocks, paced) | block interaction | card | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} ||||||||")
+            lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} |||||||||")
             continue
         inter = ", ".join(f"{x * 100:+.1f} %" for x in r["interaction_rel"]) or "–"
         pct = (lambda x: "–" if x is None or x != x else f"{x * 100:.1f} %")  # NaN: a loop, no yardstick
         lines.append(f"| {r['case']} | {r['mode']} | {'eager' if r['whole_model_eager'] else 'graph'} | "
                      f"{r['max_cv'] * 100:.2f} % | {pct(r['coverage'])} | {pct(r['explained_coverage'])} | "
-                     f"{pct(r['block_coverage'])} | {pct(r['explained_coverage_by_blocks'])} | {inter} | "
+                     f"{pct(r['block_coverage'])} | {pct(r['explained_coverage_by_blocks'])} | "
+                     f"{pct(r.get('explained_coverage_by_blocks_paced'))}{_paced_parts(r)} | {inter} | "
                      f"{r['card']['uuid'][:12]} | {r.get('code_version', '?')[:7]} |")
     return "\n".join(lines) + "\n"
+
+
+def _paced_parts(r: dict) -> str:
+    """The parts measured paced (Note [At the model's power]): each part's paced / alone energy."""
+    rows = r.get("paced") or ()
+    return "".join(f"; {name.split('.')[-1]} x{ratio:.2f}{'' if freed else ' (not freed)'}"
+                   for name, ratio, freed, _ in rows)
 
 
 def plan(names: list, modes: list) -> list:

@@ -71,9 +71,17 @@ def record(name: str, mode: str, rep, ident: dict) -> dict:
             "interaction_rel": [b.interaction_rel for b in rep.blocks],
             "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
             "explained_coverage_in_context": ctx.explained_coverage if ctx else None,
+            # Note [At the model's power]: the parts that ran at the power limit alone, measured again paced
+            "paced": [(p.name, p.ratio, p.freed, p.why) for p in rep.paced.get("rows", ())],
+            "explained_coverage_paced": _explained(rep.paced.get("accounting")),
+            "explained_coverage_by_blocks_paced": _explained(rep.paced.get("block_accounting")),
             "card": ident["gpu"], "date": ident["date"], "clear_native": ident["clear_native"],
             "code_version": ident["code_version"], "protocol_version": ident["protocol_version"],
             "report": rep.to_dict()}
+
+
+def _explained(acc):
+    return acc.explained_coverage if acc is not None else None
 
 
 def measure_case(lab, name: str, mode: str, profile, args) -> dict:

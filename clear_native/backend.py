@@ -54,6 +54,7 @@ class GpuBackend:
         self.source = core.NvmlSource(self._nvml)
         self._unrolled: dict = {}
         self._latency_graph = None
+        self._sleep_hz = None  # torch.cuda._sleep's cycles per second here (idle_fn)
 
     @property
     def identity(self) -> str:
@@ -94,6 +95,18 @@ class GpuBackend:
         from .graph_capture import capture
 
         return capture(fn, *args, name=name, eager_fallback=True, **kwargs)
+
+    def idle_fn(self, seconds: float):
+        """A capturable call that keeps the GPU awake and nearly idle ``seconds`` (paced.Paced): PyTorch's spin
+        kernel (one thread, torch.cuda._sleep), its cycles per second timed once on this device."""
+        import torch
+
+        if self._sleep_hz is None:
+            with torch.cuda.device(self.device):
+                cap = self.capture(lambda: torch.cuda._sleep(1_000_000), name="sleep 1e6 cycles")
+            self._sleep_hz = 1e6 / self.time_per_call_s(cap)
+        cycles = max(1, round(seconds * self._sleep_hz))
+        return lambda: torch.cuda._sleep(cycles)
 
     def l2_bytes(self, model) -> int:
         from .cold_l2 import l2_bytes_of

@@ -27,43 +27,46 @@ from .components import discover, group_components
 from .context import CONTEXT_GRAPH, REST, graphs_without, output_diffs, recorder_for
 from .graph_capture import capture
 from .hf_compat import accepts, decode_inputs, supports_decode
+from .paced import measure_paced, substituted
 from .protocol import measure
 from .results import GroupResult, ModelReport
 
 MODES = ("prefill", "decode")
+
+
+def _quiet(msg: str) -> None:
+    """measure_model's progress where none is asked for."""
 L2_MODES = ("cold", "hot")
 
 
 def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = "prefill", cache_len: int = 512,
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
-                  target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, progress=None,
-                  **kw) -> ModelReport:
+                  target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, pace="auto",
+                  progress=None, **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).
-    mode: "prefill" (one forward pass of the inputs) or "decode" (one new token,
-    inputs[0] its ids, after ``cache_len`` cached tokens in a static KV cache).
-    select: the components (see find_components); None for the rules.
-    l2: "cold" replays each component as distinct copies whose parameters overflow
-    the L2 cache, as inside the model (Note [Cold L2]); "hot" replays one copy.
+    mode: "prefill" (one forward pass of the inputs) or "decode" (one new token, inputs[0] its ids, after
+    ``cache_len`` cached tokens in a static KV cache). select: the components (find_components); None: the rules.
+    l2: "cold" replays each component as distinct copies whose parameters overflow the L2 cache, as inside the
+    model (Note [Cold L2]); "hot" replays one copy.
     target_cv: a capture whose trials vary more than this gets longer windows (see measure()).
-    in_context: also measure the model's own graph without each group's kernels, and without
-    every component's: each group's energy where it runs (Note [A component in context],
-    clear_native/context.py). Adds one whole-model measurement per group, plus two (the
-    in-context graph whole, and without any component).
-    blocks: also measure each repeated layer that holds components, beside its parts: block = parts +
-    interaction, and the model by blocks (Note [Blocks and interaction], clear_native/blocks.py).
-    The rest goes to measure() for every component group and the whole model together. Other
-    keyword arguments are the model's (deprecated: use model_kwargs).
+    in_context: also measure the model's own graph without each group's kernels, and without every
+    component's (Note [A component in context], context.py): one more whole-model measurement a group, and two.
+    blocks: also measure each repeated layer that holds components: block = parts + interaction, and the model by
+    blocks (Note [Blocks and interaction], blocks.py).
+    pace: "auto" measures again, each call followed by an idle gap, the parts at the power limit (or lower clocks)
+    alone in a model that runs free, and does the accounting again with them (report.paced: Note [At the model's
+    power], paced.py); a list of group names paces those; None, none.
+    The rest goes to measure() for every capture together. Other keyword arguments: the model's (deprecated).
     """
     kw, t0 = _check(mode, l2, kw, model_kwargs), clock.now_s()
-    say = progress or (lambda msg: None)
     model.eval()
     inputs, kw = prepare_inputs(model, inputs, kw, mode, cache_len)
     comps, found = discover(model, *inputs, select=select, model_kwargs=kw, blocks=blocks)  # also: does it run?
     groups, block_groups = group_components(comps), group_components(found)
-    say(f"{len(comps)} components in {len(groups)} groups; {len(found)} blocks in {len(block_groups)} groups")
+    (progress or _quiet)(f"{len(comps)} components ({len(groups)} groups), {len(found)} blocks ({len(block_groups)})")
     backend = backend or _gpu_backend(model)
     kernels_s, inside_s = backend.kernel_times_s(model, comps, inputs, kw)
     l2_bytes = backend.l2_bytes(model) if l2 == "cold" else 0
@@ -73,9 +76,9 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     whole_fn = cold(model, copies["whole_model"])
     whole = backend.capture(whole_fn, *inputs, name="whole_model", **kw)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
-    run = measure(caps + [whole] + (ctx["captures"] if ctx else []), backend=backend, profile=profile,
-                  min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel, target_cv=target_cv,
-                  window_s=window_s, budget_s=budget_s, progress=progress)
+    opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
+                target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
+    run = measure(caps + [whole] + (ctx["captures"] if ctx else []), backend=backend, **opts)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     measured = _measured(run, caps, groups + block_groups, copies, wm)
     results = [measured[g.name] for g in groups if g.name in measured]
@@ -83,17 +86,19 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
     blocks_, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, measured, comps, results, wm,
                                  ctx_rows)
+    paced = _paced(backend, model, (inputs, kw, comps, found), (groups, block_groups), measured, copies, wm, run,
+                   (pace, failures, opts), (kernels_s, inside_s))
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=_yardstick(acc, whole), failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
                        wall_s=clock.now_s() - t0, in_context=ctx_rows, context_accounting=ctx_acc,
-                       blocks=blocks_, block_accounting=_yardstick(block_acc, whole),
+                       blocks=blocks_, block_accounting=_yardstick(block_acc, whole), paced=paced,
                        regime_mismatch=regime_mismatch(results + blocks_, asdict(wm), run.gpu.get("power_limit_w")),
-                       settings=dict(cache_len=cache_len if mode == "decode" else None, min_trials=min_trials, l2=l2,
-                                     l2_bytes=l2_bytes, whole_model_l2_copies=copies["whole_model"],
-                                     target_ci_rel=target_ci_rel, window_s=window_s, kernel_time_s=kernels_s,
+                       settings=dict(cache_len=cache_len if mode == "decode" else None, l2=l2, l2_bytes=l2_bytes,
+                                     whole_model_l2_copies=copies["whole_model"], kernel_time_s=kernels_s,
                                      component_kernel_time_s=inside_s, whole_model_eager=whole.eager,
-                                     whole_model_eager_reason=whole.reason, in_context=in_context, blocks=blocks))
+                                     whole_model_eager_reason=whole.reason, in_context=in_context, blocks=blocks,
+                                     pace=pace, **{k: opts[k] for k in ("min_trials", "target_ci_rel", "window_s")}))
 
 
 def _yardstick(acc, whole):
@@ -190,6 +195,25 @@ def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, co
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
     kernels_s, inside_s = backend.kernel_times_s(model, marked, inputs, kw)
     return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s)
+
+
+def _paced(backend, model, call: tuple, grouped: tuple, measured: dict, copies: dict, wm, run, how: tuple,
+           kernel_s: tuple) -> dict:
+    """Note [At the model's power] (paced.py): {"rows": PacedResults, "accounting", "block_accounting": the
+    accounting again with the freed parts' paced energies}, or {} where no part was paced."""
+    inputs, kw, comps, found = call
+    (groups, block_groups), (pace, failures, opts) = grouped, how
+    if wm.eager:
+        return {}
+    rows = measure_paced(backend, groups + block_groups, measured, copies, asdict(wm), run.gpu.get("power_limit_w"),
+                         pace, failures, opts)
+    if not rows:
+        return {}
+    sub = dict(zip(measured, substituted(list(measured.values()), rows)))
+    results = [sub[g.name] for g in groups if g.name in sub]
+    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s, wm.awake_idle_power_w)
+    _, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, sub, comps, results, wm)
+    return {"rows": rows, "accounting": acc, "block_accounting": block_acc}
 
 
 def _group_result(m, g, cap, n: int, wm) -> GroupResult:

@@ -254,6 +254,7 @@ class ModelReport:
     blocks: list = field(default_factory=list)           # BlockResult per block group (Note [Blocks and interaction])
     block_accounting: Accounting | None = None           # the model by blocks + components outside them
     regime_mismatch: list = field(default_factory=list)  # (name, why): measured in another clock regime than the model
+    paced: dict = field(default_factory=dict)  # rows, accounting, block_accounting: Note [At the model's power]
 
     @property
     def coverage(self) -> float:

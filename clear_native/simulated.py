@@ -58,15 +58,18 @@ class SimulatedBackend:
     in_context = False  # no graph to remove components from
 
     def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
-                 slow_gap_scale: float = 1.0, slow_for_s: float = 0.0) -> None:
+                 slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None) -> None:
         """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
         backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
-        as long, then the card switches to the fast state (the default: always fast)."""
+        as long, then the card switches to the fast state (the default: always fast). ``power_limit_w``: a run
+        that would draw more is slowed until it draws the limit (limited())."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
         self.costs = costs or OpCosts(awake_w=awake_w)
-        self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none"}
+        self.info = {"name": "simulated GPU", "uuid": "synthetic", "driver_version": "none",
+                     "power_limit_w": power_limit_w or 0.0}
+        self.power_limit_w = power_limit_w
         self._rng = random.Random(0)
         self.slow_gap_scale, self.slow_for_s = slow_gap_scale, slow_for_s
         self._t_made = clock.now_s()
@@ -86,8 +89,26 @@ class SimulatedBackend:
     def capture(self, fn, *args, name: str, **kwargs) -> SimulatedCall:
         """The callable as the cost model prices one call of it."""
         rows = self.costs.ledger(fn, args, kwargs)
+        idle_s = getattr(fn, "idle_s", 0.0)  # paced.Paced: the part, then idle (idle_fn) for idle_s
+        if idle_s:
+            rows.append(OpRow("sleep", 0, 0, idle_s, 0.0, self.awake_w * idle_s, False))
         t, e = self.costs.totals(rows)
         return SimulatedCall(name, kernel_s=t, power_w=e / t, gaps_s=sum(r.gap_s for r in rows))
+
+    def idle_fn(self, seconds: float):
+        """What keeps the GPU idle ``seconds`` (paced.Paced): capture() prices a Paced's idle_s at awake power."""
+        return lambda: None
+
+    def limited(self, per_call_s: float, watts: float) -> tuple[float, float]:
+        """(time per call, watts) under the power limit: a call that would draw more runs at lower clocks,
+        slower by s = ((limit - awake) / (watts - awake)) ** (1/3) (dynamic power ~ f V^2 ~ f^3), at the limit:
+        less energy per call than at full clocks, as a heavy part alone at the limit on an H200 (Note [At the
+        model's power], paced.py)."""
+        lim = self.power_limit_w
+        if not lim or watts <= lim:
+            return per_call_s, watts
+        s = ((lim - self.awake_w) / (watts - self.awake_w)) ** (1 / 3)
+        return per_call_s / s, lim
 
     def l2_bytes(self, model) -> int:
         return 0  # no cache to overflow: every replay is as cold as the model
@@ -117,7 +138,7 @@ class SimulatedBackend:
         call, unroll = handle
         scale = self.gap_scale()
         per_call = call.true_time_per_call_s(unroll, scale)
-        watts = call.true_energy_per_call_j(unroll, self.awake_w, scale) / per_call
+        per_call, watts = self.limited(per_call, call.true_energy_per_call_j(unroll, self.awake_w, scale) / per_call)
         t0, t1 = self._hold(watts, launches * unroll * per_call, call.swing_w, call.swing_s)
         # The GPU time is what the events would say: the sleep, as it really lasted,
         # its launches evenly spread over it.

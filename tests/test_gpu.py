@@ -232,6 +232,25 @@ def test_a_constant_made_in_the_forward_outlives_the_capture(torch):
     del junk
 
 
+def test_a_paced_call_idles_as_long_as_asked_after_the_part(torch):
+    # Note [At the model's power]: the gap after a paced part is a spin kernel timed on this card; a part paced
+    # by 100 us lasts 100 us longer than alone, and the gap alone lasts 100 us.
+    from clear_native.backend import GpuBackend
+    from clear_native.paced import Paced
+
+    backend = GpuBackend(0)
+    lin, x = torch.nn.Linear(4096, 4096).cuda().half(), torch.randn(64, 4096, device="cuda").half()
+    alone = backend.capture(lin, x, name="linear")
+    idle = backend.idle_fn(100e-6)
+    paced = backend.capture(Paced(lin, idle, 100e-6), x, name="linear [paced]")
+    gap = backend.capture(Paced(None, idle, 100e-6), name="gap")
+    assert not (alone.eager or paced.eager or gap.eager), (paced.reason, gap.reason)
+    t_alone, t_paced, t_gap = (backend.time_per_call_s(c) for c in (alone, paced, gap))
+    assert t_gap == pytest.approx(100e-6, rel=0.1)
+    assert t_paced - t_alone == pytest.approx(t_gap, rel=0.1)
+    torch.testing.assert_close(paced.outputs, alone.outputs)
+
+
 def test_transformers_model_captures_its_eager_kernels(torch):
     # Note [Capture what eager runs]: no mask is materialised in the graph, the output matches eager.
     import transformers as T

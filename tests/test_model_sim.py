@@ -187,3 +187,43 @@ def test_a_whole_model_measured_as_a_python_loop_is_kept_out_of_coverage():
     assert math.isnan(rep.coverage) and math.isnan(rep.explained_coverage)  # ... and is no yardstick
     assert rep.block_accounting is not None and math.isnan(rep.block_accounting.explained_coverage)
     assert "coverage not computed: the whole model ran as a Python loop (it synchronises" in rep.table()
+
+
+class LightHeavy(torch.nn.Module):
+    """A light part (a norm, memory-bound) and a heavy one (a matmul at ~370 W on the simulated GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.light, self.heavy = torch.nn.LayerNorm(1024), torch.nn.Linear(1024, 1024)
+
+    def forward(self, x):
+        return self.heavy(self.light(x))
+
+
+@pytest.mark.parametrize("pace", [["heavy"], None])
+def test_a_part_at_the_power_limit_alone_is_measured_again_at_the_models_power(pace):
+    # Note [At the model's power]: alone the heavy part draws more than the limit and is slowed (less energy a
+    # call than at full clocks); the model, lighter on average, runs free. Paced, it costs what the cost model
+    # says it costs at full clocks, and the accounting with it adds up.
+    torch.manual_seed(0)
+    model, x = LightHeavy().eval(), torch.randn(512, 1024)
+    costs = OpCosts()
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), costs=costs, power_limit_w=240.0)
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    rep = cn.measure_model(model, x, select=["light", "heavy"], backend=backend, profile=profile, pace=pace, **KW)
+    t_heavy, e_heavy = costs.totals(costs.ledger(model.heavy, (model.light(x),), {}))
+    assert e_heavy / t_heavy > 240.0 > rep.whole["mean_power_w"]  # the premise: the limit acts alone only
+    heavy = next(g for g in rep.groups if g.name == "heavy")
+    assert heavy.energy_per_call_j < 0.97 * e_heavy  # alone, slowed at the limit: it costs less than at full clocks
+    if pace is None:
+        assert rep.paced == {}
+        return
+    (row,) = rep.paced["rows"]
+    assert row.name == "heavy" and row.freed and row.gap_s > 0 and row.mean_power_w < 240.0
+    assert row.energy_per_call_j == pytest.approx(e_heavy, rel=0.02)
+    assert row.gpu_time_per_call_s == pytest.approx(t_heavy, rel=0.03)
+    assert row.ratio == pytest.approx(row.energy_per_call_j / heavy.energy_per_call_j)
+    paced, alone = rep.paced["accounting"].explained_coverage, rep.explained_coverage
+    assert abs(paced - 1) < abs(alone - 1) and paced == pytest.approx(1.0, abs=0.02)
+    assert rep.accounting.components_energy_j == pytest.approx(sum(g.occurrences * g.energy_per_call_j
+                                                                   for g in rep.groups))  # alone: kept as measured
