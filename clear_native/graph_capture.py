@@ -242,11 +242,17 @@ def _synchronises(torch, fn, args, kwargs, calls: int, replay: _Replay) -> str:
             with replay.replaying():
                 fn(*args, **kwargs)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"it synchronises the GPU with the CPU ({first}){_where(exc)}"
+        return f"it synchronises the GPU with the CPU ({_what(exc)}){_where(exc)}"
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     return ""
+
+
+def _what(exc) -> str:
+    """The line of the error that says what synchronised: TorchScript's interpreter puts its own line first
+    ("The following operation failed in the TorchScript interpreter", DeBERTa-v3 on an H200) and CUDA's below."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return next((line for line in lines if "synchroniz" in line.lower()), lines[0])
 
 
 def _where(exc) -> str:

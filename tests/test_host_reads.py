@@ -195,3 +195,14 @@ def test_a_graph_may_differ_from_eager_by_two_roundings_of_its_dtype_and_no_more
     assert _tolerance(torch, [fp32]) == 1e-3                  # fp32 roundings are far finer: 0.1 % holds
     assert _tolerance(torch, [fp32, bf16]) == 2 * 2.0**-7    # the coarsest output decides
     assert 0.0156 <= _tolerance(torch, [bf16]) * 2.52 < 0.1 * 2.52
+
+
+def test_a_sync_inside_torchscript_is_named_by_cudas_line_not_the_interpreters():
+    from clear_native.graph_capture import _what
+
+    exc = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript "
+                       "(most recent call last):\n  File x, line 61\nRuntimeError: called a synchronizing CUDA "
+                       "operation\n")
+    assert _what(exc) == "RuntimeError: called a synchronizing CUDA operation"
+    assert _what(RuntimeError("CUDA error: out of memory\nmore")) == "CUDA error: out of memory"
+    assert _what(RuntimeError()) == "RuntimeError"
