@@ -10,12 +10,9 @@ import math
 from dataclasses import dataclass, field
 
 from .launch_state import launch_state_line
+from .tables import blocks_table, context_table, paced_table
+from .writers import coverage_pc as _pc
 from .writers import csv_text, json_text, markdown_table, plain
-
-
-def _pc(x: float) -> str:
-    """A coverage in %, or 'not computed' (NaN: the whole model ran as a Python loop)."""
-    return "not computed" if math.isnan(x) else f"{x * 100:.1f} %"
 
 
 # --------------------------------------------------------------------------- measure()
@@ -313,38 +310,11 @@ class ModelReport:
                       f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
                       f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {_pc(a.explained_coverage)}"]
         if self.context_accounting is not None:
-            lines += self._context_table()
+            lines += context_table(self)
         if self.blocks:
-            lines += self._blocks_table()
+            lines += blocks_table(self)
+        if self.paced:
+            lines += paced_table(self)
         lines += [f"measured in another regime than the model: {name}: {why}" for name, why in self.regime_mismatch]
         lines += [f"not measured: {name}: {reason}" for name, reason in self.failures]
         return "\n".join(lines + launch_state_line(self.run.get("launch_state", [])))
-
-    def _blocks_table(self) -> list:
-        rows = [[b.name, b.occurrences, f"{b.energy_per_call_j * 1e3:.4g} ± {b.ci95_j * 1e3:.2g} mJ",
-                 f"{b.parts_energy_j * 1e3:.4g} mJ", f"{b.interaction_j * 1e3:+.3g} ± {b.interaction_ci95_j * 1e3:.2g} mJ "
-                 f"({b.interaction_rel * 100:+.1f} %)", f"{b.mean_power_w:.0f} W"] for b in self.blocks]
-        a = self.block_accounting
-        alone = {g.name: g.energy_per_call_j for g in self.groups}
-        shares = [[b.name, part, f"{n:g}", f"{n * alone.get(part, math.nan) * 1e3:.4g} mJ",
-                   f"{b.attributed_j[part] * 1e3:.4g} ± {b.attributed_ci95_j.get(part, math.nan) * 1e3:.2g} mJ",
-                   b.attributed_basis] for b in self.blocks for part, n in b.parts.items()]
-        return (["", "By blocks (Note [Blocks and interaction]): block = its parts alone + interaction", ""]
-                + markdown_table(("block", "×", "energy/call", "parts alone", "interaction", "power"), rows)
-                + ([f"\nby blocks: coverage {_pc(a.coverage)}; explained {_pc(a.explained_coverage)}"]
-                   if a else [])
-                + ["", "Each part's share of its block (attributed: the block shared in proportion to the basis):", ""]
-                + markdown_table(("block", "part", "per block", "alone", "attributed ±95 %", "basis"), shares))
-
-    def _context_table(self) -> list:
-        c = self.context_accounting
-        rows = [[r.name, r.occurrences, f"{r.gpu_time_per_call_s * 1e6:.2f} µs", f"{r.energy_per_call_j * 1e3:.4g} mJ",
-                 f"{r.energy_per_call_ci95_j * 1e3:.2g} mJ", f"{r.isolated_ratio:.3f}x", f"{r.share * 100:.1f} %"]
-                for r in self.in_context]
-        return (["", "In context (the model's graph without the group: Note [A component in context]):", ""]
-                + markdown_table(("component", "×", "GPU time/call", "energy/call", "±95 %", "vs alone", "share"),
-                                 rows)
-                + ["", f"in-context coverage {c.coverage * 100:.1f} %; without any component "
-                       f"{c.rest_time_s * 1e6:.1f} µs / {c.rest_energy_j * 1e3:.3g} mJ; interaction "
-                       f"{c.interaction_energy_j * 1e3:+.3g} mJ; explained {c.explained_coverage * 100:.1f} %; "
-                       f"the in-context graph {c.model_energy_j * 1e3:.4g} mJ ({c.layout_rel * 100:+.1f} % vs the model)"])

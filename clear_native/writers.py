@@ -8,6 +8,11 @@ import io
 import json
 from dataclasses import asdict
 
+def coverage_pc(x: float) -> str:
+    """A coverage in %, or 'not computed' (NaN: the whole model ran as a Python loop)."""
+    return "not computed" if x != x else f"{x * 100:.1f} %"
+
+
 def plain(obj) -> dict:
     """A dataclass as JSON-ready data (tuples become lists; NaN stays NaN)."""
     return json.loads(json.dumps(asdict(obj), default=float))
