@@ -149,8 +149,14 @@ class _Replay:
     """Both replays a capture needs: transformers' decisions (Note [Capture what eager runs]) and host
     reads (Note [Host reads replayed])."""
 
-    def __init__(self) -> None:
-        self.decisions, self.reads, self.constants = EagerDecisions(), HostReads(), HostConstants()
+    def __init__(self, device_type: str = "cuda") -> None:
+        self.decisions = EagerDecisions()
+        self.reads, self.constants = HostReads(device_type), HostConstants(device_type)
+        # Note [Reads inside a decision]: a decision replays whole, so the host reads it made when it ran are not
+        # the forward's; recorded, they stood first in the record, and every later read of the forward was
+        # compared with them (DeBERTa-v3 on an H200: the padding check's read, then an upload: a mismatch, and
+        # the upload synchronised). Two reads of one kind would have been answered with each other's values.
+        self.reads.skip = lambda: self.decisions.depth > 0
 
     @contextlib.contextmanager
     def recording(self):

@@ -153,6 +153,7 @@ class EagerDecisions:
     def __init__(self) -> None:
         self.recorded: list = []      # (function name, result) in call order
         self.mismatches = 0           # replayed calls that did not match the record (the original ran)
+        self.depth = 0                # > 0 while a DECISION runs (its own host reads are not the forward's)
 
     def _targets(self):
         """(owner, attribute name) of each DECISION present: a module, or a class of it for a method."""
@@ -175,6 +176,13 @@ class EagerDecisions:
             for mod, name, fn in saved:
                 setattr(mod, name, fn)
 
+    def _inside(self, fn, args, kwargs):
+        self.depth += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.depth -= 1
+
     def recording(self):
         """Calls inside run the original functions and record their results."""
         self.recorded.clear()
@@ -182,7 +190,7 @@ class EagerDecisions:
         def wrap(name, fn):
             @functools.wraps(fn)
             def recorder(*args, **kwargs):
-                out = fn(*args, **kwargs)
+                out = self._inside(fn, args, kwargs)
                 self.recorded.append((name, out))
                 return out
             return recorder
@@ -199,7 +207,7 @@ class EagerDecisions:
                 rec = next(cursor, None)
                 if rec is None or rec[0] != name:
                     self.mismatches += 1
-                    return fn(*args, **kwargs)
+                    return self._inside(fn, args, kwargs)
                 return rec[1]
             return replayer
 

@@ -111,6 +111,7 @@ class HostReads:
         self.recorded: list = []
         self.replayed = 0            # reads answered from the record
         self.mismatches = 0          # reads that did not match the record (the op ran)
+        self.skip = lambda: False    # True while reads are not the forward's own (inside a replayed decision)
 
     def _mode(self, replay: bool):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -121,6 +122,8 @@ class HostReads:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
+                if outer.skip():
+                    return func(*args, **kwargs)
                 upload = uploads(func, args, kwargs, outer.device_type)
                 if not upload and not reads_host(func, args, kwargs, outer.device_type):
                     return func(*args, **kwargs)

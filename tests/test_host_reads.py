@@ -206,3 +206,32 @@ def test_a_sync_inside_torchscript_is_named_by_cudas_line_not_the_interpreters()
     assert _what(exc) == "RuntimeError: called a synchronizing CUDA operation"
     assert _what(RuntimeError("CUDA error: out of memory\nmore")) == "CUDA error: out of memory"
     assert _what(RuntimeError()) == "RuntimeError"
+
+
+def test_reads_inside_a_replayed_decision_are_not_the_forwards(monkeypatch):
+    # Note [Reads inside a decision]: a decision (transformers' padding check on DeBERTa-v3) read the device
+    # itself; recorded, that read was handed to the forward's next read in the replays.
+    import sys
+    import types
+
+    from clear_native import hf_compat
+    from clear_native.graph_capture import _Replay
+
+    fake = types.ModuleType("cn_fake_decisions")
+    fake.padded = lambda x: bool((x == 0).any())  # a read, inside the decision
+    monkeypatch.setitem(sys.modules, "cn_fake_decisions", fake)
+    monkeypatch.setattr(hf_compat, "DECISIONS", (("cn_fake_decisions", "padded"),))
+
+    def forward(x):
+        fake.padded(x)
+        return x * int(x.sum())  # the forward's own read
+
+    x = torch.tensor([1, 2, 3])
+    r = _Replay(device_type="cpu")
+    with r.recording():
+        assert forward(x).tolist() == [6, 12, 18]
+    assert [name for name, _ in r.reads.recorded] == ["aten._local_scalar_dense.default"]
+    assert r.decisions.recorded == [("padded", False)]
+    with r.replaying():
+        out = forward(torch.tensor([0, 5, 5]))  # other data: the recorded decision and read are replayed
+    assert out.tolist() == [0, 30, 30] and r.reads.replayed == 1 and r.reads.mismatches == 0
