@@ -272,15 +272,22 @@ class ModelReport:
 
     _CONTEXT_CSV = ("energy_per_call_j", "energy_per_call_ci95_j", "gpu_time_per_call_s", "isolated_ratio")
 
+    _PACED_CSV = ("energy_per_call_j", "ci95_j", "gpu_time_per_call_s", "gap_s", "ratio", "freed")
+
     def rows(self) -> list:
-        """One dict per group: the isolated columns, and the in-context ones (prefixed context_) when measured."""
+        """One dict per group: the isolated columns, and the in-context ones (prefixed context_) and the paced ones
+        (prefixed paced_: Note [At the model's power]) where measured."""
         ctx = {r.name: r for r in self.in_context}
+        paced = {r.name: r for r in self.paced.get("rows", ())}
         rows = []
         for g in self.groups:
             row = {c: getattr(g, c) for c in self._CSV}
             if ctx:
                 r = ctx.get(g.name)
                 row.update({f"context_{c}": getattr(r, c) if r else math.nan for c in self._CONTEXT_CSV})
+            if paced:
+                r = paced.get(g.name)
+                row.update({f"paced_{c}": getattr(r, c) if r else math.nan for c in self._PACED_CSV})
             rows.append(row)
         return rows
 

@@ -5,6 +5,7 @@ all run; the simulated GPU's cost model (OpCosts) prices every operation, so eac
 known from its ledger, computed apart from the code under test. On the virtual clock.
 """
 
+import csv
 import math
 
 import pytest
@@ -224,6 +225,9 @@ def test_a_part_at_the_power_limit_alone_is_measured_again_at_the_models_power(p
     assert row.gpu_time_per_call_s == pytest.approx(t_heavy, rel=0.03)
     assert row.ratio == pytest.approx(row.energy_per_call_j / heavy.energy_per_call_j)
     assert "| heavy |" in rep.table().split("At the model's power (Note")[1]  # the paced table
+    csv_rows = {r["name"]: r for r in csv.DictReader(rep.to_csv().splitlines())}
+    assert float(csv_rows["heavy"]["paced_energy_per_call_j"]) == pytest.approx(row.energy_per_call_j)
+    assert csv_rows["light"]["paced_energy_per_call_j"] == "nan"  # not paced: an empty cell a plot skips
     paced, alone = rep.paced["accounting"].explained_coverage, rep.explained_coverage
     assert abs(paced - 1) < abs(alone - 1) and paced == pytest.approx(1.0, abs=0.02)
     assert rep.accounting.components_energy_j == pytest.approx(sum(g.occurrences * g.energy_per_call_j
