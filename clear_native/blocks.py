@@ -28,6 +28,7 @@ Three numbers per part, and when to use which:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from .accounting import account
 from .results import BlockResult
@@ -100,10 +101,20 @@ def attribute(block_j: float, block_ci_j: float, weights: dict) -> tuple:
     return shares, cis
 
 
-def outside_blocks(part_results: list, blocks: list) -> list:
-    """The part groups none of whose members is inside a block."""
+def outside_blocks(part_results: list, blocks: list, calls: dict | None = None) -> list:
+    """The part groups' members outside every block: a group with all of its members outside as it is, one with
+    some inside (Llama's final norm, grouped with the layers' norms) as those outside only, counted by ``calls``
+    (qualname -> calls per forward pass; 1 each where not given). Such a group used to be left out whole, and
+    its outside member's kernels went to glue."""
     prefixes = tuple(q + "." for b in blocks for q in b.members)
-    return [g for g in part_results if not any(m.startswith(prefixes) for m in g.members)]
+    out = []
+    for g in part_results:
+        outside = [m for m in g.members if not m.startswith(prefixes)]
+        if len(outside) == len(g.members):
+            out.append(g)
+        elif outside:
+            out.append(replace(g, members=outside, occurrences=sum((calls or {}).get(m, 1) for m in outside)))
+    return out
 
 
 def block_accounting(block_groups: list, others: list, wm, kernels_s: float, inside_s: float):

@@ -191,7 +191,7 @@ def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, co
     if not done:
         return [], None
     rows = [block_result(g, measured[g.name], comps, results, ctx_rows) for g in done]
-    others = outside_blocks(results, done)
+    others = outside_blocks(results, done, {c.qualname: c.calls for c in comps})
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
     kernels_s, inside_s = backend.kernel_times_s(model, marked, inputs, kw)
     return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s)
