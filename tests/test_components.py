@@ -407,6 +407,7 @@ def test_eager_decisions_replay_in_order(family):
     torch.testing.assert_close(out[0], ref[0])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # DeBERTa-v2's helpers
 def test_a_models_padding_check_runs_in_the_eager_call_only(monkeypatch):
     # DeBERTa-v3 on an H200: PreTrainedModel.warn_if_padding_and_no_attention_mask indexes the ids with a Python
     # list, an upload inside the forward that no dispatch mode sees, so the model could not be captured. It only
