@@ -138,7 +138,8 @@ def supports_decode(model) -> bool:
 
 # (module, function or Class.method): functions whose result depends on tensor data. A model's padding check
 # (PreTrainedModel.warn_if_padding_and_no_attention_mask, called where no attention mask is given) indexes the
-# ids with a Python list, an upload no dispatch mode sees (DeBERTa-v3 on an H200): replayed, it only warned.
+# ids with a Python list, an upload that was not replayed and synchronised (DeBERTa-v3 on an H200); its host read
+# is the check's own (Note [Reads inside a decision], graph_capture.py). Replayed whole, it only warned.
 DECISIONS = (
     ("transformers.masking_utils", "_ignore_causal_mask_sdpa"),
     ("transformers.masking_utils", "_ignore_bidirectional_mask_sdpa"),
