@@ -22,8 +22,9 @@ from .results import Accounting, ContextAccounting, InContext
 
 
 def account(groups: list, model_energy_j: float, model_time_s: float, kernel_time_s: float,
-            component_kernel_time_s: float, awake_idle_power_w: float) -> Accounting:
-    """The coverage arithmetic (see the module's doc). Times are per forward pass."""
+            component_kernel_time_s: float, awake_idle_power_w: float, glue_ops=()) -> Accounting:
+    """The coverage arithmetic (see the module's doc). Times are per forward pass. ``glue_ops``: what the glue
+    is, (op, µs) largest first, as the profiled pass saw it (kept with the accounting)."""
     comp_e = sum(g.occurrences * g.energy_per_call_j for g in groups)
     comp_t = sum(g.occurrences * g.gpu_time_per_call_s for g in groups)
     glue_t = max(0.0, kernel_time_s - component_kernel_time_s)
@@ -31,7 +32,7 @@ def account(groups: list, model_energy_j: float, model_time_s: float, kernel_tim
     gaps_t = max(0.0, model_time_s - comp_t - glue_t)
     gaps_e = gaps_t * awake_idle_power_w
     return Accounting(model_energy_j, model_time_s, comp_e, comp_t, glue_t, glue_e, gaps_t, gaps_e,
-                      comp_e / model_energy_j, (comp_e + glue_e + gaps_e) / model_energy_j)
+                      comp_e / model_energy_j, (comp_e + glue_e + gaps_e) / model_energy_j, list(glue_ops))
 
 
 def context_accounting(whole, without: dict, rest, groups: list,

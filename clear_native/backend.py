@@ -5,7 +5,8 @@ The protocol (protocol.py, profile.py) and measure_model talk only to this inter
 same code is tested on the CPU against the synthetic sensor and run on the GPU:
 - time_per_call_s(item), prepare(item, unroll), run(handle, launches), load(s), awake_idle(s);
 - capture(fn, *args, name=, **kwargs): what measure() takes for a callable;
-- l2_bytes(model), kernel_times_s(model, components, inputs, kw), in_context (bool);
+- l2_bytes(model), kernel_times_s(model, components, inputs, kw) -> (all kernels s, inside components s,
+  the glue's largest ops [(op, µs)]), in_context (bool);
 - launch_state() (optional): GPU time per tiny kernel in a graph now, with what else the card can tell of
   its state (Note [Launch-latency state]);
 - source (a power source), info (the card), identity (the profile cache key), kind.

@@ -117,7 +117,7 @@ def outside_blocks(part_results: list, blocks: list, calls: dict | None = None) 
     return out
 
 
-def block_accounting(block_groups: list, others: list, wm, kernels_s: float, inside_s: float):
+def block_accounting(block_groups: list, others: list, wm, kernels_s: float, inside_s: float, glue_ops=()):
     """The model by blocks: Accounting with blocks and the components outside them as its parts."""
     return account(block_groups + others, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s,
-                   wm.awake_idle_power_w)
+                   wm.awake_idle_power_w, glue_ops)

@@ -68,7 +68,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     groups, block_groups = group_components(comps), group_components(found)
     (progress or _quiet)(f"{len(comps)} components ({len(groups)} groups), {len(found)} blocks ({len(block_groups)})")
     backend = backend or _gpu_backend(model)
-    kernels_s, inside_s = backend.kernel_times_s(model, comps, inputs, kw)
+    *kernel_s, glue = backend.kernel_times_s(model, comps, inputs, kw)
     l2_bytes = backend.l2_bytes(model) if l2 == "cold" else 0
     copies, failures = {}, []
     caps = _capture_groups(backend, groups + block_groups, l2_bytes, copies, failures)
@@ -83,11 +83,11 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     measured = _measured(run, caps, groups + block_groups, copies, wm)
     results = [measured[g.name] for g in groups if g.name in measured]
     ctx_rows, ctx_acc = _context_results(ctx, run, groups, results, copies["whole_model"], wm) if ctx else ([], None)
-    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s, wm.awake_idle_power_w)
+    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s, wm.awake_idle_power_w, glue)
     blocks_, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, measured, comps, results, wm,
                                  ctx_rows)
     paced = _paced(backend, model, (inputs, kw, comps, found), (groups, block_groups), measured, copies, wm, run,
-                   (pace, failures, opts), (kernels_s, inside_s))
+                   (pace, failures, opts), (*kernel_s, glue))
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=_yardstick(acc, whole), failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
@@ -95,8 +95,8 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                        blocks=blocks_, block_accounting=_yardstick(block_acc, whole), paced=paced,
                        regime_mismatch=regime_mismatch(results + blocks_, asdict(wm), run.gpu.get("power_limit_w")),
                        settings=dict(cache_len=cache_len if mode == "decode" else None, l2=l2, l2_bytes=l2_bytes,
-                                     whole_model_l2_copies=copies["whole_model"], kernel_time_s=kernels_s,
-                                     component_kernel_time_s=inside_s, whole_model_eager=whole.eager,
+                                     whole_model_l2_copies=copies["whole_model"], kernel_time_s=kernel_s[0],
+                                     component_kernel_time_s=kernel_s[1], whole_model_eager=whole.eager,
                                      whole_model_eager_reason=whole.reason, in_context=in_context, blocks=blocks,
                                      pace=pace, **{k: opts[k] for k in ("min_trials", "target_ci_rel", "window_s")}))
 
@@ -193,8 +193,8 @@ def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, co
     rows = [block_result(g, measured[g.name], comps, results, ctx_rows) for g in done]
     others = outside_blocks(results, done, {c.qualname: c.calls for c in comps})
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
-    kernels_s, inside_s = backend.kernel_times_s(model, marked, inputs, kw)
-    return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s)
+    kernels_s, inside_s, glue = backend.kernel_times_s(model, marked, inputs, kw)
+    return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s, glue)
 
 
 def _paced(backend, model, call: tuple, grouped: tuple, measured: dict, copies: dict, wm, run, how: tuple,
@@ -211,7 +211,8 @@ def _paced(backend, model, call: tuple, grouped: tuple, measured: dict, copies: 
         return {}
     sub = dict(zip(measured, substituted(list(measured.values()), rows)))
     results = [sub[g.name] for g in groups if g.name in sub]
-    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s, wm.awake_idle_power_w)
+    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s[:2], wm.awake_idle_power_w,
+                  kernel_s[2])
     _, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, sub, comps, results, wm)
     return {"rows": rows, "accounting": acc, "block_accounting": block_acc}
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from .launch_state import launch_state_line
-from .tables import blocks_table, context_table, paced_table
+from .tables import blocks_table, context_table, glue_line, paced_table
 from .writers import coverage_pc as _pc
 from .writers import csv_text, json_text, markdown_table, plain
 
@@ -195,6 +195,7 @@ class Accounting:
     gaps_energy_j: float
     coverage: float                  # components / model
     explained_coverage: float        # (components + glue + gaps) / model
+    glue_ops: list = field(default_factory=list)  # (op, µs per forward): the largest glue, from the profiled pass
 
 
 @dataclass
@@ -316,6 +317,7 @@ class ModelReport:
         lines += ["", f"coverage {_pc(a.coverage)}; glue {a.glue_time_s * 1e6:.1f} µs / "
                       f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
                       f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {_pc(a.explained_coverage)}"]
+        lines += [glue_line(a)] if a.glue_ops else []
         if self.context_accounting is not None:
             lines += context_table(self)
         if self.blocks:

@@ -114,9 +114,17 @@ class SimulatedBackend:
         return 0  # no cache to overflow: every replay is as cold as the model
 
     def kernel_times_s(self, model, components, inputs, kw) -> tuple:
-        """(all kernels, kernels inside components) of one forward pass: gaps left out, as the profiler does."""
+        """(all kernels, kernels inside components, the glue's ops (op, µs) largest first) of one forward pass:
+        gaps left out, as the profiler does."""
+        from collections import Counter
+
         rows = self.costs.ledger(model, inputs, kw, marks=[c.module for c in components])
-        return sum(r.kernel_s for r in rows), sum(r.kernel_s for r in rows if r.inside)
+        glue = Counter()
+        for r in rows:
+            if not r.inside:
+                glue[f"aten::{r.op}"] += r.kernel_s * 1e6
+        return (sum(r.kernel_s for r in rows), sum(r.kernel_s for r in rows if r.inside),
+                [(op, round(us, 3)) for op, us in glue.most_common(8)])
 
     def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0) -> tuple[int, int]:
         """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (random phase)."""

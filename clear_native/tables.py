@@ -52,3 +52,9 @@ def paced_table(rep) -> list:
             + markdown_table(("part", "gap/call", "alone", "paced ±95 %", "vs alone", "power paced", "used"), rows)
             + ["", f"with the paced parts: explained coverage {_pc(a.explained_coverage)}"
                    + (f"; by blocks {_pc(b.explained_coverage)}" if b else "")])
+
+
+def glue_line(acc) -> str:
+    """What the glue (kernels outside every component) is: its largest ops, µs per forward pass, as the profiled
+    eager pass saw them."""
+    return "glue's largest ops (profiled eager pass): " + ", ".join(f"{op} {us:.1f} µs" for op, us in acc.glue_ops)

@@ -111,8 +111,27 @@ def kernel_profile(fn, calls: int = 50, warmup: int = 5) -> tuple:
     return count / calls, by_name
 
 
-def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
-    """(all kernels, kernels launched inside components) of one eager forward pass, from the profiler.
+def glue_ops(events, top: int = 8) -> list:
+    """(op, µs) of the kernels that ops outside every ``cn::`` range launched, summed by op, largest first: what
+    the accounting calls glue. A kernel is the CPU op's that launched it (FunctionEvent.kernels)."""
+    from collections import Counter
+
+    from torch.autograd import DeviceType
+
+    out: Counter = Counter()
+    for e in events:
+        if e.device_type != DeviceType.CPU or not e.kernels or e.name.startswith("cn::"):
+            continue
+        p = e.cpu_parent
+        while p is not None and not p.name.startswith("cn::"):
+            p = p.cpu_parent
+        if p is None:
+            out[e.name] += sum(k.duration for k in e.kernels)
+    return [(name, round(us, 3)) for name, us in out.most_common(top)]
+
+
+def kernel_times_s(model, components, inputs, kw) -> tuple[float, float, list]:
+    """(all kernels, kernels launched inside components, glue_ops) of one eager forward pass, from the profiler.
 
     The model must have run once already (find_components' pass): this pass is warm.
     """
@@ -137,4 +156,4 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float]:
     kernels = sum(e.time_range.elapsed_us() for e in events
                   if e.device_type == DeviceType.CUDA and not e.name.startswith("cn::"))
     inside = sum(e.device_time_total for e in events if e.device_type == DeviceType.CPU and e.name.startswith("cn::"))
-    return kernels * 1e-6, inside * 1e-6
+    return kernels * 1e-6, inside * 1e-6, glue_ops(events)

@@ -240,3 +240,39 @@ def test_a_part_at_the_power_limit_alone_is_measured_again_at_the_models_power(p
     assert abs(paced - 1) < abs(alone - 1) and paced == pytest.approx(1.0, abs=0.02)
     assert rep.accounting.components_energy_j == pytest.approx(sum(g.occurrences * g.energy_per_call_j
                                                                    for g in rep.groups))  # alone: kept as measured
+
+
+def test_the_glue_is_named_by_its_ops(llama):
+    # What the accounting calls glue, named: Llama's residual adds are outside every component, and the ops the
+    # report lists are the ledger's outside ones, in µs per forward pass.
+    model, ids, costs, rep = llama
+    comps = cn.find_components(model, ids, model_kwargs={"use_cache": False})
+    ledger = costs.ledger(model, (ids,), {"use_cache": False}, marks=[c.module for c in comps])
+    add_us = sum(r.kernel_s for r in ledger if not r.inside and r.op == "add") * 1e6
+    ops = dict(rep.accounting.glue_ops)
+    assert add_us > 0 and ops["aten::add"] == pytest.approx(add_us, rel=1e-3)
+    assert sum(ops.values()) <= rep.accounting.glue_time_s * 1e6 * (1 + 1e-6)
+    assert "glue's largest ops" in rep.table() and "aten::add" in rep.table()
+
+
+def test_glue_ops_are_the_kernels_launched_outside_every_range():
+    # work.glue_ops on the profiler's event tree: a kernel belongs to the CPU op that launched it, inside a cn::
+    # range (a component) or not; the fake events stand in for torch.profiler's FunctionEvents.
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from clear_native.work import glue_ops
+
+    cpu = DeviceType.CPU
+    comp = E(name="cn::model.layers.0.mlp", device_type=cpu, cpu_parent=None, kernels=[])
+    mm = E(name="aten::mm", device_type=cpu, cpu_parent=comp, kernels=[E(duration=30.0)])
+    inner = E(name="aten::add_", device_type=cpu, cpu_parent=E(name="aten::linear", device_type=cpu, cpu_parent=comp,
+                                                                    kernels=[]), kernels=[E(duration=2.0)])
+    add1 = E(name="aten::add", device_type=cpu, cpu_parent=None, kernels=[E(duration=3.0)])
+    add2 = E(name="aten::add", device_type=cpu, cpu_parent=E(name="aten::something", device_type=cpu,
+                                                             cpu_parent=None, kernels=[]), kernels=[E(duration=1.5)])
+    mask = E(name="aten::triu", device_type=cpu, cpu_parent=None, kernels=[E(duration=4.0)])
+    gpu = E(name="void gemm<...>", device_type=DeviceType.CUDA, cpu_parent=None, kernels=[])
+    assert glue_ops([comp, mm, inner, add1, add2, mask, gpu]) == [("aten::add", 4.5), ("aten::triu", 4.0)]
+    assert glue_ops([add1, mask], top=1) == [("aten::triu", 4.0)]
