@@ -232,6 +232,28 @@ def test_a_constant_made_in_the_forward_outlives_the_capture(torch):
     del junk
 
 
+def test_the_profiled_pass_names_the_glue_by_its_ops(torch):
+    # Accounting.glue_ops: kernels launched outside every component, by the op that launched them. Here the only
+    # work outside the component (a Linear) is one add and one mul.
+    from clear_native.backend import GpuBackend
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(1024, 1024)
+
+        def forward(self, x):
+            return self.lin(x + 1.0) * 2.0
+
+    net, x = Net().cuda().eval(), torch.randn(256, 1024, device="cuda")
+    comps = cn.find_components(net, x, select=["lin"])
+    net(x)  # kernel_times_s wants a warm model
+    kernels_s, inside_s, glue = GpuBackend(0).kernel_times_s(net, comps, (x,), {})
+    assert 0 < inside_s < kernels_s
+    assert {op for op, _ in glue} == {"aten::add", "aten::mul"}, glue
+    assert sum(us for _, us in glue) * 1e-6 == pytest.approx(kernels_s - inside_s, rel=0.05)
+
+
 def test_a_paced_call_idles_as_long_as_asked_after_the_part(torch):
     # Note [At the model's power]: the gap after a paced part is a spin kernel timed on this card; a part paced
     # by 100 us lasts 100 us longer than alone, and the gap alone lasts 100 us.
