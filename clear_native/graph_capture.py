@@ -99,17 +99,9 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
 
     with torch.cuda.device(device), torch.no_grad():
         replay, reference, reason = _record(torch, cap, warmup)
-        as_written = False
-        if reason:  # Note [TorchScript's second plan]: the same again with TorchScript running every op as written
-            with torch.jit.optimized_execution(False):
-                again = _record(torch, cap, warmup)
-            if not again[2]:
-                (replay, reference, reason), as_written = again, True
-                cap.meta["torchscript_optimized"] = False
         error = None
         if not reason:
-            with torch.jit.optimized_execution(False) if as_written else contextlib.nullcontext():
-                reason, error = _capture_graph(torch, cap, replay, reference)
+            reason, error = _capture_graph(torch, cap, replay, reference)
         if not reason:
             return cap
         if not eager_fallback:
@@ -122,17 +114,9 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
 def _record(torch, cap: Capture, warmup: int) -> tuple:
     """One eager call recorded (its outputs and what it read from the host), then ``warmup - 1`` calls replaying
     it under CUDA's sync debug mode, all on a side stream: (replay, reference outputs, why it synchronised or "").
-
-    Note [TorchScript's second plan]: DeBERTa-v2's scripted position buckets upload a host tensor. On the CPU
-    (the meta device standing in for the GPU) the upload is recorded and replayed; on an H200 the sync check
-    still failed, at a place the old frame filter hid. The likeliest difference: TorchScript runs a scripted
-    function as written on its first call (the recorded one) and an optimised plan (fused, specialised) from
-    its second, whose ops need not pass the dispatcher as recorded. So where a call synchronises, capture()
-    tries once more with TorchScript's optimisations off (torch.jit.optimized_execution(False): every call
-    runs every op as written) and keeps that if it holds (Capture.meta["torchscript_optimized"] = False: the
-    scripted helpers' kernels are not fused, as in TorchScript's first call). A model without TorchScript runs
-    the same either way, and is refused with the first reason. Not yet run on a GPU (2026-11-27).
-    """
+    Inside TorchScript too, the dispatch mode sees every upload of every call (probed on an H200), optimised plan
+    or not: DeBERTa-v3's failed because a decision's own read stood first in the record (Note [Reads inside a
+    decision])."""
     side = torch.cuda.Stream(cap.device)
     side.wait_stream(torch.cuda.current_stream(cap.device))
     replay = _Replay()
