@@ -163,12 +163,12 @@ class EagerDecisions:
             *classes, fn_name = path.split(".")
             for cls in classes:
                 owner = getattr(owner, cls, None)
-            if owner is not None and callable(getattr(owner, fn_name, None)):
+            if owner is not None and callable(vars(owner).get(fn_name)):  # where it is defined: patched there
                 yield owner, fn_name
 
     @contextlib.contextmanager
     def _patched(self, wrap):
-        saved = [(owner, name, owner.__dict__[name]) for owner, name in self._targets()]
+        saved = [(owner, name, vars(owner)[name]) for owner, name in self._targets()]
         try:
             for mod, name, fn in saved:
                 setattr(mod, name, wrap(name, fn))
