@@ -78,7 +78,7 @@ def run_all(cases: list, ex, settings: dict, out: Path) -> list:
     out.mkdir(parents=True, exist_ok=True)
     ctx = settings.get("in_context", ())  # the cases measured in context too
     jobs = workers.Jobs({"job": "heldout", "id": f"{name}/{mode}", "case": name, "mode": mode,
-                         "args": settings | {"in_context": ctx is True or name in ctx}} for name, mode in cases)
+                         "args": settings | {"in_context": name in ctx}} for name, mode in cases)
     done = {}
     for job, rec in ex.run(jobs):
         if rec.get("profile") and rec.get("identity"):

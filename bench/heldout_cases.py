@@ -67,10 +67,10 @@ def record(name: str, mode: str, rep, ident: dict) -> dict:
             "whole_model_eager_reason": rep.settings["whole_model_eager_reason"], "max_cv": max(cvs),
             "coverage": rep.coverage, "explained_coverage": rep.explained_coverage,
             "block_coverage": ba.coverage if ba else None,
-            "explained_coverage_by_blocks": ba.explained_coverage if ba else None,
+            "explained_coverage_by_blocks": _explained(ba),
             "interaction_rel": [b.interaction_rel for b in rep.blocks],
             "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
-            "explained_coverage_in_context": ctx.explained_coverage if ctx else None,
+            "explained_coverage_in_context": _explained(ctx),
             # Note [At the model's power]: the parts that ran at the power limit alone, measured again paced
             "paced": [(p.name, p.ratio, p.freed, p.why) for p in rep.paced.get("rows", ())],
             "explained_coverage_paced": _explained(rep.paced.get("accounting")),

@@ -32,11 +32,11 @@ from .protocol import measure
 from .results import GroupResult, ModelReport
 
 MODES = ("prefill", "decode")
+L2_MODES = ("cold", "hot")
 
 
 def _quiet(msg: str) -> None:
     """measure_model's progress where none is asked for."""
-L2_MODES = ("cold", "hot")
 
 
 def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = "prefill", cache_len: int = 512,
