@@ -5,8 +5,8 @@ The protocol (protocol.py, profile.py) and measure_model talk only to this inter
 same code is tested on the CPU against the synthetic sensor and run on the GPU:
 - time_per_call_s(item), prepare(item, unroll), run(handle, launches), load(s), awake_idle(s);
 - capture(fn, *args, name=, **kwargs): what measure() takes for a callable;
-- l2_bytes(model), kernel_times_s(model, components, inputs, kw) -> (all kernels s, inside components s,
-  the glue's largest ops [(op, µs)]), in_context (bool);
+- l2_bytes(model), kernel_times_s(model, components, inputs, kw, graph) -> (all kernels s, inside components
+  s, the glue's largest ops [(op, µs)]; graph: leave out what a captured graph does not run), in_context (bool);
 - launch_state() (optional): GPU time per tiny kernel in a graph now, with what else the card can tell of
   its state (Note [Launch-latency state]);
 - source (a power source), info (the card), identity (the profile cache key), kind.
@@ -114,10 +114,10 @@ class GpuBackend:
 
         return l2_bytes_of(model)
 
-    def kernel_times_s(self, model, components, inputs, kw) -> tuple:
+    def kernel_times_s(self, model, components, inputs, kw, graph: bool = True) -> tuple:
         from .work import kernel_times_s
 
-        return kernel_times_s(model, components, inputs, kw)
+        return kernel_times_s(model, components, inputs, kw, graph)
 
     def launch_state(self) -> dict:
         """The card's launch-latency state now (Note [Launch-latency state]): ``latency_s``, the GPU time per kernel

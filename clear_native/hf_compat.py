@@ -213,3 +213,18 @@ class EagerDecisions:
             return replayer
 
         return self._patched(wrap)
+
+    def marking(self):
+        """Calls inside run the original functions, each in a profiler range ``cn-eager::NAME``: what a decision
+        launches is not in a captured graph, which replays its result (Note [What the graph does not run],
+        work.py)."""
+        from torch.profiler import record_function
+
+        def wrap(name, fn):
+            @functools.wraps(fn)
+            def marked(*args, **kwargs):
+                with record_function(f"cn-eager::{name}"):
+                    return fn(*args, **kwargs)
+            return marked
+
+        return self._patched(wrap)

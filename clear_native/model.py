@@ -68,13 +68,13 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     groups, block_groups = group_components(comps), group_components(found)
     (progress or _quiet)(f"{len(comps)} components ({len(groups)} groups), {len(found)} blocks ({len(block_groups)})")
     backend = backend or _gpu_backend(model)
-    *kernel_s, glue = backend.kernel_times_s(model, comps, inputs, kw)
     l2_bytes = backend.l2_bytes(model) if l2 == "cold" else 0
     copies, failures = {}, []
     caps = _capture_groups(backend, groups + block_groups, l2_bytes, copies, failures)
     copies["whole_model"] = l2_copies(model, l2_bytes)  # a model that fits the L2 is replayed cold too
     whole_fn = cold(model, copies["whole_model"])
     whole = backend.capture(whole_fn, *inputs, name="whole_model", **kw)
+    *kernel_s, glue = backend.kernel_times_s(model, comps, inputs, kw, graph=not whole.eager)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
                 target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
@@ -193,7 +193,7 @@ def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, co
     rows = [block_result(g, measured[g.name], comps, results, ctx_rows) for g in done]
     others = outside_blocks(results, done, {c.qualname: c.calls for c in comps})
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
-    kernels_s, inside_s, glue = backend.kernel_times_s(model, marked, inputs, kw)
+    kernels_s, inside_s, glue = backend.kernel_times_s(model, marked, inputs, kw, graph=not wm.eager)
     return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s, glue)
 
 

@@ -113,9 +113,10 @@ class SimulatedBackend:
     def l2_bytes(self, model) -> int:
         return 0  # no cache to overflow: every replay is as cold as the model
 
-    def kernel_times_s(self, model, components, inputs, kw) -> tuple:
+    def kernel_times_s(self, model, components, inputs, kw, graph: bool = True) -> tuple:
         """(all kernels, kernels inside components, the glue's ops (op, µs) largest first) of one forward pass:
-        gaps left out, as the profiler does."""
+        gaps left out, as the profiler does. The ledger prices the ops a graph runs, so ``graph`` changes nothing
+        (work.py's Note [What the graph does not run])."""
         from collections import Counter
 
         rows = self.costs.ledger(model, inputs, kw, marks=[c.module for c in components])

@@ -141,8 +141,30 @@ def launching_ops(events) -> list:
 
 
 def _kernels_us(e) -> float:
-    """µs of the kernels the profiler gave ``e`` (a range's own GPU span, also named cn::..., is none)."""
-    return sum(k.duration for k in e.kernels if not k.name.startswith("cn::"))
+    """µs of the kernels the profiler gave ``e`` (a range's own GPU span, named as the range, is none)."""
+    return sum(k.duration for k in e.kernels if not k.name.startswith(RANGES))
+
+
+# Note [What the graph does not run]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The kernel times come from an eager pass, but the model is measured as a graph, and a graph leaves out two
+# kinds of eager work: a host read (.item(), bool(t): aten::_local_scalar_dense, a device-to-host copy) is
+# replayed there as the value read (Note [Host reads replayed]), and a decision (hf_compat.DECISIONS:
+# transformers' mask and padding checks) is not run but its result returned. Counted, their kernels were glue the
+# graph does not have, taken at the parts' mean power: on an H200 among the largest glue ops of Mistral-7B-2L's and
+# OPT-125m's prefill were such a read (2.5-3.3 µs) beside the mask's cumsum and copies. With ``graph`` they
+# are left out of every sum; a model measured eagerly (its capture failed) runs them and keeps them.
+HOST_READ_OPS = frozenset({"aten::_local_scalar_dense"})
+EAGER_ONLY = "cn-eager::"   # the range of a decision (hf_compat.EagerDecisions.marking)
+RANGES = ("cn::", EAGER_ONLY)
+
+
+def _not_in_graph(e) -> bool:
+    """Whether ``e``'s kernels are eager-only work (Note [What the graph does not run])."""
+    p = e
+    while p is not None and p.name not in HOST_READ_OPS and not p.name.startswith(EAGER_ONLY):
+        p = p.cpu_parent
+    return p is not None
 
 
 def _in_a_range(e) -> bool:
@@ -153,32 +175,39 @@ def _in_a_range(e) -> bool:
     return p is not None
 
 
-def split_kernels(events, top: int = 8) -> tuple[float, float, list]:
+def split_kernels(events, top: int = 8, graph: bool = True) -> tuple[float, float, list]:
     """(µs of all kernels, µs of those launched inside a ``cn::`` range, glue_ops) of the profiler's events;
     glue_ops: (op, µs) of the kernels that ops outside every range launched, summed by op, largest first (what
-    the accounting calls glue). A kernel is the CPU op's that launched it, counted once (launching_ops)."""
+    the accounting calls glue). A kernel is the CPU op's that launched it, counted once (launching_ops). With
+    ``graph`` (the model is measured as a graph), eager-only work is left out (Note [What the graph does not
+    run])."""
     from collections import Counter
 
     from torch.autograd import DeviceType
 
     total = sum(e.time_range.elapsed_us() for e in events
-                if e.device_type == DeviceType.CUDA and not e.name.startswith("cn::"))
+                if e.device_type == DeviceType.CUDA and not e.name.startswith(RANGES))
     inside, out = 0.0, Counter()
     for e in launching_ops(events):
         us = _kernels_us(e)
-        if _in_a_range(e):
+        if graph and _not_in_graph(e):
+            total -= us
+        elif _in_a_range(e):
             inside += us
         else:
             out[e.name] += us
     return total, inside, [(name, round(us, 3)) for name, us in out.most_common(top)]
 
 
-def kernel_times_s(model, components, inputs, kw) -> tuple[float, float, list]:
-    """(all kernels, kernels launched inside components, glue_ops) of one eager forward pass, from the profiler.
+def kernel_times_s(model, components, inputs, kw, graph: bool = True) -> tuple[float, float, list]:
+    """(all kernels, kernels launched inside components, glue_ops) of one eager forward pass, from the profiler;
+    ``graph``: the model is measured as a graph (Note [What the graph does not run]).
 
     The model must have run once already (find_components' pass): this pass is warm.
     """
     from torch.profiler import record_function
+
+    from .hf_compat import EagerDecisions
 
     stack, handles = [], []
     for c in components:
@@ -191,9 +220,10 @@ def kernel_times_s(model, components, inputs, kw) -> tuple[float, float, list]:
 
         handles += [c.module.register_forward_pre_hook(pre), c.module.register_forward_hook(post)]
     try:
-        events = profiled_events(lambda: model(*inputs, **kw))
+        with EagerDecisions().marking():
+            events = profiled_events(lambda: model(*inputs, **kw))
     finally:
         for h in handles:
             h.remove()
-    kernels, inside, glue = split_kernels(events)
+    kernels, inside, glue = split_kernels(events, graph=graph)
     return kernels * 1e-6, inside * 1e-6, glue

@@ -407,6 +407,26 @@ def test_eager_decisions_replay_in_order(family):
     torch.testing.assert_close(out[0], ref[0])
 
 
+def test_the_profiled_pass_sees_each_decision_in_a_range_of_its_own():
+    # Note [What the graph does not run] (work.py): what a decision runs is not in the captured graph, so the
+    # profiled eager pass marks it, and work.split_kernels leaves out every op inside such a range.
+    import transformers.masking_utils as mu
+    from torch.profiler import ProfilerActivity, profile
+
+    from clear_native.hf_compat import DECISIONS, EagerDecisions
+
+    model, inputs, kw = tiny("gpt2")
+    real = {name: getattr(mu, name) for mod, name in DECISIONS if mod == mu.__name__}
+    d = EagerDecisions()
+    with torch.no_grad(), d.recording():
+        model(*inputs, **kw)
+    with torch.no_grad(), EagerDecisions().marking(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(*inputs, **kw)
+    ranges = [e for e in prof.events() if e.name.startswith("cn-eager::")]
+    assert sorted(e.name for e in ranges) == sorted(f"cn-eager::{name}" for name, _ in d.recorded)
+    assert all(getattr(mu, n) is f for n, f in real.items())  # restored
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # DeBERTa-v2's helpers
 def test_a_models_padding_check_runs_in_the_eager_call_only(monkeypatch):
     # DeBERTa-v3 on an H200: PreTrainedModel.warn_if_padding_and_no_attention_mask indexes the ids with a Python

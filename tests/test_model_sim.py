@@ -289,3 +289,32 @@ def test_each_kernel_counts_once_inside_its_range_or_as_glue():
     assert glue == [("aten::add", 4.5), ("aten::triu", 4.0)]
     assert total == inside + sum(us for _, us in glue)
     assert split_kernels([add1, overhead, mask], top=1)[2] == [("aten::triu", 4.0)]
+
+
+def test_work_a_graph_does_not_run_is_left_out_of_a_graphs_kernel_times():
+    # Note [What the graph does not run]: a host read's copy (aten::_local_scalar_dense) and what a decision
+    # (a cn-eager:: range) launched are in the eager pass, not in the captured graph.
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from clear_native.work import split_kernels
+
+    ids = iter(range(1, 100))
+
+    def op(name, parent, *us):
+        return E(name=name, id=next(ids), device_type=DeviceType.CPU, cpu_parent=parent,
+                 kernels=[E(name=f"kernel of {name}", duration=d) for d in us])
+
+    comp = op("cn::model.layers.0.self_attn", None)
+    cpu_events = [comp, op("aten::bmm", comp, 20.0), op("aten::_local_scalar_dense", op("aten::item", comp), 1.5),
+                  op("aten::cumsum", None, 2.0), op("aten::_local_scalar_dense", op("aten::item", None), 3.0)]
+    decision = op("cn-eager::_ignore_causal_mask_sdpa", None)
+    cpu_events += [decision, op("aten::all", op("aten::eq", decision), 2.5)]
+    gpu = [E(name=k.name, device_type=DeviceType.CUDA, time_range=E(elapsed_us=lambda d=k.duration: d))
+           for e in cpu_events for k in e.kernels]
+    gpu.append(E(name="cn-eager::_ignore_causal_mask_sdpa", device_type=DeviceType.CUDA,
+                 time_range=E(elapsed_us=lambda: 9.0)))  # the range's own span on the GPU: not a kernel
+    assert split_kernels(cpu_events + gpu) == (22.0, 20.0, [("aten::cumsum", 2.0)])
+    eager = split_kernels(cpu_events + gpu, graph=False)  # a model measured eagerly runs all of it
+    assert eager == (29.0, 21.5, [("aten::_local_scalar_dense", 3.0), ("aten::all", 2.5), ("aten::cumsum", 2.0)])
