@@ -29,10 +29,11 @@ def synthetic_sensor(**params) -> "core.SyntheticSource":
     sample_period_s, period_jitter_s, window_s, lag_s, noise_w, buffer_size,
     energy_update_s, energy_read_delay_s, status_update_s, idle_w,
     overshoot_fraction, overshoot_s, wall_offset_ns, seed, fail_after_reads,
-    fail_code, temperature_c, sm_clock_mhz.
+    fail_code, temperature_c (at idle), thermal_c_per_w and thermal_tau_s (the card heats as it draws: 0, never),
+    sm_clock_mhz.
 
     The returned source has ``set_power(watts, at_ns=-1)`` to drive the load and
-    ``true_energy_j(t0_ns, t1_ns)`` / ``true_power_w(t_ns)`` to read the truth.
+    ``true_energy_j(t0_ns, t1_ns)`` / ``true_power_w(t_ns)`` / ``true_temperature_c(t_ns)`` to read the truth.
     """
     p = core.SyntheticParams()
     for name, value in params.items():

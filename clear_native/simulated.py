@@ -58,11 +58,14 @@ class SimulatedBackend:
     in_context = False  # no graph to remove components from
 
     def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
-                 slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None) -> None:
+                 slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None,
+                 leak_w_per_c: float = 0.0) -> None:
         """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
         backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
         as long, then the card switches to the fast state (the default: always fast). ``power_limit_w``: a run
-        that would draw more is slowed until it draws the limit (limited())."""
+        that would draw more is slowed until it draws the limit (limited()). ``leak_w_per_c``: a card draws this
+        much more per °C its die is above the sensor's idle temperature (leakage), on a sensor that heats as it
+        draws (synthetic_sensor's thermal_c_per_w); the temperature when a run starts holds for the run."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
@@ -73,6 +76,7 @@ class SimulatedBackend:
         self._rng = random.Random(0)
         self.slow_gap_scale, self.slow_for_s = slow_gap_scale, slow_for_s
         self._t_made = clock.now_s()
+        self.leak_w_per_c = leak_w_per_c
 
     def gap_scale(self) -> float:
         """How much longer than the cost model's the gaps between kernels last now (1: the fast state)."""
@@ -130,6 +134,8 @@ class SimulatedBackend:
     def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0) -> tuple[int, int]:
         """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (random phase)."""
         t0 = core.monotonic_ns()
+        if self.leak_w_per_c:
+            watts += self.leak_w_per_c * (self.source.true_temperature_c(t0) - self.source.params.temperature_c)
         self.source.set_power(watts, t0)
         if swing_w and swing_s:
             step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))

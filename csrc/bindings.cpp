@@ -153,7 +153,8 @@ PYBIND11_MODULE(_core, m) {
       CN_FIELD(sample_period_s) CN_FIELD(period_jitter_s) CN_FIELD(window_s) CN_FIELD(lag_s) CN_FIELD(noise_w)
       CN_FIELD(buffer_size) CN_FIELD(energy_update_s) CN_FIELD(energy_read_delay_s) CN_FIELD(status_update_s)
       CN_FIELD(idle_w) CN_FIELD(overshoot_fraction) CN_FIELD(overshoot_s) CN_FIELD(wall_offset_ns) CN_FIELD(restamp_us) CN_FIELD(seed)
-      CN_FIELD(fail_after_reads) CN_FIELD(fail_code) CN_FIELD(temperature_c) CN_FIELD(sm_clock_mhz);
+      CN_FIELD(fail_after_reads) CN_FIELD(fail_code) CN_FIELD(temperature_c) CN_FIELD(thermal_c_per_w)
+      CN_FIELD(thermal_tau_s) CN_FIELD(sm_clock_mhz);
 #undef CN_FIELD
 
   py::class_<cn::SyntheticSource, cn::PowerSource, std::shared_ptr<cn::SyntheticSource>>(m, "SyntheticSource")
@@ -161,6 +162,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_power", &cn::SyntheticSource::set_power, "watts"_a, "at_ns"_a = -1)
       .def("true_energy_j", &cn::SyntheticSource::true_energy_j, "t0_ns"_a, "t1_ns"_a)
       .def("true_power_w", &cn::SyntheticSource::true_power_w, "t_ns"_a)
+      .def("true_temperature_c", &cn::SyntheticSource::true_temperature_c, "t_ns"_a)
       .def("sample_time_ns", &cn::SyntheticSource::sample_time_ns, "k"_a)
       .def("sample_stamp_us", &cn::SyntheticSource::sample_stamp_us, "k"_a)
       .def_property_readonly("origin_ns", &cn::SyntheticSource::origin_ns)

@@ -36,8 +36,10 @@ SyntheticSource::SyntheticSource(SyntheticParams params)
     throw std::invalid_argument("restamp_us must be >= 0 and well under the sample period");
   }
   if (params.window_s <= 0 || params.lag_s < 0 || params.noise_w < 0 || params.energy_update_s <= 0 ||
-      params.status_update_s <= 0 || params.energy_read_delay_s < 0 || params.overshoot_s < 0) {
-    throw std::invalid_argument("window, update periods and overshoot_s must be > 0; lag, noise, delay >= 0");
+      params.status_update_s <= 0 || params.energy_read_delay_s < 0 || params.overshoot_s < 0 ||
+      params.thermal_c_per_w < 0 || params.thermal_tau_s <= 0) {
+    throw std::invalid_argument("window, update periods, overshoot_s and thermal_tau_s must be > 0; lag, noise, delay, "
+                                "thermal_c_per_w >= 0");
   }
   steps_.reserve(1024);
   steps_.emplace_back(origin_ns_, params.idle_w);
@@ -109,6 +111,20 @@ double SyntheticSource::true_power_w(int64_t t_ns) const {
   return it == steps_.begin() ? params_.idle_w : std::prev(it)->second;
 }
 
+double SyntheticSource::true_temperature_c(int64_t t_ns) const {
+  if (params_.thermal_c_per_w == 0.0) return params_.temperature_c;
+  std::lock_guard<std::mutex> lock(mutex_);
+  // First-order lag of the power: over a step of constant power P lasting dt, f -> P + (f - P) exp(-dt / tau).
+  const double tau_ns = params_.thermal_tau_s * 1e9;
+  double filtered = params_.idle_w;
+  for (std::size_t i = 0; i < steps_.size() && steps_[i].first < t_ns; ++i) {
+    const int64_t end = i + 1 < steps_.size() ? std::min(t_ns, steps_[i + 1].first) : t_ns;
+    const double watts = steps_[i].second;
+    filtered = watts + (filtered - watts) * std::exp(-static_cast<double>(end - steps_[i].first) / tau_ns);
+  }
+  return params_.temperature_c + params_.thermal_c_per_w * (filtered - params_.idle_w);
+}
+
 std::size_t SyntheticSource::read_samples(int64_t last_seen_wall_us, PowerSample* out, std::size_t capacity) {
   const int64_t n = reads_.fetch_add(1) + 1;
   if (params_.fail_after_reads >= 0 && n > params_.fail_after_reads) {
@@ -159,7 +175,7 @@ StatusReading SyntheticSource::read_status() {
   StatusReading r;
   r.instant_power_mw = static_cast<uint32_t>(
       std::llround(true_energy_j(updated_at - kInstantWindowNs, updated_at) / (kInstantWindowNs * 1e-9) * 1000.0));
-  r.temperature_c = params_.temperature_c;
+  r.temperature_c = static_cast<uint32_t>(std::llround(std::max(0.0, true_temperature_c(updated_at))));
   r.sm_clock_mhz = params_.sm_clock_mhz;
   r.clock_event_reasons = 0;
   return r;

@@ -36,7 +36,9 @@ struct SyntheticParams {
   uint64_t seed = 1;
   int64_t fail_after_reads = -1;       // >= 0: read_samples fails after this many calls
   int fail_code = 15;                  // ... with this NVML code (15 = GPU is lost)
-  uint32_t temperature_c = 45;
+  uint32_t temperature_c = 45;        // at idle power (and always, where thermal_c_per_w is 0)
+  double thermal_c_per_w = 0.0;        // steady-state rise per watt above idle_w (a card heats as it draws)...
+  double thermal_tau_s = 4.0;          // ...reached as a first-order lag of this time constant
   uint32_t sm_clock_mhz = 1980;
 };
 
@@ -59,6 +61,9 @@ class SyntheticSource final : public PowerSource {
   // The truth, for tests: energy in J between two monotonic times, and power at one.
   double true_energy_j(int64_t t0_ns, int64_t t1_ns) const;
   double true_power_w(int64_t t_ns) const;
+  // The die's temperature at a monotonic time (°C, before the sensor rounds it): temperature_c plus
+  // thermal_c_per_w times the true power, low-passed with thermal_tau_s, above idle.
+  double true_temperature_c(int64_t t_ns) const;
   // Monotonic time of sample k (k >= 1) and its stamp as the driver reports it.
   int64_t sample_time_ns(int64_t k) const;
   int64_t sample_stamp_us(int64_t k) const { return (sample_time_ns(k) + params_.wall_offset_ns) / 1000; }

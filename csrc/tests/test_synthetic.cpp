@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "clock.hpp"
@@ -64,4 +65,28 @@ TEST_CASE("an upward step overshoots for overshoot_s, then settles") {
   CHECK(s.true_energy_j(t, t + 200'000'000) == doctest::Approx(0.1 * 680 + 0.1 * 480));
   s.set_power(100.0, t + 50'000'000);  // replaces the rest of the schedule
   CHECK(s.true_power_w(t + 150'000'000) == doctest::Approx(100.0));
+}
+
+TEST_CASE("with a thermal model the die heats as a first-order lag of the power above idle") {
+  auto p = testing::fast_sensor();
+  p.temperature_c = 40;
+  p.thermal_c_per_w = 0.05;  // 500 W above idle: +25 °C when steady
+  p.thermal_tau_s = 2.0;
+  SyntheticSource s(p);
+  const int64_t t0 = s.origin_ns() + 1'000'000'000;
+  s.set_power(p.idle_w + 500.0, t0);
+  CHECK(s.true_temperature_c(t0) == doctest::Approx(40.0));
+  CHECK(s.true_temperature_c(t0 + 2'000'000'000) == doctest::Approx(40.0 + 25.0 * (1 - std::exp(-1.0))));
+  CHECK(s.true_temperature_c(t0 + 40'000'000'000) == doctest::Approx(65.0));
+  // Back to idle after one time constant: it cools from there the same way.
+  s.set_power(p.idle_w, t0 + 2'000'000'000);
+  const double at_stop = 40.0 + 25.0 * (1 - std::exp(-1.0));
+  CHECK(s.true_temperature_c(t0 + 4'000'000'000) == doctest::Approx(40.0 + (at_stop - 40.0) * std::exp(-1.0)));
+}
+
+TEST_CASE("without a thermal model the temperature never moves") {
+  auto p = testing::fast_sensor();
+  SyntheticSource s(p);
+  s.set_power(700.0, s.origin_ns());
+  CHECK(s.true_temperature_c(s.origin_ns() + 60'000'000'000) == doctest::Approx(p.temperature_c));
 }
