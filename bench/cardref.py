@@ -9,7 +9,8 @@ measures that factor, so that energies can be reported raw and normalised to a r
 - ``awake_idle``: the GPU launching empty kernels (the static part: what a card draws doing nothing).
 
 Before its trials, a "start" check brings the GPU to a steady temperature (Note [Steady
-temperature]), so that the first tasks of a run are not measured on a colder card than the last.
+temperature]), so that the first tasks of a run are not measured on a colder card than the last;
+the thermal job (``thermal``) measures each workload cool and hot (Note [Two temperatures]).
 """
 
 from __future__ import annotations
@@ -24,15 +25,28 @@ WORKLOADS = ("gemm", "copy")
 SOAK_MAX_S = 45.0
 SOAK_STEP_S = 5.0
 SOAK_STEADY_C = 1.0     # a rise of at most this over the last two steps is steady
+COOL_MAX_S = 120.0
+COOL_STEP_S = 3.0       # a fall of at most SOAK_STEADY_C over the last two steps is cool (idle and steady)
 
 
 # Note [Steady temperature]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~
 # A GPU's power at a given clock rises with its temperature (leakage), so a component measured on
-# a cold card reads lower than on a hot one. A run therefore starts with a soak: a calibration load
-# in steps of SOAK_STEP_S until the temperature rose by at most SOAK_STEADY_C over the last two steps
-# (at most SOAK_MAX_S). The card check records the temperatures it saw; the thermal measurement
-# (bench/reproducibility.py) says how much a component's energy moves per 10 °C.
+# a cold card reads lower than on a hot one. A run therefore starts with a soak: the reference's GEMM
+# replayed in steps of SOAK_STEP_S until the temperature rose by at most SOAK_STEADY_C over the last two
+# steps (at most SOAK_MAX_S). The soak was the calibration kernel until two H200s showed it cooler than the
+# workloads (results/reproducibility/2026-11-27_205137): 45-51 °C where the GEMM ran at 58-68 °C, so the
+# "hot" reading began on a card the soak had cooled. The card check records the temperatures it saw.
+#
+# Note [Two temperatures]
+# ~~~~~~~~~~~~~~~~~~~~~~~
+# How much a component's energy moves with temperature (bench/reproducibility.py, % per 10 °C) needs
+# readings far apart in temperature, which the cards do not give by themselves: on the H200s above, the
+# card reference "as the card came" read the GEMM at 58-68 °C (its own first trials heat the die within
+# seconds), 1-2 °C from the soaked reading. So ``thermal`` takes each workload alone: cool (the card idles
+# until its temperature stops falling, at most COOL_MAX_S), measured at once, its trials climbing from
+# there; then soaked with that same workload and measured hot. Every trial keeps its temperature, and the
+# slope is fitted through all of them.
 
 
 def temperature_c(backend) -> float:
@@ -46,16 +60,34 @@ def temperature_c(backend) -> float:
     return float(r.temperature_c[-1]) if len(r.temperature_c) else math.nan
 
 
-def soak(backend, max_s: float = SOAK_MAX_S) -> dict:
-    """Loads the GPU until its temperature is steady (Note [Steady temperature]); the temperatures seen."""
+def replay_for(backend, cap, seconds: float):
+    """Replays ``cap`` back-to-back for about ``seconds`` (launches of ~2 ms): a load as hot as the workload."""
+    t = backend.time_per_call_s(cap)
+    unroll = max(1, int(2e-3 / t))
+    return backend.run(backend.prepare(cap, unroll), max(1, round(seconds / (t * unroll))))
+
+
+def _settle(backend, step, max_s: float, step_s: float, rising: bool) -> dict:
+    """Runs ``step(step_s)`` until the temperature moved by at most SOAK_STEADY_C over the last two steps (in
+    the direction expected: ``rising`` while loaded, falling while idle) or ``max_s`` passed; the temperatures."""
     temps, spent = [temperature_c(backend)], 0.0
-    while spent < max_s:
-        backend.load(SOAK_STEP_S)
-        spent += SOAK_STEP_S
+    steady = False
+    while spent < max_s and not steady:
+        step(step_s)
+        spent += step_s
         temps.append(temperature_c(backend))
-        if len(temps) >= 3 and temps[-1] - temps[-3] <= SOAK_STEADY_C:
-            break
-    return {"temperatures_c": temps, "soak_s": spent, "steady": len(temps) >= 3 and temps[-1] - temps[-3] <= SOAK_STEADY_C}
+        steady = len(temps) >= 3 and (temps[-1] - temps[-3] if rising else temps[-3] - temps[-1]) <= SOAK_STEADY_C
+    return {"temperatures_c": temps, "seconds": spent, "steady": steady}
+
+
+def soak(backend, load, max_s: float = SOAK_MAX_S) -> dict:
+    """Runs ``load(seconds)`` until the temperature is steady (Note [Steady temperature]); the temperatures."""
+    return _settle(backend, load, max_s, SOAK_STEP_S, rising=True)
+
+
+def cool_down(backend, max_s: float = COOL_MAX_S) -> dict:
+    """Leaves the GPU idle until its temperature stops falling (Note [Two temperatures]); the temperatures."""
+    return _settle(backend, cn.clock.sleep, max_s, COOL_STEP_S, rising=False)
 
 
 def captures(lab, backend):
@@ -70,18 +102,38 @@ def captures(lab, backend):
             backend.capture(lambda: dst.copy_(src), name="copy")]
 
 
-def backend_of(lab):
-    """The simulated backend of a simulated lab; on a GPU, a backend of this job's own, so that its graphs
-    are freed with it and never kept for the tasks that follow in the same process."""
-    return lab.backend if lab.backend is not None else cn.GpuBackend(0)
+def backend_of(lab, thermal: bool = False):
+    """The simulated backend of a simulated lab (``thermal``: of its card as one that heats as it draws,
+    tasks.Lab.heating_backend); on a GPU, a backend of this job's own, so that its graphs are freed with it and
+    never kept for the tasks that follow in the same process."""
+    if lab.backend is None:
+        return cn.GpuBackend(0)
+    return lab.heating_backend() if thermal else lab.backend
 
 
 def measure(lab, profile, args, soak_first: bool = True) -> dict:
     """The card reference on ``lab``'s card: energy per call of each workload, awake-idle power and the
-    temperatures, as a dict for the record."""
+    temperatures, as a dict for the record; ``soak_first``: after a soak with the GEMM."""
     backend = backend_of(lab)
-    soaked = soak(backend) if soak_first else None
     caps = captures(lab, backend)
+    soaked = soak(backend, lambda s: replay_for(backend, caps[0], s)) if soak_first else None
+    return _measured(backend, caps, profile, args) | {"soak": soaked, "temperature_after_c": temperature_c(backend)}
+
+
+def thermal(lab, profile, args) -> dict:
+    """Each reference workload alone, cool and then hot (Note [Two temperatures]): {"cold": {"workloads",
+    "cool"}, "hot": {"workloads", "soak"}}, the workloads' entries as measure()'s."""
+    backend = backend_of(lab, thermal=True)
+    out = {"cold": {"workloads": {}, "cool": {}}, "hot": {"workloads": {}, "soak": {}}}
+    for cap in captures(lab, backend):
+        out["cold"]["cool"][cap.name] = cool_down(backend)
+        out["cold"]["workloads"] |= _measured(backend, [cap], profile, args)["workloads"]
+        out["hot"]["soak"][cap.name] = soak(backend, lambda s, c=cap: replay_for(backend, c, s))
+        out["hot"]["workloads"] |= _measured(backend, [cap], profile, args)["workloads"]
+    return out
+
+
+def _measured(backend, caps, profile, args) -> dict:
     run = cn.measure(caps, backend=backend, profile=profile, min_trials=max(5, args.min_trials),
                      max_trials=max(12, args.max_trials), target_ci_rel=0.003, window_s=max(0.3, args.window_s),
                      budget_s=120)
@@ -94,8 +146,7 @@ def measure(lab, profile, args, soak_first: bool = True) -> dict:
                        "clock_event_reasons": list(m.clock_event_reasons),
                        "trial_energy_per_call_j": list(m.trial_energy_per_call_j),
                        "trial_temperature_c": list(m.trial_temperature_c)}
-    return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w,
-            "soak": soaked, "temperature_after_c": temperature_c(backend)}
+    return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w}
 
 
-__all__ = ["measure", "soak", "temperature_c", "WORKLOADS"]
+__all__ = ["measure", "thermal", "soak", "cool_down", "temperature_c", "WORKLOADS"]

@@ -37,6 +37,10 @@ def gpu_libraries():
     return torch, transformers
 
 
+# A simulated card that heats: idle at 38 °C, +0.08 °C per watt above idle (a 4 s lag), and 0.5 W more per °C.
+SIM_THERMAL = {"sensor": {"temperature_c": 38, "thermal_c_per_w": 0.08, "thermal_tau_s": 4.0}, "leak_w_per_c": 0.5}
+
+
 def sim_card_gain(uuid: str) -> float:
     """A simulated card's energy gain over the nominal card (0.95-1.05, fixed by its UUID): simulated
     cards differ as real ones do (issue 14: 5-6 % between H200s), with a truth the tests know."""
@@ -69,6 +73,7 @@ class Lab:
             # Each job its own noise (``seed``, from its id), as two processes on a real card differ.
             sensor = cn.synthetic_sensor(**QUICK_SENSOR, seed=seed)  # a simulated study in seconds
             self.backend = cn.SimulatedBackend(sensor, awake_w=110.0 * gain, costs=costs)
+            self._sim = (gain, costs, seed)
             self.device = "cpu"
             self.identity = run_identity(self.torch, gpu={"name": "Simulated GPU", "uuid": uuid,
                                                           "pci_bus_id": f"sim:{card}", "driver_version": "none",
@@ -77,6 +82,15 @@ class Lab:
             self.backend, self.device = None, "cuda"
             self.identity = run_identity(self.torch)
         self.identity["transformers"] = self.T.__version__
+
+    def heating_backend(self):
+        """This simulated card as one whose die heats as it draws and then draws more (SIM_THERMAL): what the
+        thermal job measures (bench/cardref.py, Note [Two temperatures]). The other jobs keep a card at one
+        temperature, so that their truth (sim_card_gain) stays exact."""
+        gain, costs, seed = self._sim
+        sensor = cn.synthetic_sensor(**QUICK_SENSOR, **SIM_THERMAL["sensor"], seed=seed)
+        return cn.SimulatedBackend(sensor, awake_w=110.0 * gain, costs=costs,
+                                   leak_w_per_c=SIM_THERMAL["leak_w_per_c"] * gain)
 
     @property
     def uuid(self) -> str:
@@ -149,11 +163,10 @@ def card_check(lab: Lab, profile, args) -> dict:
 
 
 def thermal(lab: Lab, profile, args) -> dict:
-    """The card reference on the card as it is, then after a soak to a steady temperature."""
+    """Each reference workload cool, then hot (bench/cardref.py, Note [Two temperatures])."""
     from bench import cardref
 
-    cold = cardref.measure(lab, profile, args, soak_first=False)
-    return {"thermal": {"cold": cold, "hot": cardref.measure(lab, profile, args, soak_first=True)}, "status": "ok"}
+    return {"thermal": cardref.thermal(lab, profile, args), "status": "ok"}
 
 
 def run_job(job: dict, lab: Lab) -> dict:

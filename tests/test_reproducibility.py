@@ -71,12 +71,30 @@ def test_the_interval_combines_the_layers():
     assert U.process_sigma([((1.0, 0.0196), (1.01, 0.0196))] * 2) < 0.01 / math.sqrt(2)
 
 
-def test_the_temperature_effect_is_reported_per_workload(result):
+def test_the_temperature_effect_is_measured_per_workload(result, monkeypatch):
+    # Note [Two temperatures]: the thermal job's simulated card heats as it draws and leaks SIM_THERMAL's
+    # watts per °C more: d(energy per call)/dT = leak x time per call, so the slope per 10 °C of a workload
+    # that draws P watts cool is 10 x leak / P (the card's gain scales both). P from the cost model here.
+    from bench import cardref
+
     res, md = result
     per = res["thermal"]["per_card"]
     assert set(per) == set(CARDS) and set(per["SIM-GPU-0"]) == {"gemm", "copy"}
-    # The simulated card has no thermal model: its temperature does not move, and the report says so.
-    assert "n/a (no temperature change)" in md
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "SIM-GPU-0")
+    lab = tasks.Lab(simulate=True)
+    try:
+        watts = {c.name: c.power_w / tasks.sim_card_gain("SIM-GPU-0") for c in cardref.captures(lab, lab.backend)}
+    finally:
+        lab.close()
+    leak, idle_c = tasks.SIM_THERMAL["leak_w_per_c"], tasks.SIM_THERMAL["sensor"]["temperature_c"]
+    for card, ws in per.items():
+        for w, v in ws.items():
+            # The cool reading's trials climb from idle (its mean lies between), the hot one's stay up.
+            assert v["hot_c"] > v["cold_c"] + 3 and v["trial_span_c"] >= 4, (card, w, v)
+            mid_c = (v["cold_c"] + v["hot_c"]) / 2
+            truth = 100 * 10 * leak / (watts[w] + leak * (mid_c - idle_c))
+            assert v["pct_per_10c"] == pytest.approx(truth, rel=0.25), (card, w, v, truth)
+    assert "% per 10 °C" in md and "n/a (no temperature change)" not in md
 
 
 def test_the_authors_reading_is_explained_by_idle_power_times_python_time_plus_the_component():
@@ -167,3 +185,27 @@ def test_a_runs_launch_state_is_read_where_its_kept_trials_began_and_ended():
                 {"latency_s": 0.97e-6}]
     assert _kept_state(readings) == "0.96/0.97"
     assert _kept_state(readings[:1] + [{"latency_s": 1.2e-6}] * 5) == "1.21/1.20" and _kept_state([]) == ""
+
+
+def test_a_soak_with_the_gemm_heats_the_card_to_the_gemms_temperature_and_idling_cools_it(monkeypatch):
+    # Note [Steady temperature]: on two H200s the old soak (the calibration kernel) ran the card at 45-51 °C
+    # where the GEMM ran at 58-68 °C. The soak now replays the GEMM itself until the temperature is steady: the
+    # simulated card's die then sits where its model puts it for the GEMM's power; idling brings it back.
+    from bench import cardref
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "SIM-GPU-0")
+    lab = tasks.Lab(simulate=True)
+    try:
+        backend = lab.heating_backend()
+        gemm = cardref.captures(lab, backend)[0]
+        params = backend.source.params
+        soaked = cardref.soak(backend, lambda s: cardref.replay_for(backend, gemm, s))
+        # Steady: T - idle = c (P + leak (T - idle) - idle power), P the GEMM's power when cool.
+        c, leak = params.thermal_c_per_w, backend.leak_w_per_c
+        steady_c = params.temperature_c + c * (gemm.power_w - params.idle_w) / (1 - c * leak)
+        assert soaked["steady"] and soaked["temperatures_c"][-1] == pytest.approx(steady_c, abs=1.5)
+        assert soaked["temperatures_c"][-1] > soaked["temperatures_c"][0] + 10
+        cooled = cardref.cool_down(backend)
+        assert cooled["steady"] and cooled["temperatures_c"][-1] <= params.temperature_c + 1.5
+    finally:
+        lab.close()
