@@ -92,7 +92,8 @@ def analyse(recs: list) -> dict:
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
                      "energy_j": {c: statistics.fmean(v[0] for v in rs.values()) for c, rs in by_card.items()},
                      "ci95_rel": max(v[1] for rs in by_card.values() for v in rs.values())})
-    out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": 1 + max([_round(r) for r in tasks] or [0]), "sigma_p_rel": sigma_p,
+    rounds = 1 + max([_round(r) for r in tasks + checks] or [0])  # a run of no tasks still has its card checks
+    out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
            "repeat": repeat}
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
@@ -176,8 +177,8 @@ def markdown(an: dict, ident: dict) -> str:
     L = ["# Reproducibility: repeats, cards, temperature", "",
          f"{ident['gpu']['name']} x {len(an['cards'])}: {', '.join(an['cards'])}; driver "
          f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
-         f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks'])}; {an['rounds']} rounds, "
-         "every task and check in a fresh process.", "",
+         f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
+         f"{an['rounds']} rounds, every task and check in a fresh process.", "",
          "| quantity | value | meaning |", "|---|---|---|",
          f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
          "model between two fresh processes on one card |",
@@ -207,14 +208,16 @@ def markdown(an: dict, ident: dict) -> str:
                      f"{f['dynamic']:.4f} |")
     th = an.get("thermal", {})
     if th.get("per_card"):
-        L += ["", "## Temperature", "", "The card reference measured on the card as it came (after idling), then after "
-              "a soak to a steady temperature (Note [Steady temperature], bench/cardref.py).", "",
-              "| card | workload | cool (°C) | hot (°C) | energy change | % per 10 °C |", "|---|---|---|---|---|---|"]
+        L += ["", "## Temperature", "", "Each reference workload alone: measured on the card left idle until its "
+              "temperature stopped falling (its trials climbing from there), then after a soak with that workload; "
+              "the slope is fitted through every trial's temperature (Note [Two temperatures], bench/cardref.py).", "",
+              "| card | workload | cool (°C) | hot (°C) | trials span (°C) | energy change | % per 10 °C |",
+              "|---|---|---|---|---|---|---|"]
         for c, ws in th["per_card"].items():
             for w, v in ws.items():
                 slope = "n/a (no temperature change)" if math.isnan(v["pct_per_10c"]) else f"{v['pct_per_10c']:+.2f}"
-                L.append(f"| {c} | {w} | {v['cold_c']:.0f} | {v['hot_c']:.0f} | {v['rel_change'] * 100:+.2f} % | "
-                         f"{slope} |")
+                L.append(f"| {c} | {w} | {v['cold_c']:.0f} | {v['hot_c']:.0f} | {v['trial_span_c']:.1f} | "
+                         f"{v['rel_change'] * 100:+.2f} % | {slope} |")
         if th["pct_per_10c"]:
             L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | change |",
