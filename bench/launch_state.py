@@ -7,10 +7,15 @@ per step and GpuBackend.launch_state(): the GPU time per tiny kernel in a graph,
 clocks, the PCIe link's generation and width. Card k starts k x --stagger seconds after the first
 (an H200 was seen to switch state while a neighbour started). The summary groups each card's
 readings by what NVML reported: if the slow state goes with one link generation, the table shows it.
+The link was refuted (results/launch_state.md). The next guess is the host: the state moved in 6 of 8
+processes under the protocol's busy interleaving, never in 45 s of one graph's replay with the host
+waiting. With --host-load-after S, all host CPUs but two are kept busy from S seconds in, and every
+reading says whether they were and which CPU the process ran on (and its clock, where the machine tells).
 
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
   python bench/launch_state.py --gpus 0 --seconds 30
+  python bench/launch_state.py --seconds 60 --host-load-after 30
 """
 
 from __future__ import annotations
@@ -32,10 +37,27 @@ from bench.cards import host_cards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NVML_KEYS = ("pcie_generation", "pcie_width", "sm_clock_mhz", "memory_clock_mhz")
+KEYS = NVML_KEYS + ("host_load",)  # what a reading is grouped by
 
 
-def child(seconds: float, every: float) -> int:
-    """This process's GPU (CUDA device 0): one JSON line a reading."""
+def host_cpu() -> dict:
+    """The CPU this process last ran on and its clock (MHz, 0 where the machine does not tell)."""
+    cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])
+    try:
+        mhz = int(Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        mhz = 0.0
+    return {"cpu": cpu, "cpu_mhz": mhz}
+
+
+def spin(n: int) -> list:
+    """``n`` processes that keep a host CPU busy each (killed by the caller)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
+    """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
+    all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state])."""
     import torch
     import transformers as T
 
@@ -48,21 +70,27 @@ def child(seconds: float, every: float) -> int:
     inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     backend = cn.GpuBackend(0)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
-        print(json.dumps({"t_s": time.monotonic() - t0, "step_s": r.gpu_time_per_call_s} | backend.launch_state()),
-              flush=True)
+    t0, spinners = time.monotonic(), []
+    try:
+        while time.monotonic() - t0 < seconds:
+            if 0 <= host_load_after_s <= time.monotonic() - t0 and not spinners:
+                spinners = spin(max(1, (os.cpu_count() or 4) - 2))
+            r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
+            print(json.dumps({"t_s": time.monotonic() - t0, "step_s": r.gpu_time_per_call_s,
+                              "host_load": bool(spinners)} | host_cpu() | backend.launch_state()), flush=True)
+    finally:
+        for p in spinners:
+            p.kill()
     return 0
 
 
-def measure(cards, seconds: float, every: float, stagger: float) -> dict:
+def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     procs = {}
     for k, card in enumerate(cards):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds), str(every),
-               "--delay", str(k * stagger)]
+               "--delay", str(k * stagger), "--host-load-after", str(host_load_after_s)]
         procs[card.uuid] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     out = {}
     for uuid, p in procs.items():
@@ -74,14 +102,15 @@ def measure(cards, seconds: float, every: float, stagger: float) -> dict:
 
 
 def summarise(readings: dict) -> dict:
-    """Per card: its readings grouped by what NVML reported (link generation and width, clocks), with the
-    median GPU time per tiny kernel and per step in each group, and the times the group was seen."""
+    """Per card: its readings grouped by what NVML reported (link generation and width, clocks) and whether the
+    host was loaded, with the median GPU time per tiny kernel and per step in each group, and the times the group
+    was seen."""
     out = {}
     for uuid, rows in readings.items():
         groups: dict = {}
         for r in rows:
-            groups.setdefault(tuple(r.get(k, 0) for k in NVML_KEYS), []).append(r)
-        out[uuid] = [{**dict(zip(NVML_KEYS, key)), "readings": len(g),
+            groups.setdefault(tuple(r.get(k, 0) for k in KEYS), []).append(r)
+        out[uuid] = [{**dict(zip(KEYS, key)), "readings": len(g),
                       "latency_us": statistics.median(x["latency_s"] for x in g) * 1e6,
                       "step_us": statistics.median(x["step_s"] for x in g) * 1e6,
                       "first_s": min(x["t_s"] for x in g), "last_s": max(x["t_s"] for x in g)}
@@ -96,13 +125,13 @@ def markdown(res: dict) -> str:
          f"{ident.get('date')}. GPT-2's decode step (graph, 3 steps a launch) replayed {res['seconds']:.0f} s on each "
          f"card, cards started {res['stagger_s']:.0f} s apart; a reading every {res['every_s']} s "
          "(Note [Launch-latency state], clear_native/backend.py).", "",
-         "| card | PCIe gen | width | SM MHz | memory MHz | readings | tiny kernel (µs) | step (µs) | seen (s) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| card | PCIe gen | width | SM MHz | memory MHz | host busy | readings | tiny kernel (µs) | step (µs) | "
+         "seen (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for uuid, groups in res["summary"].items():
         for g in groups:
             L.append(f"| {uuid} | {g['pcie_generation']} | {g['pcie_width']} | {g['sm_clock_mhz']} | "
-                     f"{g['memory_clock_mhz']} | {g['readings']} | {g['latency_us']:.3f} | {g['step_us']:.1f} | "
-                     f"{g['first_s']:.1f}-{g['last_s']:.1f} |")
+                     f"{g['memory_clock_mhz']} | {'yes' if g.get('host_load') else 'no'} | {g['readings']} | "
+                     f"{g['latency_us']:.3f} | {g['step_us']:.1f} | {g['first_s']:.1f}-{g['last_s']:.1f} |")
     return "\n".join(L) + "\n"
 
 
@@ -115,10 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--child", nargs=2, type=float, metavar=("SECONDS", "EVERY"), help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
+                    help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
-        return child(*args.child)
+        return child(*args.child, args.host_load_after)
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
@@ -130,8 +161,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"bench/launch_state.py: {exc}", file=sys.stderr)
         return 2
-    readings = measure(cards, args.seconds, args.every, args.stagger)
+    readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after)
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
+           "host_load_after_s": args.host_load_after,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
     write_results(args.out, "launch_state", res, markdown(res))
     return 0
