@@ -170,10 +170,32 @@ def test_launch_state_readings_are_grouped_by_what_nvml_reported(capsys):
     assert s[1]["step_us"] == pytest.approx(692.0) and (s[1]["first_s"], s[1]["last_s"]) == (25.0, 25.25)
     md = launch_state.markdown({"identity": {"gpu": {"name": "H200"}}, "seconds": 30, "every_s": 0.25,
                                 "stagger_s": 20, "summary": {"GPU-a": s}})
-    assert "| GPU-a | 5 | 16 | 1980 | 3201 | 2 | 0.960 | 692.0 | 25.0-25.2 |" in md
+    assert "| GPU-a | 5 | 16 | 1980 | 3201 | no | 2 | 0.960 | 692.0 | 25.0-25.2 |" in md
     # Bad arguments are refused before any GPU work.
     assert launch_state.main(["--seconds", "0"]) == 2
     assert "--seconds > 0" in capsys.readouterr().err
+
+
+def test_launch_state_readings_are_grouped_by_whether_the_host_was_busy():
+    # --host-load-after: readings before and after the host's CPUs were made busy land in two rows, each with
+    # its own median tiny-kernel time (the host guess of Note [Launch-latency state]).
+    import os
+
+    from bench import launch_state
+
+    link = dict(pcie_generation=5, pcie_width=16, sm_clock_mhz=1980, memory_clock_mhz=3201)
+    rows = [link | {"t_s": t, "step_s": 810e-6, "latency_s": lat * 1e-6, "host_load": False}
+            for t, lat in [(0.1, 1.21), (0.4, 1.22), (0.7, 1.23)]]
+    rows += [link | {"t_s": t, "step_s": 690e-6, "latency_s": 1.04e-6, "host_load": True} for t in (30.1, 30.4)]
+    idle, busy = launch_state.summarise({"GPU-x": rows})["GPU-x"]
+    assert (idle["host_load"], idle["readings"], busy["host_load"], busy["readings"]) == (False, 3, True, 2)
+    assert idle["latency_us"] == pytest.approx(1.22) and busy["latency_us"] == pytest.approx(1.04)
+    assert (busy["first_s"], busy["last_s"]) == (30.1, 30.4)
+    md = launch_state.markdown({"identity": {"gpu": {"name": "H200"}}, "seconds": 60, "every_s": 0.3,
+                                "stagger_s": 0, "summary": {"GPU-x": [idle, busy]}})
+    assert "| yes | 2 | 1.040 | 690.0 | 30.1-30.4 |" in md and "| no | 3 | 1.220 | 810.0 |" in md
+    here = launch_state.host_cpu()  # the CPU each reading names is one this process may run on
+    assert here["cpu"] in os.sched_getaffinity(0) and here["cpu_mhz"] >= 0
 
 
 def test_a_runs_launch_state_is_read_where_its_kept_trials_began_and_ended():
