@@ -40,16 +40,6 @@ NVML_KEYS = ("pcie_generation", "pcie_width", "sm_clock_mhz", "memory_clock_mhz"
 KEYS = NVML_KEYS + ("host_load",)  # what a reading is grouped by
 
 
-def host_cpu() -> dict:
-    """The CPU this process last ran on and its clock (MHz, 0 where the machine does not tell)."""
-    cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])
-    try:
-        mhz = int(Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()) / 1000
-    except (OSError, ValueError):
-        mhz = 0.0
-    return {"cpu": cpu, "cpu_mhz": mhz}
-
-
 def spin(n: int) -> list:
     """``n`` processes that keep a host CPU busy each (killed by the caller)."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
@@ -77,7 +67,7 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
                 spinners = spin(max(1, (os.cpu_count() or 4) - 2))
             r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
             print(json.dumps({"t_s": time.monotonic() - t0, "step_s": r.gpu_time_per_call_s,
-                              "host_load": bool(spinners)} | host_cpu() | backend.launch_state()), flush=True)
+                              "host_load": bool(spinners)} | backend.launch_state()), flush=True)
     finally:
         for p in spinners:
             p.kill()

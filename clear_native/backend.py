@@ -121,11 +121,14 @@ class GpuBackend:
 
     def launch_state(self) -> dict:
         """The card's launch-latency state now (Note [Launch-latency state]): ``latency_s``, the GPU time per kernel
-        of a graph of tiny kernels, and the clocks and PCIe link NVML reports right after (0: NVML cannot tell)."""
+        of a graph of tiny kernels, the clocks and PCIe link NVML reports right after (0: NVML cannot tell), and
+        the host CPU this process ran on (launch_state.host_cpu)."""
+        from .launch_state import host_cpu
+
         latency = self._tiny_kernel_s()
         d = self._nvml
         return {"latency_s": latency, "sm_clock_mhz": d.sm_clock_mhz, "memory_clock_mhz": d.memory_clock_mhz,
-                "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width}
+                "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width} | host_cpu()
 
     def _tiny_kernel_s(self, kernels: int = 200, replays: int = 20) -> float:
         """GPU time per kernel of a CUDA graph of tiny kernels (one add on 1 KiB each). About 5 ms of GPU time."""

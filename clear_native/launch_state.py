@@ -17,9 +17,24 @@ in and started their trials again in the fast state; one stayed slow throughout 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 STATE_MOVED = 0.05  # the probe reads within 0.01 µs (1 %) for 45 s in one state; the two states are ~15-20 % apart
 MAX_STATE_RESTARTS = 1
+
+
+def host_cpu() -> dict:
+    """The host CPU this process last ran on and its clock (MHz; 0 where the machine does not tell), or {} off
+    Linux: kept with every reading, as the host is the next guess for what sets the state (bench/launch_state.py)."""
+    try:
+        cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return {}
+    try:
+        mhz = int(Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        mhz = 0.0
+    return {"cpu": cpu, "cpu_mhz": mhz}
 
 
 def read(backend, say) -> dict | None:

@@ -357,6 +357,7 @@ def test_every_measurement_reads_the_launch_latency_state(torch, matmul_capture)
     assert 0.2e-6 < s["latency_s"] < 20e-6  # H200: 0.96 or 1.21 µs per kernel
     assert s["sm_clock_mhz"] > 0 and s["memory_clock_mhz"] > 0
     assert 0 <= s["pcie_generation"] <= 6 and s["pcie_width"] in (0, 1, 2, 4, 8, 16, 32)
+    assert s["cpu"] in os.sched_getaffinity(0)  # the host CPU this process ran on, kept with the reading
     run = cn.measure([matmul_capture], backend=backend, min_trials=2, window_s=0.1, budget_s=60)
     # before the trials, after each round (Note [One state per run]) and after them
     assert len(run.launch_state) >= 3 and all(0.2e-6 < x["latency_s"] < 20e-6 for x in run.launch_state)

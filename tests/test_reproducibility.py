@@ -194,7 +194,9 @@ def test_launch_state_readings_are_grouped_by_whether_the_host_was_busy():
     md = launch_state.markdown({"identity": {"gpu": {"name": "H200"}}, "seconds": 60, "every_s": 0.3,
                                 "stagger_s": 0, "summary": {"GPU-x": [idle, busy]}})
     assert "| yes | 2 | 1.040 | 690.0 | 30.1-30.4 |" in md and "| no | 3 | 1.220 | 810.0 |" in md
-    here = launch_state.host_cpu()  # the CPU each reading names is one this process may run on
+    from clear_native.launch_state import host_cpu
+
+    here = host_cpu()  # the CPU each reading names (GpuBackend.launch_state) is one this process may run on
     assert here["cpu"] in os.sched_getaffinity(0) and here["cpu_mhz"] >= 0
 
 
