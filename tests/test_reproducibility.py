@@ -233,3 +233,22 @@ def test_a_soak_with_the_gemm_heats_the_card_to_the_gemms_temperature_and_idling
         assert cooled["steady"] and cooled["temperatures_c"][-1] <= params.temperature_c + 1.5
     finally:
         lab.close()
+
+
+def test_the_limiters_step_response_is_read_from_the_samples():
+    # bench/limit_step.py (issue 14, item 4): a load that overshoots for 80 ms, then decays to the limit with a
+    # 0.5 s time constant (700 + 50 exp(-t / 0.5) W), sampled every 20 ms for 6 s.
+    from bench.limit_step import main, step_profile
+
+    t = [0.01 + 0.02 * k for k in range(300)]
+    p = [950.0 if x < 0.08 else 700 + 50 * math.exp(-x / 0.5) for x in t]
+    s = step_profile(t, p, 6.0)
+    assert s["first_w"] == pytest.approx((4 * 950 + 700 + 50 * math.exp(-0.09 / 0.5)) / 5)
+    window = [700 + 50 * math.exp(-x / 0.5) for x in t if 0.4 <= x < 0.6]
+    assert s["window_w"] == pytest.approx(statistics.fmean(window)) and s["window_w"] > 712
+    assert s["last_second_w"] == pytest.approx(700, abs=0.1) and s["window_over_last"] > 0.015
+    # within 1 % of 700 W from 50 exp(-t / 0.5) < 7 W, t > 0.98 s: the bin from 1.0 s on (0.9-1.0 s is 1.1 % up)
+    assert s["settle_s"] == pytest.approx(1.0)
+    falling = [800 - 100 * x / 6 for x in t]  # still falling at the end: its last bin is 1.1 % under the last second
+    assert math.isnan(step_profile(t, falling, 6.0)["settle_s"])
+    assert main(["--load-s", "1"]) == 2  # refused before any GPU work
