@@ -38,3 +38,20 @@ def host_cards(selection: str, simulate: bool = False, simulated_count: int = 4)
         if found[0] not in chosen:
             chosen.append(found[0])
     return chosen
+
+
+def on_each(cards: list[Card], argv_of) -> dict:
+    """Runs ``argv_of(k, card)`` (a command line) in a fresh process per card, all at once, each seeing only its
+    card (CUDA device 0); {uuid: (exit code, [each JSON line the process printed, parsed])}."""
+    import json
+    import os
+    import subprocess
+
+    procs = {c.uuid: subprocess.Popen(argv_of(k, c), stdout=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, CUDA_VISIBLE_DEVICES=c.uuid, PYTHONUNBUFFERED="1"))
+             for k, c in enumerate(cards)}
+    out = {}
+    for uuid, p in procs.items():
+        text, _ = p.communicate()
+        out[uuid] = (p.returncode, [json.loads(line) for line in text.splitlines() if line.startswith("{")])
+    return out

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench.cards import host_cards  # noqa: E402
+from bench.cards import host_cards, on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NVML_KEYS = ("pcie_generation", "pcie_width", "sm_clock_mhz", "memory_clock_mhz")
@@ -76,19 +76,13 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
-    procs = {}
-    for k, card in enumerate(cards):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=card.uuid, PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds), str(every),
-               "--delay", str(k * stagger), "--host-load-after", str(host_load_after_s)]
-        procs[card.uuid] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    out = {}
-    for uuid, p in procs.items():
-        text, _ = p.communicate()
-        if p.returncode != 0:
-            raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {p.returncode}")
-        out[uuid] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    return out
+    runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
+                                           str(every), "--delay", str(k * stagger), "--host-load-after",
+                                           str(host_load_after_s)])
+    for uuid, (code, _) in runs.items():
+        if code != 0:
+            raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
+    return {uuid: rows for uuid, (_, rows) in runs.items()}
 
 
 def summarise(readings: dict) -> dict:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench.cards import host_cards  # noqa: E402
+from bench.cards import host_cards, on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_SPAN_S = (0.4, 0.6)  # where a protocol window sits after a load starts (settle ~0.4 s, window 0.2 s)
@@ -134,17 +132,14 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"bench/limit_step.py: {exc}", file=sys.stderr)
         return 2
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", "--rest-s",
-                               str(args.rest_s), "--load-s", str(args.load_s)], stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, CUDA_VISIBLE_DEVICES=c.uuid)) for c in cards]
+    runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", "--rest-s",
+                                           str(args.rest_s), "--load-s", str(args.load_s)])
     found = []
-    for c, p in zip(cards, procs):
-        text, _ = p.communicate()
-        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
-        if p.returncode != 0 or not lines:
-            print(f"bench/limit_step.py: the process on {c.uuid} exited {p.returncode}", file=sys.stderr)
+    for uuid, (code, lines) in runs.items():
+        if code != 0 or not lines:
+            print(f"bench/limit_step.py: the process on {uuid} exited {code}", file=sys.stderr)
             continue
-        found.append(json.loads(lines[-1]))
+        found.append(lines[-1])
     if not found:
         return 1
     res = {"identity": run_identity(torch), "rest_s": args.rest_s, "load_s": args.load_s, "cards": found}

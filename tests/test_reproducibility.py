@@ -252,3 +252,13 @@ def test_the_limiters_step_response_is_read_from_the_samples():
     falling = [800 - 100 * x / 6 for x in t]  # still falling at the end: its last bin is 1.1 % under the last second
     assert math.isnan(step_profile(t, falling, 6.0)["settle_s"])
     assert main(["--load-s", "1"]) == 2  # refused before any GPU work
+
+
+def test_each_card_gets_a_process_that_sees_only_it():
+    # bench/cards.on_each (launch_state, limit_step): one process per card at once, CUDA device 0 its card.
+    from bench.cards import host_cards, on_each
+
+    cards = host_cards("0,2", simulate=True)
+    code = "import json, os, sys; print('noise'); print(json.dumps({'seen': os.environ['CUDA_VISIBLE_DEVICES']}))"
+    runs = on_each(cards, lambda k, c: [sys.executable, "-c", code + f"; sys.exit({k})"])
+    assert runs == {"SIM-GPU-0": (0, [{"seen": "SIM-GPU-0"}]), "SIM-GPU-2": (1, [{"seen": "SIM-GPU-2"}])}
