@@ -143,8 +143,7 @@ def main(argv=None) -> int:
     if not found:
         return 1
     res = {"identity": run_identity(torch), "rest_s": args.rest_s, "load_s": args.load_s, "cards": found}
-    write_results(args.out, "limit_step", res, markdown(res))
-    print(markdown(res))
+    write_results(args.out, "limit_step", res, markdown(res))  # prints the table too
     return 0 if len(found) == len(cards) else 1
 
 

@@ -252,6 +252,12 @@ def test_the_limiters_step_response_is_read_from_the_samples():
     falling = [800 - 100 * x / 6 for x in t]  # still falling at the end: its last bin is 1.1 % under the last second
     assert math.isnan(step_profile(t, falling, 6.0)["settle_s"])
     assert main(["--load-s", "1"]) == 2  # refused before any GPU work
+    from bench.limit_step import markdown
+
+    card = s | {"uuid": "GPU-x", "power_limit_w": 700.0, "sm_clock_mhz": {"first": 1800.0, "last_second": 1500.0},
+                "reasons": ["sw_power_cap"]}
+    md = markdown({"identity": {"gpu": {"name": "H200"}}, "rest_s": 3, "load_s": 6, "cards": [card]})
+    assert f"| GPU-x | 700 | {s['first_w']:.0f} | {s['window_w']:.0f} | 700 | +" in md and "| 1.0 s | 1800 / 1500 |" in md
 
 
 def test_each_card_gets_a_process_that_sees_only_it():
