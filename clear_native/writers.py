@@ -8,6 +8,7 @@ import io
 import json
 from dataclasses import asdict
 
+
 def coverage_pc(x: float) -> str:
     """A coverage in %, or 'not computed' (NaN: the whole model ran as a Python loop)."""
     return "not computed" if x != x else f"{x * 100:.1f} %"
