@@ -35,6 +35,14 @@ def account(groups: list, model_energy_j: float, model_time_s: float, kernel_tim
                       comp_e / model_energy_j, (comp_e + glue_e + gaps_e) / model_energy_j, list(glue_ops))
 
 
+def account_against(parts: list, wm, kernels: tuple) -> Accounting:
+    """account() of ``parts`` against the whole model as measured (``wm``: its energy, GPU time and awake-idle
+    power per call), with a profiled pass's ``kernels``: (all kernels s, kernels inside the parts s, glue ops)."""
+    total_s, inside_s, glue_ops = kernels
+    return account(parts, wm.energy_per_call_j, wm.gpu_time_per_call_s, total_s, inside_s, wm.awake_idle_power_w,
+                   glue_ops)
+
+
 def context_accounting(whole, without: dict, rest, groups: list,
                        removed: dict | None = None, output_diff: dict | None = None,
                        model_energy_j: float | None = None, failed=()) -> tuple[list, ContextAccounting]:

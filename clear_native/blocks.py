@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from .accounting import account
+from .accounting import account_against
 from .results import BlockResult
 
 
@@ -117,7 +117,7 @@ def outside_blocks(part_results: list, blocks: list, calls: dict | None = None) 
     return out
 
 
-def block_accounting(block_groups: list, others: list, wm, kernels_s: float, inside_s: float, glue_ops=()):
-    """The model by blocks: Accounting with blocks and the components outside them as its parts."""
-    return account(block_groups + others, wm.energy_per_call_j, wm.gpu_time_per_call_s, kernels_s, inside_s,
-                   wm.awake_idle_power_w, glue_ops)
+def block_accounting(block_groups: list, others: list, wm, kernels: tuple):
+    """The model by blocks: Accounting with blocks and the components outside them as its parts (``kernels``: the
+    profiled pass with those marked, accounting.account_against)."""
+    return account_against(block_groups + others, wm, kernels)

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import asdict, replace
 
 from . import clock
-from .accounting import account, context_accounting, regime_mismatch
+from .accounting import account_against, context_accounting, regime_mismatch
 from .blocks import block_accounting, block_result, outside_blocks
 from .cold_l2 import ColdCopies, cold, l2_copies, per_copy
 from .components import discover, group_components
@@ -74,7 +74,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     copies["whole_model"] = l2_copies(model, l2_bytes)  # a model that fits the L2 is replayed cold too
     whole_fn = cold(model, copies["whole_model"])
     whole = backend.capture(whole_fn, *inputs, name="whole_model", **kw)
-    *kernel_s, glue = backend.kernel_times_s(model, comps, inputs, kw, graph=not whole.eager)
+    profiled = _Profiled(backend, model, inputs, kw, graph=not whole.eager)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
                 target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
@@ -83,11 +83,11 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     measured = _measured(run, caps, groups + block_groups, copies, wm)
     results = [measured[g.name] for g in groups if g.name in measured]
     ctx_rows, ctx_acc = _context_results(ctx, run, groups, results, copies["whole_model"], wm) if ctx else ([], None)
-    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s, wm.awake_idle_power_w, glue)
-    blocks_, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, measured, comps, results, wm,
-                                 ctx_rows)
-    paced = _paced(backend, model, (inputs, kw, comps, found), (groups, block_groups), measured, copies, wm, run,
-                   (pace, failures, opts), (*kernel_s, glue))
+    kernel_s = profiled(comps)
+    acc = account_against(results, wm, kernel_s)
+    blocks_, block_acc = _blocks(profiled, block_groups, found, measured, comps, results, wm, ctx_rows)
+    paced = _paced(backend, profiled, (comps, found), (groups, block_groups), measured, copies, wm, run,
+                   (pace, failures, opts))
     return ModelReport(model=type(model).__name__, mode=mode, inputs=_shapes(model, inputs, kw), groups=results,
                        whole=asdict(wm), accounting=_yardstick(acc, whole), failures=failures,
                        run={k: v for k, v in run.to_dict().items() if k != "measurements"},
@@ -182,26 +182,38 @@ def _measured(run, caps, groups, copies: dict, wm) -> dict:
             for c in caps}
 
 
-def _blocks(backend, model, call: tuple, block_groups, found, measured: dict, comps, results, wm,
-            ctx_rows=()) -> tuple:
-    """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction]);
-    ``call``: the model's (inputs, keyword inputs)."""
-    inputs, kw = call
+class _Profiled:
+    """The profiled eager pass (backend.kernel_times_s) of one measure_model call, once per set of marked
+    components: the paced accounting asks again for the blocks' set, which the model by blocks profiled."""
+
+    def __init__(self, backend, model, inputs, kw, graph: bool) -> None:
+        self._pass = lambda marked: backend.kernel_times_s(model, marked, inputs, kw, graph=graph)
+        self._done: dict = {}
+
+    def __call__(self, marked: list) -> tuple:
+        """(all kernels s, kernels inside ``marked`` s, glue ops)."""
+        key = frozenset(c.qualname for c in marked)
+        if key not in self._done:
+            self._done[key] = self._pass(marked)
+        return self._done[key]
+
+
+def _blocks(profiled, block_groups, found, measured: dict, comps, results, wm, ctx_rows=()) -> tuple:
+    """BlockResults of the measured block groups, and the model by blocks (Note [Blocks and interaction])."""
     done = [g for g in block_groups if g.name in measured]
     if not done:
         return [], None
     rows = [block_result(g, measured[g.name], comps, results, ctx_rows) for g in done]
     others = outside_blocks(results, done, {c.qualname: c.calls for c in comps})
     marked = [c for c in comps + found if any(c.qualname in g.members for g in others + done)]
-    kernels_s, inside_s, glue = backend.kernel_times_s(model, marked, inputs, kw, graph=not wm.eager)
-    return rows, block_accounting([measured[g.name] for g in done], others, wm, kernels_s, inside_s, glue)
+    return rows, block_accounting([measured[g.name] for g in done], others, wm, profiled(marked))
 
 
-def _paced(backend, model, call: tuple, grouped: tuple, measured: dict, copies: dict, wm, run, how: tuple,
-           kernel_s: tuple) -> dict:
+def _paced(backend, profiled, parts: tuple, grouped: tuple, measured: dict, copies: dict, wm, run,
+           how: tuple) -> dict:
     """Note [At the model's power] (paced.py): {"rows": PacedResults, "accounting", "block_accounting": the
     accounting again with the freed parts' paced energies}, or {} where no part was paced."""
-    inputs, kw, comps, found = call
+    comps, found = parts
     (groups, block_groups), (pace, failures, opts) = grouped, how
     if wm.eager:
         return {}
@@ -211,9 +223,8 @@ def _paced(backend, model, call: tuple, grouped: tuple, measured: dict, copies: 
         return {}
     sub = dict(zip(measured, substituted(list(measured.values()), rows)))
     results = [sub[g.name] for g in groups if g.name in sub]
-    acc = account(results, wm.energy_per_call_j, wm.gpu_time_per_call_s, *kernel_s[:2], wm.awake_idle_power_w,
-                  kernel_s[2])
-    _, block_acc = _blocks(backend, model, (inputs, kw), block_groups, found, sub, comps, results, wm)
+    acc = account_against(results, wm, profiled(comps))
+    _, block_acc = _blocks(profiled, block_groups, found, sub, comps, results, wm)
     return {"rows": rows, "accounting": acc, "block_accounting": block_acc}
 
 

@@ -242,6 +242,27 @@ def test_a_part_at_the_power_limit_alone_is_measured_again_at_the_models_power(p
                                                                    for g in rep.groups))  # alone: kept as measured
 
 
+def test_each_set_of_marked_components_is_profiled_once_per_measurement():
+    # The paced accounting asks again for the blocks' kernel times, which the model by blocks already profiled:
+    # one eager pass per set of marked components, whatever order they come in.
+    from types import SimpleNamespace as E
+
+    from clear_native.model import _Profiled
+
+    passes = []
+
+    class Backend:
+        def kernel_times_s(self, model, marked, inputs, kw, graph=True):
+            passes.append(([c.qualname for c in marked], graph))
+            return (len(passes) * 1e-6, 0.0, [])
+
+    a, b = E(qualname="model.layers.0"), E(qualname="lm_head")
+    profiled = _Profiled(Backend(), "model", (), {}, graph=False)
+    first = profiled([a, b])
+    assert profiled([b, a]) is first and profiled([a]) != first
+    assert passes == [(["model.layers.0", "lm_head"], False), (["model.layers.0"], False)]
+
+
 def test_the_glue_is_named_by_its_ops(llama):
     # What the accounting calls glue, named: Llama's residual adds are outside every component, and the ops the
     # report lists are the ledger's outside ones, in µs per forward pass.
