@@ -42,16 +42,25 @@ def host_cards(selection: str, simulate: bool = False, simulated_count: int = 4)
 
 def on_each(cards: list[Card], argv_of) -> dict:
     """Runs ``argv_of(k, card)`` (a command line) in a fresh process per card, all at once, each seeing only its
-    card (CUDA device 0); {uuid: (exit code, [each JSON line the process printed, parsed])}."""
+    card (CUDA device 0); {uuid: (exit code, [each JSON line the process printed, parsed])}.
+
+    Each process writes to a file of its own, read when it ends: with pipes, a process whose output filled its
+    pipe (64 KiB) stopped while the parent waited on another card's (seen on an H200 pair: the second card's
+    launch-state readings ended at 36.8 s of 80, before its host load began)."""
     import json
     import os
     import subprocess
+    import tempfile
 
-    procs = {c.uuid: subprocess.Popen(argv_of(k, c), stdout=subprocess.PIPE, text=True,
-                                      env=dict(os.environ, CUDA_VISIBLE_DEVICES=c.uuid, PYTHONUNBUFFERED="1"))
-             for k, c in enumerate(cards)}
-    out = {}
-    for uuid, p in procs.items():
-        text, _ = p.communicate()
-        out[uuid] = (p.returncode, [json.loads(line) for line in text.splitlines() if line.startswith("{")])
+    with tempfile.TemporaryDirectory(prefix="cn-cards-") as tmp:
+        procs = {}
+        for k, c in enumerate(cards):
+            with open(os.path.join(tmp, f"{k}.out"), "w") as out:
+                procs[c.uuid] = (k, subprocess.Popen(argv_of(k, c), stdout=out, text=True, env=dict(
+                    os.environ, CUDA_VISIBLE_DEVICES=c.uuid, PYTHONUNBUFFERED="1")))
+        out = {}
+        for uuid, (k, p) in procs.items():
+            p.wait()
+            with open(os.path.join(tmp, f"{k}.out")) as f:
+                out[uuid] = (p.returncode, [json.loads(line) for line in f if line.startswith("{")])
     return out

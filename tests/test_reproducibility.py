@@ -260,7 +260,7 @@ def test_the_limiters_step_response_is_read_from_the_samples():
     assert f"| GPU-x | 700 | {s['first_w']:.0f} | {s['window_w']:.0f} | 700 | +" in md and "| 1.0 s | 1800 / 1500 |" in md
 
 
-def test_each_card_gets_a_process_that_sees_only_it():
+def test_each_card_gets_a_process_that_sees_only_it(tmp_path):
     # bench/cards.on_each (launch_state, limit_step): one process per card at once, CUDA device 0 its card.
     from bench.cards import host_cards, on_each
 
@@ -268,3 +268,19 @@ def test_each_card_gets_a_process_that_sees_only_it():
     code = "import json, os, sys; print('noise'); print(json.dumps({'seen': os.environ['CUDA_VISIBLE_DEVICES']}))"
     runs = on_each(cards, lambda k, c: [sys.executable, "-c", code + f"; sys.exit({k})"])
     assert runs == {"SIM-GPU-0": (0, [{"seen": "SIM-GPU-0"}]), "SIM-GPU-2": (1, [{"seen": "SIM-GPU-2"}])}
+
+
+def test_a_card_process_that_prints_much_does_not_stop_the_others(tmp_path):
+    # The first card's process ends only once the second's has printed more than a pipe holds (64 KiB) and said
+    # so in a file: a parent reading one process's pipe at a time would stall the second, and the first would
+    # give up (exit 3). Seen on an H200 pair with launch_state's readings.
+    from bench.cards import host_cards, on_each
+
+    done = tmp_path / "done"
+    first = (f"import os, sys, time; t = time.monotonic()\nwhile not os.path.exists({str(done)!r}):\n"
+             "    time.sleep(0.01)\n    if time.monotonic() - t > 30: sys.exit(3)")
+    second = ("import json\nfor i in range(20000): print(json.dumps({'n': i}))\n"
+              f"open({str(done)!r}, 'w').close()")
+    runs = on_each(host_cards("0,1", simulate=True), lambda k, c: [sys.executable, "-c", (first, second)[k]])
+    assert runs["SIM-GPU-0"] == (0, [])
+    assert runs["SIM-GPU-1"] == (0, [{"n": i} for i in range(20_000)])
