@@ -260,7 +260,7 @@ def test_the_limiters_step_response_is_read_from_the_samples():
     assert f"| GPU-x | 700 | {s['first_w']:.0f} | {s['window_w']:.0f} | 700 | +" in md and "| 1.0 s | 1800 / 1500 |" in md
 
 
-def test_each_card_gets_a_process_that_sees_only_it(tmp_path):
+def test_each_card_gets_a_process_that_sees_only_it():
     # bench/cards.on_each (launch_state, limit_step): one process per card at once, CUDA device 0 its card.
     from bench.cards import host_cards, on_each
 
