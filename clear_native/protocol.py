@@ -38,10 +38,11 @@ CLOCK_EVENT_REASONS = {
 }
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
-# records of different procedures are never averaged or compared unawares. 4: trials start again once where the
-# card's launch-latency state moved under them (Note [One state per run], launch_state.py; this version); 3:
+# records of different procedures are never averaged or compared unawares. 5: a capture at the power limit gets
+# windows of whole limiter cycles (Note [The limiter's cycle], trials.py; this version); 4: trials start again once
+# where the card's launch-latency state moved under them (Note [One state per run], launch_state.py); 3:
 # re-planned short trials and bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 def reason_names(mask: int) -> list[str]:
@@ -76,7 +77,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             target_ci_rel: float = 0.005, min_trials: int = 5, max_trials: int = 40, window_s: float = 1.0,
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 5.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
-            unsettled_z: float = 4.0, progress: Callable[[str], None] | None = None) -> MeasureRun:
+            unsettled_z: float = 4.0, limiter_s: float = 1.0,
+            progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
     The phases: check -> calibrate -> plan -> warm-up -> baselines -> trials -> summarise.
@@ -93,12 +95,14 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         max_window_s: the longest window target_cv may grow to (default 4 x window_s).
         unsettled_z: a window whose halves differ by more than this many standard errors is
             rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
+        limiter_s: the power limiter's cycle, s: a capture that reads the card's power limit gets windows of
+            three cycles after a settle of one (Note [The limiter's cycle], trials.py; ~1 s on an H200).
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).
     """
     items = _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv,
-                   max_window_s, unsettled_z)
+                   max_window_s, unsettled_z, limiter_s)
     say = progress or (lambda msg: None)
     if backend is None:
         from .backend import GpuBackend
@@ -106,7 +110,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         backend = GpuBackend(device)
     profile = profile or calibrate(backend)                                       # calibrate
     rules = Rules(min_trials, max_trials, target_ci_rel, target_cv,
-                  4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z)
+                  4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z,
+                  backend.info.get("power_limit_w") or None, limiter_s)
     sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
                       energy_interval_s=0.25, max_duration_s=budget_s + 300)
     st = _Run(backend, profile, rules, sampler, say, clock.now_s(), max(profile.sample_period_s, 0.02), [])
@@ -126,12 +131,13 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                                    window_s=window_s, budget_s=budget_s, launch_s=launch_s,
                                    settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
                                    target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z,
+                                   power_limit_w=rules.power_limit_w, limiter_s=limiter_s,
                                    protocol_version=PROTOCOL_VERSION),
                    baseline)
 
 
 def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv, max_window_s,
-           unsettled_z) -> list:
+           unsettled_z, limiter_s) -> list:
     """Phase check: the arguments, before any GPU time is spent."""
     items = list(items) if isinstance(items, (list, tuple)) else [items]
     if not items:
@@ -146,8 +152,9 @@ def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, bas
     if not (0 < target_ci_rel < 1) or min_trials < 2 or max_trials < min_trials or window_s <= 0 or budget_s <= 0:
         raise ValueError("need 0 < target_ci_rel < 1, 2 <= min_trials <= max_trials, window_s > 0, budget_s > 0")
     max_window_s = 4 * window_s if max_window_s is None else max_window_s
-    if (target_cv is not None and not target_cv > 0) or max_window_s < window_s or not unsettled_z > 0:
-        raise ValueError("need target_cv > 0 (or None), max_window_s >= window_s and unsettled_z > 0")
+    if (target_cv is not None and not target_cv > 0) or max_window_s < window_s or not unsettled_z > 0 or \
+            not limiter_s > 0:
+        raise ValueError("need target_cv > 0 (or None), max_window_s >= window_s, unsettled_z > 0 and limiter_s > 0")
     return items
 
 

@@ -59,11 +59,13 @@ class SimulatedBackend:
 
     def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
                  slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None,
-                 leak_w_per_c: float = 0.0) -> None:
+                 leak_w_per_c: float = 0.0, limiter_s: float = 1.0, limiter_swing: float = 0.04) -> None:
         """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
         backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
         as long, then the card switches to the fast state (the default: always fast). ``power_limit_w``: a run
-        that would draw more is slowed until it draws the limit (limited()). ``leak_w_per_c``: a card draws this
+        that would draw more is slowed until it draws the limit on average (limited()); its power cycles around
+        the limit, +/- ``limiter_swing`` of it, every ``limiter_s``, starting high (Note [The limiter's cycle],
+        trials.py). ``leak_w_per_c``: a card draws this
         much more per °C its die is above the sensor's idle temperature (leakage), on a sensor that heats as it
         draws (synthetic_sensor's thermal_c_per_w); the temperature when a run starts holds for the run."""
         self.source = source
@@ -77,6 +79,7 @@ class SimulatedBackend:
         self.slow_gap_scale, self.slow_for_s = slow_gap_scale, slow_for_s
         self._t_made = clock.now_s()
         self.leak_w_per_c = leak_w_per_c
+        self.limiter_s, self.limiter_swing = limiter_s, limiter_swing
 
     def gap_scale(self) -> float:
         """How much longer than the cost model's the gaps between kernels last now (1: the fast state)."""
@@ -131,15 +134,18 @@ class SimulatedBackend:
         return (sum(r.kernel_s for r in rows), sum(r.kernel_s for r in rows if r.inside),
                 [(op, round(us, 3)) for op, us in glue.most_common(8)])
 
-    def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0) -> tuple[int, int]:
-        """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (random phase)."""
+    def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0,
+              from_high: bool = False) -> tuple[int, int]:
+        """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (a random phase,
+        or from the start of a high half where ``from_high``: a limiter's cycle)."""
         t0 = core.monotonic_ns()
         if self.leak_w_per_c:
             watts += self.leak_w_per_c * (self.source.true_temperature_c(t0) - self.source.params.temperature_c)
         self.source.set_power(watts, t0)
         if swing_w and swing_s:
-            step, sign = int(swing_s * 1e9), self._rng.choice((-1.0, 1.0))
-            t = t0 - int(self._rng.uniform(0, swing_s) * 1e9)
+            step = int(swing_s * 1e9)
+            sign = 1.0 if from_high else self._rng.choice((-1.0, 1.0))
+            t = t0 if from_high else t0 - int(self._rng.uniform(0, swing_s) * 1e9)
             self.source.set_power(watts + sign * swing_w, t0)
             while t + step < t0 + seconds * 1e9:
                 t, sign = t + step, -sign
@@ -154,7 +160,11 @@ class SimulatedBackend:
         scale = self.gap_scale()
         per_call = call.true_time_per_call_s(unroll, scale)
         per_call, watts = self.limited(per_call, call.true_energy_per_call_j(unroll, self.awake_w, scale) / per_call)
-        t0, t1 = self._hold(watts, launches * unroll * per_call, call.swing_w, call.swing_s)
+        if self.power_limit_w and watts >= self.power_limit_w:
+            t0, t1 = self._hold(watts, launches * unroll * per_call, self.limiter_swing * watts, self.limiter_s / 2,
+                                from_high=True)
+        else:
+            t0, t1 = self._hold(watts, launches * unroll * per_call, call.swing_w, call.swing_s)
         # The GPU time is what the events would say: the sleep, as it really lasted,
         # its launches evenly spread over it.
         span_s = (t1 - t0) * 1e-9

@@ -34,6 +34,8 @@ from .stats import Summary
 
 MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
 MAX_STRETCH = 16         # ... at most this many times more (a sensor that never reports is an error)
+AT_LIMIT = 0.95          # of the power limit: a window reading this much is at the limit (Note [The limiter's cycle])
+LIMIT_CYCLES = 3         # limiter cycles a window at the limit covers
 
 
 class Verdict(enum.Enum):
@@ -41,6 +43,7 @@ class Verdict(enum.Enum):
     LOST = "no samples in the window even at the longest trials: counted as failed"
     UNSETTLED = "power still moving within the window: rejected, settle time doubled"
     RESTART = "trials vary more than target_cv: window doubled, trials start again"
+    LIMITED = "at the power limit: window and settle time cover the limiter's cycles, trials start again"
     ACCEPTED = "accepted"
     CONVERGED = "accepted; the capture reached its target"
 
@@ -56,6 +59,8 @@ class Rules:
     max_window_s: float = 4.0
     max_settle_s: float = 2.0
     unsettled_z: float = 4.0
+    power_limit_w: float | None = None  # the card's enforced limit (None or 0: not known, never LIMITED)
+    limiter_s: float = 1.0              # the limiter's cycle (Note [The limiter's cycle])
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Trials:
     failed: int = 0                               # trials whose window held no usable samples
     rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
     restarts: int = 0                             # times the window doubled and the trials started again
+    at_limit: bool = False                        # judged LIMITED (Note [The limiter's cycle])
 
     @property
     def launches(self) -> int:
@@ -122,8 +128,17 @@ class Trials:
                 return Verdict.LOST
             self.stretch *= 2
             return Verdict.SHORT
+        if not self.at_limit and rules.power_limit_w and power_w.mean() >= AT_LIMIT * rules.power_limit_w:
+            self.at_limit = True
+            if run_t_call > 0:  # slowed at the limit: plan the longer trials from the calls' time at the limit
+                self.t1 = run_t_call
+            self.window_s = max(self.window_s, LIMIT_CYCLES * rules.limiter_s)
+            self.settle_s = max(self.settle_s, rules.limiter_s)
+            self.start_again()
+            return Verdict.LIMITED
         drift, z = drift_of(power_w)
-        if abs(z) > rules.unsettled_z and abs(drift) > 0.005 and self.settle_s < rules.max_settle_s:
+        if not self.at_limit and abs(z) > rules.unsettled_z and abs(drift) > 0.005 and \
+                self.settle_s < rules.max_settle_s:
             self.rejected.append((drift, z, after))
             self.settle_s = min(2 * self.settle_s, rules.max_settle_s)
             return Verdict.UNSETTLED
@@ -137,7 +152,7 @@ class Trials:
         if noisy and 2 * self.window_s <= rules.max_window_s * (1 + 1e-9):
             self.window_s *= 2
             self.restarts += 1
-            self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
+            self.start_again()
             return Verdict.RESTART
         if e.n >= rules.min_trials and e.ci95_rel <= rules.target_ci_rel:
             self.converged_at = now_s

@@ -390,3 +390,27 @@ def test_a_state_change_late_in_the_budget_does_not_throw_the_trials_away():
                      **(KW | {"budget_s": 1.2}))
     assert not any(s.get("restart") for s in run.launch_state) and run["part"].trials >= 3
     assert "moved during the trials: 1.200 -> 1.000 µs" in run.table()
+
+
+def test_a_capture_at_the_power_limit_is_measured_over_whole_limiter_cycles():
+    # Note [The limiter's cycle]: a card whose limiter holds 400 W on average, +/-4 % in a 0.1 s cycle (an H200's
+    # ~1 s, with time 10x faster), starting high. Short windows read the first plateau; knowing the limit, the
+    # protocol gives the capture windows of whole cycles and reads what the card draws while it runs.
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), power_limit_w=400.0, limiter_s=0.1)
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    call = cn.SimulatedCall("heavy", kernel_s=50e-6, power_w=600.0)
+    per_call, watts = backend.limited(call.true_time_per_call_s(1), 600.0)
+    kw = dict(backend=backend, profile=profile, window_s=0.02, idle_s=0.2, max_warmup_s=0.3, budget_s=60,
+              min_trials=4, max_trials=12, target_ci_rel=0.005)
+    cycles = cn.measure(call, limiter_s=0.1, **kw)[0]
+    unrolled_s = call.true_time_per_call_s(cycles.unroll) / call.true_time_per_call_s(1) * per_call
+    truth = 400.0 * unrolled_s
+    assert watts == 400.0 and cycles.steady_window_s == pytest.approx(0.3, rel=0.05) and cycles.settle_s >= 0.1
+    assert cycles.energy_per_call_j == pytest.approx(truth, rel=0.01)
+    assert cycles.mean_power_w == pytest.approx(400.0, rel=0.01)
+    # The same card with its limit unknown to the protocol (NVML could not tell): the first plateau, 4 % high.
+    backend.info = dict(backend.info, power_limit_w=0.0)
+    plateau = cn.measure(call, limiter_s=0.1, **kw)[0]
+    assert plateau.steady_window_s < 0.1 and plateau.energy_per_call_j == pytest.approx(1.04 * truth, rel=0.01)
+    with pytest.raises(ValueError, match="limiter_s > 0"):
+        cn.measure(call, limiter_s=0.0, **kw)

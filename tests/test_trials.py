@@ -84,3 +84,28 @@ def test_a_capture_tried_too_often_stops_being_active():
     t = fresh()
     t.tried = 3 * RULES.max_trials
     assert not t.active(RULES)
+
+
+LIMIT = Rules(min_trials=3, max_trials=10, target_ci_rel=0.005, target_cv=0.01, max_window_s=0.8, max_settle_s=1.6,
+              unsettled_z=4.0, power_limit_w=700.0, limiter_s=1.0)
+
+
+def test_a_capture_at_the_power_limit_gets_windows_of_whole_limiter_cycles():
+    # Note [The limiter's cycle]: the first window read the limiter's first plateau (725 W of a 700 W limit).
+    t = fresh()
+    assert t.judge(flat(725.0), 0.2, 10e-6, 90, 10e-6, "x", LIMIT, 1.0) is Verdict.LIMITED
+    assert t.at_limit and t.window_s == pytest.approx(3.0) and t.settle_s == pytest.approx(1.0) and t.values == []
+    assert t.launches == pytest.approx((1.0 + 3.0 + 0.02) / (200 * 10e-6), abs=1)
+    # Its windows then move by design (a part of the limiter's cycle falling): kept, not rejected as unsettled,
+    # and never LIMITED again.
+    falling = np.linspace(728, 640, 120)
+    assert abs(drift_of(falling)[1]) > LIMIT.unsettled_z
+    assert t.judge(falling, 3.0, 10e-6, 90, 10e-6, "x", LIMIT, 2.0) is Verdict.ACCEPTED and t.rejected == []
+    assert t.judge(flat(725.0), 3.0, 10e-6, 90, 10e-6, "x", LIMIT, 3.0) is Verdict.ACCEPTED and len(t.values) == 2
+
+
+def test_below_the_limit_or_with_no_limit_known_the_windows_stay_short():
+    below, unknown = fresh(), fresh()
+    assert below.judge(flat(660.0), 0.2, 10e-6, 90, 10e-6, "x", LIMIT, 1.0) is Verdict.ACCEPTED  # 94 % of 700 W
+    assert unknown.judge(flat(725.0), 0.2, 10e-6, 90, 10e-6, "x", RULES, 1.0) is Verdict.ACCEPTED
+    assert not below.at_limit and not unknown.at_limit and below.window_s == unknown.window_s == 0.2
