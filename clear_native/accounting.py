@@ -86,34 +86,53 @@ def context_accounting(whole, without: dict, rest, groups: list,
 
 THROTTLES = ("hw_power_brake_slowdown", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown")
 AT_LIMIT = 0.85  # of the enforced power limit: NVML sets sw_power_cap far below it too (seen at 250 W of 700)
+CLOCK_MARGIN_MHZ = 30.0  # SM clocks closer than this are the same clocks
 
 
-def regime(reasons, mean_power_w: float, power_limit_w: float | None) -> str:
+def clock_range(x) -> tuple:
+    """(lowest, highest) SM clock of a measurement's windows, or () where not read."""
+    clk = tuple(x or ())
+    return clk if len(clk) == 2 and all(map(math.isfinite, clk)) else ()
+
+
+def top_clock_mhz(parts: list, whole: dict) -> float | None:
+    """The highest SM clock read in any window of the whole model or of ``parts`` (None where none was read)."""
+    tops = [c[1] for c in [clock_range(whole.get("sm_clock_mhz"))] + [clock_range(p.sm_clock_mhz) for p in parts] if c]
+    return max(tops) if tops else None
+
+
+def regime(reasons, mean_power_w: float, power_limit_w: float | None, sm_clock_mhz=(),
+           top_clock_mhz: float | None = None) -> str:
     """'throttled' (a hardware or thermal slowdown), 'power limit' (sw_power_cap while drawing at least
-    85 % of the enforced limit) or 'free'. On an H200 NVML reported sw_power_cap for windows at 250-310 W:
-    the bit alone does not say the limit acted."""
+    85 % of the enforced limit, with SM clocks below ``top_clock_mhz``, the highest any measurement of the run
+    read) or 'free'. On an H200 NVML reported sw_power_cap for windows at 250-310 W, and for Gemma-2B-2L's whole
+    prefill at 604 W of 700 with its SM clock at 1980 MHz in every window, the highest any part reached: the
+    bit alone does not say the limit acted."""
     reasons = set(reasons or ())
     if reasons & set(THROTTLES):
         return "throttled"
     near = power_limit_w is None or not power_limit_w > 0 or mean_power_w >= AT_LIMIT * power_limit_w
-    return "power limit" if "sw_power_cap" in reasons and near else "free"
+    clk = clock_range(sm_clock_mhz)
+    at_top = bool(clk) and top_clock_mhz is not None and clk[0] >= top_clock_mhz - CLOCK_MARGIN_MHZ
+    return "power limit" if "sw_power_cap" in reasons and near and not at_top else "free"
 
 
-def regime_mismatch(parts: list, whole: dict, power_limit_w: float | None = None,
-                    clock_margin_mhz: float = 30.0) -> list:
+def regime_mismatch(parts: list, whole: dict, power_limit_w: float | None = None) -> list:
     """(name, why) for each part (GroupResult or BlockResult) measured in another regime than the whole
     model (see regime()), or at SM clocks that do not overlap the model's. Note [Blocks and interaction]
     says why it matters: such a part alone does not cost what it costs inside."""
-    model_reg = regime(whole.get("clock_event_reasons"), whole.get("mean_power_w", 0.0), power_limit_w)
-    model_clk = tuple(whole.get("sm_clock_mhz") or ())
+    top = top_clock_mhz(parts, whole)
+    model_clk = clock_range(whole.get("sm_clock_mhz"))
+    model_reg = regime(whole.get("clock_event_reasons"), whole.get("mean_power_w", 0.0), power_limit_w, model_clk, top)
     out = []
     for p in parts:
-        reg, clk = regime(p.clock_event_reasons, p.mean_power_w, power_limit_w), tuple(p.sm_clock_mhz or ())
+        clk = clock_range(p.sm_clock_mhz)
+        reg = regime(p.clock_event_reasons, p.mean_power_w, power_limit_w, clk, top)
         if reg != model_reg:
             out.append((p.name, f"{reg} alone ({p.mean_power_w:.0f} W), {model_reg} in the model "
                                 f"({whole.get('mean_power_w', math.nan):.0f} W)"))
-        elif len(clk) == 2 and len(model_clk) == 2 and all(map(math.isfinite, clk + model_clk)) and (
-                clk[1] < model_clk[0] - clock_margin_mhz or clk[0] > model_clk[1] + clock_margin_mhz):
+        elif clk and model_clk and (clk[1] < model_clk[0] - CLOCK_MARGIN_MHZ or
+                                    clk[0] > model_clk[1] + CLOCK_MARGIN_MHZ):
             out.append((p.name, f"SM clock {clk[0]:.0f}-{clk[1]:.0f} MHz alone, {model_clk[0]:.0f}-"
                                 f"{model_clk[1]:.0f} MHz in the model"))
     return out

@@ -27,9 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .accounting import regime
+from .accounting import CLOCK_MARGIN_MHZ, clock_range, regime, top_clock_mhz
 
-CLOCK_MARGIN_MHZ = 30.0
 TARGET = 0.9  # of the model's mean power: the paced pair's mean power aimed at
 
 
@@ -63,11 +62,6 @@ class Paced:
         return out
 
 
-def _clocks(x) -> tuple:
-    clk = tuple(x or ())
-    return clk if len(clk) == 2 and all(map(math.isfinite, clk)) else ()
-
-
 def _slower(part_clk: tuple, model_clk: tuple) -> bool:
     return bool(part_clk and model_clk) and part_clk[1] < model_clk[0] - CLOCK_MARGIN_MHZ
 
@@ -80,18 +74,18 @@ def candidates(parts: list, whole: dict, power_limit_w: float | None, pace) -> l
     if pace != "auto":
         wanted = set(pace)
         return [p.name for p in parts if p.name in wanted]
-    if regime(whole.get("clock_event_reasons"), whole.get("mean_power_w", 0.0), power_limit_w) != "free":
+    top, model_clk = top_clock_mhz(parts, whole), clock_range(whole.get("sm_clock_mhz"))
+    if regime(whole.get("clock_event_reasons"), whole.get("mean_power_w", 0.0), power_limit_w, model_clk, top) != "free":
         return []
-    model_clk = _clocks(whole.get("sm_clock_mhz"))
-    return [p.name for p in parts if regime(p.clock_event_reasons, p.mean_power_w, power_limit_w) == "power limit"
-            or _slower(_clocks(p.sm_clock_mhz), model_clk)]
+    return [p.name for p in parts if _slower(clock_range(p.sm_clock_mhz), model_clk) or
+            regime(p.clock_event_reasons, p.mean_power_w, power_limit_w, p.sm_clock_mhz, top) == "power limit"]
 
 
 def gap_for(part, whole: dict, idle_w: float) -> float:
     """Idle seconds after each call of ``part`` (measured alone) for the pair to draw about TARGET of the model's
     mean power. Its time and power at the model's clocks are guessed from the clocks: time / speed-up, dynamic
     power x speed-up (a guess only; whether it held is measured: PacedResult.freed)."""
-    clk, model_clk = _clocks(part.sm_clock_mhz), _clocks(whole.get("sm_clock_mhz"))
+    clk, model_clk = clock_range(part.sm_clock_mhz), clock_range(whole.get("sm_clock_mhz"))
     speed = max(1.0, sum(model_clk) / sum(clk)) if clk and model_clk else 1.0
     t_free = part.gpu_time_per_call_s / speed
     p_free = idle_w + (part.mean_power_w - idle_w) * speed
@@ -106,7 +100,7 @@ def paced_result(part, pair, gap, gap_s: float, whole: dict, power_limit_w: floa
     e = pair.energy_per_call_j - gap.energy_per_call_j
     ci = math.hypot(pair.energy_per_call_ci95_j, gap.energy_per_call_ci95_j)
     reg = regime(pair.clock_event_reasons, pair.mean_power_w, power_limit_w)
-    clk, model_clk = _clocks(pair.sm_clock_mhz), _clocks(whole.get("sm_clock_mhz"))
+    clk, model_clk = clock_range(pair.sm_clock_mhz), clock_range(whole.get("sm_clock_mhz"))
     why = ("still at the power limit paced" if reg == "power limit" else
            f"SM clock {clk[0]:.0f}-{clk[1]:.0f} MHz paced, below the model's" if _slower(clk, model_clk) else "")
     return PacedResult(part.name, gap_s, e, ci, pair.gpu_time_per_call_s - gap.gpu_time_per_call_s,

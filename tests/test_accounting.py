@@ -63,3 +63,24 @@ def test_shares_follow_the_in_context_marginals_only_where_every_part_has_one():
     assert basis == "alone" and w["attn"] == pytest.approx((2.0, 0.02)) and w["mlp"] == pytest.approx((2.0, 0.04))
     ctx["mlp"] = NS(energy_per_call_j=-0.1, energy_per_call_ci95_j=0.2)  # a marginal lost in noise
     assert attribution_weights(counts, alone, ctx)[0] == "alone"
+
+
+def test_a_model_flagged_at_the_cap_whose_clocks_never_dropped_runs_free():
+    # Gemma-2B-2L prefill on an H200: the whole model 604 W of 700 with sw_power_cap set, SM 1980 MHz in every
+    # window, the highest any part read; its MLP alone at 747 W, 1905-1920 MHz; its LM head alone at 855-1500 MHz.
+    from clear_native.paced import candidates
+
+    whole = {"clock_event_reasons": ["sw_power_cap"], "sm_clock_mhz": [1980.0, 1980.0], "mean_power_w": 604.0}
+    parts = [part("mlp", ["sw_power_cap"], (1905.0, 1920.0), 747.0),
+             part("lm_head", ["sw_power_cap"], (855.0, 1500.0), 692.0), part("norm", [], (1980.0, 1980.0), 160.0)]
+    top = 1980.0
+    assert regime(whole["clock_event_reasons"], 604.0, 700.0) == "power limit"  # the bit and the power alone
+    assert regime(whole["clock_event_reasons"], 604.0, 700.0, whole["sm_clock_mhz"], top) == "free"
+    assert regime(["sw_power_cap"], 747.0, 700.0, (1905.0, 1920.0), top) == "power limit"
+    assert candidates(parts, whole, 700.0, "auto") == ["mlp", "lm_head"]
+    assert dict(regime_mismatch(parts, whole, 700.0)) == {
+        "mlp": "power limit alone (747 W), free in the model (604 W)",
+        "lm_head": "power limit alone (692 W), free in the model (604 W)"}
+    # The same model with its clocks lowered in some window: at the limit, and nothing is paced.
+    slowed = dict(whole, sm_clock_mhz=[1890.0, 1980.0])
+    assert candidates(parts, slowed, 700.0, "auto") == []
