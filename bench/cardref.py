@@ -10,7 +10,8 @@ measures that factor, so that energies can be reported raw and normalised to a r
 
 Before its trials, a "start" check brings the GPU to a steady temperature (Note [Steady
 temperature]), so that the first tasks of a run are not measured on a colder card than the last;
-the thermal job (``thermal``) measures each workload cool and hot (Note [Two temperatures]).
+the thermal job (``thermal``) follows each workload's energy per call as the die warms from idle and as it
+cools from the GEMM's heat (Note [Two temperatures]).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SOAK_STEP_S = 5.0
 SOAK_STEADY_C = 1.0     # a rise of at most this over the last two steps is steady
 COOL_MAX_S = 120.0
 COOL_STEP_S = 3.0       # a fall of at most SOAK_STEADY_C over the last two steps is cool (idle and steady)
+TRANSIENT_S = 8.0       # one workload replayed without a break while its die warms or cools
+BIN_S = 0.25            # ... read in bins of this long: energy per call and temperature
 
 
 # Note [Steady temperature]
@@ -39,14 +42,21 @@ COOL_STEP_S = 3.0       # a fall of at most SOAK_STEADY_C over the last two step
 # "hot" reading began on a card the soak had cooled. The card check records the temperatures it saw.
 #
 # Note [Two temperatures]
-# ~~~~~~~~~~~~~~~~~~~~~~~
+# ~~~~~~~~~~~~~~~~~~~~~~~~
 # How much a component's energy moves with temperature (bench/reproducibility.py, % per 10 °C) needs
-# readings far apart in temperature, which the cards do not give by themselves: on the H200s above, the
-# card reference "as the card came" read the GEMM at 58-68 °C (its own first trials heat the die within
-# seconds), 1-2 °C from the soaked reading. So ``thermal`` takes each workload alone: cool (the card idles
-# until its temperature stops falling, at most COOL_MAX_S), measured at once, its trials climbing from
-# there; then soaked with that same workload and measured hot. Every trial keeps its temperature, and the
-# slope is fitted through all of them.
+# readings far apart in temperature. A die follows its own load within seconds: on two H200s (GPU-b375e7a8,
+# GPU-e1a7bc38; results/reproducibility/2026-11-27_231347) the GEMM's trials ran at 56-62 °C whether they
+# followed 6 s of idle at 36-38 °C or a soak, and the copy's card cooled from 48 to 36 °C in 3 s of idle:
+# the protocol's own rest, warm-up and baselines take longer than that, so two protocol readings of one
+# workload sit at one temperature (0.5-4 °C apart; the slopes from them were noise). So ``thermal`` reads the
+# transients themselves: each workload replayed for TRANSIENT_S without a break, once on a card left idle
+# until its temperature stopped falling (the die warming under it), once after a soak with the GEMM, the
+# hottest workload (the die cooling, or for the GEMM itself staying hot), both read in bins of BIN_S
+# (energy per call = the bin's mean power x its launches' GPU time per call; the bin's temperature), the
+# first profile.settle_s of each left out (the sensor's lag and the load-step overshoot). The slope is
+# fitted through every bin of both. A workload at the power limit (the GEMM) trades power for clocks along
+# the limiter's cycle inside a bin (Note [The limiter's cycle], clear_native/trials.py): its bins scatter
+# more, and the table says it ran at the limit.
 
 
 def temperature_c(backend) -> float:
@@ -120,16 +130,49 @@ def measure(lab, profile, args, soak_first: bool = True) -> dict:
     return _measured(backend, caps, profile, args) | {"soak": soaked, "temperature_after_c": temperature_c(backend)}
 
 
+def transient(backend, cap, profile, seconds: float = TRANSIENT_S, bin_s: float = BIN_S) -> dict:
+    """``cap`` replayed without a break for ``seconds``, read in bins of ``bin_s`` after the sensor settled
+    (Note [Two temperatures]): {"bins": [{"t_s", "temperature_c", "power_w", "time_per_call_s",
+    "energy_per_call_j"}], "clock_event_reasons", "sm_clock_mhz"}."""
+    import numpy as np
+
+    sampler = cn.Sampler(source=backend.source, drain_interval_s=0.05, status_interval_s=0.02,
+                         max_duration_s=seconds + 30)
+    sampler.start()
+    try:
+        r = replay_for(backend, cap, seconds)
+        sampler.wait_for_samples(r.host_end_ns)
+    finally:
+        res = sampler.stop()
+    bins, step = [], int(bin_s * 1e9)
+    for a in range(r.host_start_ns + int(profile.settle_s * 1e9), r.host_end_ns - step + 1, step):
+        b = a + step
+        rows = (res.status_t_ns >= a) & (res.status_t_ns <= b) & np.isfinite(res.temperature_c)
+        t_call, n = r.window_time_per_call_s(a, b)
+        power = res.mean_power_w(a, b)
+        if n and rows.any() and math.isfinite(power):
+            bins.append({"t_s": (a - r.host_start_ns) * 1e-9, "temperature_c": float(res.temperature_c[rows].mean()),
+                         "power_w": power, "time_per_call_s": t_call, "energy_per_call_j": power * t_call})
+    seen = (res.status_t_ns >= r.host_start_ns) & (res.status_t_ns <= r.host_end_ns)
+    reasons = int(np.bitwise_or.reduce(res.clock_event_reasons[seen])) if seen.any() else 0
+    clocks = res.sm_clock_mhz[seen & np.isfinite(res.sm_clock_mhz)]
+    from clear_native.protocol import reason_names
+
+    return {"bins": bins, "clock_event_reasons": reason_names(reasons),
+            "sm_clock_mhz": [float(clocks.min()), float(clocks.max())] if clocks.size else []}
+
+
 def thermal(lab, profile, args) -> dict:
-    """Each reference workload alone, cool and then hot (Note [Two temperatures]): {"cold": {"workloads",
-    "cool"}, "hot": {"workloads", "soak"}}, the workloads' entries as measure()'s."""
+    """Each reference workload's transients (Note [Two temperatures]): {"cool": {workload: cool_down()},
+    "soak": {workload: soak()}, "transients": {workload: {"warming": transient(), "cooling": transient()}}}."""
     backend = backend_of(lab, thermal=True)
-    out = {"cold": {"workloads": {}, "cool": {}}, "hot": {"workloads": {}, "soak": {}}}
-    for cap in captures(lab, backend):
-        out["cold"]["cool"][cap.name] = cool_down(backend)
-        out["cold"]["workloads"] |= _measured(backend, [cap], profile, args)["workloads"]
-        out["hot"]["soak"][cap.name] = soak(backend, lambda s, c=cap: replay_for(backend, c, s))
-        out["hot"]["workloads"] |= _measured(backend, [cap], profile, args)["workloads"]
+    caps = captures(lab, backend)
+    out = {"cool": {}, "soak": {}, "transients": {}}
+    for cap in caps:
+        out["cool"][cap.name] = cool_down(backend)
+        warming = transient(backend, cap, profile)
+        out["soak"][cap.name] = soak(backend, lambda s: replay_for(backend, caps[0], s))
+        out["transients"][cap.name] = {"warming": warming, "cooling": transient(backend, cap, profile)}
     return out
 
 
@@ -149,4 +192,4 @@ def _measured(backend, caps, profile, args) -> dict:
     return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w}
 
 
-__all__ = ["measure", "thermal", "soak", "cool_down", "temperature_c", "WORKLOADS"]
+__all__ = ["measure", "thermal", "transient", "soak", "cool_down", "temperature_c", "WORKLOADS"]

@@ -2,8 +2,8 @@
 the card reference on each, and the temperature effect; writes results/reproducibility.json and .md.
 
 On each card, in this order, every job in a process of its own (bench/workers.py):
-  1. thermal: the card reference on the card as it is (cool, after idling), then again after a soak
-     to a steady temperature: how energy per call moves with temperature, compute- and memory-bound;
+  1. thermal: each card-reference workload's energy per call as the die warms from idle and as it cools after
+     a soak with the GEMM: how energy per call moves with temperature, compute- and memory-bound;
   2. ``--rounds`` times: the card reference, then TASKS (three whole models and their components).
 Then: repeatability (same card, rounds in fresh processes), the card-to-card spread raw and
 normalised by the card reference (fitted on its workloads only, checked on the tasks' components),
@@ -135,10 +135,10 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
             "parts": rows}
 
 
-def thermal_slope(trials: list) -> float:
-    """% change of energy per call per 10 °C: the least-squares line through (temperature, energy) of
-    trials; NaN where their temperatures span less than 3 °C."""
-    pts = [(t, e) for t, e in trials if not (math.isnan(t) or math.isnan(e))]
+def thermal_slope(points: list) -> float:
+    """% change of energy per call per 10 °C: the least-squares line through (temperature, energy) points
+    (a transient's bins), relative to their mean energy; NaN where their temperatures span less than 3 °C."""
+    pts = [(t, e) for t, e in points if not (math.isnan(t) or math.isnan(e))]
     if len(pts) < 3 or max(t for t, _ in pts) - min(t for t, _ in pts) < 3.0:
         return math.nan
     mt, me = statistics.fmean(t for t, _ in pts), statistics.fmean(e for _, e in pts)
@@ -147,22 +147,21 @@ def thermal_slope(trials: list) -> float:
 
 
 def _thermal(recs: list) -> dict:
-    """Energy per call of each workload, % per 10 °C, per card and on average: from every trial of the
-    cool and the hot reading (each trial's temperature), else from the two readings' means."""
+    """Energy per call of each workload, % per 10 °C, per card and on average: fitted through every bin of its
+    warming and cooling transients (Note [Two temperatures], bench/cardref.py)."""
     per = {}
     for r in recs:
-        cold, hot = r["thermal"]["cold"]["workloads"], r["thermal"]["hot"]["workloads"]
         card = {}
-        for w in cold:
-            tc, th = statistics.fmean(cold[w]["temperature_c"]), statistics.fmean(hot[w]["temperature_c"])
-            de = hot[w]["energy_per_call_j"] / cold[w]["energy_per_call_j"] - 1
-            trials = [(t, e) for x in (cold[w], hot[w])
-                      for t, e in zip(x.get("trial_temperature_c", []), x.get("trial_energy_per_call_j", []))]
-            slope = thermal_slope(trials)
-            if math.isnan(slope) and th - tc > 1:
-                slope = 100 * de / (th - tc) * 10
-            card[w] = {"cold_c": tc, "hot_c": th, "rel_change": de, "pct_per_10c": slope,
-                       "trial_span_c": (max(t for t, _ in trials) - min(t for t, _ in trials)) if trials else 0.0}
+        for w, tr in r["thermal"]["transients"].items():
+            pts = [(b["temperature_c"], b["energy_per_call_j"]) for leg in ("warming", "cooling") for b in tr[leg]["bins"]]
+            temps = [t for t, _ in pts]
+            slope = thermal_slope(pts)
+            span = max(temps) - min(temps) if temps else 0.0
+            card[w] = {"cold_c": min(temps, default=math.nan), "hot_c": max(temps, default=math.nan), "span_c": span,
+                       "bins": len(pts), "pct_per_10c": slope,
+                       "rel_change": slope / 100 * span / 10 if not math.isnan(slope) else math.nan,
+                       "clock_event_reasons": sorted({x for leg in ("warming", "cooling")
+                                                      for x in tr[leg]["clock_event_reasons"]})}
         per[r["identity"]["gpu"]["uuid"]] = card
     mean = {w: statistics.fmean(c[w]["pct_per_10c"] for c in per.values() if not math.isnan(c[w]["pct_per_10c"]))
             for w in next(iter(per.values()), {}) if any(not math.isnan(c[w]["pct_per_10c"]) for c in per.values())}
@@ -208,16 +207,17 @@ def markdown(an: dict, ident: dict) -> str:
                      f"{f['dynamic']:.4f} |")
     th = an.get("thermal", {})
     if th.get("per_card"):
-        L += ["", "## Temperature", "", "Each reference workload alone: measured on the card left idle until its "
-              "temperature stopped falling (its trials climbing from there), then after a soak with that workload; "
-              "the slope is fitted through every trial's temperature (Note [Two temperatures], bench/cardref.py).", "",
-              "| card | workload | cool (°C) | hot (°C) | trials span (°C) | energy change | % per 10 °C |",
-              "|---|---|---|---|---|---|---|"]
+        L += ["", "## Temperature", "", "Each reference workload replayed 8 s without a break, once from a card left "
+              "idle until its temperature stopped falling (the die warming), once after a soak with the GEMM (the die "
+              "cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through every bin of both "
+              "(Note [Two temperatures], bench/cardref.py).", "",
+              "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
+              "clock events |", "|---|---|---|---|---|---|---|---|"]
         for c, ws in th["per_card"].items():
             for w, v in ws.items():
                 slope = "n/a (no temperature change)" if math.isnan(v["pct_per_10c"]) else f"{v['pct_per_10c']:+.2f}"
-                L.append(f"| {c} | {w} | {v['cold_c']:.0f} | {v['hot_c']:.0f} | {v['trial_span_c']:.1f} | "
-                         f"{v['rel_change'] * 100:+.2f} % | {slope} |")
+                L.append(f"| {c} | {w} | {v['cold_c']:.1f} | {v['hot_c']:.1f} | {v['bins']} | "
+                         f"{v['rel_change'] * 100:+.2f} % | {slope} | {', '.join(v['clock_event_reasons']) or '-'} |")
         if th["pct_per_10c"]:
             L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | change |",

@@ -67,7 +67,7 @@ class SimulatedBackend:
         the limit, +/- ``limiter_swing`` of it, every ``limiter_s``, starting high (Note [The limiter's cycle],
         trials.py). ``leak_w_per_c``: a card draws this
         much more per °C its die is above the sensor's idle temperature (leakage), on a sensor that heats as it
-        draws (synthetic_sensor's thermal_c_per_w); the temperature when a run starts holds for the run."""
+        draws (synthetic_sensor's thermal_c_per_w), also while a run lasts."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
@@ -137,19 +137,25 @@ class SimulatedBackend:
     def _hold(self, watts: float, seconds: float, swing_w: float = 0.0, swing_s: float = 0.0,
               from_high: bool = False) -> tuple[int, int]:
         """Draws `watts` for `seconds`; with a swing, watts +/- swing_w alternating every swing_s (a random phase,
-        or from the start of a high half where ``from_high``: a limiter's cycle)."""
+        or from the start of a high half where ``from_high``: a limiter's cycle); on a leaking card, plus the
+        leak at the die's temperature, followed in steps of a 40th of the die's time constant."""
         t0 = core.monotonic_ns()
-        if self.leak_w_per_c:
-            watts += self.leak_w_per_c * (self.source.true_temperature_c(t0) - self.source.params.temperature_c)
-        self.source.set_power(watts, t0)
+        end = t0 + int(seconds * 1e9)
+        times = {t0}
         if swing_w and swing_s:
             step = int(swing_s * 1e9)
             sign = 1.0 if from_high else self._rng.choice((-1.0, 1.0))
-            t = t0 if from_high else t0 - int(self._rng.uniform(0, swing_s) * 1e9)
-            self.source.set_power(watts + sign * swing_w, t0)
-            while t + step < t0 + seconds * 1e9:
-                t, sign = t + step, -sign
-                self.source.set_power(watts + sign * swing_w, t)
+            phase = t0 if from_high else t0 - int(self._rng.uniform(0, swing_s) * 1e9)
+            times |= set(range(phase + step, end, step))
+        tau_s = self.source.params.thermal_tau_s
+        if self.leak_w_per_c and tau_s > 0:
+            times |= set(range(t0, end, max(1, int(tau_s / 40 * 1e9))))
+        idle_c = self.source.params.temperature_c
+        for t in sorted(times):
+            w = watts + (sign * swing_w * (-1) ** ((t - phase) // step) if swing_w and swing_s else 0.0)
+            if self.leak_w_per_c:
+                w += self.leak_w_per_c * (self.source.true_temperature_c(t) - idle_c)
+            self.source.set_power(w, t)
         clock.sleep(seconds)
         t1 = core.monotonic_ns()
         self.source.set_power(self.source.params.idle_w, t1)
