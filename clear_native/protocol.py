@@ -95,8 +95,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         max_window_s: the longest window target_cv may grow to (default 4 x window_s).
         unsettled_z: a window whose halves differ by more than this many standard errors is
             rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
-        limiter_s: the power limiter's cycle, s: a capture that reads the card's power limit gets windows of
-            three cycles after a settle of one (Note [The limiter's cycle], trials.py; ~1 s on an H200).
+        limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).
