@@ -39,7 +39,9 @@ WITHIN = 0.01
 def step_profile(t_s, power_w, load_s: float) -> dict:
     """The step response from samples (``t_s``: seconds from the load's start): mean power (W) over the first
     BIN_S (the overshoot), over WINDOW_SPAN_S and over the last second of the load; ``settle_s``: the start of the
-    first BIN_S bin from which every bin stays within WITHIN of the last second's mean (NaN where none does)."""
+    first BIN_S bin from which every bin stays within WITHIN of the last second's mean (NaN where none does);
+    ``cycle_w``: the lowest and highest BIN_S bin from 1 s on (a limiter that cycles never settles: Note [The
+    limiter's cycle], clear_native/trials.py)."""
     pts = [(t, p) for t, p in zip(t_s, power_w) if 0 <= t < load_s]
 
     def mean(a: float, b: float) -> float:
@@ -53,8 +55,10 @@ def step_profile(t_s, power_w, load_s: float) -> dict:
         if math.isnan(p) or abs(p / last - 1) > WITHIN:
             break
         settle = start
+    later = [p for t, p in bins if t >= 1.0 and not math.isnan(p)]
     return {"first_w": mean(0.0, BIN_S), "window_w": mean(*WINDOW_SPAN_S), "last_second_w": last,
             "window_over_last": mean(*WINDOW_SPAN_S) / last - 1, "settle_s": settle,
+            "cycle_w": [min(later), max(later)] if later else [],
             "bins": [{"t_s": round(t, 3), "power_w": p} for t, p in bins]}
 
 
@@ -100,11 +104,12 @@ def markdown(res: dict) -> str:
          f"{ident.get('date')}. After {res['rest_s']:.0f} s of rest, the card reference's GEMM replayed "
          f"{res['load_s']:.0f} s; every power sample kept (bench/limit_step.py).", "",
          "| card | limit (W) | first 0.1 s (W) | 0.4-0.6 s (W) | last second (W) | window vs last | within 1 % after "
-         "| SM MHz first / last | reasons |", "|---|---|---|---|---|---|---|---|---|"]
+         "| 0.1 s bins from 1 s (W) | SM MHz first / last | reasons |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["cards"]:
         settle = "never" if math.isnan(c["settle_s"]) else f"{c['settle_s']:.1f} s"
         L.append(f"| {c['uuid']} | {c['power_limit_w']:.0f} | {c['first_w']:.0f} | {c['window_w']:.0f} | "
                  f"{c['last_second_w']:.0f} | {c['window_over_last'] * 100:+.1f} % | {settle} | "
+                 f"{'-'.join(f'{w:.0f}' for w in c.get('cycle_w') or []) or '-'} | "
                  f"{c['sm_clock_mhz']['first']:.0f} / {c['sm_clock_mhz']['last_second']:.0f} | "
                  f"{', '.join(c['reasons']) or '-'} |")
     return "\n".join(L) + "\n"

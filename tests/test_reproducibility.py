@@ -251,13 +251,18 @@ def test_the_limiters_step_response_is_read_from_the_samples():
     assert s["settle_s"] == pytest.approx(1.0)
     falling = [800 - 100 * x / 6 for x in t]  # still falling at the end: its last bin is 1.1 % under the last second
     assert math.isnan(step_profile(t, falling, 6.0)["settle_s"])
+    first_bin = statistics.fmean(700 + 50 * math.exp(-x / 0.5) for x in t if 1.0 <= x < 1.1)  # the highest from 1 s
+    assert s["cycle_w"] == [pytest.approx(700, abs=0.1), pytest.approx(first_bin)]
+    # A limiter cycling 0.5 s high (728 W), 0.5 s low (660 W) after 1 s: the range of its 0.1 s bins.
+    cycling = [740.0 if x < 1 else (728.0 if int(x / 0.5) % 2 == 0 else 660.0) for x in t]
+    assert step_profile(t, cycling, 6.0)["cycle_w"] == [660.0, 728.0]
     assert main(["--load-s", "1"]) == 2  # refused before any GPU work
     from bench.limit_step import markdown
 
     card = s | {"uuid": "GPU-x", "power_limit_w": 700.0, "sm_clock_mhz": {"first": 1800.0, "last_second": 1500.0},
                 "reasons": ["sw_power_cap"]}
     md = markdown({"identity": {"gpu": {"name": "H200"}}, "rest_s": 3, "load_s": 6, "cards": [card]})
-    assert f"| GPU-x | 700 | {s['first_w']:.0f} | {s['window_w']:.0f} | 700 | +" in md and "| 1.0 s | 1800 / 1500 |" in md
+    assert f"| GPU-x | 700 | {s['first_w']:.0f} | {s['window_w']:.0f} | 700 | +" in md and "| 1.0 s | 700-706 | 1800 / 1500 |" in md
 
 
 def test_each_card_gets_a_process_that_sees_only_it():
