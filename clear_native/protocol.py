@@ -38,11 +38,12 @@ CLOCK_EVENT_REASONS = {
 }
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
-# records of different procedures are never averaged or compared unawares. 5: a capture at the power limit gets
-# windows of whole limiter cycles (Note [The limiter's cycle], trials.py; this version); 4: trials start again once
+# records of different procedures are never averaged or compared unawares. 6: so does a capture still noisy at
+# the longest window (this version); 5: a capture at the power limit gets windows of whole limiter cycles
+# (Note [The limiter's cycle], trials.py); 4: trials start again once
 # where the card's launch-latency state moved under them (Note [One state per run], launch_state.py); 3:
 # re-planned short trials and bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 
 def reason_names(mask: int) -> list[str]:

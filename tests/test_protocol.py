@@ -414,3 +414,16 @@ def test_a_capture_at_the_power_limit_is_measured_over_whole_limiter_cycles():
     assert plateau.steady_window_s < 0.1 and plateau.energy_per_call_j == pytest.approx(1.04 * truth, rel=0.01)
     with pytest.raises(ValueError, match="limiter_s > 0"):
         cn.measure(call, limiter_s=0.0, **kw)
+
+
+def test_a_swing_slower_than_the_longest_window_is_read_over_whole_cycles(sim):
+    # Note [The limiter's cycle]: power swinging +/-60 W around 480 W in a 0.1 s cycle (an H200's ~1 s with time
+    # 10x faster), slower than the longest window (4 x 0.02 s): after the doublings, windows of 3 cycles.
+    backend, profile = sim
+    call = cn.SimulatedCall("slow swing", kernel_s=50e-6, power_w=480.0, swing_w=60.0, swing_s=0.05)
+    kw = dict(backend=backend, profile=profile, window_s=0.02, idle_s=0.2, max_warmup_s=0.3, budget_s=60,
+              min_trials=4, max_trials=12, target_ci_rel=0.005)
+    m = cn.measure(call, limiter_s=0.1, **kw)[0]
+    truth = call.true_energy_per_call_j(m.unroll, backend.awake_w)
+    assert m.window_restarts == 3 and m.steady_window_s == pytest.approx(0.3, rel=0.1)
+    assert m.cv < 0.01 and m.energy_per_call_j == pytest.approx(truth, rel=0.01)

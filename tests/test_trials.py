@@ -75,9 +75,12 @@ def test_noisy_trials_double_the_window_and_start_again():
     for watts in (300.0, 330.0, 270.0):
         v = judge(t, flat(watts))
     assert v is Verdict.RESTART and t.window_s == pytest.approx(0.8)
-    for watts in (300.0, 330.0, 270.0):  # at max_window_s the trials are kept, noisy as they are
+    for watts in (300.0, 330.0, 270.0):  # at max_window_s: a swing slower than the window, whole limiter cycles
         v = judge(t, flat(watts))
-    assert v is Verdict.ACCEPTED and len(t.values) == 3
+    assert v is Verdict.RESTART and t.window_s == pytest.approx(3 * RULES.limiter_s) and t.restarts == 3
+    for watts in (300.0, 330.0, 270.0):  # then the trials are kept, noisy as they are
+        v = judge(t, flat(watts))
+    assert v is Verdict.ACCEPTED and len(t.values) == 3 and t.restarts == 3
 
 
 def test_a_capture_tried_too_often_stops_being_active():
