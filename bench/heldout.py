@@ -4,7 +4,8 @@ Each case (bench/heldout_cases.py) is a transformers config at its published siz
 built with random weights through the same path as `clear-native measure` (clear_native.cli), and
 measured by measure_model with blocks: prefill at batch 1 x 128 (vision: batch 8), and for
 decoders one decode step after 512 cached tokens. Writes results/heldout.json (a list of records:
-case, mode, whole_model_eager, max_cv, coverage, explained_coverage, block coverage, card) and
+case, mode, whole_model_eager, max_cv, coverage and explained_coverage of the model by blocks with the
+parts paced where any was (heldout_cases.yardstick), the same by parts and by blocks alone, card) and
 results/heldout.md. Every case runs in a fresh process (bench/workers.py: a crash costs that case, which
 is recorded as such, and no other), on one GPU or spread over --gpus.
 
@@ -32,19 +33,22 @@ from clear_native.model import MODES  # noqa: E402
 
 def markdown(recs: list) -> str:
     lines = ["# Held-out families (issue 13)", "",
-             "| case | mode | whole model | max CV | coverage (parts) | explained (parts) | coverage (blocks) | "
-             "explained (blocks) | explained (blocks, paced) | block interaction | card | code |",
+             "Coverage and explained coverage of the model by blocks (the blocks + the other components + glue + "
+             "gaps; each block = its parts + interaction), with the parts paced where any was (Note [At the model's "
+             "power]); beside them, by parts alone and by blocks with every part alone.", "",
+             "| case | mode | whole model | max CV | coverage | explained coverage | parts: coverage / explained | "
+             "blocks alone: explained | paced parts | block interaction | card | code |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pct = (lambda x: "–" if x is None or x != x else f"{x * 100:.1f} %")  # NaN: a loop, no yardstick
     for r in recs:
         if "error" in r:
             lines.append(f"| {r['case']} | {r['mode']} | failed: {r['error'][:100]} |||||||||")
             continue
         inter = ", ".join(f"{x * 100:+.1f} %" for x in r["interaction_rel"]) or "–"
-        pct = (lambda x: "–" if x is None or x != x else f"{x * 100:.1f} %")  # NaN: a loop, no yardstick
         lines.append(f"| {r['case']} | {r['mode']} | {'eager' if r['whole_model_eager'] else 'graph'} | "
                      f"{r['max_cv'] * 100:.2f} % | {pct(r['coverage'])} | {pct(r['explained_coverage'])} | "
-                     f"{pct(r['block_coverage'])} | {pct(r['explained_coverage_by_blocks'])} | "
-                     f"{pct(r.get('explained_coverage_by_blocks_paced'))}{_paced_parts(r)} | {inter} | "
+                     f"{pct(r.get('coverage_parts'))} / {pct(r.get('explained_coverage_parts'))} | "
+                     f"{pct(r.get('explained_coverage_by_blocks'))} | {_paced_parts(r) or '–'} | {inter} | "
                      f"{r['card']['uuid'][:12]} | {r.get('code_version', '?')[:7]} |")
     return "\n".join(lines) + "\n"
 
@@ -52,8 +56,8 @@ def markdown(recs: list) -> str:
 def _paced_parts(r: dict) -> str:
     """The parts measured paced (Note [At the model's power]): each part's paced / alone energy."""
     rows = r.get("paced") or ()
-    return "".join(f"; {name.split('.')[-1]} x{ratio:.2f}{'' if freed else ' (not freed)'}"
-                   for name, ratio, freed, _ in rows)
+    return "; ".join(f"{name.split('.')[-1]} x{ratio:.2f}{'' if freed else ' (not freed)'}"
+                     for name, ratio, freed, _ in rows)
 
 
 def plan(names: list, modes: list) -> list:
@@ -65,8 +69,9 @@ def _say(r: dict) -> str:
     if "error" in r:
         return f"{r['case']} {r['mode']}: failed: {r['error'][:300]}"
     return (f"{r['case']} {r['mode']}: {'eager' if r['whole_model_eager'] else 'graph'}, coverage "
-            f"{r['coverage']:.1%} / explained {r['explained_coverage']:.1%}; by blocks {r['block_coverage'] or 0:.1%}"
-            f" / {r['explained_coverage_by_blocks'] or 0:.1%}; max CV {r['max_cv']:.2%}; {r['wall_s']:.0f} s on "
+            f"{r['coverage']:.1%} / explained {r['explained_coverage']:.1%} ({r['explained_coverage_basis']}); "
+            f"by parts {r['coverage_parts']:.1%} / {r['explained_coverage_parts']:.1%}; max CV {r['max_cv']:.2%}; "
+            f"{r['wall_s']:.0f} s on "
             f"{r['card']['uuid'][:12]}")
 
 

@@ -63,21 +63,33 @@ def record(name: str, mode: str, rep, ident: dict) -> dict:
     """The summary a reader compares across cases, with the whole report beside it."""
     cvs = [g.cv for g in rep.groups] + [b.cv for b in rep.blocks] + [rep.whole["cv"]]
     ba, ctx = rep.block_accounting, rep.context_accounting  # ctx: with --in-context (Note [A component in context])
-    return {"case": name, "mode": mode, "why": CASES[name][2], "whole_model_eager": rep.settings["whole_model_eager"],
-            "whole_model_eager_reason": rep.settings["whole_model_eager_reason"], "max_cv": max(cvs),
-            "coverage": rep.coverage, "explained_coverage": rep.explained_coverage,
-            "block_coverage": ba.coverage if ba else None,
-            "explained_coverage_by_blocks": _explained(ba),
-            "interaction_rel": [b.interaction_rel for b in rep.blocks],
-            "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
-            "explained_coverage_in_context": _explained(ctx),
-            # Note [At the model's power]: the parts that ran at the power limit alone, measured again paced
-            "paced": [(p.name, p.ratio, p.freed, p.why) for p in rep.paced.get("rows", ())],
-            "explained_coverage_paced": _explained(rep.paced.get("accounting")),
-            "explained_coverage_by_blocks_paced": _explained(rep.paced.get("block_accounting")),
-            "card": ident["gpu"], "date": ident["date"], "clear_native": ident["clear_native"],
-            "code_version": ident["code_version"], "protocol_version": ident["protocol_version"],
-            "report": rep.to_dict()}
+    rec = {"case": name, "mode": mode, "why": CASES[name][2], "whole_model_eager": rep.settings["whole_model_eager"],
+           "whole_model_eager_reason": rep.settings["whole_model_eager_reason"], "max_cv": max(cvs),
+           "coverage_parts": rep.coverage, "explained_coverage_parts": rep.explained_coverage,
+           "block_coverage": ba.coverage if ba else None,
+           "explained_coverage_by_blocks": _explained(ba),
+           "interaction_rel": [b.interaction_rel for b in rep.blocks],
+           "regime_mismatch": rep.regime_mismatch, "failures": rep.failures,
+           "explained_coverage_in_context": _explained(ctx),
+           # Note [At the model's power]: the parts that ran at the power limit alone, measured again paced
+           "paced": [(p.name, p.ratio, p.freed, p.why) for p in rep.paced.get("rows", ())],
+           "explained_coverage_paced": _explained(rep.paced.get("accounting")),
+           "explained_coverage_by_blocks_paced": _explained(rep.paced.get("block_accounting")),
+           "card": ident["gpu"], "date": ident["date"], "clear_native": ident["clear_native"],
+           "code_version": ident["code_version"], "protocol_version": ident["protocol_version"],
+           "report": rep.to_dict()}
+    return rec | yardstick(rec)
+
+
+def yardstick(rec: dict) -> dict:
+    """Issue 13's two numbers from a record's details: ``coverage`` and ``explained_coverage`` of the model by
+    blocks (model = the blocks + the other components + glue + gaps; each block = its parts + interaction), with
+    the parts paced where any was (Note [At the model's power]); by parts where the model has no blocks."""
+    paced, alone = rec.get("explained_coverage_by_blocks_paced"), rec.get("explained_coverage_by_blocks")
+    blocks = rec.get("block_coverage") is not None
+    return {"coverage": rec["block_coverage"] if blocks else rec["coverage_parts"],
+            "explained_coverage": paced if paced is not None else alone if blocks else rec["explained_coverage_parts"],
+            "explained_coverage_basis": ("blocks, paced" if paced is not None else "blocks" if blocks else "parts")}
 
 
 def _explained(acc):

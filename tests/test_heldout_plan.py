@@ -49,9 +49,10 @@ class _FakeHost:
                 yield job, workers.failed(job, "worker process 7 on GPU-0 died (killed by signal 11 (SIGSEGV)); "
                                                "gave up after 2 attempts")
                 continue
-            rec = {"case": job["case"], "mode": job["mode"], "whole_model_eager": False, "coverage": 0.9,
-                   "explained_coverage": 1.0, "block_coverage": 0.95, "explained_coverage_by_blocks": 1.01,
+            rec = {"case": job["case"], "mode": job["mode"], "whole_model_eager": False, "coverage_parts": 0.9,
+                   "explained_coverage_parts": 1.0, "block_coverage": 0.95, "explained_coverage_by_blocks": 1.01,
                    "max_cv": 0.005, "interaction_rel": [0.05], "card": {"uuid": "GPU-0"}}
+            rec |= heldout_cases.yardstick(rec)
             yield job, {"status": "ok", "heldout": rec, "wall_s": 3.0, "identity": {"gpu": {"uuid": "GPU-0"}},
                         "profile": {"settle_s": 0.4}}
 
@@ -73,8 +74,9 @@ def test_a_case_whose_process_dies_is_recorded_and_the_others_still_run(tmp_path
     import json
 
     assert json.loads((tmp_path / "heldout.json").read_text()) == recs
-    assert "| bloom-560m | prefill | failed: worker process 7 on GPU-0 died (killed by signal 11" in \
-        (tmp_path / "heldout.md").read_text()
+    md = (tmp_path / "heldout.md").read_text()
+    assert "| bloom-560m | prefill | failed: worker process 7 on GPU-0 died (killed by signal 11" in md
+    assert "| opt-125m | prefill | graph | 0.50 % | 95.0 % | 101.0 % | 90.0 % / 100.0 % | 101.0 % | – | +5.0 % |" in md
 
 
 def test_a_heldout_job_runs_as_a_job_kind_of_the_workers(monkeypatch):
@@ -108,3 +110,28 @@ def test_dry_run_lists_the_plan_without_a_gpu_and_bad_input_is_refused_first(cap
     assert "unknown case or mode 'gemma-2b'" in capsys.readouterr().err
     assert heldout.main(["--cases", "opt-125m", "--modes", "decod"]) == 2
     assert "unknown case or mode 'decod'" in capsys.readouterr().err
+
+
+def test_the_yardstick_is_the_model_by_blocks_with_the_parts_paced_where_any_was():
+    # Issue 13: explained coverage = (the blocks + the other components + glue + gaps) / model, each block its
+    # parts + interaction; a part at the limit alone counts paced. Gemma-2B-2L's prefill on an H200 (lease E).
+    from types import SimpleNamespace as NS
+
+    acc = lambda c, e: NS(coverage=c, explained_coverage=e)  # noqa: E731
+    rep = NS(groups=[NS(cv=0.002), NS(cv=0.008)], blocks=[NS(cv=0.0048, interaction_rel=0.079)], whole={"cv": 0.0046},
+             block_accounting=acc(0.870, 0.872), context_accounting=None, coverage=0.840, explained_coverage=0.853,
+             settings={"whole_model_eager": False, "whole_model_eager_reason": ""}, regime_mismatch=[], failures=[],
+             paced={"rows": [NS(name="lm_head", ratio=1.24, freed=True, why="")], "accounting": acc(0.9, 0.95),
+                    "block_accounting": acc(0.98, 0.987)}, to_dict=lambda: {})
+    ident = {"gpu": {"uuid": "GPU-eda9a7f1"}, "date": "2026-11-27", "clear_native": "0.1.0", "code_version": "x",
+             "protocol_version": 5}
+    rec = heldout_cases.record("gemma-2b-2l", "prefill", rep, ident)
+    assert rec["max_cv"] == 0.008 and rec["explained_coverage"] == 0.987 and rec["coverage"] == 0.870
+    assert rec["explained_coverage_basis"] == "blocks, paced" and rec["explained_coverage_by_blocks"] == 0.872
+    assert (rec["coverage_parts"], rec["explained_coverage_parts"]) == (0.840, 0.853)
+    # Nothing paced: the blocks alone; no blocks (a model without repeated layers): the parts.
+    unpaced = dict(rec, explained_coverage_by_blocks_paced=None)
+    assert heldout_cases.yardstick(unpaced)["explained_coverage"] == 0.872
+    flat = dict(unpaced, block_coverage=None, explained_coverage_by_blocks=None)
+    assert heldout_cases.yardstick(flat) == {"coverage": 0.840, "explained_coverage": 0.853,
+                                             "explained_coverage_basis": "parts"}
