@@ -147,16 +147,15 @@ def transient(backend, cap, profile, seconds: float = TRANSIENT_S, bin_s: float 
     bins, step = [], int(bin_s * 1e9)
     for a in range(r.host_start_ns + int(profile.settle_s * 1e9), r.host_end_ns - step + 1, step):
         b = a + step
-        rows = (res.status_t_ns >= a) & (res.status_t_ns <= b) & np.isfinite(res.temperature_c)
         t_call, n = r.window_time_per_call_s(a, b)
-        power = res.mean_power_w(a, b)
-        if n and rows.any() and math.isfinite(power):
-            bins.append({"t_s": (a - r.host_start_ns) * 1e-9, "temperature_c": float(res.temperature_c[rows].mean()),
+        power, temp = res.mean_power_w(a, b), res.temperature_in(a, b)
+        if n and math.isfinite(temp) and math.isfinite(power):
+            bins.append({"t_s": (a - r.host_start_ns) * 1e-9, "temperature_c": temp,
                          "power_w": power, "time_per_call_s": t_call, "energy_per_call_j": power * t_call})
     seen = (res.status_t_ns >= r.host_start_ns) & (res.status_t_ns <= r.host_end_ns)
     reasons = int(np.bitwise_or.reduce(res.clock_event_reasons[seen])) if seen.any() else 0
     clocks = res.sm_clock_mhz[seen & np.isfinite(res.sm_clock_mhz)]
-    from clear_native.protocol import reason_names
+    from clear_native.sampler import reason_names
 
     return {"bins": bins, "clock_event_reasons": reason_names(reasons),
             "sm_clock_mhz": [float(clocks.min()), float(clocks.max())] if clocks.size else []}

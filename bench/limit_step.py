@@ -69,7 +69,7 @@ def child(rest_s: float, load_s: float) -> int:
 
     import clear_native as cn
     from bench import cardref
-    from clear_native.protocol import reason_names
+    from clear_native.sampler import reason_names
 
     backend = cn.GpuBackend(0)
     a = torch.randn(cardref.GEMM_N, cardref.GEMM_N, dtype=torch.bfloat16, device="cuda")

@@ -78,7 +78,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
                 target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
-    run = measure(caps + [whole] + (ctx["captures"] if ctx else []), backend=backend, **opts)
+    run = measure([whole] + caps + (ctx["captures"] if ctx else []), backend=backend, **opts)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     measured = _measured(run, caps, groups + block_groups, copies, wm)
     results = [measured[g.name] for g in groups if g.name in measured]

@@ -26,29 +26,18 @@ import numpy as np
 from . import clock, launch_state
 from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
-from .sampler import Sampler, SamplerResult
+from .sampler import Sampler, SamplerResult, reason_names
 from .stats import Summary
 from .trials import Rules, Trials, Verdict
 
-# NVML clocks-event reason bits (nvmlClocksEventReasons).
-CLOCK_EVENT_REASONS = {
-    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
-    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
-}
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
 # records of different procedures are never averaged or compared unawares. 6: so does a capture still noisy at
-# the longest window (this version); 5: a capture at the power limit gets windows of whole limiter cycles
-# (Note [The limiter's cycle], trials.py); 4: trials start again once
+# the longest window, and the warm-up waits for a steady temperature (this version); 5: a capture at the power
+# limit gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once
 # where the card's launch-latency state moved under them (Note [One state per run], launch_state.py); 3:
 # re-planned short trials and bounded launches per trial; 2: adaptive trials and window timing; 1: before.
 PROTOCOL_VERSION = 6
-
-
-def reason_names(mask: int) -> list[str]:
-    return [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit] + (
-        [f"unknown_0x{mask & ~sum(CLOCK_EVENT_REASONS):x}"] if mask & ~sum(CLOCK_EVENT_REASONS) else [])
 
 
 def _name(item, i: int) -> str:
@@ -76,7 +65,7 @@ class _Run:
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
             target_ci_rel: float = 0.005, min_trials: int = 5, max_trials: int = 40, window_s: float = 1.0,
-            budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 5.0,
+            budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 10.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
             unsettled_z: float = 4.0, limiter_s: float = 1.0,
             progress: Callable[[str], None] | None = None) -> MeasureRun:
@@ -235,7 +224,7 @@ def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
     m = snap.in_window(a, b)
     t_call, n_launches = r.window_time_per_call_s(a, b)
     v = t.judge(snap.power_w[m], (b - a) * 1e-9, t_call, n_launches, r.gpu_time_per_call_s, after, st.rules,
-                clock.now_s() - st.t_begin, _temperature_c(snap, a, b))
+                clock.now_s() - st.t_begin, snap.temperature_in(a, b))
     if v in (Verdict.ACCEPTED, Verdict.CONVERGED):
         e = t.energy()
         st.say(f"{t.name}: trial {e.n}, {e.mean * 1e3:.4g} mJ/call ±{e.ci95_rel:.2%}")
@@ -278,30 +267,40 @@ def drain_interval_for(profile: SensorProfile, source) -> float:
     return min(0.2, source.sample_buffer_capacity * profile.sample_period_s / 10)
 
 
+# Note [Warm to a steady temperature]
+# A die follows its own load within 0.4 s on an H200, then warms a few °C more over ~10 s (the card reference's
+# copy: 49.6 -> 53 °C in 8 s, docs/measured.md), and power at a clock rises with temperature (leakage: +3.3 % per
+# 10 °C for the copy). Stopped once two trials' power agreed (within 5 s), the warm-up left BLOOM-560m's decode
+# trials warming 40 -> 44 °C, their energy +3 % (CV 1.02 %). So it also waits until the temperature moved less
+# than WARM_MOVE_C over the last WARM_SPAN_S (at most max_warmup_s; power alone where the card reports no
+# temperature). It runs the first capture: measure_model lists the whole model first, the load its parts share.
+WARM_MOVE_C, WARM_SPAN_S = 1.0, 3.0
+
+
 def _warm_up(st: _Run, t: Trials, max_s: float) -> None:
-    """Phase warm-up: the first capture until two consecutive trials' mean power agree within 0.5 %."""
+    """Phase warm-up: the first capture until two consecutive trials' mean power agree within 0.5 % and the
+    GPU's temperature is steady (Note [Warm to a steady temperature])."""
     t0, last = clock.now_s(), None
-    settle_s = st.profile.settle_s
     while clock.now_s() - t0 < max_s:
         r = st.backend.run(t.handle, t.launches)
         st.sampler.wait_for_samples(r.host_end_ns)
-        power = st.sampler.snapshot().mean_power_w(*_steady_window(r, settle_s, st.tail_s))
-        if last is not None and abs(power - last) <= 0.005 * last:
+        snap = st.sampler.snapshot()
+        power = snap.mean_power_w(*_steady_window(r, st.profile.settle_s, st.tail_s))
+        if last is not None and abs(power - last) <= 0.005 * last and _steady_temperature(snap, r.host_end_ns):
             st.say(f"warm: {power:.1f} W after {clock.now_s() - t0:.1f} s")
             return
         last = power
-    st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 %")
+    st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 % at a steady temperature")
 
 
-def _temperature_c(snap: SamplerResult, a: int, b: int) -> float:
-    """The GPU's temperature during [a, b]: the mean of the status rows inside, else the last row before
-    its end (status is read every ~0.1 s; a short window can fall between two reads)."""
-    ok = np.isfinite(snap.temperature_c)
-    inside = ok & (snap.status_t_ns >= a) & (snap.status_t_ns <= b)
-    if inside.any():
-        return float(snap.temperature_c[inside].mean())
-    before = np.flatnonzero(ok & (snap.status_t_ns <= b))
-    return float(snap.temperature_c[before[-1]]) if before.size else math.nan
+def _steady_temperature(snap: SamplerResult, now_ns: int) -> bool:
+    """The temperature moved less than WARM_MOVE_C over the last WARM_SPAN_S, all of which the run's status rows
+    cover; True where the card reports no temperature."""
+    if not np.isfinite(snap.temperature_c).any():
+        return True
+    since = now_ns - int(WARM_SPAN_S * 1e9)
+    return bool(snap.status_t_ns.size) and snap.status_t_ns[0] <= since and \
+        abs(snap.temperature_moved_c(since, now_ns)) < WARM_MOVE_C
 
 
 def _range(values: np.ndarray) -> tuple:

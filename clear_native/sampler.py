@@ -22,6 +22,20 @@ from .device import nvml_device
 from .errors import ClearNativeError
 
 
+# NVML clocks-event reason bits (nvmlClocksEventReasons).
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
+}
+
+
+def reason_names(mask: int) -> list[str]:
+    """The names of the bits set in an NVML clocks-event reasons mask."""
+    return [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit] + (
+        [f"unknown_0x{mask & ~sum(CLOCK_EVENT_REASONS):x}"] if mask & ~sum(CLOCK_EVENT_REASONS) else [])
+
+
 def synthetic_sensor(**params) -> "core.SyntheticSource":
     """A modelled power sensor with a known truth (see csrc/synthetic.hpp).
 
@@ -113,6 +127,22 @@ class SamplerResult:
         """Mean of the driver's samples stamped in [t0_ns, t1_ns]; NaN if none."""
         m = self.in_window(t0_ns, t1_ns)
         return float(self.power_w[m].mean()) if m.any() else math.nan
+
+    def temperature_in(self, t0_ns: int, t1_ns: int) -> float:
+        """The GPU's temperature during [t0_ns, t1_ns] (°C): the mean of the status rows inside, else the last row
+        before its end (status is read every ~0.1 s; a short window can fall between two reads); NaN if none."""
+        ok = np.isfinite(self.temperature_c)
+        inside = ok & (self.status_t_ns >= t0_ns) & (self.status_t_ns <= t1_ns)
+        if inside.any():
+            return float(self.temperature_c[inside].mean())
+        before = np.flatnonzero(ok & (self.status_t_ns <= t1_ns))
+        return float(self.temperature_c[before[-1]]) if before.size else math.nan
+
+    def temperature_moved_c(self, t0_ns: int, t1_ns: int) -> float:
+        """The temperature at the last status row in [t0_ns, t1_ns] minus at the first (°C); NaN with fewer than two."""
+        ok = np.isfinite(self.temperature_c) & (self.status_t_ns >= t0_ns) & (self.status_t_ns <= t1_ns)
+        temps = self.temperature_c[ok]
+        return float(temps[-1] - temps[0]) if temps.size >= 2 else math.nan
 
     def sample_span_ns(self, t0_ns: int, t1_ns: int) -> tuple[int, int]:
         """Stamps of the first and last sample in [t0_ns, t1_ns]: the span sample_integral_j covers."""

@@ -427,3 +427,22 @@ def test_a_swing_slower_than_the_longest_window_is_read_over_whole_cycles(sim):
     truth = call.true_energy_per_call_j(m.unroll, backend.awake_w)
     assert m.window_restarts == 3 and m.steady_window_s == pytest.approx(0.3, rel=0.1)
     assert m.cv < 0.01 and m.energy_per_call_j == pytest.approx(truth, rel=0.01)
+
+
+def test_the_warm_up_waits_for_a_steady_temperature():
+    # Note [Warm to a steady temperature]: a card whose die warms with a 1 s time constant (+0.05 °C per W drawn)
+    # and leaks 0.5 W per °C. Warmed until two trials agree in power only, the trials then warm by several °C
+    # and their energy climbs with them; warmed until the temperature is steady, they sit at one temperature.
+    sensor = dict(FAST, temperature_c=35, thermal_c_per_w=0.05, thermal_tau_s=1.0)
+    backend = cn.SimulatedBackend(cn.synthetic_sensor(**sensor), leak_w_per_c=0.5)
+    profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+    call = cn.SimulatedCall("warming", kernel_s=50e-6, power_w=500.0)
+    kw = dict(backend=backend, profile=profile, window_s=0.05, idle_s=0.05, budget_s=60, min_trials=6,
+              max_trials=6, target_ci_rel=1e-6, target_cv=None)
+    cool = cn.measure(call, max_warmup_s=0.3, **kw)[0]
+    steady = cn.measure(call, **kw)[0]
+    span = lambda m: max(m.trial_temperature_c) - min(m.trial_temperature_c)  # noqa: E731
+    climb = lambda m: m.trial_energy_per_call_j[-1] / m.trial_energy_per_call_j[0] - 1  # noqa: E731
+    assert span(cool) >= 3 and climb(cool) > 0.005
+    assert span(steady) <= 1.5 and abs(climb(steady)) < climb(cool) / 3
+    assert min(steady.trial_temperature_c) >= max(cool.trial_temperature_c) + 3  # where the cool run was heading
