@@ -40,14 +40,18 @@ def test_sigkill_at_random_points_loses_nothing_and_resume_measures_what_is_miss
         head = ""
         if rng.random() < 0.2:  # now and then, kill it while it starts (before or during its first writes)
             time.sleep(rng.uniform(0.0, 0.5))
-        else:  # mostly while it measures: some time into its tasks (each takes 5-60 ms)
+        else:  # mostly while it measures: after a random number of its tasks were stored, then a moment more
+            # (counted in stored tasks, not in seconds: a loaded machine only makes each task slower)
+            stored, wanted = 0, None
             for line in p.stdout:
                 head += line
-                if "to go" in line:
+                if wanted is None and (m := re.search(r"(\d+) to go", line)):
+                    wanted = rng.randint(0, max(0, int(m.group(1)) - 2))
+                elif wanted is not None and line.startswith("["):
+                    stored += 1
+                if wanted is not None and stored >= wanted:
                     break
-            m = re.search(r"(\d+) to go", head)
-            if m:
-                time.sleep(rng.uniform(0.0, 0.035 * int(m.group(1))))
+            time.sleep(rng.uniform(0.0, 0.03))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
