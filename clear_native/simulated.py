@@ -65,9 +65,9 @@ class SimulatedBackend:
         as long, then the card switches to the fast state (the default: always fast). ``power_limit_w``: a run
         that would draw more is slowed until it draws the limit on average (limited()); its power cycles around
         the limit, +/- ``limiter_swing`` of it, every ``limiter_s``, starting high (Note [The limiter's cycle],
-        trials.py). ``leak_w_per_c``: a card draws this
-        much more per °C its die is above the sensor's idle temperature (leakage), on a sensor that heats as it
-        draws (synthetic_sensor's thermal_c_per_w), also while a run lasts."""
+        trials.py). ``leak_w_per_c``: a card draws this much more per °C its die is above the sensor's idle
+        temperature (leakage), on a sensor that heats as it draws (synthetic_sensor's thermal_c_per_w), also while
+        a run lasts."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
