@@ -146,22 +146,35 @@ def thermal_slope(points: list) -> float:
     return 100 * slope / me * 10
 
 
+def _thermal_points(th: dict) -> dict:
+    """{workload: ([(temperature, energy per call)], clock events)}: every bin of its transients, or in a thermal
+    record written before them (two protocol readings, cool and hot) every trial of both."""
+    legs = ("warming", "cooling")
+    if "transients" in th:
+        return {w: ([(b["temperature_c"], b["energy_per_call_j"]) for leg in legs for b in tr[leg]["bins"]],
+                    sorted({x for leg in legs for x in tr[leg]["clock_event_reasons"]}))
+                for w, tr in th["transients"].items()}
+    cold, hot = th["cold"]["workloads"], th["hot"]["workloads"]
+    return {w: ([(t, e) for x in (cold[w], hot[w])
+                 for t, e in zip(x.get("trial_temperature_c", []), x.get("trial_energy_per_call_j", []))],
+                sorted(set(cold[w].get("clock_event_reasons", [])) | set(hot[w].get("clock_event_reasons", []))))
+            for w in cold}
+
+
 def _thermal(recs: list) -> dict:
     """Energy per call of each workload, % per 10 °C, per card and on average: fitted through every bin of its
     warming and cooling transients (Note [Two temperatures], bench/cardref.py)."""
     per = {}
     for r in recs:
         card = {}
-        for w, tr in r["thermal"]["transients"].items():
-            pts = [(b["temperature_c"], b["energy_per_call_j"]) for leg in ("warming", "cooling") for b in tr[leg]["bins"]]
+        for w, (pts, reasons) in _thermal_points(r["thermal"]).items():
             temps = [t for t, _ in pts]
             slope = thermal_slope(pts)
             span = max(temps) - min(temps) if temps else 0.0
             card[w] = {"cold_c": min(temps, default=math.nan), "hot_c": max(temps, default=math.nan), "span_c": span,
                        "bins": len(pts), "pct_per_10c": slope,
                        "rel_change": slope / 100 * span / 10 if not math.isnan(slope) else math.nan,
-                       "clock_event_reasons": sorted({x for leg in ("warming", "cooling")
-                                                      for x in tr[leg]["clock_event_reasons"]})}
+                       "clock_event_reasons": reasons}
         per[r["identity"]["gpu"]["uuid"]] = card
     mean = {w: statistics.fmean(c[w]["pct_per_10c"] for c in per.values() if not math.isnan(c[w]["pct_per_10c"]))
             for w in next(iter(per.values()), {}) if any(not math.isnan(c[w]["pct_per_10c"]) for c in per.values())}

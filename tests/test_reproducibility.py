@@ -289,3 +289,20 @@ def test_a_card_process_that_prints_much_does_not_stop_the_others(tmp_path):
     runs = on_each(host_cards("0,1", simulate=True), lambda k, c: [sys.executable, "-c", (first, second)[k]])
     assert runs["SIM-GPU-0"] == (0, [])
     assert runs["SIM-GPU-1"] == (0, [{"n": i} for i in range(20_000)])
+
+
+def test_thermal_records_from_before_the_transients_are_still_read():
+    # --report on a run whose thermal job made two protocol readings (cool, hot): each trial is a point.
+    from bench.reproducibility import _thermal
+
+    def reading(temps):
+        return {"trial_temperature_c": temps, "trial_energy_per_call_j": [1.0 + 0.002 * (t - 40) for t in temps],
+                "clock_event_reasons": ["sw_power_cap"]}
+
+    rec = {"identity": {"gpu": {"uuid": "GPU-old"}},
+           "thermal": {"cold": {"workloads": {"gemm": reading([40.0, 41.0, 42.0])}},
+                       "hot": {"workloads": {"gemm": reading([50.0, 51.0, 52.0])}}}}
+    v = _thermal([rec])["per_card"]["GPU-old"]["gemm"]
+    mean_e = statistics.fmean(1.0 + 0.002 * (t - 40) for t in (40, 41, 42, 50, 51, 52))
+    assert (v["cold_c"], v["hot_c"], v["bins"]) == (40.0, 52.0, 6) and v["clock_event_reasons"] == ["sw_power_cap"]
+    assert v["pct_per_10c"] == pytest.approx(100 * 0.002 * 10 / mean_e)
