@@ -2,8 +2,9 @@
 the card reference on each, and the temperature effect; writes results/reproducibility.json and .md.
 
 On each card, in this order, every job in a process of its own (bench/workers.py):
-  1. thermal: each card-reference workload's energy per call as the die warms from idle and as it cools after
-     a soak with the GEMM: how energy per call moves with temperature, compute- and memory-bound;
+  1. thermal: each card-reference workload's energy per call, and an fp32 GEMM's, as the die warms from idle
+     and as it cools after a soak with the GEMM: how energy per call moves with temperature, compute- and
+     memory-bound;
   2. ``--rounds`` times: the card reference, then TASKS (three whole models and their components).
 Then: repeatability (same card, rounds in fresh processes), the card-to-card spread raw and
 normalised by the card reference (fitted on its workloads only, checked on the tasks' components),
@@ -220,10 +221,11 @@ def markdown(an: dict, ident: dict) -> str:
                      f"{f['dynamic']:.4f} |")
     th = an.get("thermal", {})
     if th.get("per_card"):
-        L += ["", "## Temperature", "", "Each reference workload replayed 8 s without a break, once from a card left "
-              "idle until its temperature stopped falling (the die warming), once after a soak with the GEMM (the die "
-              "cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through every bin of both "
-              "(Note [Two temperatures], bench/cardref.py).", "",
+        L += ["", "## Temperature", "", "Each reference workload and an fp32 GEMM (compute-bound, below the power "
+              "limit) replayed 8 s without a break, once from a card left idle until its temperature stopped falling "
+              "(the die warming), once after a soak with the GEMM (the die cooling, or the GEMM staying hot), read in "
+              "0.25 s bins; the slope is fitted through every bin of both (Note [Two temperatures], "
+              "bench/cardref.py).", "",
               "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
               "clock events |", "|---|---|---|---|---|---|---|---|"]
         for c, ws in th["per_card"].items():

@@ -79,11 +79,12 @@ def test_the_temperature_effect_is_measured_per_workload(result, monkeypatch):
 
     res, md = result
     per = res["thermal"]["per_card"]
-    assert set(per) == set(CARDS) and set(per["SIM-GPU-0"]) == {"gemm", "copy"}
+    assert set(per) == set(CARDS) and set(per["SIM-GPU-0"]) == {"gemm", "copy", "gemm_fp32"}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "SIM-GPU-0")
     lab = tasks.Lab(simulate=True)
     try:
-        watts = {c.name: c.power_w / tasks.sim_card_gain("SIM-GPU-0") for c in cardref.captures(lab, lab.backend)}
+        gain = tasks.sim_card_gain("SIM-GPU-0")
+        watts = {c.name: c.power_w / gain for c in cardref.thermal_captures(lab, lab.backend)}
     finally:
         lab.close()
     leak, idle_c = tasks.SIM_THERMAL["leak_w_per_c"], tasks.SIM_THERMAL["sensor"]["temperature_c"]
