@@ -159,20 +159,21 @@ EAGER_ONLY = "cn-eager::"   # the range of a decision (hf_compat.EagerDecisions.
 RANGES = ("cn::", EAGER_ONLY)
 
 
+def _under(e, is_it) -> bool:
+    """Whether ``e`` or an event it ran inside (its CPU parents) ``is_it``."""
+    while e is not None and not is_it(e.name):
+        e = e.cpu_parent
+    return e is not None
+
+
 def _not_in_graph(e) -> bool:
     """Whether ``e``'s kernels are eager-only work (Note [What the graph does not run])."""
-    p = e
-    while p is not None and p.name not in HOST_READ_OPS and not p.name.startswith(EAGER_ONLY):
-        p = p.cpu_parent
-    return p is not None
+    return _under(e, lambda name: name in HOST_READ_OPS or name.startswith(EAGER_ONLY))
 
 
 def _in_a_range(e) -> bool:
     """Whether ``e`` is or ran inside a ``cn::`` range (a component's call)."""
-    p = e
-    while p is not None and not p.name.startswith("cn::"):
-        p = p.cpu_parent
-    return p is not None
+    return _under(e, lambda name: name.startswith("cn::"))
 
 
 def split_kernels(events, top: int = 8, graph: bool = True) -> tuple[float, float, list]:
