@@ -147,8 +147,6 @@ def transient(backend, cap, profile, seconds: float = TRANSIENT_S, bin_s: float 
     """``cap`` replayed without a break for ``seconds``, read in bins of ``bin_s`` after the sensor settled
     (Note [Two temperatures]): {"bins": [{"t_s", "temperature_c", "power_w", "time_per_call_s",
     "energy_per_call_j"}], "clock_event_reasons", "sm_clock_mhz"}."""
-    import numpy as np
-
     sampler = cn.Sampler(source=backend.source, drain_interval_s=0.05, status_interval_s=0.02,
                          max_duration_s=seconds + 30)
     sampler.start()
@@ -165,13 +163,8 @@ def transient(backend, cap, profile, seconds: float = TRANSIENT_S, bin_s: float 
         if n and math.isfinite(temp) and math.isfinite(power):
             bins.append({"t_s": (a - r.host_start_ns) * 1e-9, "temperature_c": temp,
                          "power_w": power, "time_per_call_s": t_call, "energy_per_call_j": power * t_call})
-    seen = (res.status_t_ns >= r.host_start_ns) & (res.status_t_ns <= r.host_end_ns)
-    reasons = int(np.bitwise_or.reduce(res.clock_event_reasons[seen])) if seen.any() else 0
-    clocks = res.sm_clock_mhz[seen & np.isfinite(res.sm_clock_mhz)]
-    from clear_native.sampler import reason_names
-
-    return {"bins": bins, "clock_event_reasons": reason_names(reasons),
-            "sm_clock_mhz": [float(clocks.min()), float(clocks.max())] if clocks.size else []}
+    return {"bins": bins, "clock_event_reasons": res.clock_events_in(r.host_start_ns, r.host_end_ns),
+            "sm_clock_mhz": res.sm_clock_range_mhz(r.host_start_ns, r.host_end_ns)}
 
 
 def thermal(lab, profile, args) -> dict:

@@ -69,7 +69,6 @@ def child(rest_s: float, load_s: float) -> int:
 
     import clear_native as cn
     from bench import cardref
-    from clear_native.sampler import reason_names
 
     backend = cn.GpuBackend(0)
     a = torch.randn(cardref.GEMM_N, cardref.GEMM_N, dtype=torch.bfloat16, device="cuda")
@@ -87,7 +86,7 @@ def child(rest_s: float, load_s: float) -> int:
     out = step_profile((s.power_t_ns - t0) * 1e-9, s.power_mw / 1000, span)
     status_t = (s.status_t_ns - t0) * 1e-9
     loaded = (status_t >= 0) & (status_t < span)
-    reasons = sorted({n for m in s.clock_event_reasons[loaded] for n in reason_names(int(m))})
+    reasons = sorted(s.clock_events_in(r.host_start_ns, r.host_end_ns))
     out |= {"load_s": span, "rest_s": rest_s, "power_limit_w": backend.info.get("power_limit_w"),
             "uuid": backend.info["uuid"], "gemm_time_s": r.gpu_time_per_call_s,
             "sm_clock_mhz": {"first": float(np.median(s.sm_clock_mhz[loaded & (status_t < BIN_S * 3)])),

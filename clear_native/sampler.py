@@ -138,6 +138,16 @@ class SamplerResult:
         before = np.flatnonzero(ok & (self.status_t_ns <= t1_ns))
         return float(self.temperature_c[before[-1]]) if before.size else math.nan
 
+    def clock_events_in(self, t0_ns: int, t1_ns: int) -> list[str]:
+        """The NVML clocks-event reasons any status row in [t0_ns, t1_ns] reported (reason_names)."""
+        rows = (self.status_t_ns >= t0_ns) & (self.status_t_ns <= t1_ns)
+        return reason_names(int(np.bitwise_or.reduce(self.clock_event_reasons[rows]))) if rows.any() else []
+
+    def sm_clock_range_mhz(self, t0_ns: int, t1_ns: int) -> list[float]:
+        """[lowest, highest] SM clock the status rows in [t0_ns, t1_ns] read, MHz ([] where none)."""
+        rows = (self.status_t_ns >= t0_ns) & (self.status_t_ns <= t1_ns) & np.isfinite(self.sm_clock_mhz)
+        return [float(self.sm_clock_mhz[rows].min()), float(self.sm_clock_mhz[rows].max())] if rows.any() else []
+
     def temperature_moved_c(self, t0_ns: int, t1_ns: int) -> float:
         """The temperature at the last status row in [t0_ns, t1_ns] minus at the first (°C); NaN with fewer than two."""
         ok = np.isfinite(self.temperature_c) & (self.status_t_ns >= t0_ns) & (self.status_t_ns <= t1_ns)

@@ -1,5 +1,7 @@
 """The native sampler against the synthetic sensor, whose truth is known."""
 
+import dataclasses
+import math
 import time
 
 import numpy as np
@@ -188,3 +190,26 @@ def test_snapshot_while_running_and_waiting_for_samples():
     r = s.stop()
     assert r.power_t_ns.size >= snap.power_t_ns.size
     np.testing.assert_array_equal(r.power_t_ns[: snap.power_t_ns.size], snap.power_t_ns)
+
+
+def test_a_windows_status_says_its_temperature_clocks_and_clock_events():
+    # Status rows every 0.1 s from t = 0: temperature 40, 41, ... °C, SM clock 1980 then 1500 MHz from 0.5 s,
+    # sw_power_cap (0x4) from 0.5 s and gpu_idle (0x1) at 0.9 s; one row with no temperature (NaN) at 0.3 s.
+    from clear_native.sampler import SamplerResult
+
+    n = 10
+    t = np.arange(n, dtype=np.int64) * 100_000_000
+    temp = 40.0 + np.arange(n)
+    temp[3] = math.nan
+    reasons = np.array([0] * 5 + [0x4] * 4 + [0x5], dtype=np.uint64)
+    empty = np.array([], dtype=np.int64)
+    r = SamplerResult(**{f.name: empty for f in dataclasses.fields(SamplerResult)} | dict(
+        source="test", status_t_ns=t, temperature_c=temp, sm_clock_mhz=np.where(t < 500_000_000, 1980.0, 1500.0),
+        clock_event_reasons=reasons, start_ns=0, stop_ns=int(t[-1])))
+    ms = 1_000_000
+    assert r.temperature_in(0, 250 * ms) == 41.0                 # the rows inside: 40, 41, 42
+    assert r.temperature_in(310 * ms, 390 * ms) == 42.0          # none inside: the last row before it with one
+    assert r.temperature_moved_c(0, 900 * ms) == 9.0 and math.isnan(r.temperature_moved_c(850 * ms, 950 * ms))
+    assert r.clock_events_in(0, 450 * ms) == [] and r.clock_events_in(400 * ms, 600 * ms) == ["sw_power_cap"]
+    assert r.clock_events_in(0, 900 * ms) == ["gpu_idle", "sw_power_cap"]
+    assert r.sm_clock_range_mhz(0, 900 * ms) == [1500.0, 1980.0] and r.sm_clock_range_mhz(950 * ms, 990 * ms) == []
