@@ -134,12 +134,12 @@ def backend_of(lab, thermal: bool = False):
     return lab.heating_backend() if thermal else lab.backend
 
 
-def measure(lab, profile, args, soak_first: bool = True) -> dict:
-    """The card reference on ``lab``'s card: energy per call of each workload, awake-idle power and the
-    temperatures, as a dict for the record; ``soak_first``: after a soak with the GEMM."""
+def measure(lab, profile, args) -> dict:
+    """The card reference on ``lab``'s card, after a soak with the GEMM (Note [Steady temperature]): energy per
+    call of each workload, awake-idle power and the temperatures, as a dict for the record."""
     backend = backend_of(lab)
     caps = captures(lab, backend)
-    soaked = soak(backend, lambda s: replay_for(backend, caps[0], s)) if soak_first else None
+    soaked = soak(backend, lambda s: replay_for(backend, caps[0], s))
     return _measured(backend, caps, profile, args) | {"soak": soaked, "temperature_after_c": temperature_c(backend)}
 
 

@@ -3,13 +3,13 @@ writes results/limit_step.json and .md.
 
 Every part measured alone at the limit on H200s read 730-754 W in its windows (results/heldout.json: seven LM
 heads and MLPs, clocks capped at 1500-1935 MHz, sw_power_cap set), 4-8 % above the enforced 700 W, with flat
-windows (drift within +-0.7 %) and the energy counter agreeing with the samples within 0.18 % over their runs. The guess
-to test: the limiter holds a slow average (NVML's power reading is a 1 s moving average on Hopper, SENSORS.md) to
-the limit, so for about a second after a lighter period, which is where a protocol window sits (after a rest or
-another capture, a settle of ~0.4 s, then 0.2 s), the card may draw more. Here each card rests, then replays the
-card reference's GEMM for --load-s seconds while every power sample, SM clock and reason is kept; the summary
-gives the power in the first 0.1 s (the overshoot), in the span a protocol window sees, in the last second, and
-how long the power took to come within 1 % of that last second.
+windows (drift within +-0.7 %) and the energy counter agreeing with the samples within 0.18 % over their runs.
+Here each card rests, then replays the card reference's GEMM for --load-s seconds while every power sample, SM
+clock and reason is kept; the summary gives the power in the first 0.1 s (the overshoot), in the span a protocol
+window sees, in the last second, how long the power took to come within 1 % of that last second, and the range
+of its 0.1 s bins from 1 s on. Found on an H200 (results/limit_step.md): the limiter cycles (~1 s, 622-729 W,
+693 W on average) after a first plateau at 720-727 W where the protocol's windows sat: Note [The limiter's
+cycle], clear_native/trials.py.
 
 Usage:
   python bench/limit_step.py                  # every GPU at once, 3 s rest, 6 s load

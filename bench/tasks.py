@@ -163,7 +163,8 @@ def card_check(lab: Lab, profile, args) -> dict:
 
 
 def thermal(lab: Lab, profile, args) -> dict:
-    """Each reference workload cool, then hot (bench/cardref.py, Note [Two temperatures])."""
+    """Each reference workload's energy per call as the die warms and cools (bench/cardref.py, Note [Two
+    temperatures])."""
     from bench import cardref
 
     return {"thermal": cardref.thermal(lab, profile, args), "status": "ok"}

@@ -31,7 +31,7 @@ was 693 W. A 0.2-0.8 s window after a 0.4 s settle sat in the first plateau:
 every part measured alone at the limit had read 730-754 W, 4-8 % over what it
 draws while it runs, and windows at other phases of the cycle made trials differ
 (Mistral-7B-2L's LM head: CV 1.8 %). So a capture whose window reads at least
-AT_LIMIT of the limit (Rules.power_limit_w) is judged LIMITED, once: its window
+WINDOW_AT_LIMIT of the limit (Rules.power_limit_w) is judged LIMITED, once: its window
 becomes LIMIT_CYCLES cycles of the limiter (Rules.limiter_s), its settle time
 one cycle, its launches are planned from its calls' time at the limit (slower
 than planned alone: the window would not be whole cycles), its kept trials
@@ -59,7 +59,7 @@ from .stats import Summary
 
 MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
 MAX_STRETCH = 16         # ... at most this many times more (a sensor that never reports is an error)
-AT_LIMIT = 0.95          # of the power limit: a window reading this much is at the limit (Note [The limiter's cycle])
+WINDOW_AT_LIMIT = 0.95   # of the power limit: a window reading this much is at the limit (accounting.AT_LIMIT: a regime)
 LIMIT_CYCLES = 3         # limiter cycles a window at the limit covers
 
 
@@ -153,7 +153,7 @@ class Trials:
                 return Verdict.LOST
             self.stretch *= 2
             return Verdict.SHORT
-        if not self.at_limit and rules.power_limit_w and power_w.mean() >= AT_LIMIT * rules.power_limit_w:
+        if not self.at_limit and rules.power_limit_w and power_w.mean() >= WINDOW_AT_LIMIT * rules.power_limit_w:
             self.at_limit = True
             if run_t_call > 0:  # slowed at the limit: plan the longer trials from the calls' time at the limit
                 self.t1 = run_t_call
