@@ -4,8 +4,11 @@ Two H200s read the same component 5-6 % apart, yet the ratio between two cards i
 every capture to about 0.5 %: a per-card factor explains nearly all of it. The card reference
 measures that factor, so that energies can be reported raw and normalised to a reference card:
 
-- ``gemm``: a bf16 matrix product (4096^3, compute-bound: tensor cores, high power);
+- ``gemm``: a bf16 matrix product (4096^3, compute-bound: tensor cores, at the power limit on an H100/H200);
 - ``copy``: a 256 MiB device-to-device copy (memory-bound: HBM, moderate power);
+- ``gemm_fp32``: an fp32 matrix product (4096^3 on the CUDA cores: compute-bound, below the power limit,
+  where a card's energy is what its silicon draws at its clock, not what the limiter allows; Note [Card
+  normalisation], bench/uncertainty.py);
 - ``awake_idle``: the GPU launching empty kernels (the static part: what a card draws doing nothing).
 
 Before its trials, a "start" check brings the GPU to a steady temperature (Note [Steady
@@ -22,7 +25,7 @@ import clear_native as cn
 
 GEMM_N = 4096
 COPY_BYTES = 256 * 2**20
-WORKLOADS = ("gemm", "copy")
+WORKLOADS = ("gemm", "copy", "gemm_fp32")
 SOAK_MAX_S = 45.0
 SOAK_STEP_S = 5.0
 SOAK_STEADY_C = 1.0     # a rise of at most this over the last two steps is steady
@@ -58,7 +61,7 @@ BIN_S = 0.25            # ... read in bins of this long: energy per call and tem
 # the limiter's cycle inside a bin (Note [The limiter's cycle], clear_native/trials.py): on GPU-e4d8b7cb its
 # energy fell 2.6 % over 8 s as the limiter left its first plateau while the die warmed, which no slope
 # separates. So the job also reads an fp32 GEMM (CUDA cores, not tensor cores): compute-bound, below the limit
-# (thermal_captures); the table names each workload's clock events.
+# (one of the card reference's workloads); the table names each workload's clock events.
 
 
 def temperature_c(backend) -> float:
@@ -103,26 +106,21 @@ def cool_down(backend, max_s: float = COOL_MAX_S) -> dict:
 
 
 def captures(lab, backend):
-    """The reference workloads as captures on ``backend``."""
+    """The reference workloads (WORKLOADS) as captures on ``backend``. The fp32 GEMM runs on the CUDA cores:
+    PyTorch's default keeps TF32 off for matmul (checked here, since a caller's setting would change what it
+    measures)."""
     torch = lab.torch
     dev = lab.device
-    a = torch.randn(GEMM_N, GEMM_N, dtype=torch.bfloat16, device=dev)
-    b = torch.randn(GEMM_N, GEMM_N, dtype=torch.bfloat16, device=dev)
+    if torch.backends.cuda.matmul.allow_tf32:
+        raise RuntimeError("the card reference's fp32 GEMM needs torch.backends.cuda.matmul.allow_tf32 = False "
+                           "(PyTorch's default): with TF32 it runs on the tensor cores, at the power limit")
+    a, b = (torch.randn(GEMM_N, GEMM_N, dtype=torch.bfloat16, device=dev) for _ in range(2))
+    a32, b32 = (torch.randn(GEMM_N, GEMM_N, dtype=torch.float32, device=dev) for _ in range(2))
     src = torch.randn(COPY_BYTES // 2, dtype=torch.bfloat16, device=dev)
     dst = torch.empty_like(src)
     return [backend.capture(torch.matmul, a, b, name="gemm"),
-            backend.capture(lambda: dst.copy_(src), name="copy")]
-
-
-def thermal_captures(lab, backend):
-    """What the thermal job reads: the reference workloads, and a compute-bound one below the power limit: an fp32
-    matrix product on the CUDA cores (PyTorch's default keeps TF32 off for matmul; the thermal job runs in a process
-    of its own). The bf16 GEMM runs at the limit, where the limiter masks its temperature effect (Note [Two
-    temperatures])."""
-    torch = lab.torch
-    a = torch.randn(GEMM_N, GEMM_N, dtype=torch.float32, device=lab.device)
-    b = torch.randn(GEMM_N, GEMM_N, dtype=torch.float32, device=lab.device)
-    return captures(lab, backend) + [backend.capture(torch.matmul, a, b, name="gemm_fp32")]
+            backend.capture(lambda: dst.copy_(src), name="copy"),
+            backend.capture(torch.matmul, a32, b32, name="gemm_fp32")]
 
 
 def backend_of(lab, thermal: bool = False):
@@ -171,7 +169,7 @@ def thermal(lab, profile, args) -> dict:
     """Each reference workload's transients (Note [Two temperatures]): {"cool": {workload: cool_down()},
     "soak": {workload: soak()}, "transients": {workload: {"warming": transient(), "cooling": transient()}}}."""
     backend = backend_of(lab, thermal=True)
-    caps = thermal_captures(lab, backend)
+    caps = captures(lab, backend)
     out = {"cool": {}, "soak": {}, "transients": {}}
     for cap in caps:
         out["cool"][cap.name] = cool_down(backend)
@@ -197,4 +195,4 @@ def _measured(backend, caps, profile, args) -> dict:
     return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w}
 
 
-__all__ = ["measure", "thermal", "thermal_captures", "transient", "soak", "cool_down", "temperature_c", "WORKLOADS"]
+__all__ = ["measure", "thermal", "captures", "transient", "soak", "cool_down", "temperature_c", "WORKLOADS"]

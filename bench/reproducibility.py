@@ -14,6 +14,7 @@ bench/uncertainty.py).
 Usage:
   python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
   python bench/reproducibility.py --report RUN             # the analysis again, from RUN's records
+  python bench/reproducibility.py --resume RUN             # measures what RUN lacks (an interrupted run), then reports
   python bench/reproducibility.py --simulate --gpus 0,1,2  # the pipeline on the simulated GPU (CPU)
 """
 
@@ -39,22 +40,25 @@ TASKS = ("bert-base/prefill/b8s128/bf16", "llama-3.2-1b/decode/b1kv512/bf16", "g
 MIN_TIME_S = 5e-6  # repeatability is judged on parts of at least 5 µs (shorter ones are in the table)
 
 
-def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS) -> workers.Jobs:
+def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
+         done=frozenset()) -> workers.Jobs:
+    """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation)."""
     by_id = {t.id: t for t in suite.plan()}
     unknown = [t for t in task_ids if t not in by_id]
     if unknown:
         raise ValueError(f"--tasks: {unknown[0]!r} is not a task of the study's plan (see bench/run.py --dry-run)")
     jobs = workers.Jobs()
+    add = lambda job: job["id"] in done or jobs.add(job)  # noqa: E731
     for c in cards:
         if thermal:
-            jobs.add({"job": "thermal", "id": f"thermal/{c.uuid}", "args": settings, "simulate": simulate,
+            add({"job": "thermal", "id": f"thermal/{c.uuid}", "args": settings, "simulate": simulate,
                       "card": c.uuid})
     for r in range(rounds):
         for c in cards:
-            jobs.add({"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
+            add({"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
                       "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r})
             for tid in task_ids:
-                jobs.add({"job": "task", "id": f"{tid}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
+                add({"job": "task", "id": f"{tid}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
                           "card": c.uuid, "task": by_id[tid].to_dict(), "round": r})
     return jobs
 
@@ -92,11 +96,12 @@ def analyse(recs: list) -> dict:
                     pairs_long.append((rs[0][:2], rs[1][:2]))
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
                      "energy_j": {c: statistics.fmean(v[0] for v in rs.values()) for c, rs in by_card.items()},
+                     "gpu_time_s_by_card": {c: statistics.fmean(v[2] for v in rs.values()) for c, rs in by_card.items()},
                      "ci95_rel": max(v[1] for rs in by_card.values() for v in rs.values())})
     rounds = 1 + max([_round(r) for r in tasks + checks] or [0])  # a run of no tasks still has its card checks
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
-           "repeat": repeat}
+           "repeat": repeat, "versions": sorted(store.versions(ok))}
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
     out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
@@ -116,18 +121,23 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
     ref = U.card_reference(checks)
     base = cards[0]
     factors = U.card_factors(ref, base)
-    raw, norm = [], {"one": [], "two": []}
+    raw, norm = [], {m: [] for m in U.models_of(factors)}
+
+    def normalised(row, model):  # the static part from each card's own GPU time (its launch state, its clocks)
+        return {c: U.normalise(e, row["gpu_time_s_by_card"][c], ref[c]["awake_w"], factors[c], model)
+                for c, e in row["energy_j"].items()}
+
     for row in rows:
         if len(row["energy_j"]) < 2 or row["gpu_time_s"] < MIN_TIME_S:
             continue
         raw.append(U.spread(list(row["energy_j"].values())))
         for model in norm:
-            norm[model].append(U.spread([U.normalise(e, row["gpu_time_s"], ref[c]["awake_w"], factors[c], model)
-                                         for c, e in row["energy_j"].items()]))
-        row["normalised_j"] = {c: U.normalise(e, row["gpu_time_s"], ref[c]["awake_w"], factors[c], "one")
-                               for c, e in row["energy_j"].items()}
+            norm[model].append(U.spread(list(normalised(row, model).values())))
     best = min(norm, key=lambda m: statistics.median(norm[m]) if norm[m] else math.inf)
+    for row in rows:
+        row["normalised_j"] = normalised(row, best)
     return {"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+            "workloads": dict(zip(("every", "below_limit"), U.workloads_of(ref))),
             "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
             "card_spread_raw_max_rel": max(raw, default=math.nan),
             "card_spread_normalized_rel": statistics.median(norm[best]) if norm[best] else math.nan,
@@ -185,13 +195,33 @@ def _thermal(recs: list) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+def _card_table(an: dict) -> list:
+    """## Card reference: each card's workloads, awake idle and factors (Note [Card normalisation])."""
+    if not an.get("card_factors"):
+        return []
+    every = an.get("workloads", {}).get("every") or ("gemm", "copy")
+    below = an.get("workloads", {}).get("below_limit") or ()
+    L = ["", "## Card reference", "", f"Workloads below the power limit on every card: {', '.join(below) or 'none'}.",
+         "", "| card | " + " | ".join(f"{w} (mJ)" for w in every) + " | awake idle (W) | one factor | static | "
+         "dynamic | dynamic below the limit |", "|---|" + "---|" * (len(every) + 5)]
+    for c, f in an["card_factors"].items():
+        r = an["card_reference"][c]
+        below_f = f"{f['dynamic_below_limit']:.4f}" if "dynamic_below_limit" in f else "-"
+        L.append(f"| {c} | " + " | ".join(f"{r[w]['energy_per_call_j'] * 1e3:.3f}" for w in every) +
+                 f" | {r['awake_w']:.1f} | {f['one']:.4f} (±{f['one_u_rel'] * 100:.2f} %) | {f['static']:.4f} | "
+                 f"{f['dynamic']:.4f} | {below_f} |")
+    return L
+
+
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     L = ["# Reproducibility: repeats, cards, temperature", "",
          f"{ident['gpu']['name']} x {len(an['cards'])}: {', '.join(an['cards'])}; driver "
          f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
-         f"{an['rounds']} rounds, every task and check in a fresh process.", "",
+         f"{an['rounds']} rounds, every task and check in a fresh process." + (
+             " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
+             if len(an.get("versions", ())) > 1 else ""), "",
          "| quantity | value | meaning |", "|---|---|---|",
          f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
          "model between two fresh processes on one card |",
@@ -211,14 +241,7 @@ def markdown(an: dict, ident: dict) -> str:
     if an.get("card_spread_normalized_by_model"):
         L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]
-    if an.get("card_factors"):
-        L += ["", "## Card reference", "", "| card | gemm (mJ) | copy (mJ) | awake idle (W) | one factor | static | "
-              "dynamic |", "|---|---|---|---|---|---|---|"]
-        for c, f in an["card_factors"].items():
-            r = an["card_reference"][c]
-            L.append(f"| {c} | {r['gemm']['energy_per_call_j'] * 1e3:.3f} | {r['copy']['energy_per_call_j'] * 1e3:.3f} | "
-                     f"{r['awake_w']:.1f} | {f['one']:.4f} (±{f['one_u_rel'] * 100:.2f} %) | {f['static']:.4f} | "
-                     f"{f['dynamic']:.4f} |")
+    L += _card_table(an)
     th = an.get("thermal", {})
     if th.get("per_card"):
         L += ["", "## Temperature", "", "Each reference workload and an fp32 GEMM (compute-bound, below the power "
@@ -252,12 +275,35 @@ def write(folder: Path, out: Path) -> dict:
     return res
 
 
+def _run_folder(args) -> tuple:
+    """(the run's folder, the ids of jobs it measured already): a new folder, or --resume's (ValueError where it
+    holds no records, or records of other code or protocol without --allow-mixed)."""
+    if not args.resume:
+        folder = Path(args.out) / "reproducibility" / _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d_%H%M%S")
+        folder.mkdir(parents=True)
+        return folder, set()
+    from clear_native.protocol import PROTOCOL_VERSION
+
+    folder = Path(args.resume)
+    if not (folder / "records.jsonl").exists():
+        raise ValueError(f"--resume {folder}: no records.jsonl there")
+    recs = store.load(folder, "records.jsonl")
+    other = store.versions(recs) - {(code_version(), str(PROTOCOL_VERSION))}
+    if other and not args.allow_mixed:
+        raise ValueError(f"{folder} was measured by code/protocol {sorted(other)}, this is "
+                         f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new run")
+    return folder, {r.get("job_id") for r in recs if r.get("status") == "ok"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpus", default="all", help="'all' or nvidia-smi indices / UUIDs (comma-separated)")
     ap.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per card (>= 2)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="writes reproducibility.json/.md here")
     ap.add_argument("--report", metavar="RUN", help="analyse RUN's records again, measure nothing")
+    ap.add_argument("--resume", metavar="RUN", help="measure what RUN's records lack (jobs with no ok record; give "
+                                                    "the same --gpus, --rounds and --tasks), then analyse all of them")
+    ap.add_argument("--allow-mixed", action="store_true", help="--resume a run that other code or protocol measured")
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
@@ -274,18 +320,22 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
-    folder = Path(args.out) / "reproducibility" / _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d_%H%M%S")
-    folder.mkdir(parents=True)
+    try:
+        folder, done = _run_folder(args)
+    except ValueError as exc:
+        print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
+        return 2
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=12, target_ci=0.005, target_cv=0.01,
                     task_budget_s=120.0, l2="cold", reference_calls=0, reference_trials=0, verbose=False)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
-                    task_ids=suite.as_list(args.tasks, TASKS))
+                    task_ids=suite.as_list(args.tasks, TASKS), done=done)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
     ex = workers.HostProcesses(cards, folder, simulate=args.simulate)
-    print(f"{len(jobs)} jobs on {ex.description}; code {code_version()}; records in {folder}", flush=True)
+    print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
+          f"{folder}", flush=True)
     for job, rec in ex.run(jobs):
         store.append(folder, rec, "records.jsonl")
         if rec.get("profile") and rec.get("identity"):

@@ -22,7 +22,12 @@ Each card measures the card reference (bench/cardref.py). Two models of a card's
 reference card, both fitted on the reference workloads only:
 - "one factor": every energy scales by f = geometric mean of the workloads' energy ratios;
 - "static + dynamic": the awake-idle part (P_awake x time) scales by the awake-power ratio, the rest
-  by the geometric mean of the workloads' dynamic-energy ratios.
+  by the geometric mean of the workloads' dynamic-energy ratios;
+- "static + dynamic below the limit": the same, the dynamic ratio from the workloads that ran below the
+  power limit on every card. At the limit a card's energy per call is the limit times its time, set by
+  the clocks the limiter allows, not by what the card's silicon draws at a clock: on four H200s
+  (results/reproducibility/2026-11-27_180053) the bf16 GEMM at the limit read 0.997-1.007 of the
+  reference card where the copy read 0.967-1.011, and the tasks' parts followed the copy.
 Which one a report uses is chosen by how well each brings components together that were not
 used to fit it (the study's and reproducibility's own tasks).
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from clear_native.accounting import regime
 from clear_native.analysis import parts
 
 Z95 = 1.96
@@ -77,17 +83,28 @@ def card_reference(checks: list) -> dict:
         if rec.get("status") != "ok":
             continue
         uuid = rec["identity"]["gpu"]["uuid"]
-        by.setdefault(uuid, []).append(rec["card_check"])
+        by.setdefault(uuid, []).append((rec["card_check"], rec["identity"]["gpu"].get("power_limit_w")))
     out = {}
     for uuid, cs in by.items():
-        names = set.intersection(*(set(c["workloads"]) for c in cs))
-        out[uuid] = {"awake_w": statistics.fmean(c["awake_idle_power_w"] for c in cs), "checks": len(cs)}
+        names = set.intersection(*(set(c["workloads"]) for c, _ in cs))
+        out[uuid] = {"awake_w": statistics.fmean(c["awake_idle_power_w"] for c, _ in cs), "checks": len(cs)}
         for n in sorted(names):
-            ws = [c["workloads"][n] for c in cs]
-            out[uuid][n] = {k: statistics.fmean(w[k] for w in ws)
+            ws = [(c["workloads"][n], limit) for c, limit in cs]
+            out[uuid][n] = {k: statistics.fmean(w[k] for w, _ in ws)
                             for k in ("energy_per_call_j", "dynamic_energy_per_call_j", "gpu_time_per_call_s",
                                       "ci95_rel")}
+            out[uuid][n]["at_limit"] = any(_at_limit(c, n, limit) for c, limit in cs)
     return out
+
+
+def _at_limit(check: dict, name: str, power_limit_w) -> bool:
+    """Whether the card-reference workload ``name`` ran at the power limit in ``check`` (accounting.regime: by its
+    mean power, and its SM clocks below the highest any workload of the check reached) rather than free."""
+    w = check["workloads"][name]
+    tops = [max(x["sm_clock_mhz"]) for x in check["workloads"].values() if x.get("sm_clock_mhz")]
+    power = w.get("mean_power_w", w["energy_per_call_j"] / w["gpu_time_per_call_s"])
+    return regime(w.get("clock_event_reasons", ()), power, power_limit_w, w.get("sm_clock_mhz", ()),
+                  max(tops, default=None)) == "power limit"
 
 
 def _geomean(xs) -> float:
@@ -95,28 +112,47 @@ def _geomean(xs) -> float:
     return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else math.nan
 
 
-def card_factors(ref: dict, reference_card: str, workloads=("gemm", "copy")) -> dict:
-    """Per card: the "one factor" f, and the "static + dynamic" pair (s, d), relative to
-    ``reference_card`` (Note [Card normalisation]); with each factor's own uncertainty (relative), the
-    spread of the workloads' ratios around it."""
+def workloads_of(ref: dict) -> tuple:
+    """The card-reference workloads every card measured (awake idle aside), and those of them that ran below
+    the power limit on every card."""
+    names = set.intersection(*({k for k, v in c.items() if isinstance(v, dict)} for c in ref.values()))
+    return tuple(sorted(names)), tuple(sorted(n for n in names if not any(c[n].get("at_limit") for c in ref.values())))
+
+
+# The models of Note [Card normalisation]: name -> the factor its dynamic part (or, for "one", all) scales by.
+MODELS = {"one": "one", "two": "dynamic", "two_below_limit": "dynamic_below_limit"}
+
+
+def card_factors(ref: dict, reference_card: str) -> dict:
+    """Per card: the "one factor" f, and the static + dynamic factors (s, d; d also from the workloads below the
+    power limit alone, where there are any), relative to ``reference_card`` (Note [Card normalisation]); with
+    each factor's own uncertainty (relative), the spread of the workloads' ratios around it."""
     base = ref[reference_card]
+    every, below = workloads_of(ref)
     out = {}
     for uuid, c in ref.items():
-        ratios = [c[w]["energy_per_call_j"] / base[w]["energy_per_call_j"] for w in workloads]
-        dyn = [c[w]["dynamic_energy_per_call_j"] / base[w]["dynamic_energy_per_call_j"] for w in workloads]
+        ratios = [c[w]["energy_per_call_j"] / base[w]["energy_per_call_j"] for w in every]
         f = _geomean(ratios)
-        spread = max(abs(r / f - 1) for r in ratios)
-        out[uuid] = {"one": f, "one_u_rel": spread, "static": c["awake_w"] / base["awake_w"],
-                     "dynamic": _geomean(dyn), "dynamic_u_rel": max(abs(r / _geomean(dyn) - 1) for r in dyn)}
+        out[uuid] = {"one": f, "one_u_rel": max(abs(r / f - 1) for r in ratios), "static": c["awake_w"] / base["awake_w"]}
+        for key, names in (("dynamic", every), ("dynamic_below_limit", below)):
+            dyn = [c[w]["dynamic_energy_per_call_j"] / base[w]["dynamic_energy_per_call_j"] for w in names]
+            if dyn:
+                out[uuid][key] = _geomean(dyn)
+                out[uuid][key + "_u_rel"] = max(abs(r / out[uuid][key] - 1) for r in dyn)
     return out
 
 
+def models_of(factors: dict) -> list:
+    """The normalisation models ``factors`` (card_factors) can apply on every card."""
+    return [m for m, key in MODELS.items() if all(key in f for f in factors.values())]
+
+
 def normalise(energy_j: float, time_s: float, awake_w: float, factors: dict, model: str) -> float:
-    """An energy measured on a card, as the reference card would read it."""
+    """An energy measured on a card in ``time_s`` of GPU time, as the reference card would read it."""
     if model == "one":
         return energy_j / factors["one"]
     static = awake_w * time_s
-    return static / factors["static"] + (energy_j - static) / factors["dynamic"]
+    return static / factors["static"] + (energy_j - static) / factors[MODELS[model]]
 
 
 def spread(values: list) -> float:
@@ -158,4 +194,5 @@ def by_time_state(diffs: list) -> dict:
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
+           "workloads_of", "models_of", "MODELS",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state"]

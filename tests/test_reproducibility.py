@@ -84,7 +84,7 @@ def test_the_temperature_effect_is_measured_per_workload(result, monkeypatch):
     lab = tasks.Lab(simulate=True)
     try:
         gain = tasks.sim_card_gain("SIM-GPU-0")
-        watts = {c.name: c.power_w / gain for c in cardref.thermal_captures(lab, lab.backend)}
+        watts = {c.name: c.power_w / gain for c in cardref.captures(lab, lab.backend)}
     finally:
         lab.close()
     leak, idle_c = tasks.SIM_THERMAL["leak_w_per_c"], tasks.SIM_THERMAL["sensor"]["temperature_c"]
@@ -307,3 +307,66 @@ def test_thermal_records_from_before_the_transients_are_still_read():
     mean_e = statistics.fmean(1.0 + 0.002 * (t - 40) for t in (40, 41, 42, 50, 51, 52))
     assert (v["cold_c"], v["hot_c"], v["bins"]) == (40.0, 52.0, 6) and v["clock_event_reasons"] == ["sw_power_cap"]
     assert v["pct_per_10c"] == pytest.approx(100 * 0.002 * 10 / mean_e)
+
+
+def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
+    # --resume RUN measures exactly the jobs RUN has no ok record of (here: the last two, as if the driver had
+    # been killed while they ran) and analyses every record, so a run cut by a time limit loses nothing.
+    import shutil
+
+    from bench import store
+
+    res, _ = result
+    run = tmp_path / "run"
+    shutil.copytree(res["run"], run)
+    recs = store.load(run, "records.jsonl")
+    lost = [r["job_id"] for r in recs[-2:]]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:-2]))
+    args = [sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0,1,2",
+            "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(tmp_path)]
+    p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "2 jobs on" in p.stdout and f"({len(recs) - 2} measured before)" in p.stdout
+    after = [r["job_id"] for r in store.load(run, "records.jsonl")]
+    assert sorted(after) == sorted(r["job_id"] for r in recs) and after[-2:] != [] and set(after[-2:]) == set(lost)
+    again = json.loads((tmp_path / "reproducibility.json").read_text())
+    assert again["rounds"] == 2 and again["interval_pairs"] == res["interval_pairs"]
+    # A run another code version measured is not resumed unless told to.
+    first = json.loads((run / "records.jsonl").read_text().splitlines()[0])
+    first["identity"]["code_version"] = "0000000other"
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n")
+    p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "--allow-mixed" in p.stderr
+
+
+def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_held():
+    # Three cards; the bf16 GEMM runs at the limit (sw_power_cap, 690 W of 700, clocks below the check's top), so
+    # its energy says how far the limiter let the clocks go, not what the card draws: card B's silicon draws 4 %
+    # more dynamic power (copy and fp32 GEMM read +4 %) but its GEMM reads +0.5 %. "two_below_limit" takes B's
+    # dynamic factor from the copy and the fp32 GEMM alone.
+    def check(uuid, gemm_j, copy_j, fp32_j, awake_w):
+        def w(e, t, power, reasons, clk):
+            return {"energy_per_call_j": e, "dynamic_energy_per_call_j": e - awake_w * t, "gpu_time_per_call_s": t,
+                    "ci95_rel": 0.002, "mean_power_w": power, "clock_event_reasons": reasons, "sm_clock_mhz": clk}
+        return {"status": "ok", "identity": {"gpu": {"uuid": uuid, "power_limit_w": 700.0}},
+                "card_check": {"awake_idle_power_w": awake_w, "workloads": {
+                    "gemm": w(gemm_j, gemm_j / 690, 690.0, ["sw_power_cap"], [1400.0, 1600.0]),
+                    "copy": w(copy_j, 127e-6, copy_j / 127e-6, ["sw_power_cap"], [1965.0, 1980.0]),
+                    "gemm_fp32": w(fp32_j, 2e-3, fp32_j / 2e-3, [], [1980.0, 1980.0])}}}
+
+    def parts(scale):  # (static at 120 W for t, dynamic): the energy a card reads
+        return lambda dyn_j, t, awake: awake * t + dyn_j * scale
+
+    a = check("GPU-a", 0.1440, 120 * 127e-6 + 0.0620, 120 * 2e-3 + 0.8, 120.0)
+    b = check("GPU-b", 0.1447, 120 * 127e-6 + 0.0620 * 1.04, 120 * 2e-3 + 0.8 * 1.04, 120.0)
+    ref = U.card_reference([a, b])
+    assert U.workloads_of(ref) == (("copy", "gemm", "gemm_fp32"), ("copy", "gemm_fp32"))
+    assert ref["GPU-a"]["gemm"]["at_limit"] and not ref["GPU-a"]["copy"]["at_limit"]
+    f = U.card_factors(ref, "GPU-a")
+    assert f["GPU-b"]["dynamic_below_limit"] == pytest.approx(1.04)
+    assert U.models_of(f) == ["one", "two", "two_below_limit"]
+    # A part that draws 10 mJ dynamic in 20 µs reads 120 W x 20 µs + 10.4 mJ on B; normalised back: 12.4 mJ.
+    e_b = parts(1.04)(10e-3, 20e-6, 120.0)
+    assert U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two_below_limit") == pytest.approx(120 * 20e-6 + 10e-3)
+    assert abs(U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two") / (120 * 20e-6 + 10e-3) - 1) > 0.005
