@@ -132,7 +132,7 @@ def for_run(args) -> tuple:
     One GPU in this process: sets CUDA_VISIBLE_DEVICES to the chosen card, before CUDA starts, so
     that it is device 0 for PyTorch and for the NVML mapping alike. --gpus and --ray leave CUDA to
     their workers (each gets its card by UUID); --simulate needs no GPU at all."""
-    if args.redo and not args.resume:
+    if args.redo and args.resume is None:
         return "--redo needs --resume RUN: it measures again tasks of an existing run", None
     if args.retries < 0:
         return f"--retries must be >= 0, got {args.retries}", None
@@ -144,7 +144,7 @@ def for_run(args) -> tuple:
     if problem:
         return problem, None
     folder = None
-    if args.resume:
+    if args.resume is not None:  # an empty --resume (a script's unset variable) is an error, not a new run
         problem, folder = resumable(args)
     else:
         problem = writable(Path(args.out))

@@ -278,15 +278,16 @@ def write(folder: Path, out: Path) -> dict:
 def _run_folder(args) -> tuple:
     """(the run's folder, the ids of jobs it measured already): a new folder, or --resume's (ValueError where it
     holds no records, or records of other code or protocol without --allow-mixed)."""
-    if not args.resume:
+    if args.resume is None:  # an empty --resume (a script's unset variable) is an error, not a new run
         folder = Path(args.out) / "reproducibility" / _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d_%H%M%S")
         folder.mkdir(parents=True)
         return folder, set()
     from clear_native.protocol import PROTOCOL_VERSION
 
     folder = Path(args.resume)
-    if not (folder / "records.jsonl").exists():
-        raise ValueError(f"--resume {folder}: no records.jsonl there")
+    if not args.resume or not (folder / "records.jsonl").exists():
+        raise ValueError(f"--resume {args.resume!r}: no records.jsonl there (give the run's folder, "
+                         "<out>/reproducibility/<date_time>)")
     recs = store.load(folder, "records.jsonl")
     other = store.versions(recs) - {(code_version(), str(PROTOCOL_VERSION))}
     if other and not args.allow_mixed:
@@ -309,7 +310,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
     ap.add_argument("--window-s", type=float, default=0.2)
     args = ap.parse_args(argv)
-    if args.report:
+    if args.report is not None:
+        if not (Path(args.report) / "records.jsonl").exists():
+            print(f"bench/reproducibility.py: --report {args.report!r}: no records.jsonl there", file=sys.stderr)
+            return 2
         write(Path(args.report), Path(args.out))
         return 0
     if args.rounds < 2:

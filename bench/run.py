@@ -312,7 +312,7 @@ def main(argv=None) -> int:
             tasks = suite.only(tasks, suite.as_list(args.only, []))
     except ValueError as exc:
         return preflight.fail(str(exc))
-    if args.report_only:
+    if args.report_only is not None:
         if not store.load(Path(args.report_only)):
             return preflight.fail(f"no measurements in {Path(args.report_only) / store.MEASUREMENTS}: "
                                   "name a run folder that bench/run.py wrote")

@@ -338,6 +338,10 @@ def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     (run / "records.jsonl").write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n")
     p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "--allow-mixed" in p.stderr
+    # An empty --resume (a script's unset variable) is refused, not taken for a new run.
+    p = subprocess.run(args + ["--resume", ""], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "no records.jsonl there" in p.stderr
+    assert not (tmp_path / "reproducibility").exists()
 
 
 def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_held():

@@ -272,6 +272,7 @@ def test_a_resumed_run_cannot_mix_l2_modes(tmp_path, fake, capsys):
     (["--device", "3"], "--device 3 does not exist"),
     (["--redo", "bert"], "--redo needs --resume RUN"),
     (["--resume", "/nonexistent/run"], "no run there"),
+    (["--resume", ""], "no run there"),  # a script's unset variable: an error, not a new run (it once started one)
 ])
 def test_bad_arguments_are_refused_before_any_gpu_work(tmp_path, fake, capsys, monkeypatch, argv, says):
     gpu = fake(FakeGpu())
