@@ -6,9 +6,10 @@ measures that factor, so that energies can be reported raw and normalised to a r
 
 - ``gemm``: a bf16 matrix product (4096^3, compute-bound: tensor cores, at the power limit on an H100/H200);
 - ``copy``: a 256 MiB device-to-device copy (memory-bound: HBM, moderate power);
-- ``gemm_fp32``: an fp32 matrix product (4096^3 on the CUDA cores: compute-bound, below the power limit,
-  where a card's energy is what its silicon draws at its clock, not what the limiter allows; Note [Card
-  normalisation], bench/uncertainty.py);
+- ``gemm_fp32``: an fp32 matrix product (4096^3 on the CUDA cores, 2.67 ms a call: compute-bound, meant to
+  run below the power limit, where a card's energy is what its silicon draws at its clock, not what the
+  limiter allows; Note [Card normalisation], bench/uncertainty.py). Measured on seven H200s (2026-11-28) it
+  drew 661-696 W of 700 at 1950-1980 MHz: just under the limit, at its edge on the leakier cards;
 - ``awake_idle``: the GPU launching empty kernels (the static part: what a card draws doing nothing).
 
 Before its trials, a "start" check brings the GPU to a steady temperature (Note [Steady

@@ -102,6 +102,10 @@ def analyse(recs: list) -> dict:
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
            "repeat": repeat, "versions": sorted(store.versions(ok))}
+    runs = {(r["task"]["id"], r["identity"]["gpu"]["uuid"]): set() for r in tasks}
+    for r in tasks:
+        runs[(r["task"]["id"], r["identity"]["gpu"]["uuid"])].add(_round(r))
+    out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
     out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
@@ -195,6 +199,15 @@ def _thermal(recs: list) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+def _partial(an: dict) -> str:
+    """What a run cut short lacks, in words ('' for a complete one)."""
+    done, seen = an.get("task_runs_repeated", (0, 0))
+    if not seen or done == seen:
+        return ""
+    return (f" **Incomplete**: {done} of {seen} (task, card) pairs were measured in both rounds, so the repeats "
+            "below rest on those alone (`--resume RUN` measures the rest).")
+
+
 def _card_table(an: dict) -> list:
     """## Card reference: each card's workloads, awake idle and factors (Note [Card normalisation])."""
     if not an.get("card_factors"):
@@ -219,7 +232,7 @@ def markdown(an: dict, ident: dict) -> str:
          f"{ident['gpu']['name']} x {len(an['cards'])}: {', '.join(an['cards'])}; driver "
          f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
-         f"{an['rounds']} rounds, every task and check in a fresh process." + (
+         f"{an['rounds']} rounds, every task and check in a fresh process." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
              if len(an.get("versions", ())) > 1 else ""), "",
          "| quantity | value | meaning |", "|---|---|---|",

@@ -28,6 +28,9 @@ reference card, both fitted on the reference workloads only:
   the clocks the limiter allows, not by what the card's silicon draws at a clock: on four H200s
   (results/reproducibility/2026-11-27_180053) the bf16 GEMM at the limit read 0.997-1.007 of the
   reference card where the copy read 0.967-1.011, and the tasks' parts followed the copy.
+  On seven more H200s (2026-11-28, round 0 of two runs; the fp32 GEMM just under the limit, 661-696 W)
+  this model did worse than the others: median spread 1.29 % (3 cards) and 1.79 % (4 cards), against
+  1.01 / 1.50 % for the best (results/reproducibility/2026-11-28_*/summary.md).
 Which one a report uses is chosen by how well each brings components together that were not
 used to fit it (the study's and reproducibility's own tasks).
 """

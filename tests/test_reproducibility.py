@@ -322,6 +322,12 @@ def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     recs = store.load(run, "records.jsonl")
     lost = [r["job_id"] for r in recs[-2:]]
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:-2]))
+    from bench import reproducibility as R
+
+    cut = R.analyse(recs[:-2])  # the run as it was cut: its report says so, and how much it lacks
+    tasks_lost = sum(1 for r in recs[-2:] if r["job"] == "task")
+    assert cut["task_runs_repeated"] == [3 - tasks_lost, 3] and res["task_runs_repeated"] == [3, 3]
+    assert ("**Incomplete**: " in R.markdown(cut, recs[0]["identity"] | {"date": "now"})) == (tasks_lost > 0)
     args = [sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0,1,2",
             "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(tmp_path)]
     p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=600, cwd=ROOT)
