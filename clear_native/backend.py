@@ -31,7 +31,16 @@ from __future__ import annotations
 # the state before the trials, after each round of them and after them, keeps the kept trials in one
 # state (Note [One state per run], clear_native/launch_state.py) and records every reading with the
 # run (MeasureRun.launch_state); the reports split repeats whose GPU time held from those whose time
-# moved.
+# moved. The state is not confined to light work: BERT-base prefill (b8 x 128) on GPU-d2443dd2 (2026-11-28)
+# ran one process slow throughout (1.13 µs) and the next fast (0.95 µs from its second reading): whole model
+# 869 -> 814 µs (-6.4 %) at 475 -> 502 W, energy -1.0 %; its MLP parts moved -4.7/-5.9 % in time and
+# +0.1/-0.1 % in energy, the 5 µs pooler -12.7 % / -9.4 %. What the slow state adds is time at about
+# awake-idle power (the pooler: 0.10 mJ over 0.73 µs, 141 W; awake idle 123 W), so energy above awake idle
+# moves far less (whole model +0.9 %, pooler -3.3 %).
+# A lead on the cause: pytorch/pytorch#161104 (open) replays a graph of tiny adds at 1.3 µs a kernel after
+# eager work on the default stream and on a side stream, 1.1 µs after either alone. measure() does both
+# (eager forwards on the default stream, capture warm-ups on a side stream). bench/launch_streams.py tests
+# that history in fresh processes (not yet run on a GPU).
 
 from . import clock
 from ._native import core

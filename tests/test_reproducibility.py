@@ -380,3 +380,26 @@ def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_hel
     e_b = parts(1.04)(10e-3, 20e-6, 120.0)
     assert U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two_below_limit") == pytest.approx(120 * 20e-6 + 10e-3)
     assert abs(U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two") / (120 * 20e-6 + 10e-3) - 1) > 0.005
+
+
+def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes(capsys):
+    # bench/launch_streams.py: per condition, every process's first and last tiny-kernel time, over all cards; a
+    # process that failed is counted, not averaged in.
+    from bench import launch_streams as LS
+
+    slow, fast = list(LS.CONDITIONS)[4], list(LS.CONDITIONS)[6]
+
+    def proc(cond, first, last, code=0):
+        return {"condition": cond, "repeat": 0, "exit": code, "error": "",
+                "readings": [{"t_s": 0.0, "latency_s": first * 1e-6}, {"t_s": 4.0, "latency_s": last * 1e-6}]}
+
+    s = LS.summarise({"GPU-a": [proc(slow, 1.21, 1.20), proc(fast, 0.95, 0.96)],
+                      "GPU-b": [proc(slow, 1.13, 0.95), proc(slow, 1.23, 1.22), proc(fast, 1.0, 1.0, code=1)]})
+    assert s[slow]["processes"] == 3 and s[slow]["first_us"] == pytest.approx([1.13, 1.21, 1.23])
+    assert s[slow]["median_first_us"] == pytest.approx(1.21) and s[slow]["median_last_us"] == pytest.approx(1.20)
+    assert s[fast]["processes"] == 1 and s[fast]["failed"] == 1 and s[fast]["median_first_us"] == pytest.approx(0.95)
+    assert math.isnan(s[list(LS.CONDITIONS)[0]]["median_first_us"])
+    md = LS.markdown({"identity": {"gpu": {"name": "H200"}}, "cards": ["GPU-a", "GPU-b"], "repeats": 2,
+                      "seconds": 4.0, "readings": 2, "summary": s})
+    assert f"| {slow} | 3 | 1.210 | 1.130-1.230 | 1.200 | 0.950-1.220 | 0 |" in md
+    assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err

@@ -1,0 +1,169 @@
+"""Does the launch-latency state follow the streams a process has used? (issue 14; Note [Launch-latency state],
+clear_native/backend.py); writes results/launch_streams.json and .md.
+
+pytorch/pytorch#161104 (open) replays a CUDA graph of tiny adds at 1.3 µs a kernel after eager work on the
+default stream *and* on a side stream, and at 1.1 µs after either alone: the two states this project has
+measured on H200s (1.13-1.23 vs 0.95-1.04 µs a kernel), which no NVML reading, host load or PCIe link explained.
+clear_native's processes do both: eager forwards on the default stream, capture warm-ups on a side stream.
+
+Each CONDITION runs in fresh processes on every card (``--repeats`` each, conditions interleaved): an eager
+history (adds on the default stream, on a side stream, on the stream the graph is captured on), then a graph of
+KERNELS tiny adds captured on its own stream and replayed on the default stream or on the capture stream,
+read ``--readings`` times over ``--seconds`` with the graph replayed without a break between readings.
+
+Usage:
+  python bench/launch_streams.py                     # every GPU, 2 processes per condition and card
+  python bench/launch_streams.py --gpus 0 --repeats 3 --seconds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from bench.cards import host_cards, on_each  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = 200
+EAGER_CALLS = {"default": 100, "side": 6, "capture": 106}  # as pytorch#161104's repro, and both on one stream
+# name -> (eager history, stream the graph is replayed on)
+CONDITIONS = {
+    "nothing eager, replay on the capture stream": ((), "capture"),
+    "nothing eager, replay on the default stream": ((), "default"),
+    "eager on default, replay on default": (("default",), "default"),
+    "eager on a side stream, replay on default": (("side",), "default"),
+    "eager on default and a side stream, replay on default (as measure() does)": (("default", "side"), "default"),
+    "eager on default and a side stream, replay on the capture stream (pytorch#161104)": (("default", "side"),
+                                                                                          "capture"),
+    "eager, capture and replay on one stream": (("capture",), "capture"),
+}
+
+
+def child(condition: str, seconds: float, readings: int) -> int:
+    """One fresh process on CUDA device 0: the condition's history, then its readings, a JSON line each."""
+    import torch
+
+    from clear_native.graphs import replay
+
+    history, replay_on = CONDITIONS[condition]
+    x = torch.empty(256, device="cuda")  # an allocation launches no kernel
+    streams = {"default": torch.cuda.default_stream(), "side": torch.cuda.Stream(), "capture": torch.cuda.Stream()}
+    for where in history:
+        with torch.cuda.stream(streams[where]):
+            for _ in range(EAGER_CALLS[where]):
+                x.add_(1)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=streams["capture"]):
+        for _ in range(KERNELS):
+            x.add_(1)
+    handle, on = g.raw_cuda_graph_exec(), streams[replay_on]
+    replay(handle, 1, stream=on)
+    t0 = time.monotonic()
+    for k in range(readings):
+        r = replay(handle, 20, stream=on)
+        print(json.dumps({"condition": condition, "t_s": time.monotonic() - t0,
+                          "latency_s": r.gpu_time_s / (KERNELS * 20)}), flush=True)
+        while time.monotonic() < t0 + (k + 1) * seconds / readings:
+            replay(handle, 100, stream=on)  # ~20 ms of tiny kernels: the card stays busy between readings
+    return 0
+
+
+def card_run(repeats: int, seconds: float, readings: int) -> int:
+    """On this process's card: every condition in a fresh process, ``repeats`` rounds, conditions interleaved."""
+    for rep in range(repeats):
+        for condition in CONDITIONS:
+            p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", condition, str(seconds),
+                                str(readings)], capture_output=True, text=True, env=os.environ)
+            rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+            print(json.dumps({"condition": condition, "repeat": rep, "exit": p.returncode, "readings": rows,
+                              "error": p.stderr[-500:] if p.returncode else ""}), flush=True)
+    return 0
+
+
+def summarise(processes: dict) -> dict:
+    """{condition: {"processes", "first_us" (each process's first reading, sorted), "last_us", "median_first_us",
+    "median_last_us", "failed"}} over every card's processes (``processes``: {uuid: [process lines]})."""
+    out = {c: {"processes": 0, "first_us": [], "last_us": [], "failed": 0} for c in CONDITIONS}
+    for lines in processes.values():
+        for p in lines:
+            s = out[p["condition"]]
+            if p["exit"] != 0 or not p["readings"]:
+                s["failed"] += 1
+                continue
+            s["processes"] += 1
+            s["first_us"].append(p["readings"][0]["latency_s"] * 1e6)
+            s["last_us"].append(p["readings"][-1]["latency_s"] * 1e6)
+    for s in out.values():
+        s["first_us"].sort()
+        s["last_us"].sort()
+        s["median_first_us"] = statistics.median(s["first_us"]) if s["first_us"] else float("nan")
+        s["median_last_us"] = statistics.median(s["last_us"]) if s["last_us"] else float("nan")
+    return out
+
+
+def markdown(res: dict) -> str:
+    ident = res["identity"]
+    span = lambda xs: f"{xs[0]:.3f}-{xs[-1]:.3f}" if xs else "-"  # noqa: E731
+    L = ["# The launch-latency state against the streams a process used", "",
+         f"{ident['gpu']['name']} x {len(res['cards'])} ({', '.join(res['cards'])}), driver "
+         f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}; {ident.get('date')}. A graph of "
+         f"{KERNELS} tiny adds, GPU time per kernel, {res['readings']} readings over {res['seconds']:.0f} s of "
+         f"replay in each fresh process; {res['repeats']} processes per condition and card "
+         "(Note [Launch-latency state], clear_native/backend.py; pytorch/pytorch#161104).", "",
+         "| condition | processes | first reading (µs, median) | range | last reading (µs, median) | range | failed |",
+         "|---|---|---|---|---|---|---|"]
+    for c, s in res["summary"].items():
+        L.append(f"| {c} | {s['processes']} | {s['median_first_us']:.3f} | {span(s['first_us'])} | "
+                 f"{s['median_last_us']:.3f} | {span(s['last_us'])} | {s['failed']} |")
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gpus", default="all")
+    ap.add_argument("--repeats", type=int, default=2, help="fresh processes per condition and card")
+    ap.add_argument("--seconds", type=float, default=4.0, help="replay per process")
+    ap.add_argument("--readings", type=int, default=8, help="readings per process")
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--child", nargs=3, metavar=("CONDITION", "SECONDS", "READINGS"), help=argparse.SUPPRESS)
+    ap.add_argument("--card-run", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child[0], float(args.child[1]), int(args.child[2]))
+    if not (args.repeats >= 1 and args.seconds > 0 and args.readings >= 1):
+        print("bench/launch_streams.py: need --repeats >= 1, --seconds > 0, --readings >= 1", file=sys.stderr)
+        return 2
+    if args.card_run:
+        return card_run(args.repeats, args.seconds, args.readings)
+    from bench.common import require_gpu, run_identity, write_results
+
+    torch = require_gpu("bench/launch_streams.py")
+    try:
+        cards = host_cards(args.gpus)
+    except ValueError as exc:
+        print(f"bench/launch_streams.py: {exc}", file=sys.stderr)
+        return 2
+    runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--card-run", "--repeats",
+                                           str(args.repeats), "--seconds", str(args.seconds), "--readings",
+                                           str(args.readings)])
+    processes = {uuid: lines for uuid, (_, lines) in runs.items()}
+    res = {"identity": run_identity(torch), "cards": [c.uuid for c in cards], "repeats": args.repeats,
+           "seconds": args.seconds, "readings": args.readings, "summary": summarise(processes),
+           "processes": processes}
+    write_results(args.out, "launch_streams", res, markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
