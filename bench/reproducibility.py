@@ -76,12 +76,13 @@ def analyse(recs: list) -> dict:
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
-    # values[(task, part)][card][round] = (J, ci95_rel, GPU s)
+    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run)
     values: dict = {}
     for r in tasks:
         base = r["task"]["id"]
+        awake_w = r["report"].get("run", {}).get("awake_idle_power_w", math.nan)
         for name, v in U.measurements(r).items():
-            values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})[_round(r)] = v
+            values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})[_round(r)] = v + (awake_w,)
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -91,7 +92,9 @@ def analyse(recs: list) -> dict:
             if 0 in rs and 1 in rs:
                 d = U.rel_diff(rs[0][0], rs[1][0])
                 repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
-                               "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2])})
+                               "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
+                               "state_corrected_rel_diff": U.state_corrected_diff(
+                                   *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
                 if t_s >= MIN_TIME_S:
                     pairs_long.append((rs[0][:2], rs[1][:2]))
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
@@ -110,6 +113,10 @@ def analyse(recs: list) -> dict:
     out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
     out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
     out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
+    corrected = [abs(x["state_corrected_rel_diff"]) for x in long if not math.isnan(x["state_corrected_rel_diff"])]
+    out["repeatability_state_corrected_max_rel"] = max(corrected, default=math.nan)
+    out["repeatability_state_corrected_rms_rel"] = math.sqrt(statistics.fmean(x * x for x in corrected)) \
+        if corrected else math.nan
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long])
     out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_pairs"] = len(pairs_long)
@@ -140,7 +147,14 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
     best = min(norm, key=lambda m: statistics.median(norm[m]) if norm[m] else math.inf)
     for row in rows:
         row["normalised_j"] = normalised(row, best)
-    return {"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+
+    def at_fastest(row):  # each card's reading at the fastest card's GPU time (Note [Launch-latency state])
+        t = row["gpu_time_s_by_card"]
+        return [U.normalise(e - ref[c]["awake_w"] * (t[c] - min(t.values())), min(t.values()), ref[c]["awake_w"],
+                            factors[c], best) for c, e in row["energy_j"].items()]
+
+    corrected = [U.spread(at_fastest(r)) for r in rows if len(r["energy_j"]) > 1 and r["gpu_time_s"] >= MIN_TIME_S]
+    return {"card_spread_normalized_state_corrected_rel": statistics.median(corrected) if corrected else math.nan,"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
             "workloads": dict(zip(("every", "below_limit"), U.workloads_of(ref))),
             "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
             "card_spread_raw_max_rel": max(raw, default=math.nan),
@@ -243,6 +257,9 @@ def markdown(an: dict, ident: dict) -> str:
            f"{pc(v['rms_rel'])}, {v['n']} pairs) | GPU time per call within / beyond {U.TIME_MOVED * 100:.0f} % "
            "between the two processes (Note [Launch-latency state]) |"
            for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
+         f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
+         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, the "
+         "time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
          f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
          f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "
          "stated 95 % interval (Note [The reported interval]) |",
@@ -250,7 +267,9 @@ def markdown(an: dict, ident: dict) -> str:
          "median over parts of (max - min) / mean across cards |",
          f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
          f"{pc(an.get('card_spread_normalized_max_rel'))}) | the same after the card reference "
-         f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |"]
+         f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |",
+         f"| ... corrected for the launch state | {pc(an.get('card_spread_normalized_state_corrected_rel'))} | each "
+         "card's reading taken at the fastest card's GPU time, the time beyond it at awake-idle power |"]
     if an.get("card_spread_normalized_by_model"):
         L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]

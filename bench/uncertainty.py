@@ -180,6 +180,16 @@ def reference_pairs(checks: list, first: str, second: str) -> list:
             for w in by_card.values() if first in w and second in w for k in sorted(w[first])]
 
 
+def state_corrected_diff(a: tuple, b: tuple) -> float:
+    """The relative change from ``a`` to ``b`` (each (J per call, GPU s per call, awake-idle W of its run)) once
+    each reading is taken at the faster one's GPU time, the time beyond it at its run's awake-idle power: what a
+    repeat moved beyond the launch-latency state (Note [Launch-latency state], clear_native/backend.py: the
+    slow state adds time at about awake-idle power)."""
+    fastest = min(a[1], b[1])
+    ea, eb = (e - watts * (t - fastest) for e, t, watts in (a, b))
+    return rel_diff(ea, eb)
+
+
 # A repeat whose GPU time per call moved by this much or more ran in the other launch-latency state
 # (Note [Launch-latency state], clear_native/backend.py): its energy moves with its time.
 TIME_MOVED = 0.02
@@ -197,5 +207,5 @@ def by_time_state(diffs: list) -> dict:
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
-           "workloads_of", "models_of", "MODELS",
+           "workloads_of", "models_of", "MODELS", "state_corrected_diff",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state"]

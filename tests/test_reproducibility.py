@@ -42,6 +42,8 @@ def test_the_card_spread_is_measured_and_the_card_reference_removes_it(result):
     # trials' own noise (each part's 95 % CI is ~0.3-0.5 % here; the range of three such readings ~0.2 %).
     assert res["card_spread_normalized_rel"] < 0.005 and res["card_spread_normalized_rel"] < truth / 10
     assert all(v < 0.005 for v in res["card_spread_normalized_by_model"].values())
+    # No simulated card runs in another launch state here: taken at the fastest card's GPU time, as close.
+    assert res["card_spread_normalized_state_corrected_rel"] < 0.005
     f = res["card_factors"]
     for c, g in zip(CARDS, gains):
         assert f[c]["one"] == pytest.approx(g / gains[0], rel=0.003)
@@ -403,3 +405,17 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
                       "seconds": 4.0, "readings": 2, "summary": s})
     assert f"| {slow} | 3 | 1.210 | 1.130-1.230 | 1.200 | 0.950-1.220 | 0 |" in md
     assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err
+
+
+def test_a_repeat_in_the_slow_launch_state_is_compared_at_the_faster_ones_gpu_time():
+    # Note [Launch-latency state]: the slow state adds time at about awake-idle power. A part of 10 mJ in 20 µs
+    # (fast), and in 24 µs (slow) at 125 W awake idle: 10 mJ + 125 W x 4 µs = 10.5 mJ, +5 % raw, 0 corrected.
+    fast, slow = (10e-3, 20e-6, 125.0), (10e-3 + 125.0 * 4e-6, 24e-6, 125.0)
+    assert U.rel_diff(fast[0], slow[0]) == pytest.approx(0.05)
+    assert U.state_corrected_diff(fast, slow) == pytest.approx(0.0, abs=1e-12)
+    assert U.state_corrected_diff(slow, fast) == pytest.approx(0.0, abs=1e-12)  # order does not matter
+    # A change beyond the state survives: the slow repeat drew 1 % more on top.
+    more = (slow[0] + 0.01 * 10e-3, 24e-6, 125.0)
+    assert U.state_corrected_diff(fast, more) == pytest.approx(0.01)
+    # Where the GPU time held, it is the raw change.
+    assert U.state_corrected_diff((1.0, 5e-6, 120.0), (1.02, 5e-6, 130.0)) == pytest.approx(0.02)
