@@ -20,7 +20,8 @@ def _pc(x, digits=2) -> str:
 
 
 def repeat_pairs(ok: dict, repeats: list) -> list:
-    """(task, part, first, repeat, fresh process?) for each repeat measured on the card of its first."""
+    """(task, part, first, repeat, fresh process?) for each repeat measured on the card of its first; first and
+    repeat as (J, ci95_rel, GPU s, awake-idle W of its run)."""
     out = []
     for r in repeats:
         first = ok.get(r["task"]["id"].rsplit("/repeat", 1)[0])
@@ -28,8 +29,10 @@ def repeat_pairs(ok: dict, repeats: list) -> list:
             continue
         fresh = r.get("pid") is not None and r.get("pid") != first.get("pid")
         a, b = U.measurements(first), U.measurements(r)
-        for name in sorted(a.keys() & b.keys()):
-            out.append({"task": first["task"]["id"], "part": name, "a": a[name], "b": b[name], "fresh": fresh})
+        wa, wb = (x["report"].get("run", {}).get("awake_idle_power_w", math.nan) for x in (first, r))
+        for name in sorted(a.keys() & b.keys()):  # (J, ci95_rel, GPU s, awake-idle W of its run)
+            out.append({"task": first["task"]["id"], "part": name, "a": a[name] + (wa,), "b": b[name] + (wb,),
+                        "fresh": fresh})
     return out
 
 
@@ -52,6 +55,12 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
                  f"end {how}: their parts of >= 5 µs and whole models moved by at most {_pc(max(d))} (RMS "
                  f"{_pc(math.sqrt(statistics.fmean(x * x for x in d)))}, {len(d)} pairs).")
         L += _by_time_state(split, long, ok, repeats)
+        corrected = [abs(U.state_corrected_diff(*((p[k][0], p[k][2], p[k][3]) for k in "ab"))) for p in long]
+        corrected = [x for x in corrected if not math.isnan(x)]  # records without awake-idle power are left out
+        if split["time_moved"]["n"] and corrected:
+            L.append(f"  Each repeat taken at the faster reading's GPU time (the slow launch state's extra time at "
+                     f"awake-idle power): at most {_pc(max(corrected))} (RMS "
+                     f"{_pc(math.sqrt(statistics.fmean(x * x for x in corrected)))}).")
     if ref_pairs:
         L.append(f"  The card reference at the run's start and end ({len(ref_pairs)} readings) gives the repeatability "
                  f"layer sigma_p = {_pc(sigma_p)} (Note [The reported interval], bench/uncertainty.py).")

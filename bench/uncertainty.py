@@ -67,12 +67,14 @@ def interval(ci95_rel: float, sigma_p: float, sigma_c: float = 0.0) -> float:
     return math.sqrt(ci95_rel ** 2 + (Z95 * sigma_p) ** 2 + (Z95 * sigma_c) ** 2)
 
 
-def interval_coverage(pairs: list, sigma_p: float) -> float:
-    """The share of pairs whose second reading lands within the combined interval of both."""
+def interval_coverage(pairs: list, sigma_p: float, diffs: list | None = None) -> float:
+    """The share of pairs whose second reading lands within the combined interval of both; ``diffs``: each pair's
+    relative change as compared (state_corrected_diff), where not the raw one."""
     if not pairs:
         return math.nan
-    inside = [abs(rel_diff(a, b)) <= math.hypot(interval(ca, sigma_p), interval(cb, sigma_p))
-              for (a, ca), (b, cb) in pairs]
+    diffs = [rel_diff(a, b) for (a, _), (b, _) in pairs] if diffs is None else diffs
+    inside = [abs(d) <= math.hypot(interval(ca, sigma_p), interval(cb, sigma_p))
+              for d, ((_, ca), (_, cb)) in zip(diffs, pairs)]
     return sum(inside) / len(inside)
 
 

@@ -69,6 +69,8 @@ def test_the_interval_combines_the_layers():
     # Two processes that differ by 1 % where the CIs explain nothing: sigma_p = 1 % / sqrt(2).
     pairs = [((1.0, 0.0), (1.01, 0.0)), ((1.0, 0.0), (0.99, 0.0))]
     assert U.process_sigma(pairs) == pytest.approx(0.01 / math.sqrt(2), rel=0.01)
+    # A pair compared by another change (the launch state taken out) is judged by that change.
+    assert U.interval_coverage(pairs, 0.0) == 0.0 and U.interval_coverage(pairs, 0.0, diffs=[0.0, 0.0]) == 1.0
     # ... and the part their CIs explain is not counted twice.
     assert U.process_sigma([((1.0, 0.0196), (1.01, 0.0196))] * 2) < 0.01 / math.sqrt(2)
 
@@ -157,6 +159,13 @@ def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     assert "held (within 2 %; 2 pairs) the energy moved at most 0.71 %" in text  # t5's whole: 0.705 / 0.70 - 1
     assert f"the light parts of {light})" in text and heavy not in text.split("where it moved")[1].split(")")[0]
     assert f"{light}: 0.96/0.96 then 1.21/1.20" in text
+    # No awake-idle power in these records: no corrected line (it would be NaN), rather than a wrong one.
+    assert "faster reading's GPU time" not in text
+    for r in [ok[light], ok[heavy]] + repeats:
+        r["report"]["run"]["awake_idle_power_w"] = 125.0
+    text = "\n".join(report_trust.uncertainty(ok, repeats, []))
+    # The light MLP at the fast repeat's time: 4.6 mJ - 125 W x 4.1 µs = 4.0875 mJ against 4.0 mJ: +2.19 %.
+    assert "faster reading's GPU time (the slow launch state's extra time at awake-idle power): at most 2.19 %" in text
 
 
 def test_launch_state_readings_are_grouped_by_what_nvml_reported(capsys):
