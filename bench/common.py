@@ -29,6 +29,19 @@ def require_gpu(script: str):
     return torch
 
 
+def require_cards(script: str, selection: str) -> tuple:
+    """(torch, the cards ``selection`` names: bench.cards.host_cards), after require_gpu; or one line that says
+    what to do (the cards there are) and exit code 2."""
+    from bench.cards import host_cards
+
+    torch = require_gpu(script)
+    try:
+        return torch, host_cards(selection)
+    except ValueError as exc:
+        print(f"{script}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def code_version() -> str:
     """The code that measured: $CLEAR_NATIVE_CODE_VERSION where set (a copy of the tree without its .git says
     which commit it is), else the git commit of this checkout (with -dirty for uncommitted changes), else

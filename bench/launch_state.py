@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench.cards import host_cards, on_each  # noqa: E402
+from bench.cards import on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NVML_KEYS = ("pcie_generation", "pcie_width", "sm_clock_mhz", "memory_clock_mhz")
@@ -137,14 +137,9 @@ def main(argv=None) -> int:
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
-    from bench.common import require_gpu, run_identity, write_results
+    from bench.common import require_cards, run_identity, write_results
 
-    torch = require_gpu("bench/launch_state.py")
-    try:
-        cards = host_cards(args.gpus)
-    except ValueError as exc:
-        print(f"bench/launch_state.py: {exc}", file=sys.stderr)
-        return 2
+    torch, cards = require_cards("bench/launch_state.py", args.gpus)
     readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after)
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after,

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench.cards import host_cards, on_each  # noqa: E402
+from bench.cards import on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = 200
@@ -146,14 +146,9 @@ def main(argv=None) -> int:
         return 2
     if args.card_run:
         return card_run(args.repeats, args.seconds, args.readings)
-    from bench.common import require_gpu, run_identity, write_results
+    from bench.common import require_cards, run_identity, write_results
 
-    torch = require_gpu("bench/launch_streams.py")
-    try:
-        cards = host_cards(args.gpus)
-    except ValueError as exc:
-        print(f"bench/launch_streams.py: {exc}", file=sys.stderr)
-        return 2
+    torch, cards = require_cards("bench/launch_streams.py", args.gpus)
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--card-run", "--repeats",
                                            str(args.repeats), "--seconds", str(args.seconds), "--readings",
                                            str(args.readings)])

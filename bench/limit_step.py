@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench.cards import host_cards, on_each  # noqa: E402
+from bench.cards import on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_SPAN_S = (0.4, 0.6)  # where a protocol window sits after a load starts (settle ~0.4 s, window 0.2 s)
@@ -128,14 +128,9 @@ def main(argv=None) -> int:
         return 2
     if args.child:
         return child(args.rest_s, args.load_s)
-    from bench.common import require_gpu, run_identity, write_results
+    from bench.common import require_cards, run_identity, write_results
 
-    torch = require_gpu("bench/limit_step.py")
-    try:
-        cards = host_cards(args.gpus)
-    except ValueError as exc:
-        print(f"bench/limit_step.py: {exc}", file=sys.stderr)
-        return 2
+    torch, cards = require_cards("bench/limit_step.py", args.gpus)
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", "--rest-s",
                                            str(args.rest_s), "--load-s", str(args.load_s)])
     found = []

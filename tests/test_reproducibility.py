@@ -414,6 +414,11 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
                       "seconds": 4.0, "readings": 2, "summary": s})
     assert f"| {slow} | 3 | 1.210 | 1.130-1.230 | 1.200 | 0.950-1.220 | 0 |" in md
     assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err
+    # Without a GPU (this CPU test), one line that says so and exit code 2, before any child starts.
+    with pytest.raises(SystemExit) as stop:
+        LS.main(["--gpus", "0"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("bench/launch_streams.py: ") and len(err.splitlines()) == 1
 
 
 def test_a_repeat_in_the_slow_launch_state_is_compared_at_the_faster_ones_gpu_time():
