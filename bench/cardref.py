@@ -61,8 +61,10 @@ BIN_S = 0.25            # ... read in bins of this long: energy per call and tem
 # fitted through every bin of both. A workload at the power limit (the GEMM) trades power for clocks along
 # the limiter's cycle inside a bin (Note [The limiter's cycle], clear_native/trials.py): on GPU-e4d8b7cb its
 # energy fell 2.6 % over 8 s as the limiter left its first plateau while the die warmed, which no slope
-# separates. So the job also reads an fp32 GEMM (CUDA cores, not tensor cores): compute-bound, below the limit
-# (one of the card reference's workloads); the table names each workload's clock events.
+# separates. So the job also reads an fp32 GEMM (CUDA cores, not tensor cores): compute-bound, meant to run below
+# the limit (one of the card reference's workloads); on three H200s it drew 669-708 W with its clocks at
+# 1950-1980 MHz (results/reproducibility/2026-11-28_011450): at the limit's edge, so its slope (+0.2 to +2.8 % per
+# 10 °C) is not wholly free of the limiter either. The table names each workload's clock events.
 
 
 def temperature_c(backend) -> float:
