@@ -121,7 +121,8 @@ def markdown(res: dict) -> str:
          f"{KERNELS} tiny adds, GPU time per kernel, {res['readings']} readings over {res['seconds']:.0f} s of "
          f"replay in each fresh process; {res['repeats']} processes per condition and card "
          "(Note [Launch-latency state], clear_native/backend.py; pytorch/pytorch#161104).", "",
-         "| condition | processes | first reading (µs, median) | range | last reading (µs, median) | range | failed |",
+         "| condition | processes | first reading (µs, median) | range | last reading (µs, median) | range | "
+         "failed |",
          "|---|---|---|---|---|---|---|"]
     for c, s in res["summary"].items():
         L.append(f"| {c} | {s['processes']} | {s['median_first_us']:.3f} | {span(s['first_us'])} | "

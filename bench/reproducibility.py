@@ -52,14 +52,14 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
     for c in cards:
         if thermal:
             add({"job": "thermal", "id": f"thermal/{c.uuid}", "args": settings, "simulate": simulate,
-                      "card": c.uuid})
+                 "card": c.uuid})
     for r in range(rounds):
         for c in cards:
             add({"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
-                      "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r})
+                 "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r})
             for tid in task_ids:
                 add({"job": "task", "id": f"{tid}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
-                          "card": c.uuid, "task": by_id[tid].to_dict(), "round": r})
+                     "card": c.uuid, "task": by_id[tid].to_dict(), "round": r})
     return jobs
 
 
@@ -82,7 +82,8 @@ def analyse(recs: list) -> dict:
         base = r["task"]["id"]
         awake_w = r["report"].get("run", {}).get("awake_idle_power_w", math.nan)
         for name, v in U.measurements(r).items():
-            values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})[_round(r)] = v + (awake_w,)
+            rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
+            rounds_of[_round(r)] = v + (awake_w,)
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, corrected_long, repeat = [], [], [], []
@@ -100,7 +101,8 @@ def analyse(recs: list) -> dict:
                     corrected_long.append(repeat[-1]["state_corrected_rel_diff"])
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
                      "energy_j": {c: statistics.fmean(v[0] for v in rs.values()) for c, rs in by_card.items()},
-                     "gpu_time_s_by_card": {c: statistics.fmean(v[2] for v in rs.values()) for c, rs in by_card.items()},
+                     "gpu_time_s_by_card": {c: statistics.fmean(v[2] for v in rs.values())
+                                            for c, rs in by_card.items()},
                      "ci95_rel": max(v[1] for rs in by_card.values() for v in rs.values())})
     rounds = 1 + max([_round(r) for r in tasks + checks] or [0])  # a run of no tasks still has its card checks
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
@@ -156,7 +158,8 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
                             factors[c], best) for c, e in row["energy_j"].items()]
 
     corrected = [U.spread(at_fastest(r)) for r in rows if len(r["energy_j"]) > 1 and r["gpu_time_s"] >= MIN_TIME_S]
-    return {"card_spread_normalized_state_corrected_rel": statistics.median(corrected) if corrected else math.nan,"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+    return {"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+            "card_spread_normalized_state_corrected_rel": statistics.median(corrected) if corrected else math.nan,
             "workloads": dict(zip(("every", "below_limit"), U.workloads_of(ref))),
             "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
             "card_spread_raw_max_rel": max(raw, default=math.nan),
@@ -260,8 +263,8 @@ def markdown(an: dict, ident: dict) -> str:
            "between the two processes (Note [Launch-latency state]) |"
            for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
          f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
-         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, the "
-         "time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
+         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
+         "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
          f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
          f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "
          "stated 95 % interval (Note [The reported interval]) |",
@@ -281,8 +284,8 @@ def markdown(an: dict, ident: dict) -> str:
     th = an.get("thermal", {})
     if th.get("per_card"):
         L += ["", "## Temperature", "", "Each reference workload (the fp32 GEMM: compute-bound, meant to run below "
-              "the power limit; its clock events say where it did not) replayed 8 s without a break, once from a card left idle until its temperature stopped falling "
-              "(the die warming), once after a soak with the GEMM (the die cooling, or the GEMM staying hot), read in "
+              "the power limit; its clock events say where it did not) replayed 8 s without a break, once from a "
+              "card left idle until its temperature stopped falling (the die warming), once after a soak with the GEMM (the die cooling, or the GEMM staying hot), read in "
               "0.25 s bins; the slope is fitted through every bin of both (Note [Two temperatures], "
               "bench/cardref.py).", "",
               "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
@@ -328,7 +331,8 @@ def _run_folder(args) -> tuple:
     other = store.versions(recs) - {(code_version(), str(PROTOCOL_VERSION))}
     if other and not args.allow_mixed:
         raise ValueError(f"{folder} was measured by code/protocol {sorted(other)}, this is "
-                         f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new run")
+                         f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new "
+                         "run")
     return folder, {r.get("job_id") for r in recs if r.get("status") == "ok"}
 
 

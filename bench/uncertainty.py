@@ -138,7 +138,8 @@ def card_factors(ref: dict, reference_card: str) -> dict:
     for uuid, c in ref.items():
         ratios = [c[w]["energy_per_call_j"] / base[w]["energy_per_call_j"] for w in every]
         f = _geomean(ratios)
-        out[uuid] = {"one": f, "one_u_rel": max(abs(r / f - 1) for r in ratios), "static": c["awake_w"] / base["awake_w"]}
+        out[uuid] = {"one": f, "one_u_rel": max(abs(r / f - 1) for r in ratios),
+                     "static": c["awake_w"] / base["awake_w"]}
         for key, names in (("dynamic", every), ("dynamic_below_limit", below)):
             dyn = [c[w]["dynamic_energy_per_call_j"] / base[w]["dynamic_energy_per_call_j"] for w in names]
             if dyn:
