@@ -286,8 +286,8 @@ def markdown(an: dict, ident: dict) -> str:
         L += ["", "## Temperature", "", "Each reference workload (the fp32 GEMM: compute-bound, meant to run below "
               "the power limit; its clock events say where it did not) replayed 8 s without a break, once from a "
               "card left idle until its temperature stopped falling (the die warming), once after a soak with the "
-              "GEMM (the die cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through every bin of both (Note [Two temperatures], "
-              "bench/cardref.py).", "",
+              "GEMM (the die cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through "
+              "every bin of both (Note [Two temperatures], bench/cardref.py).", "",
               "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
               "clock events |", "|---|---|---|---|---|---|---|---|"]
         for c, ws in th["per_card"].items():
