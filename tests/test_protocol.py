@@ -348,6 +348,15 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     assert 0.15 < moved < 0.30  # ~5 µs on ~20 µs, as GPT-2's decode MLP moved 19.0 -> 23.1 µs
     assert abs(a["heavy"].gpu_time_per_call_s / b["heavy"].gpu_time_per_call_s - 1) < 0.005
     assert a["light"].dynamic_energy_per_call_j == pytest.approx(b["light"].dynamic_energy_per_call_j, rel=0.03)
+    # bench/uncertainty.state_corrected_diff takes the slow reading at the fast one's GPU time, the time beyond it at
+    # the awake-idle power each run measured: from what measure() reports, the two states then agree (the truth
+    # here: the slow gaps cost exactly awake-idle power), where the raw energies are 13 % apart (110 W x 5 µs on
+    # 200 W x 20 µs).
+    from bench.uncertainty import rel_diff, state_corrected_diff
+
+    (ea, ta), (eb, tb) = ((r["light"].energy_per_call_j, r["light"].gpu_time_per_call_s) for r in (a, b))
+    assert rel_diff(eb, ea) == pytest.approx(110 * 5e-6 / (200 * 20e-6), rel=0.1)
+    assert abs(state_corrected_diff((eb, tb, b.awake_idle_power_w), (ea, ta, a.awake_idle_power_w))) < 0.01
     # A card that switches to the fast state during the trials reads slow before them and fast after (on this
     # virtual clock the trials run from ~0.6 s to ~1.3 s after the backend is made).
     switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=0.9)
