@@ -35,6 +35,7 @@ from bench.cards import on_each  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = 200
+CHILD_START_S = 90.0  # a child's PyTorch import and CUDA start, beyond its --seconds of readings
 EAGER_CALLS = {"default": 100, "side": 6, "capture": 106}  # as pytorch#161104's repro, and both on one stream
 # name -> (eager history, stream the graph is replayed on)
 CONDITIONS = {
@@ -83,11 +84,17 @@ def card_run(repeats: int, seconds: float, readings: int) -> int:
     """On this process's card: every condition in a fresh process, ``repeats`` rounds, conditions interleaved."""
     for rep in range(repeats):
         for condition in CONDITIONS:
-            p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", condition, str(seconds),
-                                str(readings)], capture_output=True, text=True, env=os.environ)
-            rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-            print(json.dumps({"condition": condition, "repeat": rep, "exit": p.returncode, "readings": rows,
-                              "error": p.stderr[-500:] if p.returncode else ""}), flush=True)
+            argv = [sys.executable, str(Path(__file__).resolve()), "--child", condition, str(seconds), str(readings)]
+            try:  # a child that hangs (a capture that never ends) costs its condition one process, not the run
+                p = subprocess.run(argv, capture_output=True, text=True, env=os.environ,
+                                   timeout=seconds + CHILD_START_S)
+                code, out, err = p.returncode, p.stdout, p.stderr[-500:] if p.returncode else ""
+            except subprocess.TimeoutExpired as exc:
+                code, out, err = -1, exc.stdout or "", f"timed out after {seconds + CHILD_START_S:.0f} s"
+            out = out.decode() if isinstance(out, bytes) else out
+            rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            print(json.dumps({"condition": condition, "repeat": rep, "exit": code, "readings": rows, "error": err}),
+                  flush=True)
     return 0
 
 

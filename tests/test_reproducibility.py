@@ -421,6 +421,19 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
     assert stop.value.code == 2 and err.startswith("bench/launch_streams.py: ") and len(err.splitlines()) == 1
 
 
+def test_the_launch_streams_card_run_keeps_a_line_for_every_process_that_failed(capsys, monkeypatch):
+    # Each condition's child is a fresh process; here (no GPU) every one fails at its first CUDA call, and the card's
+    # run still says so, one line per condition, with the exit code and the error's end, for summarise() to count.
+    from bench import launch_streams as LS
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert LS.card_run(repeats=1, seconds=0.1, readings=1) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["condition"] for x in lines] == list(LS.CONDITIONS)
+    assert all(x["exit"] != 0 and x["readings"] == [] and x["error"] for x in lines)
+    assert all(s["failed"] == 1 and s["processes"] == 0 for s in LS.summarise({"GPU-x": lines}).values())
+
+
 def test_a_repeat_in_the_slow_launch_state_is_compared_at_the_faster_ones_gpu_time():
     # Note [Launch-latency state]: the slow state adds time at about awake-idle power. A part of 10 mJ in 20 µs
     # (fast), and in 24 µs (slow) at 125 W awake idle: 10 mJ + 125 W x 4 µs = 10.5 mJ, +5 % raw, 0 corrected.
