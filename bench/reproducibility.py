@@ -86,7 +86,7 @@ def analyse(recs: list) -> dict:
             rounds_of[_round(r)] = v + (awake_w,)
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
-    rows, pairs_long, corrected_long, repeat = [], [], [], []
+    rows, pairs_long, repeat = [], [], []
     for (task, name), by_card in sorted(values.items()):
         t_s = statistics.fmean(v[2] for rs in by_card.values() for v in rs.values())
         for c, rs in by_card.items():
@@ -98,7 +98,6 @@ def analyse(recs: list) -> dict:
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
                 if t_s >= MIN_TIME_S:
                     pairs_long.append((rs[0][:2], rs[1][:2]))
-                    corrected_long.append(repeat[-1]["state_corrected_rel_diff"])
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
                      "energy_j": {c: statistics.fmean(v[0] for v in rs.values()) for c, rs in by_card.items()},
                      "gpu_time_s_by_card": {c: statistics.fmean(v[2] for v in rs.values())
@@ -108,9 +107,9 @@ def analyse(recs: list) -> dict:
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
            "repeat": repeat, "versions": sorted(store.versions(ok))}
-    runs = {(r["task"]["id"], r["identity"]["gpu"]["uuid"]): set() for r in tasks}
+    runs: dict = {}  # (task, card) -> the rounds measured
     for r in tasks:
-        runs[(r["task"]["id"], r["identity"]["gpu"]["uuid"])].add(_round(r))
+        runs.setdefault((r["task"]["id"], r["identity"]["gpu"]["uuid"]), set()).add(_round(r))
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
@@ -123,7 +122,9 @@ def analyse(recs: list) -> dict:
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long])
     out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_pairs"] = len(pairs_long)
-    out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p, corrected_long)
+    # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
+    out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
+                                                                   [x["state_corrected_rel_diff"] for x in long])
     out |= _cards(checks, rows, cards)
     out["thermal"] = _thermal(thermal)
     return out

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from clear_native.accounting import regime
+from clear_native.accounting import clock_range, regime
 from clear_native.analysis import parts
 
 Z95 = 1.96
@@ -106,7 +106,7 @@ def _at_limit(check: dict, name: str, power_limit_w) -> bool:
     """Whether the card-reference workload ``name`` ran at the power limit in ``check`` (accounting.regime: by its
     mean power, and its SM clocks below the highest any workload of the check reached) rather than free."""
     w = check["workloads"][name]
-    tops = [max(x["sm_clock_mhz"]) for x in check["workloads"].values() if x.get("sm_clock_mhz")]
+    tops = [c[1] for c in (clock_range(x.get("sm_clock_mhz")) for x in check["workloads"].values()) if c]
     power = w.get("mean_power_w", w["energy_per_call_j"] / w["gpu_time_per_call_s"])
     return regime(w.get("clock_event_reasons", ()), power, power_limit_w, w.get("sm_clock_mhz", ()),
                   max(tops, default=None)) == "power limit"
