@@ -24,7 +24,7 @@ from __future__ import annotations
 # cards, 5 began in the slow state. Light, latency-bound parts move with it (the study's repeats on
 # one card: +7 to +22 % GPU time, +7 to +16 % energy, dynamic energy +2 to +8 %), while work of
 # tens of µs per kernel and more does not (t5-small's parts within 0.3 % in time, 1.1 % in energy).
-# Its cause is not known: not the clocks NVML reports, and not the PCIe link (four H200s held gen 5
+# Not the clocks NVML reports, and not the PCIe link (four H200s held gen 5
 # x16 in every reading, in the slow state, for 45 s of continuous replay: results/launch_state.*).
 # The state does change inside a measurement: three of four fresh processes read 1.14-1.18 µs before
 # GPT-2's trials and 0.96-1.01 µs after them (docs/measured.md, 2026-11-27 night). So measure() reads
@@ -37,10 +37,15 @@ from __future__ import annotations
 # +0.1/-0.1 % in energy, the 5 µs pooler -12.7 % / -9.4 %. What the slow state adds is time at about
 # awake-idle power (the pooler: 0.10 mJ over 0.73 µs, 141 W; awake idle 123 W), so energy above awake idle
 # moves far less (whole model +0.9 %, pooler -3.3 %).
-# A lead on the cause: pytorch/pytorch#161104 (open) replays a graph of tiny adds at 1.3 µs a kernel after
-# eager work on the default stream and on a side stream, 1.1 µs after either alone. measure() does both
-# (eager forwards on the default stream, capture warm-ups on a side stream). bench/launch_streams.py tests
-# that history in fresh processes (not yet run on a GPU).
+# The cause, measured (bench/launch_streams.py, results/launch_streams.*; GPU-279e5ac7 and GPU-7a6b1f31,
+# 2026-11-28): the streams a process has launched eager kernels on. A fresh process that ran eager adds on the
+# default stream *and* on a side stream replays a graph of 200 tiny adds at 1.090 µs a kernel, in every reading
+# of every process; one that ran them on either stream alone, or on none, at 0.911-0.913 µs, whichever stream
+# the graph was captured or replayed on (pytorch/pytorch#161104 sees the same, open). Every process of
+# measure() did both: a model's set-up and eager passes on the default stream, the capture warm-ups on a side
+# stream (as PyTorch's examples warm up). capture() and the probe below now warm up on the current stream, and
+# torch.cuda.graph's own capture stream launches nothing eagerly (PROTOCOL_VERSION 7; tests/test_gpu.py checks a
+# capture() leaves a fresh process as fast as one that never left the default stream).
 
 from . import clock
 from ._native import core
@@ -146,11 +151,7 @@ class GpuBackend:
         with torch.cuda.device(self.device):
             if self._latency_graph is None:
                 y = torch.zeros(256, device=f"cuda:{self.device}")
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    y.add_(1)  # warm-up off the capture, as torch.cuda.graph asks
-                torch.cuda.current_stream().wait_stream(side)
+                y.add_(1)  # warm-up on the current stream, never a side one (Note [Launch-latency state])
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
                     for _ in range(kernels):

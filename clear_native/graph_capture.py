@@ -69,7 +69,8 @@ class Capture:
 
 def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager_fallback: bool = False,
             **kwargs) -> Capture:
-    """Captures ``fn(*args, **kwargs)`` into a CUDA graph, after ``warmup`` calls on a side stream.
+    """Captures ``fn(*args, **kwargs)`` into a CUDA graph, after ``warmup`` calls on the current stream (never a
+    stream of its own: Note [Launch-latency state], backend.py).
 
     Every tensor argument must already be on one CUDA device. Runs under
     ``torch.no_grad()``. If the call cannot be captured (it synchronises with
@@ -113,18 +114,16 @@ def capture(fn: Callable, *args, name: str | None = None, warmup: int = 3, eager
 
 def _record(torch, cap: Capture, warmup: int) -> tuple:
     """One eager call recorded (its outputs and what it read from the host), then ``warmup - 1`` calls replaying
-    it under CUDA's sync debug mode, all on a side stream: (replay, reference outputs, why it synchronised or "").
-    Inside TorchScript too, the dispatch mode sees every upload of every call (probed on an H200), optimised plan
-    or not: DeBERTa-v3's failed because a decision's own read stood first in the record (Note [Reads inside a
-    decision])."""
-    side = torch.cuda.Stream(cap.device)
-    side.wait_stream(torch.cuda.current_stream(cap.device))
+    it under CUDA's sync debug mode, all on the caller's current stream: (replay, reference outputs, why it
+    synchronised or ""). Not on a side stream, as PyTorch's examples warm up: eager kernels on two streams of one
+    process put the card in its slow launch state (Note [Launch-latency state], backend.py); the capture itself
+    runs on torch.cuda.graph's own stream, which launches nothing eagerly. Inside TorchScript too, the dispatch
+    mode sees every upload of every call (probed on an H200), optimised plan or not: DeBERTa-v3's failed because a
+    decision's own read stood first in the record (Note [Reads inside a decision])."""
     replay = _Replay()
-    with torch.cuda.stream(side):
-        with replay.recording():
-            reference = _kept_outputs(cap.fn(*cap.args, **cap.kwargs))  # may synchronise once (lazy initialisation)
-        reason = _synchronises(torch, cap.fn, cap.args, cap.kwargs, max(1, warmup - 1), replay)
-    torch.cuda.current_stream(cap.device).wait_stream(side)
+    with replay.recording():
+        reference = _kept_outputs(cap.fn(*cap.args, **cap.kwargs))  # may synchronise once (lazy initialisation)
+    reason = _synchronises(torch, cap.fn, cap.args, cap.kwargs, max(1, warmup - 1), replay)
     torch.cuda.synchronize(cap.device)
     return replay, reference, reason
 

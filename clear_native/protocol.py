@@ -31,13 +31,14 @@ from .stats import Summary
 from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
-# Bumped whenever what a number means or how it is taken changes (windows, baselines, trial rules), so that
-# records of different procedures are never averaged or compared unawares. 6: so does a capture still noisy at
-# the longest window, and the warm-up waits for a steady temperature (this version); 5: a capture at the power
-# limit gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once
-# where the card's launch-latency state moved under them (Note [One state per run], launch_state.py); 3:
-# re-planned short trials and bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 6
+# Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
+# never averaged or compared unawares. 7: capture warm-ups on the current stream, as eager kernels on two streams
+# slow a process's launches (Note [Launch-latency state], backend.py; this version); 6: so does a capture still
+# noisy at the longest window, and the warm-up waits for a steady temperature; 5: a capture at the power limit
+# gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once where
+# the launch-latency state moved under them (Note [One state per run], launch_state.py); 3: re-planned short
+# trials, bounded launches per trial; 2: adaptive trials and window timing; 1: before.
+PROTOCOL_VERSION = 7
 
 
 def _name(item, i: int) -> str:
