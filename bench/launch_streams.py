@@ -4,10 +4,14 @@ clear_native/backend.py); writes results/launch_streams.json and .md.
 pytorch/pytorch#161104 (open) replays a CUDA graph of tiny adds at 1.3 µs a kernel after eager work on the
 default stream *and* on a side stream, and at 1.1 µs after either alone: the two states this project has
 measured on H200s (1.13-1.23 vs 0.95-1.04 µs a kernel), which no NVML reading, host load or PCIe link explained.
-clear_native's processes do both: eager forwards on the default stream, capture warm-ups on a side stream.
+clear_native's processes did both until protocol 7: eager forwards on the default stream, capture warm-ups on a
+side stream. Measured on two H200s (results/launch_streams.md): 1.090 µs a kernel after both, 0.911-0.913 µs after
+either alone or none, in every process; capture() now warms up on the current stream, which the last condition
+checks.
 
 Each CONDITION runs in fresh processes on every card (``--repeats`` each, conditions interleaved): an eager
-history (adds on the default stream, on a side stream, on the stream the graph is captured on), then a graph of
+history (adds on the default stream, on a side stream, on the stream the graph is captured on; or clear_native's
+capture() of a small model after adds on the default stream), then a graph of
 KERNELS tiny adds captured on its own stream and replayed on the default stream or on the capture stream,
 read ``--readings`` times over ``--seconds`` with the graph replayed without a break between readings.
 
@@ -43,10 +47,13 @@ CONDITIONS = {
     "nothing eager, replay on the default stream": ((), "default"),
     "eager on default, replay on default": (("default",), "default"),
     "eager on a side stream, replay on default": (("side",), "default"),
-    "eager on default and a side stream, replay on default (as measure() does)": (("default", "side"), "default"),
+    "eager on default and a side stream, replay on default (as measure() did before protocol 7)": (
+        ("default", "side"), "default"),
     "eager on default and a side stream, replay on the capture stream (pytorch#161104)": (("default", "side"),
                                                                                           "capture"),
     "eager, capture and replay on one stream": (("capture",), "capture"),
+    "eager on default, then capture() of a small model, replay on default (as measure() does)": (
+        ("default", "capture()"), "default"),
 }
 
 
@@ -60,6 +67,12 @@ def child(condition: str, seconds: float, readings: int) -> int:
     x = torch.empty(256, device="cuda")  # an allocation launches no kernel
     streams = {"default": torch.cuda.default_stream(), "side": torch.cuda.Stream(), "capture": torch.cuda.Stream()}
     for where in history:
+        if where == "capture()":  # what measure() does before its trials: clear_native's capture of a module
+            import clear_native as cn
+
+            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)).cuda()
+            cn.capture(model, torch.randn(8, 64, device="cuda"), name="mlp")
+            continue
         with torch.cuda.stream(streams[where]):
             for _ in range(EAGER_CALLS[where]):
                 x.add_(1)
