@@ -76,14 +76,15 @@ def analyse(recs: list) -> dict:
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
-    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run)
+    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C)
     values: dict = {}
     for r in tasks:
         base = r["task"]["id"]
         awake_w = r["report"].get("run", {}).get("awake_idle_power_w", math.nan)
+        temps = U.temperatures(r)
         for name, v in U.measurements(r).items():
             rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
-            rounds_of[_round(r)] = v + (awake_w,)
+            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan))
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -94,6 +95,7 @@ def analyse(recs: list) -> dict:
                 d = U.rel_diff(rs[0][0], rs[1][0])
                 repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
+                               "temperature_diff_c": rs[1][4] - rs[0][4],
                                "state_corrected_rel_diff": U.state_corrected_diff(
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
                 if t_s >= MIN_TIME_S:
@@ -119,7 +121,8 @@ def analyse(recs: list) -> dict:
     out["repeatability_state_corrected_max_rel"] = max(corrected, default=math.nan)
     out["repeatability_state_corrected_rms_rel"] = math.sqrt(statistics.fmean(x * x for x in corrected)) \
         if corrected else math.nan
-    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long])
+    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
+                                                           x["temperature_diff_c"]) for x in long])
     out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_pairs"] = len(pairs_long)
     # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
@@ -246,6 +249,12 @@ def _card_table(an: dict) -> list:
     return L
 
 
+_SPLITS = {"time_held": "the GPU time held", "time_moved": "the GPU time moved",
+           "time_and_temperature_held": "the GPU time and the temperature held"}
+_SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °C of the first process's (Note [Warm "
+                      "to a steady temperature])")
+
+
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     L = ["# Reproducibility: repeats, cards, temperature", "",
@@ -259,9 +268,9 @@ def markdown(an: dict, ident: dict) -> str:
          f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
          "model between two fresh processes on one card |",
          f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
-         *[f"| ... where the GPU time {'held' if k == 'time_held' else 'moved'} | {pc(v['max_rel'])} (RMS "
-           f"{pc(v['rms_rel'])}, {v['n']} pairs) | GPU time per call within / beyond {U.TIME_MOVED * 100:.0f} % "
-           "between the two processes (Note [Launch-latency state]) |"
+         *[f"| ... where {_SPLITS[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | GPU time "
+           f"per call within / beyond {U.TIME_MOVED * 100:.0f} % between the two processes (Note [Launch-latency "
+           f"state]){_SPLIT_TEMPERATURE if k == 'time_and_temperature_held' else ''} |"
            for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
          f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
          f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
@@ -298,11 +307,13 @@ def markdown(an: dict, ident: dict) -> str:
                          f"{v['rel_change'] * 100:+.2f} % | {slope} | {', '.join(v['clock_event_reasons']) or '-'} |")
         if th["pct_per_10c"]:
             L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
-    L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | change |",
-          "|---|---|---|---|---|"]
+    L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
+          "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:
+        dt = x.get("temperature_diff_c", math.nan)
         L.append(f"| {x['task']} | {x['part']} | {x['card'][:12]} | {x['gpu_time_s'] * 1e6:.1f} µs | "
-                 f"{x['rel_diff'] * 100:+.2f} % |")
+                 f"{x['rel_diff'] * 100:+.2f} % | {x['time_rel_diff'] * 100:+.2f} % | "
+                 + ("n/a" if math.isnan(dt) else f"{dt:+.1f} °C") + " |")
     return "\n".join(L) + "\n"
 
 

@@ -198,17 +198,40 @@ def state_corrected_diff(a: tuple, b: tuple) -> float:
 TIME_MOVED = 0.02
 
 
+TEMPERATURE_HELD_C = 1.0  # a repeat whose part ran within this of its first reading's temperature
+
+
 def by_time_state(diffs: list) -> dict:
-    """Repeats split by whether their GPU time per call held: ``diffs`` is [(energy rel diff, time rel diff)];
-    for "time_held" and "time_moved": how many, and the largest and RMS |energy change|."""
+    """Repeats split by whether their GPU time per call held: ``diffs`` is [(energy rel diff, time rel diff)], or
+    [(energy rel diff, time rel diff, temperature change °C)]; for "time_held" and "time_moved" (and with
+    temperatures, "time_and_temperature_held": the time held and the part ran within TEMPERATURE_HELD_C of its
+    first reading's temperature, Note [Warm to a steady temperature]): how many, the largest and RMS |energy
+    change|."""
+    splits = [("time_held", lambda d: abs(d[1]) < TIME_MOVED), ("time_moved", lambda d: abs(d[1]) >= TIME_MOVED)]
+    if diffs and all(len(d) > 2 for d in diffs):
+        splits.append(("time_and_temperature_held",
+                       lambda d: abs(d[1]) < TIME_MOVED and abs(d[2]) <= TEMPERATURE_HELD_C))
     out = {}
-    for key, keep in (("time_held", lambda t: abs(t) < TIME_MOVED), ("time_moved", lambda t: abs(t) >= TIME_MOVED)):
-        d = [abs(e) for e, t in diffs if keep(t)]
-        out[key] = {"n": len(d), "max_rel": max(d, default=math.nan),
-                    "rms_rel": math.sqrt(sum(x * x for x in d) / len(d)) if d else math.nan}
+    for key, keep in splits:
+        e = [abs(d[0]) for d in diffs if keep(d)]
+        out[key] = {"n": len(e), "max_rel": max(e, default=math.nan),
+                    "rms_rel": math.sqrt(sum(x * x for x in e) / len(e)) if e else math.nan}
     return out
+
+
+def temperatures(rec: dict) -> dict:
+    """{name: °C} of a study record: the middle of the temperature range each part's trials (and the whole
+    model's) ran at; NaN where none was recorded."""
+    rep = rec["report"]
+
+    def mid(x):
+        t = [v for v in x.get("temperature_c") or () if v is not None and not math.isnan(v)]
+        return (min(t) + max(t)) / 2 if t else math.nan
+
+    return {"whole model": mid(rep["whole"])} | {g["name"]: mid(g) for g in rep["groups"]}
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
-           "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state"]
+           "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
+           "temperatures", "TEMPERATURE_HELD_C"]

@@ -134,6 +134,24 @@ def test_repeats_are_split_by_whether_their_gpu_time_held():
     assert split["time_held"]["rms_rel"] == pytest.approx(math.sqrt((0.004 ** 2 + 0.010 ** 2) / 2))
     assert split["time_moved"]["n"] == 3 and split["time_moved"]["max_rel"] == pytest.approx(0.16)
     assert math.isnan(U.by_time_state([(0.01, 0.0)])["time_moved"]["max_rel"])
+    assert "time_and_temperature_held" not in split  # no temperatures given, no such split
+
+
+def test_repeats_whose_time_held_are_split_again_by_their_temperature():
+    # (energy change, GPU-time change, temperature change °C): the leakage of a die 4 °C cooler moved the third.
+    diffs = [(0.004, 0.001, 0.5), (-0.006, 0.0, -1.0), (-0.025, 0.001, -4.0), (0.15, 0.2, 0.0)]
+    split = U.by_time_state(diffs)
+    assert split["time_held"]["n"] == 3 and split["time_held"]["max_rel"] == pytest.approx(0.025)
+    assert split["time_and_temperature_held"]["n"] == 2  # 1.0 °C is held, 4 °C is not; the moved time is out
+    assert split["time_and_temperature_held"]["max_rel"] == pytest.approx(0.006)
+    assert split["time_moved"]["n"] == 1
+
+
+def test_a_parts_temperature_is_the_middle_of_its_trials_range():
+    rec = {"report": {"whole": {"temperature_c": [41.0, 45.0]},
+                      "groups": [{"name": "mlp", "temperature_c": [50.0, 51.0]}, {"name": "norm", "temperature_c": []}]}}
+    t = U.temperatures(rec)
+    assert t["whole model"] == 43.0 and t["mlp"] == 50.5 and math.isnan(t["norm"])
 
 
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
