@@ -195,7 +195,8 @@ def _measured(backend, caps, profile, args) -> dict:
                        "clock_event_reasons": list(m.clock_event_reasons),
                        "trial_energy_per_call_j": list(m.trial_energy_per_call_j),
                        "trial_temperature_c": list(m.trial_temperature_c)}
-    return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w}
+    return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w,
+            "awake_idle_temperature_c": run.awake_idle_temperature_c}
 
 
 __all__ = ["measure", "thermal", "captures", "transient", "soak", "cool_down", "temperature_c", "WORKLOADS"]

@@ -1,18 +1,15 @@
 """The measurement protocol: energy per call of captured callables, to a stated precision.
 
-For each capture: replay it back-to-back (unrolled K times per launch so one
-launch lasts ~2 ms, R launches so a trial lasts settle + window); take the
-driver's power samples stamped inside the trial's steady window (after the
-settle time the sensor profile measured, before the tail); energy per call =
-mean steady power x GPU time per call of the launches inside that window
-(an event after every launch: Note [Time the window's launches] in csrc/replay.hpp).
-Trials go round-robin over the captures, so slow drifts hit all alike, until
-each capture's 95 % confidence interval is within the target or the time
-budget ends. Each capture's settle time and window adapt to what its power
-does (Note [Trials that adapt], trials.py). Resting idle power and the power of the GPU awake but idle
-(launching empty kernels) are measured in the same run; "dynamic" energy is
-above the baseline the result names. The energy counter over the whole run
-cross-checks the integral of the samples.
+For each capture: replay it back-to-back (unrolled K times per launch so one launch lasts ~2 ms, R launches
+so a trial lasts settle + window); take the driver's power samples stamped inside the trial's steady window
+(after the settle time the sensor profile measured, before the tail); energy per call = mean steady power x
+GPU time per call of the launches inside that window (an event after every launch: Note [Time the window's
+launches] in csrc/replay.hpp). Trials go round-robin over the captures, so slow drifts hit all alike, until
+each capture's 95 % confidence interval is within the target or the time budget ends. Each capture's settle
+time and window adapt to what its power does (Note [Trials that adapt], trials.py). Resting idle power and
+the power of the GPU awake but idle (launching empty kernels) are measured in the same run; "dynamic" energy
+is above the baseline the result names. The energy counter over the whole run cross-checks the integral of
+the samples.
 """
 
 from __future__ import annotations
@@ -312,7 +309,8 @@ def _range(values: np.ndarray) -> tuple:
 def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idle_window, awake_window, baseline,
                stop_reason, wall_s, settings) -> MeasureRun:
     idle_w = res.mean_power_w(*idle_window)
-    awake_w = res.mean_power_w(*awake_window) if awake_window else math.nan
+    awake_w, awake_c = (res.mean_power_w(*awake_window), res.temperature_in(*awake_window)) if awake_window else \
+        (math.nan, math.nan)
     base_w = awake_w if baseline == "awake_idle" else idle_w
     out = []
     for p in plans:
@@ -347,4 +345,5 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
         measurements=out, gpu=dict(backend.info), profile=profile.to_dict(), idle_power_w=idle_w,
         awake_idle_power_w=awake_w, counter_energy_j=counter_j, sample_energy_j=sample_j,
         counter_vs_samples_rel=(counter_j - sample_j) / sample_j if sample_j else math.nan,
-        samples_lost=res.samples_lost, wall_s=wall_s, stop_reason=stop_reason, settings=settings)
+        samples_lost=res.samples_lost, wall_s=wall_s, stop_reason=stop_reason, settings=settings,
+        awake_idle_temperature_c=awake_c)

@@ -79,6 +79,9 @@ class MeasureRun:
     # latency_s, the GPU time per tiny kernel in a graph (NaN: not read), and what else the backend tells
     # (clocks, PCIe link); empty where the backend has no probe.
     launch_state: list = field(default_factory=list)
+    # The GPU's temperature while awake idle was measured (°C; NaN: not read): with awake_idle_power_w, across
+    # runs, how the card's static power moves with its temperature (its leakage; docs/measured.md, 2026-11-28).
+    awake_idle_temperature_c: float = math.nan
 
     def __getitem__(self, key):
         if isinstance(key, int):

@@ -455,3 +455,20 @@ def test_the_warm_up_waits_for_a_steady_temperature():
     assert span(cool) >= 3 and climb(cool) > 0.005
     assert span(steady) <= 1.5 and abs(climb(steady)) < climb(cool) / 3
     assert min(steady.trial_temperature_c) >= max(cool.trial_temperature_c) + 3  # where the cool run was heading
+
+
+def test_the_run_records_the_temperature_its_awake_idle_was_measured_at():
+    # With awake idle's power, across runs, the card's leakage (static power against temperature). A card held at
+    # one temperature reads that; a die that heats as it draws is read right after the warm-up under a 500 W call
+    # (awake idle follows it): warmer than the card at rest, no warmer than the call's hottest trial.
+    fixed = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    profile = cn.calibrate(fixed, rest_s=0.3, load_s=0.4)
+    call = cn.SimulatedCall("hot", kernel_s=50e-6, power_w=500.0)
+    run = cn.measure(call, backend=fixed, profile=profile, min_trials=3, max_trials=3, **KW)
+    assert run.awake_idle_temperature_c == fixed.source.params.temperature_c
+    assert run.to_dict()["awake_idle_temperature_c"] == run.awake_idle_temperature_c
+    heating = cn.SimulatedBackend(cn.synthetic_sensor(**dict(FAST, temperature_c=35, thermal_c_per_w=0.05,
+                                                              thermal_tau_s=0.2)), leak_w_per_c=0.5)
+    run = cn.measure(call, backend=heating, profile=cn.calibrate(heating, rest_s=0.3, load_s=0.4), min_trials=3,
+                     max_trials=3, **KW)
+    assert 35 + 5 < run.awake_idle_temperature_c <= max(run[0].trial_temperature_c)
