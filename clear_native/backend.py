@@ -44,8 +44,8 @@ from __future__ import annotations
 # the graph was captured or replayed on (pytorch/pytorch#161104 sees the same, open). Every process of
 # measure() did both: a model's set-up and eager passes on the default stream, the capture warm-ups on a side
 # stream (as PyTorch's examples warm up). capture() and the probe below now warm up on the current stream, and
-# torch.cuda.graph's own capture stream launches nothing eagerly (PROTOCOL_VERSION 7; tests/test_gpu.py checks a
-# capture() leaves a fresh process as fast as one that never left the default stream).
+# torch.cuda.graph's own capture stream launches nothing eagerly (PROTOCOL_VERSION 7; tests/test_gpu_protocol.py
+# checks that a capture() leaves a fresh process as fast as one that never left the default stream).
 
 from . import clock
 from ._native import core
