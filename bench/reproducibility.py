@@ -80,8 +80,7 @@ def analyse(recs: list) -> dict:
     values: dict = {}
     for r in tasks:
         base = r["task"]["id"]
-        awake_w = r["report"].get("run", {}).get("awake_idle_power_w", math.nan)
-        temps = U.temperatures(r)
+        awake_w, temps = r["report"].get("run", {}).get("awake_idle_power_w", math.nan), U.temperatures(r)
         for name, v in U.measurements(r).items():
             rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
             rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan))
@@ -121,8 +120,8 @@ def analyse(recs: list) -> dict:
     out["repeatability_state_corrected_max_rel"] = max(corrected, default=math.nan)
     out["repeatability_state_corrected_rms_rel"] = math.sqrt(statistics.fmean(x * x for x in corrected)) \
         if corrected else math.nan
-    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
-                                                           x["temperature_diff_c"]) for x in long])
+    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"], x["temperature_diff_c"])
+                                                          for x in long])
     out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_pairs"] = len(pairs_long)
     # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
