@@ -127,15 +127,30 @@ def analyse(recs: list) -> dict:
     # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
     out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
                                                                    [x["state_corrected_rel_diff"] for x in long])
-    out |= _cards(checks, rows, cards)
+    out |= _cards(checks, rows, _one_kind(ok, out))
     out["thermal"] = _thermal(thermal)
     return out
 
 
+def _one_kind(ok: list, out: dict) -> list:
+    """The cards the card spread compares: those of the kind most of the run's cards are (an H100 and an H200 differ
+    by far more than two cards of one kind). Sets out["kinds"], {GPU name: [UUIDs]}, and out["spread_kind"]."""
+    kinds: dict = {}
+    for r in ok:
+        kinds.setdefault(r["identity"]["gpu"]["name"], set()).add(r["identity"]["gpu"]["uuid"])
+    out["kinds"] = {k: sorted(v) for k, v in kinds.items()}
+    out["spread_kind"] = max(kinds, key=lambda k: (len(kinds[k]), k), default="")
+    return out["kinds"].get(out["spread_kind"], [])
+
+
 def _cards(checks: list, rows: list, cards: list) -> dict:
-    """Card-to-card spread, raw and normalised both ways; the model that does better on the components."""
+    """Card-to-card spread, raw and normalised both ways, among ``cards``; the model that does better on the
+    components."""
     if len(cards) < 2:
         return {"card_spread_raw_rel": math.nan, "card_spread_normalized_rel": math.nan}
+    checks = [c for c in checks if c["identity"]["gpu"]["uuid"] in cards]
+    rows = [r | {k: {c: v for c, v in r[k].items() if c in cards} for k in ("energy_j", "gpu_time_s_by_card")}
+            for r in rows]
     ref = U.card_reference(checks)
     base = cards[0]
     factors = U.card_factors(ref, base)
@@ -222,12 +237,16 @@ def _thermal(recs: list) -> dict:
 
 
 def _partial(an: dict) -> str:
-    """What a run cut short lacks, in words ('' for a complete one)."""
+    """What a run cut short lacks, and cards of several kinds, in words ('' for a complete run of one kind)."""
+    kinds = an.get("kinds", {})
+    mixed = "" if len(kinds) < 2 else (" Cards of several kinds (" + "; ".join(
+        f"{k}: {len(v)}" for k, v in sorted(kinds.items())) + f"): the card spread compares the "
+        f"{len(kinds[an['spread_kind']])} {an['spread_kind']} cards only.")
     done, seen = an.get("task_runs_repeated", (0, 0))
     if not seen or done == seen:
-        return ""
-    return (f" **Incomplete**: {done} of {seen} (task, card) pairs were measured in both rounds, so the repeats "
-            "below rest on those alone (`--resume RUN` measures the rest).")
+        return mixed
+    return mixed + (f" **Incomplete**: {done} of {seen} (task, card) pairs were measured in both rounds, so the "
+                    "repeats below rest on those alone (`--resume RUN` measures the rest).")
 
 
 def _card_table(an: dict) -> list:
@@ -257,8 +276,8 @@ _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     L = ["# Reproducibility: repeats, cards, temperature", "",
-         f"{ident['gpu']['name']} x {len(an['cards'])}: {', '.join(an['cards'])}; driver "
-         f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
+         f"{' + '.join(an.get('kinds') or [ident['gpu']['name']])} x {len(an['cards'])}: {', '.join(an['cards'])}; "
+         f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
          f"{an['rounds']} rounds, every task and check in a fresh process." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
@@ -325,9 +344,10 @@ def write(folder: Path, out: Path) -> dict:
     return res
 
 
-def _run_folder(args) -> tuple:
+def _run_folder(args, cards) -> tuple:
     """(the run's folder, the ids of jobs it measured already): a new folder, or --resume's (ValueError where it
-    holds no records, or records of other code or protocol without --allow-mixed)."""
+    holds no records, or records of other code or protocol, or of another kind of card than ``cards``, without
+    --allow-mixed)."""
     if args.resume is None:  # an empty --resume (a script's unset variable) is an error, not a new run
         folder = Path(args.out) / "reproducibility" / _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d_%H%M%S")
         folder.mkdir(parents=True)
@@ -344,6 +364,11 @@ def _run_folder(args) -> tuple:
         raise ValueError(f"{folder} was measured by code/protocol {sorted(other)}, this is "
                          f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new "
                          "run")
+    kinds, here = {r["identity"]["gpu"]["name"] for r in recs if r.get("identity")}, {c.name for c in cards}
+    if kinds and not here <= kinds and not args.allow_mixed:
+        raise ValueError(f"{folder} was measured on {', '.join(sorted(kinds))}, this host's cards are "
+                         f"{', '.join(sorted(here))}: the card spread compares one kind; start a new run here, or pass "
+                         "--allow-mixed (the report then compares the most numerous kind only)")
     return folder, {r.get("job_id") for r in recs if r.get("status") == "ok"}
 
 
@@ -376,7 +401,7 @@ def main(argv=None) -> int:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
     try:
-        folder, done = _run_folder(args)
+        folder, done = _run_folder(args, cards)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2

@@ -373,6 +373,13 @@ def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     (run / "records.jsonl").write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n")
     p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "--allow-mixed" in p.stderr
+    # Nor one measured on another kind of card (an H100 run resumed on a host of H200s, say).
+    other_kind = [json.loads(x) for x in lines]
+    for r in other_kind:
+        r.get("identity", {}).get("gpu", {})["name"] = "NVIDIA H100 80GB HBM3"
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other_kind))
+    p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "NVIDIA H100 80GB HBM3" in p.stderr and "Simulated GPU" in p.stderr
     # An empty --resume (a script's unset variable) is refused, not taken for a new run.
     p = subprocess.run(args + ["--resume", ""], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "no records.jsonl there" in p.stderr
@@ -464,3 +471,25 @@ def test_a_repeat_in_the_slow_launch_state_is_compared_at_the_faster_ones_gpu_ti
     assert U.state_corrected_diff(fast, more) == pytest.approx(0.01)
     # Where the GPU time held, it is the raw change.
     assert U.state_corrected_diff((1.0, 5e-6, 120.0), (1.02, 5e-6, 130.0)) == pytest.approx(0.02)
+
+
+def test_the_card_spread_compares_cards_of_one_kind(result):
+    # A run resumed with --allow-mixed on another kind of card: the spread compares the most numerous kind only
+    # (two cards of the three here), and the report says which cards it left out.
+    from bench import reproducibility as R, store
+
+    res, _ = result
+    recs = store.load(res["run"], "records.jsonl")
+    odd = res["cards"][2]
+    mixed = json.loads(json.dumps(recs))
+    for r in mixed:
+        if r.get("identity", {}).get("gpu", {}).get("uuid") == odd:
+            r["identity"]["gpu"]["name"] = "Other GPU"
+    an = R.analyse(mixed)
+    assert an["kinds"] == {"Simulated GPU": sorted(res["cards"][:2]), "Other GPU": [odd]}
+    assert an["spread_kind"] == "Simulated GPU" and set(an["card_factors"]) == set(res["cards"][:2])
+    assert all(set(p["energy_j"]) <= set(res["cards"][:2]) for p in an["parts"])
+    rel = lambda a: [(x["card"], x["part"], x["rel_diff"]) for x in a["repeat"]]  # noqa: E731
+    assert rel(an) == rel(R.analyse(recs))  # repeats are per card: every card keeps its own
+    md = R.markdown(an, recs[0]["identity"] | {"date": "now"})
+    assert "Cards of several kinds (Other GPU: 1; Simulated GPU: 2): the card spread compares the 2 Simulated GPU" in md
