@@ -267,6 +267,29 @@ def _card_table(an: dict) -> list:
     return L
 
 
+def _temperature_section(th: dict) -> list:
+    """## Temperature: each card's transients and the slopes fitted through them (Note [Two temperatures]), or a
+    line that says this run measured none."""
+    if not th.get("per_card"):
+        return ["", "## Temperature", "", "Not measured in this run (`--no-thermal`, or its thermal jobs failed): "
+                "docs/measured.md names the runs that did."]
+    L = ["", "## Temperature", "", "Each reference workload (the fp32 GEMM: compute-bound, meant to run below "
+         "the power limit; its clock events say where it did not) replayed 8 s without a break, once from a "
+         "card left idle until its temperature stopped falling (the die warming), once after a soak with the "
+         "GEMM (the die cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through "
+         "every bin of both (Note [Two temperatures], bench/cardref.py).", "",
+         "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
+         "clock events |", "|---|---|---|---|---|---|---|---|"]
+    for c, ws in th["per_card"].items():
+        for w, v in ws.items():
+            slope = "n/a (no temperature change)" if math.isnan(v["pct_per_10c"]) else f"{v['pct_per_10c']:+.2f}"
+            L.append(f"| {c} | {w} | {v['cold_c']:.1f} | {v['hot_c']:.1f} | {v['bins']} | "
+                     f"{v['rel_change'] * 100:+.2f} % | {slope} | {', '.join(v['clock_event_reasons']) or '-'} |")
+    if th["pct_per_10c"]:
+        L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
+    return L
+
+
 _SPLITS = {"time_held": "the GPU time held", "time_moved": "the GPU time moved",
            "time_and_temperature_held": "the GPU time and the temperature held"}
 _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °C of the first process's (Note [Warm "
@@ -309,22 +332,7 @@ def markdown(an: dict, ident: dict) -> str:
         L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]
     L += _card_table(an)
-    th = an.get("thermal", {})
-    if th.get("per_card"):
-        L += ["", "## Temperature", "", "Each reference workload (the fp32 GEMM: compute-bound, meant to run below "
-              "the power limit; its clock events say where it did not) replayed 8 s without a break, once from a "
-              "card left idle until its temperature stopped falling (the die warming), once after a soak with the "
-              "GEMM (the die cooling, or the GEMM staying hot), read in 0.25 s bins; the slope is fitted through "
-              "every bin of both (Note [Two temperatures], bench/cardref.py).", "",
-              "| card | workload | coolest (°C) | hottest (°C) | bins | energy change over the span | % per 10 °C | "
-              "clock events |", "|---|---|---|---|---|---|---|---|"]
-        for c, ws in th["per_card"].items():
-            for w, v in ws.items():
-                slope = "n/a (no temperature change)" if math.isnan(v["pct_per_10c"]) else f"{v['pct_per_10c']:+.2f}"
-                L.append(f"| {c} | {w} | {v['cold_c']:.1f} | {v['hot_c']:.1f} | {v['bins']} | "
-                         f"{v['rel_change'] * 100:+.2f} % | {slope} | {', '.join(v['clock_event_reasons']) or '-'} |")
-        if th["pct_per_10c"]:
-            L += ["", "Mean: " + ", ".join(f"{w} {v:+.2f} % per 10 °C" for w, v in th["pct_per_10c"].items()) + "."]
+    L += _temperature_section(an.get("thermal", {}))
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
           "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:
