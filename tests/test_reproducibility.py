@@ -493,3 +493,13 @@ def test_the_card_spread_compares_cards_of_one_kind(result):
     assert rel(an) == rel(R.analyse(recs))  # repeats are per card: every card keeps its own
     md = R.markdown(an, recs[0]["identity"] | {"date": "now"})
     assert "Cards of several kinds (Other GPU: 1; Simulated GPU: 2): the card spread compares the 2 Simulated GPU" in md
+
+
+def test_a_run_without_the_thermal_job_says_so(result):
+    from bench import reproducibility as R, store
+
+    res, md = result
+    assert "## Temperature" in md and "% per 10 °C" in md  # this run measured it
+    recs = [r for r in store.load(res["run"], "records.jsonl") if r["job"] != "thermal"]
+    md = R.markdown(R.analyse(recs), recs[0]["identity"] | {"date": "now"})
+    assert "## Temperature\n\nNot measured in this run (`--no-thermal`" in md and "% per 10 °C |" not in md
