@@ -131,10 +131,11 @@ print(min(replay(g.raw_cuda_graph_exec(), 20).gpu_time_s / 4000 for _ in range(1
 """
 
 
-def test_a_capture_leaves_a_fresh_process_as_fast_as_the_default_stream_alone():
-    def latency_s(history):
+def test_a_capture_leaves_a_fresh_process_as_fast_as_the_default_stream_alone(tmp_path):
+    def latency_s(history):  # run from tmp_path: "-c" puts the working directory first on sys.path, and the
+        # checkout's clear_native/ (no built extension) must not shadow the installed package
         out = subprocess.run([sys.executable, "-c", _LATENCY_CHILD, history], capture_output=True, text=True,
-                             timeout=300)
+                             timeout=300, cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-3000:]
         return float(out.stdout.split()[-1])
 
