@@ -127,27 +127,27 @@ def analyse(recs: list) -> dict:
     # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
     out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
                                                                    [x["state_corrected_rel_diff"] for x in long])
-    out |= _cards(checks, rows, _one_kind(ok, out))
+    out |= _cards(checks, rows, _kinds(ok))
     out["thermal"] = _thermal(thermal)
     return out
 
 
-def _one_kind(ok: list, out: dict) -> list:
-    """The cards the card spread compares: those of the kind most of the run's cards are (an H100 and an H200 differ
-    by far more than two cards of one kind). Sets out["kinds"], {GPU name: [UUIDs]}, and out["spread_kind"]."""
+def _kinds(ok: list) -> dict:
+    """{GPU name: [UUIDs]} of the run's cards."""
     kinds: dict = {}
     for r in ok:
         kinds.setdefault(r["identity"]["gpu"]["name"], set()).add(r["identity"]["gpu"]["uuid"])
-    out["kinds"] = {k: sorted(v) for k, v in kinds.items()}
-    out["spread_kind"] = max(kinds, key=lambda k: (len(kinds[k]), k), default="")
-    return out["kinds"].get(out["spread_kind"], [])
+    return {k: sorted(v) for k, v in kinds.items()}
 
 
-def _cards(checks: list, rows: list, cards: list) -> dict:
-    """Card-to-card spread, raw and normalised both ways, among ``cards``; the model that does better on the
+def _cards(checks: list, rows: list, kinds: dict) -> dict:
+    """Card-to-card spread, raw and normalised both ways, among the cards of the kind most of the run's cards are
+    (an H100 and an H200 differ by far more than two cards of one kind); the model that does better on the
     components."""
+    kind = max(kinds, key=lambda k: (len(kinds[k]), k), default="")
+    cards, head = kinds.get(kind, []), {"kinds": kinds, "spread_kind": kind}
     if len(cards) < 2:
-        return {"card_spread_raw_rel": math.nan, "card_spread_normalized_rel": math.nan}
+        return head | {"card_spread_raw_rel": math.nan, "card_spread_normalized_rel": math.nan}
     checks = [c for c in checks if c["identity"]["gpu"]["uuid"] in cards]
     rows = [r | {k: {c: v for c, v in r[k].items() if c in cards} for k in ("energy_j", "gpu_time_s_by_card")}
             for r in rows]
@@ -176,15 +176,16 @@ def _cards(checks: list, rows: list, cards: list) -> dict:
                             factors[c], best) for c, e in row["energy_j"].items()]
 
     corrected = [U.spread(at_fastest(r)) for r in rows if len(r["energy_j"]) > 1 and r["gpu_time_s"] >= MIN_TIME_S]
-    return {"reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
-            "card_spread_normalized_state_corrected_rel": statistics.median(corrected) if corrected else math.nan,
-            "workloads": dict(zip(("every", "below_limit"), U.workloads_of(ref))),
-            "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
-            "card_spread_raw_max_rel": max(raw, default=math.nan),
-            "card_spread_normalized_rel": statistics.median(norm[best]) if norm[best] else math.nan,
-            "card_spread_normalized_max_rel": max(norm[best], default=math.nan),
-            "card_spread_normalized_by_model": {m: statistics.median(v) if v else math.nan for m, v in norm.items()},
-            "parts": rows}
+    return head | {
+        "reference_card": base, "card_reference": ref, "card_factors": factors, "normalisation": best,
+        "card_spread_normalized_state_corrected_rel": statistics.median(corrected) if corrected else math.nan,
+        "workloads": dict(zip(("every", "below_limit"), U.workloads_of(ref))),
+        "card_spread_raw_rel": statistics.median(raw) if raw else math.nan,
+        "card_spread_raw_max_rel": max(raw, default=math.nan),
+        "card_spread_normalized_rel": statistics.median(norm[best]) if norm[best] else math.nan,
+        "card_spread_normalized_max_rel": max(norm[best], default=math.nan),
+        "card_spread_normalized_by_model": {m: statistics.median(v) if v else math.nan for m, v in norm.items()},
+        "parts": rows}
 
 
 def thermal_slope(points: list) -> float:

@@ -223,11 +223,7 @@ def temperatures(rec: dict) -> dict:
     """{name: °C} of a study record: the middle of the temperature range each part's trials (and the whole
     model's) ran at; NaN where none was recorded."""
     rep = rec["report"]
-
-    def mid(x):
-        t = [v for v in x.get("temperature_c") or () if v is not None and not math.isnan(v)]
-        return (min(t) + max(t)) / 2 if t else math.nan
-
+    mid = lambda x: sum(r) / 2 if (r := clock_range(x.get("temperature_c"))) else math.nan  # noqa: E731
     return {"whole model": mid(rep["whole"])} | {g["name"]: mid(g) for g in rep["groups"]}
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 # cards, 5 began in the slow state. Light, latency-bound parts move with it (the study's repeats on
 # one card: +7 to +22 % GPU time, +7 to +16 % energy, dynamic energy +2 to +8 %), while work of
 # tens of µs per kernel and more does not (t5-small's parts within 0.3 % in time, 1.1 % in energy).
-# Not the clocks NVML reports, and not the PCIe link (four H200s held gen 5
+# NVML's clocks do not tell it, nor the PCIe link (four H200s held gen 5
 # x16 in every reading, in the slow state, for 45 s of continuous replay: results/launch_state.*).
 # The state does change inside a measurement: three of four fresh processes read 1.14-1.18 µs before
 # GPT-2's trials and 0.96-1.01 µs after them (docs/measured.md, 2026-11-27 night). So measure() reads
