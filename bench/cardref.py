@@ -196,7 +196,9 @@ def _measured(backend, caps, profile, args) -> dict:
                        "trial_energy_per_call_j": list(m.trial_energy_per_call_j),
                        "trial_temperature_c": list(m.trial_temperature_c)}
     return {"workloads": out, "awake_idle_power_w": run.awake_idle_power_w, "idle_power_w": run.idle_power_w,
-            "awake_idle_temperature_c": run.awake_idle_temperature_c}
+            "awake_idle_temperature_c": run.awake_idle_temperature_c,
+            "cool_awake_idle_power_w": run.cool_awake_idle_power_w,
+            "cool_awake_idle_temperature_c": run.cool_awake_idle_temperature_c, "leakage_w_per_c": run.leakage_w_per_c}
 
 
 __all__ = ["measure", "thermal", "captures", "transient", "soak", "cool_down", "temperature_c", "WORKLOADS"]

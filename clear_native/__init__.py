@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import analysis, baselines, clock, errors, records
+from . import analysis, baselines, clock, errors, records, thermal
 from ._native import HAS_CUDA
 from .backend import GpuBackend
 from .simulated import OpCosts, SimulatedBackend, SimulatedCall
@@ -84,6 +84,7 @@ __all__ = [
     "SimulatedBackend",
     "SimulatedCall",
     "synthetic_sensor",
+    "thermal",
     "UnrolledGraph",
     "__version__",
 ]

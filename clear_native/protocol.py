@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import clock, launch_state
+from . import clock, launch_state, thermal
 from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
 from .sampler import Sampler, SamplerResult, reason_names
@@ -29,13 +29,14 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 7: capture warm-ups on the current stream, as eager kernels on two streams
-# slow a process's launches (Note [Launch-latency state], backend.py; this version); 6: so does a capture still
+# never averaged or compared unawares. 8: awake idle also before the warm-up, for the card's leakage (Note
+# [Leakage measured in every run], thermal.py); 7: capture warm-ups on the current stream, as eager kernels on two
+# streams slow a process's launches (Note [Launch-latency state], backend.py); 6: so does a capture still
 # noisy at the longest window, and the warm-up waits for a steady temperature; 5: a capture at the power limit
 # gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once where
 # the launch-latency state moved under them (Note [One state per run], launch_state.py); 3: re-planned short
 # trials, bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 
 def _name(item, i: int) -> str:
@@ -56,6 +57,7 @@ class _Run:
     trials: list
     idle_window: tuple | None = None
     awake_window: tuple | None = None
+    cool_window: tuple | None = None  # awake idle before the warm-up (Note [Leakage measured in every run])
     stop_reason: str = "every capture reached its target"
     launch_state: list = field(default_factory=list)
     state_restarts: int = 0
@@ -69,7 +71,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
-    The phases: check -> calibrate -> plan -> warm-up -> baselines -> trials -> summarise.
+    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> trials -> summarise.
 
     Args:
         target_ci_rel: stop a capture once the 95 % CI half-width of its mean is within this fraction.
@@ -105,10 +107,10 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     sampler.start()
     error = None
     try:
-        _rest(st, idle_s)                                                           # baselines: idle
+        _rest(st, idle_s, window_s)                                                 # baselines: idle, awake
         st.trials = _plan(st, items, window_s, launch_s)                            # plan
-        _warm_up(st, st.trials[0], max_warmup_s)                                    # warm-up
-        _awake_baseline(st, window_s)                                               # baselines: awake idle
+        _warm_up(st, max_warmup_s)                                                  # warm-up
+        st.awake_window = _awake_baseline(st, window_s)                             # baselines: awake idle
         _launch_state(st)
         _run_trials(st, budget_s)                                                   # trials
         _launch_state(st)
@@ -145,11 +147,13 @@ def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, bas
     return items
 
 
-def _rest(st: _Run, idle_s: float) -> None:
-    """Phase baselines (idle): the GPU resting; the last two thirds are its idle window."""
+def _rest(st: _Run, idle_s: float, window_s: float) -> None:
+    """Phase baselines (idle, then awake idle as the card came): the GPU resting, the last two thirds its idle
+    window; then empty kernels, the cool point of the run's leakage (Note [Leakage measured in every run])."""
     clock.sleep(idle_s)
     now = clock.now_ns()
     st.idle_window = (now - int(idle_s * 2 / 3 * 1e9), now)
+    st.cool_window = _awake_baseline(st, window_s)
 
 
 def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
@@ -166,10 +170,17 @@ def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
     return out
 
 
-def _awake_baseline(st: _Run, window_s: float) -> None:
-    """Phase baselines (awake idle): empty kernels launched back-to-back."""
+def _warm_up(st: _Run, max_s: float) -> None:
+    """Phase warm-up: the first capture until its power and the die's temperature are steady (thermal.py)."""
+    t = st.trials[0]
+    thermal.warm_up(st.backend, st.sampler, t.handle, t.launches,
+                    lambda r: _steady_window(r, st.profile.settle_s, st.tail_s), max_s, st.say)
+
+
+def _awake_baseline(st: _Run, window_s: float) -> tuple[int, int]:
+    """Phase baselines (awake idle): empty kernels launched back-to-back; their steady window."""
     awake = st.backend.awake_idle(st.profile.settle_s + window_s)
-    st.awake_window = _steady_window(awake, st.profile.settle_s, st.tail_s)
+    return _steady_window(awake, st.profile.settle_s, st.tail_s)
 
 
 def _launch_state(st: _Run, say: Callable | None = None) -> dict | None:
@@ -245,8 +256,8 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
         res, error = getattr(exc, "result", None), error or exc
     if error is not None and (res is None or st.idle_window is None or not any(t.values for t in st.trials)):
         raise error
-    run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, st.awake_window, baseline,
-                     st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
+    run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, (st.awake_window, st.cool_window),
+                     baseline, st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
                      clock.now_s() - st.t_begin, settings)
     run.launch_state = list(st.launch_state)
     if error is not None:
@@ -265,52 +276,17 @@ def drain_interval_for(profile: SensorProfile, source) -> float:
     return min(0.2, source.sample_buffer_capacity * profile.sample_period_s / 10)
 
 
-# Note [Warm to a steady temperature]
-# A die follows its own load within 0.4 s on an H200, then warms a few °C more over ~10 s (the card reference's
-# copy: 49.6 -> 53 °C in 8 s, docs/measured.md), and power at a clock rises with temperature (leakage: +3.3 % per
-# 10 °C for the copy). Stopped once two trials' power agreed (within 5 s), the warm-up left BLOOM-560m's decode
-# trials warming 40 -> 44 °C, their energy +3 % (CV 1.02 %). So it also waits until the temperature moved less
-# than WARM_MOVE_C over the last WARM_SPAN_S (at most max_warmup_s; power alone where the card reports no
-# temperature). It runs the first capture: measure_model lists the whole model first, the load its parts share.
-WARM_MOVE_C, WARM_SPAN_S = 1.0, 3.0
-
-
-def _warm_up(st: _Run, t: Trials, max_s: float) -> None:
-    """Phase warm-up: the first capture until two consecutive trials' mean power agree within 0.5 % and the
-    GPU's temperature is steady (Note [Warm to a steady temperature])."""
-    t0, last = clock.now_s(), None
-    while clock.now_s() - t0 < max_s:
-        r = st.backend.run(t.handle, t.launches)
-        st.sampler.wait_for_samples(r.host_end_ns)
-        snap = st.sampler.snapshot()
-        power = snap.mean_power_w(*_steady_window(r, st.profile.settle_s, st.tail_s))
-        if last is not None and abs(power - last) <= 0.005 * last and _steady_temperature(snap, r.host_end_ns):
-            st.say(f"warm: {power:.1f} W after {clock.now_s() - t0:.1f} s")
-            return
-        last = power
-    st.say(f"warm-up stopped after {max_s:.1f} s without two trials within 0.5 % at a steady temperature")
-
-
-def _steady_temperature(snap: SamplerResult, now_ns: int) -> bool:
-    """The temperature moved less than WARM_MOVE_C over the last WARM_SPAN_S, all of which the run's status rows
-    cover; True where the card reports no temperature."""
-    if not np.isfinite(snap.temperature_c).any():
-        return True
-    since = now_ns - int(WARM_SPAN_S * 1e9)
-    return bool(snap.status_t_ns.size) and snap.status_t_ns[0] <= since and \
-        abs(snap.temperature_moved_c(since, now_ns)) < WARM_MOVE_C
-
-
 def _range(values: np.ndarray) -> tuple:
     v = values[np.isfinite(values)]
     return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
 
 
-def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idle_window, awake_window, baseline,
+def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idle_window, awake_windows, baseline,
                stop_reason, wall_s, settings) -> MeasureRun:
+    """``awake_windows``: awake idle's after the warm-up and before it (Note [Leakage measured in every run])."""
     idle_w = res.mean_power_w(*idle_window)
-    awake_w, awake_c = (res.mean_power_w(*awake_window), res.temperature_in(*awake_window)) if awake_window else \
-        (math.nan, math.nan)
+    (awake_w, awake_c), cool = ((res.mean_power_w(*w), res.temperature_in(*w)) if w else (math.nan, math.nan)
+                                for w in awake_windows)
     base_w = awake_w if baseline == "awake_idle" else idle_w
     out = []
     for p in plans:
@@ -346,4 +322,5 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
         awake_idle_power_w=awake_w, counter_energy_j=counter_j, sample_energy_j=sample_j,
         counter_vs_samples_rel=(counter_j - sample_j) / sample_j if sample_j else math.nan,
         samples_lost=res.samples_lost, wall_s=wall_s, stop_reason=stop_reason, settings=settings,
-        awake_idle_temperature_c=awake_c)
+        awake_idle_temperature_c=awake_c, cool_awake_idle_power_w=cool[0], cool_awake_idle_temperature_c=cool[1],
+        leakage_w_per_c=thermal.leakage_slope([cool[::-1], (awake_c, awake_w)]))

@@ -82,6 +82,11 @@ class MeasureRun:
     # The GPU's temperature while awake idle was measured (°C; NaN: not read): with awake_idle_power_w, across
     # runs, how the card's static power moves with its temperature (its leakage; docs/measured.md, 2026-11-28).
     awake_idle_temperature_c: float = math.nan
+    # Awake idle before the warm-up too (the card as it came), and the leakage slope between the two (W/°C; NaN
+    # where they lie < 2 °C apart): Note [Leakage measured in every run], thermal.py.
+    cool_awake_idle_power_w: float = math.nan
+    cool_awake_idle_temperature_c: float = math.nan
+    leakage_w_per_c: float = math.nan
 
     def __getitem__(self, key):
         if isinstance(key, int):

@@ -358,8 +358,8 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     assert rel_diff(eb, ea) == pytest.approx(110 * 5e-6 / (200 * 20e-6), rel=0.1)
     assert abs(state_corrected_diff((eb, tb, b.awake_idle_power_w), (ea, ta, a.awake_idle_power_w))) < 0.01
     # A card that switches to the fast state during the trials reads slow before them and fast after (on this
-    # virtual clock the trials run from ~0.6 s to ~1.3 s after the backend is made).
-    switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=0.9)
+    # virtual clock the trials run from ~1.0 s to ~1.7 s after the backend is made).
+    switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.3)
     run = cn.measure([light], backend=switching, profile=profile, min_trials=3, **KW)
     lat = _latencies(run)
     assert lat[0] == pytest.approx(5e-6) and lat[-1] == pytest.approx(4e-6)
@@ -380,7 +380,7 @@ def test_every_part_of_a_run_is_measured_in_one_launch_latency_state():
     a = cn.SimulatedCall("a", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
     b = cn.SimulatedCall("b", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6, swing_w=6.0, swing_s=0.01)
     profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
-    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.6)
+    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.3)
     run = cn.measure([a, b], backend=card, profile=profile, min_trials=3, **KW)
     for call in (a, b):
         m = run[call.name]
@@ -396,7 +396,7 @@ def test_a_state_change_late_in_the_budget_does_not_throw_the_trials_away():
     profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
     late = SwitchingBackend(cn.synthetic_sensor(**FAST), states=[1.2e-6, 1.2e-6, 1.2e-6, 1.2e-6, 1.0e-6])
     run = cn.measure([call], backend=late, profile=profile, min_trials=3, max_trials=40,
-                     **(KW | {"budget_s": 1.2}))
+                     **(KW | {"budget_s": 1.35}))
     assert not any(s.get("restart") for s in run.launch_state) and run["part"].trials >= 3
     assert "moved during the trials: 1.200 -> 1.000 µs" in run.table()
 
@@ -472,3 +472,30 @@ def test_the_run_records_the_temperature_its_awake_idle_was_measured_at():
     run = cn.measure(call, backend=heating, profile=cn.calibrate(heating, rest_s=0.3, load_s=0.4), min_trials=3,
                      max_trials=3, **KW)
     assert 35 + 5 < run.awake_idle_temperature_c <= max(run[0].trial_temperature_c)
+
+
+def test_each_run_measures_the_cards_leakage_between_awake_idle_cool_and_warm():
+    # Note [Leakage measured in every run]: awake idle before the warm-up (the die near awake idle's own
+    # temperature) and after it (hot from a 500 W call) give the slope the simulated card leaks by; a card held at
+    # one temperature gives none (its two readings lie < MIN_SPAN_C apart).
+    call = cn.SimulatedCall("hot", kernel_s=50e-6, power_w=500.0)
+    fixed = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    run = cn.measure(call, backend=fixed, profile=cn.calibrate(fixed, rest_s=0.3, load_s=0.4), min_trials=3,
+                     max_trials=3, **KW)
+    assert math.isnan(run.leakage_w_per_c) and run.cool_awake_idle_power_w == pytest.approx(fixed.awake_w, rel=0.02)
+    heating = cn.SimulatedBackend(cn.synthetic_sensor(**dict(FAST, temperature_c=35, thermal_c_per_w=0.05,
+                                                              thermal_tau_s=0.2)), leak_w_per_c=0.8)
+    run = cn.measure(call, backend=heating, profile=cn.calibrate(heating, rest_s=0.3, load_s=0.4), min_trials=3,
+                     max_trials=3, **KW)
+    assert run.awake_idle_temperature_c - run.cool_awake_idle_temperature_c >= 5
+    assert run.leakage_w_per_c == pytest.approx(0.8, rel=0.15)
+    assert run.to_dict()["leakage_w_per_c"] == run.leakage_w_per_c
+
+
+def test_an_energy_is_taken_to_a_reference_temperature_by_the_static_power_its_leakage_adds():
+    # 2 W/°C over 10 °C is 20 W more static power; over 100 µs a call, 2 mJ.
+    assert cn.thermal.at_temperature(0.050, 100e-6, 60.0, 2.0, 50.0) == pytest.approx(0.048)
+    assert cn.thermal.at_temperature(0.050, 100e-6, 40.0, 2.0, 50.0) == pytest.approx(0.052)
+    assert cn.thermal.leakage_slope([(40.0, 120.0), (45.0, 124.0), (50.0, 128.0)]) == pytest.approx(0.8)
+    assert math.isnan(cn.thermal.leakage_slope([(40.0, 120.0), (41.5, 121.0)]))  # 1.5 °C: too close to tell
+    assert math.isnan(cn.thermal.leakage_slope([(40.0, 120.0), (math.nan, 130.0)]))
