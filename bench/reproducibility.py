@@ -76,14 +76,16 @@ def analyse(recs: list) -> dict:
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
-    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C)
+    leak = U.card_leakage(ok)
+    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C, J at the reference °C)
     values: dict = {}
     for r in tasks:
-        base = r["task"]["id"]
+        base, card = r["task"]["id"], r["identity"]["gpu"]["uuid"]
         awake_w, temps = r["report"].get("run", {}).get("awake_idle_power_w", math.nan), U.temperatures(r)
         for name, v in U.measurements(r).items():
-            rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
-            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan))
+            rounds_of = values.setdefault((base, name), {}).setdefault(card, {})
+            t_c = temps.get(name, math.nan)
+            rounds_of[_round(r)] = v + (awake_w, t_c, U.at_reference(v[0], v[2], t_c, leak.get(card, math.nan)))
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -95,6 +97,7 @@ def analyse(recs: list) -> dict:
                 repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
                                "temperature_diff_c": rs[1][4] - rs[0][4],
+                               "at_reference": [[rs[k][5], rs[k][1]] for k in (0, 1)],
                                "state_corrected_rel_diff": U.state_corrected_diff(
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
                 if t_s >= MIN_TIME_S:
@@ -112,23 +115,39 @@ def analyse(recs: list) -> dict:
     for r in tasks:
         runs.setdefault((r["task"]["id"], r["identity"]["gpu"]["uuid"]), set()).add(_round(r))
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
-    long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
-    out["repeatability_max_rel"] = max((abs(x["rel_diff"]) for x in long), default=math.nan)
-    out["repeatability_rms_rel"] = math.sqrt(statistics.fmean(x["rel_diff"] ** 2 for x in long)) if long else math.nan
-    out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
-    corrected = [abs(x["state_corrected_rel_diff"]) for x in long if not math.isnan(x["state_corrected_rel_diff"])]
-    out["repeatability_state_corrected_max_rel"] = max(corrected, default=math.nan)
-    out["repeatability_state_corrected_rms_rel"] = math.sqrt(statistics.fmean(x * x for x in corrected)) \
-        if corrected else math.nan
-    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"], x["temperature_diff_c"])
-                                                          for x in long])
-    out["interval_coverage"] = U.interval_coverage(pairs_long, sigma_p)
-    out["interval_pairs"] = len(pairs_long)
-    # pairs_long and long are the same repeats (>= MIN_TIME_S), in the same order
-    out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
-                                                                   [x["state_corrected_rel_diff"] for x in long])
+    out |= _repeatability([x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S], pairs_long, sigma_p)
+    out |= {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C}
     out |= _cards(checks, rows, _kinds(ok))
     out["thermal"] = _thermal(thermal)
+    return out
+
+
+def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
+    """The repeats of parts >= MIN_TIME_S (``long``; ``pairs_long`` the same as ((J, ci), (J, ci))): how far they
+    moved raw, split by GPU time and temperature held, taken at the faster one's GPU time, and at the reference
+    temperature; how many land in the interval (Note [The reported interval])."""
+    out: dict = {}
+    moved = lambda xs: (max(xs, default=math.nan),  # noqa: E731
+                        math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan)
+    out["repeatability_max_rel"], out["repeatability_rms_rel"] = moved([abs(x["rel_diff"]) for x in long])
+    out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
+    corrected = [x["state_corrected_rel_diff"] for x in long if not math.isnan(x["state_corrected_rel_diff"])]
+    out["repeatability_state_corrected_max_rel"], out["repeatability_state_corrected_rms_rel"] = \
+        moved([abs(x) for x in corrected])
+    out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
+                                                           x["temperature_diff_c"]) for x in long])
+    at_ref = [x for x in long if "at_reference" in x]
+    out["repeatability_at_reference_max_rel"], out["repeatability_at_reference_rms_rel"] = moved(
+        [abs(U.rel_diff(x["at_reference"][0][0], x["at_reference"][1][0])) for x in at_ref])
+    by_task: dict = {}
+    for x in at_ref:
+        by_task.setdefault(x["task"], []).append(tuple(map(tuple, x["at_reference"])))
+    out["interval_coverage"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
+    out["interval_pairs"] = sum(map(len, by_task.values()))
+    # The interval with the card reference's sigma_p instead, raw and at the faster reading's GPU time.
+    out["interval_coverage_card_reference_sigma"] = U.interval_coverage(pairs_long, sigma_p)
+    out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
+                                                                   [x["state_corrected_rel_diff"] for x in long])
     return out
 
 
@@ -299,6 +318,7 @@ _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °
 
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
+    ref_c = an.get("reference_temperature_c", U.REFERENCE_TEMPERATURE_C)
     L = ["# Reproducibility: repeats, cards, temperature", "",
          f"{' + '.join(an.get('kinds') or [ident['gpu']['name']])} x {len(an['cards'])}: {', '.join(an['cards'])}; "
          f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
@@ -317,11 +337,17 @@ def markdown(an: dict, ident: dict) -> str:
          f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
          f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
          "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
-         f"| sigma_p (repeatability layer) | {pc(an['sigma_p_rel'])} | from {an['sigma_p_from']} |",
-         f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats inside the "
-         "stated 95 % interval (Note [The reported interval]) |",
-         f"| ... corrected for the launch state | {pc(an.get('interval_coverage_state_corrected'))} | the same, each "
-         "repeat compared at the faster reading's GPU time (as above) |",
+         f"| ... at {ref_c:.0f} °C | {pc(an.get('repeatability_at_reference_max_rel'))} (RMS "
+         f"{pc(an.get('repeatability_at_reference_rms_rel'))}) | each reading less the static power its card's leakage "
+         f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "
+         "[Leakage measured in every run], clear_native/thermal.py) |",
+         f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats at "
+         f"{ref_c:.0f} °C; {an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
+         f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats at "
+         f"{ref_c:.0f} °C inside the stated 95 % interval, each task's judged with sigma_p from the other tasks' "
+         "repeats (Note [The reported interval]) |",
+         f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
+         f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
          f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "
          "median over parts of (max - min) / mean across cards |",
          f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
@@ -334,6 +360,11 @@ def markdown(an: dict, ident: dict) -> str:
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]
     L += _card_table(an)
     L += _temperature_section(an.get("thermal", {}))
+    if an.get("leakage_w_per_c"):
+        L += ["", "Leakage, each card's awake idle against its temperature through every run's two readings (cool, "
+              "warm; Note [Leakage measured in every run]): " + ", ".join(
+                  f"{c[:12]} {w:.2f} W/°C" if not math.isnan(w) else f"{c[:12]} n/a"
+                  for c, w in sorted(an["leakage_w_per_c"].items())) + "."]
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
           "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:

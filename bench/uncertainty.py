@@ -16,6 +16,14 @@ with sigma_c the spread of cards after normalisation (raw, if not normalised). A
 same card should land within sqrt(U95_a^2 + U95_b^2) of the first reading 95 % of the time; the
 share that does is the interval's coverage, checked on measurements that did not set sigma_p.
 
+Which pairs set sigma_p: the card reference's heavy workloads move less between processes than a
+model's parts (0.09 % against 0.18 % on four H200s, results/reproducibility/2026-11-28_064818), so
+an interval built on them held 60 % of the tasks' repeats. sigma_p is therefore taken from the
+tasks' own repeats, each task's repeats judged with the sigma_p of the other tasks' (held_out_coverage),
+and at one temperature (REFERENCE_TEMPERATURE_C, at_reference): a reading taken at another die
+temperature moves by what the card's leakage costs over its GPU time, which this interval does not
+hold (Note [Leakage measured in every run], clear_native/thermal.py).
+
 Note [Card normalisation]
 ~~~~~~~~~~~~~~~~~~~~~~~~~
 Each card measures the card reference (bench/cardref.py). Two models of a card's offset from the
@@ -40,6 +48,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from clear_native import thermal
 from clear_native.accounting import clock_range, regime
 from clear_native.analysis import parts
 
@@ -220,14 +229,61 @@ def by_time_state(diffs: list) -> dict:
 
 
 def temperatures(rec: dict) -> dict:
-    """{name: °C} of a study record: the middle of the temperature range each part's trials (and the whole
-    model's) ran at; NaN where none was recorded."""
+    """{name: °C} of a study record: the mean of the temperatures each part's trials (and the whole model's) ran
+    at, or where a record has none per trial the middle of their range; NaN where none was recorded."""
     rep = rec["report"]
-    mid = lambda x: sum(r) / 2 if (r := clock_range(x.get("temperature_c"))) else math.nan  # noqa: E731
-    return {"whole model": mid(rep["whole"])} | {g["name"]: mid(g) for g in rep["groups"]}
+
+    def of(x):
+        trials = [t for t in x.get("trial_temperature_c") or () if t is not None and math.isfinite(t)]
+        r = clock_range(x.get("temperature_c"))
+        return statistics.fmean(trials) if trials else sum(r) / 2 if r else math.nan
+
+    return {"whole model": of(rep["whole"])} | {g["name"]: of(g) for g in rep["groups"]}
+
+
+# Energies are compared at one temperature (Note [Leakage measured in every run], clear_native/thermal.py): near
+# where H200s run light and mid-weight work (36-50 °C in results/reproducibility/2026-11-28_064818).
+REFERENCE_TEMPERATURE_C = 45.0
+_AWAKE = (("cool_awake_idle_temperature_c", "cool_awake_idle_power_w"), ("awake_idle_temperature_c",
+                                                                         "awake_idle_power_w"))
+
+
+def card_leakage(recs: list) -> dict:
+    """{uuid: W per °C}: each card's leakage slope through every run's awake idle, cool and warm (its tasks' and
+    card checks' records; Note [Leakage measured in every run]); NaN where they span < thermal.MIN_SPAN_C."""
+    points: dict = {}
+    for r in recs:
+        run = r.get("card_check") if r.get("job") == "card_check" else (r.get("report") or {}).get("run")
+        if r.get("status") != "ok" or not run:
+            continue
+        pts = points.setdefault(r["identity"]["gpu"]["uuid"], [])
+        pts += [(run[t], run[w]) for t, w in _AWAKE if t in run and w in run]
+    return {c: thermal.leakage_slope([p for p in pts if all(map(math.isfinite, p))]) for c, pts in points.items()}
+
+
+def at_reference(energy_j: float, time_s: float, temperature_c: float, slope_w_per_c: float) -> float:
+    """An energy per call as its card would read it at REFERENCE_TEMPERATURE_C (thermal.at_temperature); the
+    reading itself where its card's slope or its temperature is unknown."""
+    if math.isnan(slope_w_per_c) or math.isnan(temperature_c):
+        return energy_j
+    return thermal.at_temperature(energy_j, time_s, temperature_c, slope_w_per_c, REFERENCE_TEMPERATURE_C)
+
+
+def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
+    """(coverage, sigma_p of all the pairs): each task's repeats ({task: [((a, ci_a), (b, ci_b))]}) checked against
+    the interval whose sigma_p the other tasks' repeats set (process_sigma), so that no repeat is judged by a
+    spread it helped set; ``fallback_sigma`` where there is no other task."""
+    inside, n = 0.0, 0
+    for task, pairs in pairs_by_task.items():
+        others = [p for t, ps in pairs_by_task.items() if t != task for p in ps]
+        inside += interval_coverage(pairs, process_sigma(others) if others else fallback_sigma) * len(pairs)
+        n += len(pairs)
+    every = [p for ps in pairs_by_task.values() for p in ps]
+    return (inside / n if n else math.nan), process_sigma(every)
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
-           "temperatures", "TEMPERATURE_HELD_C"]
+           "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
+           "held_out_coverage"]

@@ -147,11 +147,43 @@ def test_repeats_whose_time_held_are_split_again_by_their_temperature():
     assert split["time_moved"]["n"] == 1
 
 
-def test_a_parts_temperature_is_the_middle_of_its_trials_range():
-    rec = {"report": {"whole": {"temperature_c": [41.0, 45.0]},
+def test_a_parts_temperature_is_the_mean_of_its_trials_or_the_middle_of_their_range():
+    rec = {"report": {"whole": {"temperature_c": [41.0, 45.0], "trial_temperature_c": [41.0, 42.0, 45.0]},
                       "groups": [{"name": "mlp", "temperature_c": [50.0, 51.0]}, {"name": "norm", "temperature_c": []}]}}
     t = U.temperatures(rec)
-    assert t["whole model"] == 43.0 and t["mlp"] == 50.5 and math.isnan(t["norm"])
+    assert t["whole model"] == pytest.approx(128 / 3) and t["mlp"] == 50.5 and math.isnan(t["norm"])
+
+
+def test_each_cards_leakage_comes_from_every_runs_awake_idle_cool_and_warm():
+    # Card A: static power 100 W + 0.6 W/°C (T - 40) read at 38/44 °C and 41/47 °C in two runs; card B only ever
+    # at 40-41 °C: no slope. Records of protocol 7 (no cool reading) still add their warm point.
+    def run(uuid, job, cool_c, warm_c, watts=lambda t: 100 + 0.6 * (t - 40)):
+        d = {"awake_idle_temperature_c": warm_c, "awake_idle_power_w": watts(warm_c)}
+        if cool_c is not None:
+            d |= {"cool_awake_idle_temperature_c": cool_c, "cool_awake_idle_power_w": watts(cool_c)}
+        rec = {"status": "ok", "job": job, "identity": {"gpu": {"uuid": uuid}}}
+        return rec | ({"card_check": d} if job == "card_check" else {"report": {"run": d}})
+
+    recs = [run("A", "task", 38, 44), run("A", "card_check", 41, 47), run("A", "task", None, 45),
+            run("B", "task", 40, 41), run("B", "card_check", 40, 40.5), {"status": "failed", "job": "task"}]
+    leak = U.card_leakage(recs)
+    assert leak["A"] == pytest.approx(0.6) and math.isnan(leak["B"])
+    # 100 µs a call at 50 °C on card A: 0.6 W/°C x 5 °C above 45 °C x 100 µs = 0.3 mJ less at 45 °C.
+    assert U.at_reference(0.020, 100e-6, 50.0, leak["A"]) == pytest.approx(0.0197)
+    assert U.at_reference(0.020, 100e-6, 50.0, leak["B"]) == 0.020  # no slope: the reading itself
+
+
+def test_the_interval_is_judged_on_each_task_with_the_spread_of_the_others():
+    # Task "steady" moves 0.1 % between processes, task "loose" 1 %: each judged by the other's sigma_p, the loose
+    # task's repeats fall outside the interval the steady one sets; the steady task's fall inside the loose one's.
+    steady = [((1.0, 0.0), (1.001, 0.0))] * 4
+    loose = [((1.0, 0.0), (1.01, 0.0))] * 4
+    coverage, sigma = U.held_out_coverage({"steady": steady, "loose": loose}, fallback_sigma=0.5)
+    assert coverage == pytest.approx(0.5)
+    assert sigma == pytest.approx(U.process_sigma(steady + loose))
+    # One task alone is judged with the fallback (the card reference's sigma_p): 0.5 % holds a 1 % move.
+    assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.005)[0] == 1.0
+    assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.001)[0] == 0.0
 
 
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
