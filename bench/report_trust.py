@@ -47,7 +47,8 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
     long = [p for p in pairs if p["a"][2] >= 5e-6]
     split = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2])) for p in long])
     ref_pairs = U.reference_pairs(checks, "start", "end")
-    sigma_p = U.process_sigma(ref_pairs) if ref_pairs else math.nan
+    sigma_ref = U.process_sigma(ref_pairs) if ref_pairs else math.nan  # the tasks' own repeats where there are any
+    sigma_p = U.process_sigma([(p["a"][:2], p["b"][:2]) for p in long]) if long else sigma_ref
     if long:
         d = [abs(U.rel_diff(p["a"][0], p["b"][0])) for p in long]
         how = "in fresh processes" if all(p["fresh"] for p in long) else "in the same process"
@@ -61,9 +62,11 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
             L.append(f"  Each repeat taken at the faster reading's GPU time (the slow launch state's extra time at "
                      f"awake-idle power): at most {_pc(max(corrected))} (RMS "
                      f"{_pc(math.sqrt(statistics.fmean(x * x for x in corrected)))}).")
-    if ref_pairs:
-        L.append(f"  The card reference at the run's start and end ({len(ref_pairs)} readings) gives the repeatability "
-                 f"layer sigma_p = {_pc(sigma_p)} (Note [The reported interval], bench/uncertainty.py).")
+    if ref_pairs or long:
+        source = "these repeats" if long else "the card reference"
+        L.append(f"  The repeatability layer sigma_p = {_pc(sigma_p)}, from {source}; the card reference at the run's "
+                 f"start and end ({len(ref_pairs)} readings) moved {_pc(sigma_ref)} (Note [The reported interval], "
+                 "bench/uncertainty.py).")
     L += _across_cards(checks)
     if not math.isnan(sigma_p):
         ex = statistics.median(cis) if cis else 0.005
