@@ -130,7 +130,7 @@ def _across_cards(checks: list) -> list:
                  f"{rp.get('identity', {}).get('code_version', '?')}): parts spread {_pc(rp.get('card_spread_raw_rel'))} "
                  f"raw, {_pc(rp.get('card_spread_normalized_rel'))} after the card reference (sigma_c); fresh "
                  f"processes on one card {_pc(rp.get('repeatability_max_rel'))} apart at most, "
-                 f"{_pc(rp.get('repeatability_at_reference_max_rel'))} once taken to "
+                 f"{_pc(rp.get('repeatability_max_rel_at_reference'))} once taken to "
                  f"{rp.get('reference_temperature_c', U.REFERENCE_TEMPERATURE_C):.0f} °C by each card's leakage; "
                  f"repeats inside the stated interval {_pc(rp.get('interval_coverage'), 1)} "
                  "(results/reproducibility.md).")

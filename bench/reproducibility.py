@@ -70,14 +70,13 @@ def _round(rec: dict) -> int:
     return int(rec.get("round", 0))
 
 
-def analyse(recs: list) -> dict:
+def analyse(recs: list, at_reference: bool = True) -> dict:
     ok = [r for r in recs if r.get("status") == "ok"]
     tasks = [r for r in ok if r["job"] == "task"]
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
-    leak = U.card_leakage(ok)
-    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C, J at the reference °C)
+    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C)
     values: dict = {}
     for r in tasks:
         base, card = r["task"]["id"], r["identity"]["gpu"]["uuid"]
@@ -85,7 +84,7 @@ def analyse(recs: list) -> dict:
         for name, v in U.measurements(r).items():
             rounds_of = values.setdefault((base, name), {}).setdefault(card, {})
             t_c = temps.get(name, math.nan)
-            rounds_of[_round(r)] = v + (awake_w, t_c, U.at_reference(v[0], v[2], t_c, leak.get(card, math.nan)))
+            rounds_of[_round(r)] = v + (awake_w, t_c)
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -97,7 +96,6 @@ def analyse(recs: list) -> dict:
                 repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
                                "temperature_diff_c": rs[1][4] - rs[0][4],
-                               "at_reference": [[rs[k][5], rs[k][1]] for k in (0, 1)],
                                "state_corrected_rel_diff": U.state_corrected_diff(
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
                 if t_s >= MIN_TIME_S:
@@ -116,10 +114,26 @@ def analyse(recs: list) -> dict:
         runs.setdefault((r["task"]["id"], r["identity"]["gpu"]["uuid"]), set()).add(_round(r))
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     out |= _repeatability([x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S], pairs_long, sigma_p)
-    out |= {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C}
     out |= _cards(checks, rows, _kinds(ok))
     out["thermal"] = _thermal(thermal)
-    return out
+    return out | (_at_reference(ok) if at_reference else {})
+
+
+# What the report takes from the analysis of the records taken to the reference temperature (_at_reference).
+AT_REFERENCE = ("repeatability_max_rel", "repeatability_rms_rel", "card_spread_raw_rel", "card_spread_normalized_rel",
+                "card_spread_normalized_state_corrected_rel", "normalisation")
+
+
+def _at_reference(ok: list) -> dict:
+    """The run analysed again with every energy and awake idle taken to REFERENCE_TEMPERATURE_C by its card's
+    leakage (Note [Leakage measured in every run]): its repeatability, its card spread, and the interval's coverage
+    (sigma_p from the tasks' own repeats, each task judged with the others': Note [The reported interval])."""
+    leak = U.card_leakage(ok)
+    again = analyse(U.taken_to_reference(ok, leak), at_reference=False)
+    return {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C,
+            "interval_coverage": again["interval_coverage_held_out"], "sigma_p_tasks_rel": again["sigma_p_tasks_rel"],
+            "interval_pairs": again["interval_pairs"]} | {
+        f"{k}_at_reference": again[k] for k in AT_REFERENCE if k in again}
 
 
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
@@ -136,14 +150,11 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
         moved([abs(x) for x in corrected])
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
                                                            x["temperature_diff_c"]) for x in long])
-    at_ref = [x for x in long if "at_reference" in x]
-    out["repeatability_at_reference_max_rel"], out["repeatability_at_reference_rms_rel"] = moved(
-        [abs(U.rel_diff(x["at_reference"][0][0], x["at_reference"][1][0])) for x in at_ref])
     by_task: dict = {}
-    for x in at_ref:
-        by_task.setdefault(x["task"], []).append(tuple(map(tuple, x["at_reference"])))
-    out["interval_coverage"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
-    out["interval_pairs"] = sum(map(len, by_task.values()))
+    for x, pair in zip(long, pairs_long):
+        by_task.setdefault(x["task"], []).append(pair)
+    out["interval_coverage_held_out"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
+    out["interval_coverage"], out["interval_pairs"] = out["interval_coverage_held_out"], len(pairs_long)
     # The interval with the card reference's sigma_p instead, raw and at the faster reading's GPU time.
     out["interval_coverage_card_reference_sigma"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
@@ -316,6 +327,45 @@ _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °
                       "to a steady temperature])")
 
 
+def _summary_rows(an: dict, pc, ref_c: float) -> list:
+    """The report's table of the issue's quantities: repeats, the interval, the card spread."""
+    return [
+        f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
+        "model between two fresh processes on one card |",
+        f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
+        *[f"| ... where {_SPLITS[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | GPU time "
+          f"per call within / beyond {U.TIME_MOVED * 100:.0f} % between the two processes (Note [Launch-latency "
+          f"state]){_SPLIT_TEMPERATURE if k == 'time_and_temperature_held' else ''} |"
+          for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
+        f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
+        f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
+        "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
+        f"| ... at {ref_c:.0f} °C | {pc(an.get('repeatability_max_rel_at_reference'))} (RMS "
+        f"{pc(an.get('repeatability_rms_rel_at_reference'))}) | each reading less the static power its card's leakage "
+        f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "
+        "[Leakage measured in every run], clear_native/thermal.py) |",
+        f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats at "
+        f"{ref_c:.0f} °C; {an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
+        f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats at "
+        f"{ref_c:.0f} °C inside the stated 95 % interval, each task's judged with sigma_p from the other tasks' "
+        "repeats (Note [The reported interval]) |",
+        f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
+        f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
+        f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "
+        "median over parts of (max - min) / mean across cards |",
+        f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
+        f"{pc(an.get('card_spread_normalized_max_rel'))}) | the same after the card reference "
+        f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |",
+        f"| ... corrected for the launch state | {pc(an.get('card_spread_normalized_state_corrected_rel'))} | each "
+        "card's reading taken at the fastest card's GPU time, the time beyond it at awake-idle power |",
+        f"| ... at {ref_c:.0f} °C | {pc(an.get('card_spread_raw_rel_at_reference'))} raw, "
+        f"{pc(an.get('card_spread_normalized_rel_at_reference'))} normalised "
+        f"({an.get('normalisation_at_reference')!s}), "
+        f"{pc(an.get('card_spread_normalized_state_corrected_rel_at_reference'))} also at the fastest card's GPU "
+        "time | every energy and awake idle, the card reference's too, taken to "
+        f"{ref_c:.0f} °C by its card's leakage (as above) before the factors are fitted |"]
+
+
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     ref_c = an.get("reference_temperature_c", U.REFERENCE_TEMPERATURE_C)
@@ -327,34 +377,7 @@ def markdown(an: dict, ident: dict) -> str:
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
              if len(an.get("versions", ())) > 1 else ""), "",
          "| quantity | value | meaning |", "|---|---|---|",
-         f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
-         "model between two fresh processes on one card |",
-         f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
-         *[f"| ... where {_SPLITS[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | GPU time "
-           f"per call within / beyond {U.TIME_MOVED * 100:.0f} % between the two processes (Note [Launch-latency "
-           f"state]){_SPLIT_TEMPERATURE if k == 'time_and_temperature_held' else ''} |"
-           for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
-         f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
-         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
-         "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
-         f"| ... at {ref_c:.0f} °C | {pc(an.get('repeatability_at_reference_max_rel'))} (RMS "
-         f"{pc(an.get('repeatability_at_reference_rms_rel'))}) | each reading less the static power its card's leakage "
-         f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "
-         "[Leakage measured in every run], clear_native/thermal.py) |",
-         f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats at "
-         f"{ref_c:.0f} °C; {an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
-         f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats at "
-         f"{ref_c:.0f} °C inside the stated 95 % interval, each task's judged with sigma_p from the other tasks' "
-         "repeats (Note [The reported interval]) |",
-         f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
-         f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
-         f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "
-         "median over parts of (max - min) / mean across cards |",
-         f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
-         f"{pc(an.get('card_spread_normalized_max_rel'))}) | the same after the card reference "
-         f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |",
-         f"| ... corrected for the launch state | {pc(an.get('card_spread_normalized_state_corrected_rel'))} | each "
-         "card's reading taken at the fastest card's GPU time, the time beyond it at awake-idle power |"]
+         *_summary_rows(an, pc, ref_c)]
     if an.get("card_spread_normalized_by_model"):
         L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]

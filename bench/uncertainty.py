@@ -45,6 +45,7 @@ used to fit it (the study's and reproducibility's own tasks).
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 
@@ -269,6 +270,34 @@ def at_reference(energy_j: float, time_s: float, temperature_c: float, slope_w_p
     return thermal.at_temperature(energy_j, time_s, temperature_c, slope_w_per_c, REFERENCE_TEMPERATURE_C)
 
 
+def taken_to_reference(recs: list, leak: dict) -> list:
+    """Copies of task and card-check records with every energy per call (a task's whole model and parts, a card
+    check's workloads, dynamic too) and awake-idle power taken to REFERENCE_TEMPERATURE_C by its card's leakage
+    slope (``leak``: card_leakage); records of cards without a slope, and other jobs, as they were."""
+    out = []
+    for r in recs:
+        slope = leak.get(r.get("identity", {}).get("gpu", {}).get("uuid"), math.nan)
+        if r.get("status") != "ok" or r.get("job") not in ("task", "card_check") or math.isnan(slope):
+            out.append(r)
+            continue
+        r = copy.deepcopy(r)
+        if r["job"] == "task":
+            rep, temps = r["report"], temperatures(r)
+            run, parts_of = rep["run"], [(rep["whole"], "whole model")] + [(g, g["name"]) for g in rep["groups"]]
+        else:
+            run = r["card_check"]
+            parts_of = [(w, None) for w in run["workloads"].values()]
+        for x, name in parts_of:
+            t_c = temperatures({"report": {"whole": x, "groups": []}})["whole model"] if name is None else temps[name]
+            e = at_reference(x["energy_per_call_j"], x["gpu_time_per_call_s"], t_c, slope)
+            x["dynamic_energy_per_call_j"] = x.get("dynamic_energy_per_call_j", math.nan) + e - x["energy_per_call_j"]
+            x["energy_per_call_j"] = e
+        if math.isfinite(run.get("awake_idle_temperature_c", math.nan)):
+            run["awake_idle_power_w"] -= slope * (run["awake_idle_temperature_c"] - REFERENCE_TEMPERATURE_C)
+        out.append(r)
+    return out
+
+
 def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
     """(coverage, sigma_p of all the pairs): each task's repeats ({task: [((a, ci_a), (b, ci_b))]}) checked against
     the interval whose sigma_p the other tasks' repeats set (process_sigma), so that no repeat is judged by a
@@ -286,4 +315,4 @@ __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
-           "held_out_coverage"]
+           "held_out_coverage", "taken_to_reference"]

@@ -173,6 +173,30 @@ def test_each_cards_leakage_comes_from_every_runs_awake_idle_cool_and_warm():
     assert U.at_reference(0.020, 100e-6, 50.0, leak["B"]) == 0.020  # no slope: the reading itself
 
 
+def test_records_are_taken_to_the_reference_temperature_by_their_cards_leakage():
+    # A task on card A (0.6 W/°C): its part ran at 50 °C for 100 µs a call, its whole model at 40 °C for 1 ms, its
+    # awake idle at 47 °C; a card check's workload at 55 °C for 2 ms. Card B has no slope: as it was.
+    task = {"status": "ok", "job": "task", "identity": {"gpu": {"uuid": "A"}}, "report": {
+        "run": {"awake_idle_power_w": 130.0, "awake_idle_temperature_c": 47.0},
+        "whole": {"energy_per_call_j": 0.3, "dynamic_energy_per_call_j": 0.17, "gpu_time_per_call_s": 1e-3,
+                  "trial_temperature_c": [40.0]},
+        "groups": [{"name": "mlp", "energy_per_call_j": 0.02, "dynamic_energy_per_call_j": 0.007,
+                    "gpu_time_per_call_s": 100e-6, "temperature_c": [49.0, 51.0]}]}}
+    check = {"status": "ok", "job": "card_check", "identity": {"gpu": {"uuid": "A"}}, "card_check": {
+        "awake_idle_power_w": 131.0, "awake_idle_temperature_c": 50.0, "workloads": {"copy": {
+            "energy_per_call_j": 1.0, "dynamic_energy_per_call_j": 0.7, "gpu_time_per_call_s": 2e-3,
+            "trial_temperature_c": [54.0, 56.0]}}}}
+    other = dict(task, identity={"gpu": {"uuid": "B"}})
+    t, c, o = U.taken_to_reference([task, check, other], {"A": 0.6, "B": math.nan})
+    assert t["report"]["groups"][0]["energy_per_call_j"] == pytest.approx(0.02 - 0.6 * 5 * 100e-6)
+    assert t["report"]["groups"][0]["dynamic_energy_per_call_j"] == pytest.approx(0.007 - 0.6 * 5 * 100e-6)
+    assert t["report"]["whole"]["energy_per_call_j"] == pytest.approx(0.3 + 0.6 * 5 * 1e-3)
+    assert t["report"]["run"]["awake_idle_power_w"] == pytest.approx(130.0 - 0.6 * 2)
+    assert c["card_check"]["workloads"]["copy"]["energy_per_call_j"] == pytest.approx(1.0 - 0.6 * 10 * 2e-3)
+    assert c["card_check"]["awake_idle_power_w"] == pytest.approx(131.0 - 0.6 * 5)
+    assert o is other and task["report"]["groups"][0]["energy_per_call_j"] == 0.02  # the records are not changed
+
+
 def test_the_interval_is_judged_on_each_task_with_the_spread_of_the_others():
     # Task "steady" moves 0.1 % between processes, task "loose" 1 %: each judged by the other's sigma_p, the loose
     # task's repeats fall outside the interval the steady one sets; the steady task's fall inside the loose one's.
