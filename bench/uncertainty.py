@@ -229,17 +229,18 @@ def by_time_state(diffs: list) -> dict:
     return out
 
 
+def temperature_of(x: dict) -> float:
+    """°C a measurement (a part, a whole model, a card-reference workload) ran at: the mean of its trials'
+    temperatures, or where it has none per trial the middle of their range; NaN where none was recorded."""
+    trials = [t for t in x.get("trial_temperature_c") or () if t is not None and math.isfinite(t)]
+    r = clock_range(x.get("temperature_c"))
+    return statistics.fmean(trials) if trials else sum(r) / 2 if r else math.nan
+
+
 def temperatures(rec: dict) -> dict:
-    """{name: °C} of a study record: the mean of the temperatures each part's trials (and the whole model's) ran
-    at, or where a record has none per trial the middle of their range; NaN where none was recorded."""
+    """{name: °C} of a study record: the whole model's and each part's temperature_of."""
     rep = rec["report"]
-
-    def of(x):
-        trials = [t for t in x.get("trial_temperature_c") or () if t is not None and math.isfinite(t)]
-        r = clock_range(x.get("temperature_c"))
-        return statistics.fmean(trials) if trials else sum(r) / 2 if r else math.nan
-
-    return {"whole model": of(rep["whole"])} | {g["name"]: of(g) for g in rep["groups"]}
+    return {"whole model": temperature_of(rep["whole"])} | {g["name"]: temperature_of(g) for g in rep["groups"]}
 
 
 # Energies are compared at one temperature (Note [Leakage measured in every run], clear_native/thermal.py): near
@@ -282,14 +283,11 @@ def taken_to_reference(recs: list, leak: dict) -> list:
             continue
         r = copy.deepcopy(r)
         if r["job"] == "task":
-            rep, temps = r["report"], temperatures(r)
-            run, parts_of = rep["run"], [(rep["whole"], "whole model")] + [(g, g["name"]) for g in rep["groups"]]
+            run, parts_of = r["report"]["run"], [r["report"]["whole"], *r["report"]["groups"]]
         else:
-            run = r["card_check"]
-            parts_of = [(w, None) for w in run["workloads"].values()]
-        for x, name in parts_of:
-            t_c = temperatures({"report": {"whole": x, "groups": []}})["whole model"] if name is None else temps[name]
-            e = at_reference(x["energy_per_call_j"], x["gpu_time_per_call_s"], t_c, slope)
+            run, parts_of = r["card_check"], list(r["card_check"]["workloads"].values())
+        for x in parts_of:
+            e = at_reference(x["energy_per_call_j"], x["gpu_time_per_call_s"], temperature_of(x), slope)
             x["dynamic_energy_per_call_j"] = x.get("dynamic_energy_per_call_j", math.nan) + e - x["energy_per_call_j"]
             x["energy_per_call_j"] = e
         if math.isfinite(run.get("awake_idle_temperature_c", math.nan)):
@@ -315,4 +313,4 @@ __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
-           "held_out_coverage", "taken_to_reference"]
+           "held_out_coverage", "taken_to_reference", "temperature_of"]
