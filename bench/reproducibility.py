@@ -79,12 +79,11 @@ def analyse(recs: list, at_reference: bool = True) -> dict:
     # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C)
     values: dict = {}
     for r in tasks:
-        base, card = r["task"]["id"], r["identity"]["gpu"]["uuid"]
+        base = r["task"]["id"]
         awake_w, temps = r["report"].get("run", {}).get("awake_idle_power_w", math.nan), U.temperatures(r)
         for name, v in U.measurements(r).items():
-            rounds_of = values.setdefault((base, name), {}).setdefault(card, {})
-            t_c = temps.get(name, math.nan)
-            rounds_of[_round(r)] = v + (awake_w, t_c)
+            rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
+            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan))
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -137,9 +136,10 @@ def _at_reference(ok: list) -> dict:
 
 
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
-    """The repeats of parts >= MIN_TIME_S (``long``; ``pairs_long`` the same as ((J, ci), (J, ci))): how far they
-    moved raw, split by GPU time and temperature held, taken at the faster one's GPU time, and at the reference
-    temperature; how many land in the interval (Note [The reported interval])."""
+    """The repeats of parts >= MIN_TIME_S (``long``; ``pairs_long`` the same, in the same order, as ((J, ci),
+    (J, ci))): how far they moved, split by GPU time and temperature held, and taken at the faster one's GPU time;
+    how many land in the interval, with sigma_p from the other tasks' repeats (Note [The reported interval]) and
+    with the card reference's ``sigma_p``."""
     out: dict = {}
     moved = lambda xs: (max(xs, default=math.nan),  # noqa: E731
                         math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan)
