@@ -67,7 +67,8 @@ def process_sigma(pairs: list) -> float:
     if not pairs:
         return math.nan
     d2 = [rel_diff(a, b) ** 2 for (a, _), (b, _) in pairs]
-    within = [((ca / Z95) ** 2 + (cb / Z95) ** 2) for (_, ca), (_, cb) in pairs]
+    # a pair whose CIs are unknown (NaN: a record without them) counts as all process spread, not as no spread
+    within = [((ca / Z95) ** 2 + (cb / Z95) ** 2) if math.isfinite(ca + cb) else 0.0 for (_, ca), (_, cb) in pairs]
     excess = statistics.fmean(d2) - statistics.fmean(within)
     return max(SIGMA_FLOOR, math.sqrt(max(excess, 0.0) / 2))
 

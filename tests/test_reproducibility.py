@@ -240,6 +240,12 @@ def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     text = "\n".join(report_trust.uncertainty(ok, repeats, []))
     # The light MLP at the fast repeat's time: 4.6 mJ - 125 W x 4.1 µs = 4.0875 mJ against 4.0 mJ: +2.19 %.
     assert "faster reading's GPU time (the slow launch state's extra time at awake-idle power): at most 2.19 %" in text
+    # sigma_p from the two repeats whose GPU time held (t5's attn +0.4 % with CIs of 0.2 %, whole +0.714 % whose
+    # records carry no CI: all of it process spread): sqrt((mean of squares - mean of within) / 2); the light MLP's
+    # 15 % is left out.
+    d2 = statistics.fmean([(50.2 / 50 - 1) ** 2, (0.705 / 0.70 - 1) ** 2])
+    sigma = math.sqrt((d2 - 2 * (0.002 / 1.96) ** 2 / 2) / 2)
+    assert f"sigma_p = {sigma * 100:.2f} %, from the 2 repeats whose GPU time held" in text
 
 
 def test_launch_state_readings_are_grouped_by_what_nvml_reported(capsys):
