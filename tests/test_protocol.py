@@ -374,13 +374,13 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
 
 
 def test_every_part_of_a_run_is_measured_in_one_launch_latency_state():
-    # Note [One state per run]: part "a" converges in the slow state before the card switches at 1.6 s; part "b",
+    # Note [One state per run]: part "a" converges in the slow state before the card switches at 2.0 s; part "b",
     # noisier, is still being measured. Without starting the trials again, "a" kept the slow state's numbers
     # (+25 % in time) while "b" read the fast one's: two parts of one run in two states.
     a = cn.SimulatedCall("a", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
     b = cn.SimulatedCall("b", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6, swing_w=6.0, swing_s=0.01)
     profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
-    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.3)
+    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=2.0)
     run = cn.measure([a, b], backend=card, profile=profile, min_trials=3, **KW)
     for call in (a, b):
         m = run[call.name]
