@@ -128,6 +128,8 @@ def _at_reference(ok: list) -> dict:
     leakage (Note [Leakage measured in every run]): its repeatability, its card spread, and the interval's coverage
     (sigma_p from the tasks' own repeats, each task judged with the others': Note [The reported interval])."""
     leak = U.card_leakage(ok)
+    if all(math.isnan(w) for w in leak.values()):  # records before protocol 8 (or cards held at one temperature)
+        return {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C}
     again = analyse(U.taken_to_reference(ok, leak), at_reference=False)
     return {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C,
             "interval_coverage": again["interval_coverage_held_out"], "sigma_p_tasks_rel": again["sigma_p_tasks_rel"],
@@ -329,6 +331,7 @@ _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °
 
 def _summary_rows(an: dict, pc, ref_c: float) -> list:
     """The report's table of the issue's quantities: repeats, the interval, the card spread."""
+    at = f"at {ref_c:.0f} °C" if "repeatability_max_rel_at_reference" in an else "as read (no card's leakage known)"
     return [
         f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
         "model between two fresh processes on one card |",
@@ -344,10 +347,10 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"{pc(an.get('repeatability_rms_rel_at_reference'))}) | each reading less the static power its card's leakage "
         f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "
         "[Leakage measured in every run], clear_native/thermal.py) |",
-        f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats at "
-        f"{ref_c:.0f} °C; {an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
-        f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats at "
-        f"{ref_c:.0f} °C inside the stated 95 % interval, each task's judged with sigma_p from the other tasks' "
+        f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats {at}; "
+        f"{an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
+        f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats {at} "
+        "inside the stated 95 % interval, each task's judged with sigma_p from the other tasks' "
         "repeats (Note [The reported interval]) |",
         f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
         f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
