@@ -128,12 +128,11 @@ def _at_reference(ok: list) -> dict:
     leakage (Note [Leakage measured in every run]): its repeatability, its card spread, and the interval's coverage
     (sigma_p from the tasks' own repeats, each task judged with the others': Note [The reported interval])."""
     leak = U.card_leakage(ok)
+    head = {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C}
     if all(math.isnan(w) for w in leak.values()):  # records before protocol 8 (or cards held at one temperature)
-        return {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C}
+        return head
     again = analyse(U.taken_to_reference(ok, leak), at_reference=False)
-    return {"leakage_w_per_c": leak, "reference_temperature_c": U.REFERENCE_TEMPERATURE_C,
-            "interval_coverage": again["interval_coverage_held_out"], "sigma_p_tasks_rel": again["sigma_p_tasks_rel"],
-            "interval_pairs": again["interval_pairs"]} | {
+    return head | {k: again[k] for k in ("interval_coverage", "sigma_p_tasks_rel", "interval_pairs")} | {
         f"{k}_at_reference": again[k] for k in AT_REFERENCE if k in again}
 
 
@@ -155,8 +154,8 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
     by_task: dict = {}
     for x, pair in zip(long, pairs_long):
         by_task.setdefault(x["task"], []).append(pair)
-    out["interval_coverage_held_out"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
-    out["interval_coverage"], out["interval_pairs"] = out["interval_coverage_held_out"], len(pairs_long)
+    out["interval_coverage"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
+    out["interval_pairs"] = len(pairs_long)
     # The interval with the card reference's sigma_p instead, raw and at the faster reading's GPU time.
     out["interval_coverage_card_reference_sigma"] = U.interval_coverage(pairs_long, sigma_p)
     out["interval_coverage_state_corrected"] = U.interval_coverage(pairs_long, sigma_p,
