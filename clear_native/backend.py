@@ -37,7 +37,7 @@ from __future__ import annotations
 # +0.1/-0.1 % in energy, the 5 µs pooler -12.7 % / -9.4 %. What the slow state adds is time at about
 # awake-idle power (the pooler: 0.10 mJ over 0.73 µs, 141 W; awake idle 123 W), so energy above awake idle
 # moves far less (whole model +0.9 %, pooler -3.3 %).
-# The cause, measured (bench/launch_streams.py, results/launch_streams.*; GPU-279e5ac7 and GPU-7a6b1f31,
+# One cause, measured (bench/launch_streams.py, results/launch_streams.*; GPU-279e5ac7 and GPU-7a6b1f31,
 # 2026-11-28): the streams a process has launched eager kernels on. A fresh process that ran eager adds on the
 # default stream *and* on a side stream replays a graph of 200 tiny adds at 1.090 µs a kernel, in every reading
 # of every process; one that ran them on either stream alone, or on none, at 0.911-0.913 µs, whichever stream
@@ -46,6 +46,10 @@ from __future__ import annotations
 # stream (as PyTorch's examples warm up). capture() and the probe below now warm up on the current stream, and
 # torch.cuda.graph's own capture stream launches nothing eagerly (PROTOCOL_VERSION 7; tests/test_gpu_protocol.py
 # checks that a capture() leaves a fresh process as fast as one that never left the default stream).
+# That was one cause, not the only one: on four more H200s (protocol 8, docs/measured.md 2026-11-28 midday) the
+# processes of measure_model still began slow (1.08-1.21 µs) and on three cards turned fast (0.90-1.04 µs) within
+# their warm-up, while on GPU-35c64b04 every process of one run stayed slow. So the probe and the restart below
+# stay.
 
 from . import clock
 from ._native import core
