@@ -449,7 +449,13 @@ def main(argv=None) -> int:
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
-    ap.add_argument("--window-s", type=float, default=0.2)
+    ap.add_argument("--window-s", type=float, default=0.2, help="steady seconds of samples per trial (s)")
+    ap.add_argument("--target-ci", type=float, default=0.005,
+                    help="each part's trials go on until its 95 %% CI is within this (relative; 0.005 = ±0.5 %%)")
+    ap.add_argument("--target-cv", type=float, default=0.01,
+                    help="a part whose trials scatter more than this (relative) gets longer windows")
+    ap.add_argument("--max-trials", type=int, default=12)
+    ap.add_argument("--task-budget-s", type=float, default=120.0, help="seconds of trials per task at most")
     args = ap.parse_args(argv)
     if args.report is not None:
         if not (Path(args.report) / "records.jsonl").exists():
@@ -457,8 +463,13 @@ def main(argv=None) -> int:
             return 2
         write(Path(args.report), Path(args.out))
         return 0
-    if args.rounds < 2:
-        print("bench/reproducibility.py: --rounds must be >= 2 (repeatability needs two)", file=sys.stderr)
+    bad = ("--rounds must be >= 2 (repeatability needs two)" if args.rounds < 2 else
+           "--target-ci and --target-cv must lie in (0, 1): relative, 0.005 is ±0.5 %"
+           if not (0 < args.target_ci < 1 and 0 < args.target_cv < 1) else
+           "--max-trials must be >= 3" if args.max_trials < 3 else
+           "--window-s and --task-budget-s must be > 0 (seconds)" if min(args.window_s, args.task_budget_s) <= 0 else "")
+    if bad:
+        print(f"bench/reproducibility.py: {bad}", file=sys.stderr)
         return 2
     try:
         cards = workers.host_cards(args.gpus, simulate=args.simulate)
@@ -470,8 +481,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
-    settings = dict(window_s=args.window_s, min_trials=3, max_trials=12, target_ci=0.005, target_cv=0.01,
-                    task_budget_s=120.0, l2="cold", reference_calls=0, reference_trials=0, verbose=False)
+    settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
+                    target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
+                    reference_trials=0, verbose=False)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
                     task_ids=suite.as_list(args.tasks, TASKS), done=done)
