@@ -297,6 +297,43 @@ def taken_to_reference(recs: list, leak: dict) -> list:
     return out
 
 
+# Note [Energy per call per °C]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Awake idle's leakage slope (at_reference) is what the card's static power costs per °C at idle clocks; under
+# load the energy per call moves more. On GPU-e8dde3fa (protocol 8, +-0.25 % readings, results/reproducibility/
+# 2026-11-28_093900) BERT's parts (250-660 W) ran 2-5 °C cooler in their second process, as the card's heatsink
+# cooled 45 -> 40 °C over ten minutes, and read 0.9-1.9 % less: 0.21-0.65 % per °C, where the idle slope (0.74
+# W/°C) explains 0.1 % per °C for a 650 W part. Fitted through every repeat, energy per call moved 0.33 % per °C
+# there and 0.34 % per °C on four other H200s (2026-11-28_064818): one relative coefficient beta, light parts and
+# heavy alike. A reading E at T is then E / (1 + beta (T - T_ref)) at T_ref (scaled_to_temperature); beta comes
+# from repeats that moved in temperature (temperature_coefficient), for a task's own repeats from the others';
+# where none of the others moved, from the kind's earlier run (KIND_TEMPERATURE_COEFFICIENT), never from the
+# repeats it then judges.
+
+
+# {GPU name: (beta per °C, the run it was fitted on)}: repeats of earlier runs, for runs whose other tasks held
+# their temperature (Note [Energy per call per °C]).
+KIND_TEMPERATURE_COEFFICIENT = {"NVIDIA H200": (0.00343, "results/reproducibility/2026-11-28_064818")}
+
+
+def temperature_coefficient(points: list) -> float:
+    """beta (per °C): the least-squares line through the origin of repeats' relative energy change against their
+    temperature change (``points``: [(rel_diff, delta °C)]); NaN where no repeat moved thermal.MIN_SPAN_C or more
+    (Note [Energy per call per °C])."""
+    pts = [(d, t) for d, t in points if math.isfinite(d) and math.isfinite(t)]
+    if not any(abs(t) >= thermal.MIN_SPAN_C for _, t in pts):
+        return math.nan
+    return sum(d * t for d, t in pts) / sum(t * t for _, t in pts)
+
+
+def scaled_to_temperature(rel_diff_: float, delta_c: float, beta: float) -> float:
+    """A repeat's relative change with its second reading scaled to the first's temperature by beta (Note [Energy
+    per call per °C]); as it was where beta or the temperature change is unknown."""
+    if math.isnan(beta) or math.isnan(delta_c):
+        return rel_diff_
+    return (1 + rel_diff_) / (1 + beta * delta_c) - 1
+
+
 def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
     """(coverage, sigma_p of all the pairs): each task's repeats ({task: [((a, ci_a), (b, ci_b))]}) checked against
     the interval whose sigma_p the other tasks' repeats set (process_sigma), so that no repeat is judged by a
@@ -314,4 +351,5 @@ __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
-           "held_out_coverage", "taken_to_reference", "temperature_of"]
+           "held_out_coverage", "taken_to_reference", "temperature_of", "temperature_coefficient",
+           "scaled_to_temperature", "KIND_TEMPERATURE_COEFFICIENT"]
