@@ -496,8 +496,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
     # Readings to +-0.25 %: at +-0.5 % two readings of one part differ by up to ~0.7 % by chance alone, more than
-    # the 0.5 % repeatability asked of them; on GPU-e8dde3fa the tighter target cost no more time per round (longer
-    # windows, fewer trials) and repeats that kept their temperature moved <= 0.45 % (docs/measured.md).
+    # the 0.5 % repeatability asked of them; on GPU-e8dde3fa the tighter target cost ~10 % more task time (longer
+    # windows, few more trials) and repeats that kept their temperature moved <= 0.45 % (docs/measured.md).
     ap.add_argument("--window-s", type=float, default=0.4, help="steady seconds of samples per trial (s)")
     ap.add_argument("--target-ci", type=float, default=0.0025,
                     help="each part's trials go on until its 95 %% CI is within this (relative; 0.005 = ±0.5 %%)")

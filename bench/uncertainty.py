@@ -301,7 +301,7 @@ def taken_to_reference(recs: list, leak: dict) -> list:
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 # Awake idle's leakage slope (at_reference) is what the card's static power costs per °C at idle clocks; under
 # load the energy per call moves more. On GPU-e8dde3fa (protocol 8, +-0.25 % readings, results/reproducibility/
-# 2026-11-28_093900) BERT's parts (250-660 W) ran 2-5 °C cooler in their second process, as the card's heatsink
+# 2026-11-28_093900) BERT's parts (200-670 W) ran 2-5 °C cooler in their second process, as the card's heatsink
 # cooled 45 -> 40 °C over ten minutes, and read 0.9-1.9 % less: 0.21-0.65 % per °C, where the idle slope (0.74
 # W/°C) explains 0.1 % per °C for a 650 W part. Fitted through every repeat, energy per call moved 0.33 % per °C
 # there and 0.34 % per °C on four other H200s (2026-11-28_064818): one relative coefficient beta, light parts and
