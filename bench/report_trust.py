@@ -30,9 +30,10 @@ def repeat_pairs(ok: dict, repeats: list) -> list:
         fresh = r.get("pid") is not None and r.get("pid") != first.get("pid")
         a, b = U.measurements(first), U.measurements(r)
         wa, wb = (x["report"].get("run", {}).get("awake_idle_power_w", math.nan) for x in (first, r))
+        ta, tb = U.temperatures(first), U.temperatures(r)
         for name in sorted(a.keys() & b.keys()):  # (J, ci95_rel, GPU s, awake-idle W of its run)
             out.append({"task": first["task"]["id"], "part": name, "a": a[name] + (wa,), "b": b[name] + (wb,),
-                        "fresh": fresh})
+                        "fresh": fresh, "temperature_diff_c": tb.get(name, math.nan) - ta.get(name, math.nan)})
     return out
 
 
@@ -56,7 +57,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
         L.append(f"- **Repeatability** (same card): {len({p['task'] for p in long})} tasks measured again at the run's "
                  f"end {how}: their parts of >= 5 µs and whole models moved by at most {_pc(max(d))} (RMS "
                  f"{_pc(math.sqrt(statistics.fmean(x * x for x in d)))}, {len(d)} pairs).")
-        L += _by_time_state(split, long, ok, repeats)
+        L += _by_time_state(split, long, ok, repeats) + _temperature_scaled(long, ok)
         corrected = [abs(U.state_corrected_diff(*((p[k][0], p[k][2], p[k][3]) for k in "ab"))) for p in long]
         corrected = [x for x in corrected if not math.isnan(x)]  # records without awake-idle power are left out
         if split["time_moved"]["n"] and corrected:
@@ -80,6 +81,23 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
                      f"latency-bound part (a few µs per kernel) can read up to {_pc(moved['max_rel'])} apart in two "
                      "processes (above), and this interval does not cover that.")
     return L + [""]
+
+
+def _temperature_scaled(long: list, ok: dict) -> list:
+    """The repeats with each second reading scaled to its first's temperature (Note [Energy per call per °C],
+    bench/uncertainty.py), where any of them moved in temperature."""
+    dts = [p["temperature_diff_c"] for p in long if not math.isnan(p["temperature_diff_c"])]
+    if not dts or max(map(abs, dts)) < U.TEMPERATURE_HELD_C:
+        return []
+    kind = next(iter(ok.values()))["identity"]["gpu"].get("name", "")
+    scaled, used = U.scaled_repeats([(p["task"], U.rel_diff(p["a"][0], p["b"][0]), p["temperature_diff_c"])
+                                     for p in long], kind)
+    scaled = [abs(d) for d in scaled]
+    by = "; ".join(f"{t}: {_pc(b)} per °C from {f or 'nowhere (not scaled)'}" for t, (b, f) in sorted(used.items()))
+    return [f"  Between the two readings the parts' temperature moved up to {max(map(abs, dts)):.1f} °C; each "
+            f"repeat scaled to its first reading's temperature by energy per call per °C ({by}; Note [Energy per "
+            f"call per °C], bench/uncertainty.py) moved at most {_pc(max(scaled))} (RMS "
+            f"{_pc(math.sqrt(statistics.fmean(x * x for x in scaled)))})."]
 
 
 def _by_time_state(split: dict, long: list, ok: dict, repeats: list) -> list:

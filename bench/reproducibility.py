@@ -173,20 +173,14 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str)
     those moved on the ``kind``'s earlier run (Note [Energy per call per °C], bench/uncertainty.py): how far they
     moved, and how many land in the interval (sigma_p from the other tasks' scaled repeats; ``sigma_p`` where
     there is no other task)."""
-    points = lambda xs: [(x["rel_diff"], x["temperature_diff_c"]) for x in xs]  # noqa: E731
-    earlier = U.KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
-    beta, source = {}, {}
-    for t in {x["task"] for x in long}:
-        own = U.temperature_coefficient(points(x for x in long if x["task"] != t))
-        beta[t], source[t] = (own, "the other tasks' repeats") if not math.isnan(own) else earlier
-    diffs, by_task = [], {}
-    for x, ((a, ca), (_, cb)) in zip(long, pairs_long):
-        d = U.scaled_to_temperature(x["rel_diff"], x["temperature_diff_c"], beta[x["task"]])
-        diffs.append(abs(d))
+    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind)
+    diffs, by_task = [abs(d) for d in scaled], {}
+    for x, d, ((a, ca), (_, cb)) in zip(long, scaled, pairs_long):
         by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
     coverage, sigma = U.held_out_coverage(by_task, sigma_p)
-    return {"temperature_coefficient_per_c": U.temperature_coefficient(points(long)),
-            "temperature_coefficient_used": {t: {"per_c": beta[t], "from": source[t]} for t in sorted(beta)},
+    return {"temperature_coefficient_per_c": U.temperature_coefficient([(x["rel_diff"], x["temperature_diff_c"])
+                                                                         for x in long]),
+            "temperature_coefficient_used": {t: {"per_c": b, "from": f} for t, (b, f) in sorted(used.items())},
             "repeatability_max_rel_temperature_scaled": max(diffs, default=math.nan),
             "repeatability_rms_rel_temperature_scaled":
                 math.sqrt(statistics.fmean(d * d for d in diffs)) if diffs else math.nan,

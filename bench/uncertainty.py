@@ -334,6 +334,19 @@ def scaled_to_temperature(rel_diff_: float, delta_c: float, beta: float) -> floa
     return (1 + rel_diff_) / (1 + beta * delta_c) - 1
 
 
+def scaled_repeats(repeats: list, kind: str) -> tuple:
+    """([each repeat's relative change scaled to one temperature], {task: (beta per °C, where it came from)}) for
+    ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give, or where
+    none of those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled).
+    Note [Energy per call per °C]."""
+    earlier = KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
+    used = {}
+    for task in {t for t, _, _ in repeats}:
+        own = temperature_coefficient([(d, dt) for t, d, dt in repeats if t != task])
+        used[task] = (own, "the other tasks' repeats") if not math.isnan(own) else earlier
+    return [scaled_to_temperature(d, dt, used[t][0]) for t, d, dt in repeats], used
+
+
 def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
     """(coverage, sigma_p of all the pairs): each task's repeats ({task: [((a, ci_a), (b, ci_b))]}) checked against
     the interval whose sigma_p the other tasks' repeats set (process_sigma), so that no repeat is judged by a
@@ -352,4 +365,4 @@ __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
            "held_out_coverage", "taken_to_reference", "temperature_of", "temperature_coefficient",
-           "scaled_to_temperature", "KIND_TEMPERATURE_COEFFICIENT"]
+           "scaled_to_temperature", "KIND_TEMPERATURE_COEFFICIENT", "scaled_repeats"]

@@ -635,3 +635,27 @@ def test_bad_measuring_arguments_are_refused_before_any_card_is_touched(bad, say
     assert R.main(["--simulate", "--gpus", "0", "--out", str(tmp_path), *bad]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "reproducibility").exists()  # no run folder, no process started
+
+
+def test_the_study_report_scales_its_repeats_to_one_temperature_by_the_other_tasks_coefficient():
+    from bench import report_trust
+
+    def rec(task, pid, energy_j, temperature_c):  # one part, its trials at one temperature
+        part = {"name": "mlp", "energy_per_call_j": energy_j, "ci95_rel": 0.001, "gpu_time_per_call_s": 20e-6,
+                "occurrences": 1, "trial_temperature_c": [temperature_c] * 3}
+        whole = {"energy_per_call_j": 10 * energy_j, "energy_per_call_ci95_j": 0.01 * energy_j,
+                 "gpu_time_per_call_s": 200e-6, "temperature_c": [temperature_c, temperature_c]}
+        return {"task": {"id": task}, "pid": pid, "identity": {"gpu": {"uuid": "GPU-a", "name": "Simulated GPU"}},
+                "status": "ok", "report": {"groups": [part], "whole": whole, "run": {}}}
+
+    # "hot" read 1.6 % less 4 °C cooler (0.4 %/°C), "mild" 0.4 % less 2 °C cooler (0.2 %/°C), whole and part alike.
+    ok = {"hot": rec("hot", 1, 1.0e-3, 60.0), "mild": rec("mild", 2, 2.0e-3, 50.0)}
+    repeats = [rec("hot/repeat1", 3, 0.984e-3, 56.0), rec("mild/repeat1", 4, 1.992e-3, 48.0)]
+    text = "\n".join(report_trust.uncertainty(ok, repeats, []))
+    assert "temperature moved up to 4.0 °C" in text
+    assert "hot: 0.20 % per °C from the other tasks' repeats; mild: 0.40 % per °C from the other tasks'" in text
+    # hot at mild's 0.2 %/°C: 0.984 / 0.992 - 1 = -0.81 %; mild at hot's 0.4 %/°C: 0.996 / 0.992 - 1 = +0.40 %.
+    assert f"moved at most {(1 - 0.984 / 0.992) * 100:.2f} %" in text
+    # Repeats that kept their temperature: no such line.
+    repeats = [rec("hot/repeat1", 3, 0.984e-3, 60.0), rec("mild/repeat1", 4, 1.992e-3, 50.0)]
+    assert "energy per call per °C" not in "\n".join(report_trust.uncertainty(ok, repeats, []))
