@@ -22,7 +22,9 @@ an interval built on them held 60 % of the tasks' repeats. sigma_p is therefore 
 tasks' own repeats, each task's repeats judged with the sigma_p of the other tasks' (held_out_coverage),
 and at one temperature (REFERENCE_TEMPERATURE_C, at_reference): a reading taken at another die
 temperature moves by what the card's leakage costs over its GPU time, which this interval does not
-hold (Note [Leakage measured in every run], clear_native/thermal.py).
+hold (Note [Leakage measured in every run], clear_native/thermal.py); under load it moves more than idle's
+leakage says, ~0.33 % of energy per call per °C on H200s, and the reports also judge the repeats scaled by
+that (Note [Energy per call per °C] below).
 
 Note [Card normalisation]
 ~~~~~~~~~~~~~~~~~~~~~~~~~
