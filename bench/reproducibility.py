@@ -70,7 +70,8 @@ def _round(rec: dict) -> int:
     return int(rec.get("round", 0))
 
 
-def analyse(recs: list, at_reference: bool = True) -> dict:
+def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
+    """The run's repeats, card spread and temperature effect from its records (``run``: its folder, where known)."""
     ok = [r for r in recs if r.get("status") == "ok"]
     tasks = [r for r in ok if r["job"] == "task"]
     checks = [r for r in ok if r["job"] == "card_check"]
@@ -115,7 +116,7 @@ def analyse(recs: list, at_reference: bool = True) -> dict:
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     kinds = _kinds(ok)
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
-        long, pairs_long, sigma_p, max(kinds, key=lambda k: (len(kinds[k]), k), default=""))
+        long, pairs_long, sigma_p, max(kinds, key=lambda k: (len(kinds[k]), k), default=""), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
@@ -167,13 +168,13 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
     return out
 
 
-def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str) -> dict:
+def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str, run: str = "") -> dict:
     """The repeats (as _repeatability takes them) with each second reading scaled to its first's temperature by
     the energy per call's coefficient per °C, for each task's repeats fitted on the other tasks', or where none of
-    those moved on the ``kind``'s earlier run (Note [Energy per call per °C], bench/uncertainty.py): how far they
-    moved, and how many land in the interval (sigma_p from the other tasks' scaled repeats; ``sigma_p`` where
-    there is no other task)."""
-    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind)
+    those moved on the ``kind``'s earlier run unless that is ``run`` (Note [Energy per call per °C],
+    bench/uncertainty.py): how far they moved, and how many land in the interval (sigma_p from the other tasks'
+    scaled repeats; ``sigma_p`` where there is no other task)."""
+    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run)
     diffs, by_task = [abs(d) for d in scaled], {}
     for x, d, ((a, ca), (_, cb)) in zip(long, scaled, pairs_long):
         by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
@@ -442,7 +443,7 @@ def markdown(an: dict, ident: dict) -> str:
 
 def write(folder: Path, out: Path) -> dict:
     recs = store.load(folder, "records.jsonl")
-    an = analyse(recs)
+    an = analyse(recs, run=str(folder))
     ident = next(r["identity"] for r in recs if r.get("status") == "ok")
     res = {"identity": ident, "run": str(folder)} | an
     write_results(out, "reproducibility", res, markdown(an, ident))

@@ -50,6 +50,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from pathlib import Path
 
 from clear_native import thermal
 from clear_native.accounting import clock_range, regime
@@ -336,12 +337,14 @@ def scaled_to_temperature(rel_diff_: float, delta_c: float, beta: float) -> floa
     return (1 + rel_diff_) / (1 + beta * delta_c) - 1
 
 
-def scaled_repeats(repeats: list, kind: str) -> tuple:
+def scaled_repeats(repeats: list, kind: str, run: str = "") -> tuple:
     """([each repeat's relative change scaled to one temperature], {task: (beta per °C, where it came from)}) for
     ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give, or where
-    none of those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled).
-    Note [Energy per call per °C]."""
+    none of those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled),
+    unless that run is ``run`` itself (a folder). Note [Energy per call per °C]."""
     earlier = KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
+    if run and earlier[1] and Path(earlier[1]).name == Path(run).name:
+        earlier = (math.nan, None)  # the run that set the coefficient is not judged by it
     used = {}
     for task in {t for t, _, _ in repeats}:
         own = temperature_coefficient([(d, dt) for t, d, dt in repeats if t != task])

@@ -625,6 +625,10 @@ def test_where_no_other_task_moved_the_kinds_earlier_coefficient_scales_the_repe
     assert out["repeatability_max_rel_temperature_scaled"] == pytest.approx(0.012)
     pc = lambda x: "n/a" if math.isnan(x) else f"{x * 100:.2f} %"  # noqa: E731
     assert R._coefficients(out, pc).startswith("held 0.30 % from the other tasks' repeats; hot n/a from nowhere")
+    # The earlier run judging itself (its report made again): not scaled by the coefficient it set.
+    out = R._temperature_scaled([r[0] for r in reps], [r[1] for r in reps], 0.001, "Simulated GPU",
+                                "/elsewhere/results/reproducibility/an earlier run")
+    assert out["temperature_coefficient_used"]["hot"]["from"] is None
 
 
 @pytest.mark.parametrize("bad, says", [(["--target-ci", "1.5"], "0.005 is ±0.5 %"), (["--rounds", "1"], "needs two"),
