@@ -185,7 +185,8 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
             "repeatability_max_rel_temperature_scaled": max(diffs, default=math.nan),
             "repeatability_rms_rel_temperature_scaled":
                 math.sqrt(statistics.fmean(d * d for d in diffs)) if diffs else math.nan,
-            "interval_coverage_temperature_scaled": coverage, "sigma_p_temperature_scaled_rel": sigma}
+            "interval_coverage_temperature_scaled": coverage, "sigma_p_temperature_scaled_rel": sigma,
+            "temperature_diffs_c": [x["temperature_diff_c"] for x in long]}
 
 
 def _kinds(ok: list) -> dict:
@@ -347,6 +348,19 @@ def _temperature_section(th: dict) -> list:
     return L
 
 
+def _per_degree(an: dict) -> list:
+    """What a hotter card costs the tasks' parts and whole models, from the repeats that moved in temperature."""
+    beta, dts = an.get("temperature_coefficient_per_c", math.nan), an.get("temperature_diffs_c") or []
+    moved = [abs(t) for t in dts if math.isfinite(t) and abs(t) >= U.thermal.MIN_SPAN_C]
+    if math.isnan(beta) or not moved:
+        return []
+    return ["", f"From the tasks' repeats ({len(moved)} of {len(dts)} moved {U.thermal.MIN_SPAN_C:.1f}-"
+            f"{max(moved):.1f} °C between their processes): energy per call {beta * 1000:+.2f} % per 10 °C of the "
+            "die, parts and whole models together (a line through the origin; Note [Energy per call per °C], "
+            "bench/uncertainty.py): what a hotter card costs a model's components (the thermal job's reference "
+            "workloads, where measured, are held by the power limiter)."]
+
+
 _SPLITS = {"time_held": "the GPU time held", "time_moved": "the GPU time moved",
            "time_and_temperature_held": "the GPU time and the temperature held"}
 _SPLIT_TEMPERATURE = (f"; the part's trials within {U.TEMPERATURE_HELD_C:.0f} °C of the first process's (Note [Warm "
@@ -431,6 +445,7 @@ def markdown(an: dict, ident: dict) -> str:
               "warm; Note [Leakage measured in every run]): " + ", ".join(
                   f"{c[:12]} {w:.2f} W/°C" if not math.isnan(w) else f"{c[:12]} n/a"
                   for c, w in sorted(an["leakage_w_per_c"].items())) + "."]
+    L += _per_degree(an)
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
           "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:
