@@ -116,7 +116,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     kinds = _kinds(ok)
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
-        long, pairs_long, sigma_p, max(kinds, key=lambda k: (len(kinds[k]), k), default=""), run)
+        long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
@@ -141,19 +141,22 @@ def _at_reference(ok: list) -> dict:
         f"{k}_at_reference": again[k] for k in AT_REFERENCE if k in again}
 
 
+def _moved(xs: list) -> tuple:
+    """(largest, RMS) of relative changes already taken absolute; NaN for none."""
+    return max(xs, default=math.nan), math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan
+
+
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
     """The repeats of parts >= MIN_TIME_S (``long``; ``pairs_long`` the same, in the same order, as ((J, ci),
     (J, ci))): how far they moved, split by GPU time and temperature held, and taken at the faster one's GPU time;
     how many land in the interval, with sigma_p from the other tasks' repeats (Note [The reported interval]) and
     with the card reference's ``sigma_p``."""
     out: dict = {}
-    moved = lambda xs: (max(xs, default=math.nan),  # noqa: E731
-                        math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan)
-    out["repeatability_max_rel"], out["repeatability_rms_rel"] = moved([abs(x["rel_diff"]) for x in long])
+    out["repeatability_max_rel"], out["repeatability_rms_rel"] = _moved([abs(x["rel_diff"]) for x in long])
     out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
     corrected = [x["state_corrected_rel_diff"] for x in long if not math.isnan(x["state_corrected_rel_diff"])]
     out["repeatability_state_corrected_max_rel"], out["repeatability_state_corrected_rms_rel"] = \
-        moved([abs(x) for x in corrected])
+        _moved([abs(x) for x in corrected])
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
                                                            x["temperature_diff_c"]) for x in long])
     by_task: dict = {}
@@ -175,18 +178,22 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
     bench/uncertainty.py): how far they moved, and how many land in the interval (sigma_p from the other tasks'
     scaled repeats; ``sigma_p`` where there is no other task)."""
     scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run)
-    diffs, by_task = [abs(d) for d in scaled], {}
+    by_task: dict = {}
     for x, d, ((a, ca), (_, cb)) in zip(long, scaled, pairs_long):
         by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
-    coverage, sigma = U.held_out_coverage(by_task, sigma_p)
-    return {"temperature_coefficient_per_c": U.temperature_coefficient([(x["rel_diff"], x["temperature_diff_c"])
-                                                                         for x in long]),
-            "temperature_coefficient_used": {t: {"per_c": b, "from": f} for t, (b, f) in sorted(used.items())},
-            "repeatability_max_rel_temperature_scaled": max(diffs, default=math.nan),
-            "repeatability_rms_rel_temperature_scaled":
-                math.sqrt(statistics.fmean(d * d for d in diffs)) if diffs else math.nan,
-            "interval_coverage_temperature_scaled": coverage, "sigma_p_temperature_scaled_rel": sigma,
-            "temperature_diffs_c": [x["temperature_diff_c"] for x in long]}
+    out = {"temperature_coefficient_per_c": U.temperature_coefficient([(x["rel_diff"], x["temperature_diff_c"])
+                                                                        for x in long]),
+           "temperature_coefficient_used": {t: {"per_c": b, "from": f} for t, (b, f) in sorted(used.items())}}
+    out["repeatability_max_rel_temperature_scaled"], out["repeatability_rms_rel_temperature_scaled"] = \
+        _moved([abs(d) for d in scaled])
+    out["interval_coverage_temperature_scaled"], out["sigma_p_temperature_scaled_rel"] = \
+        U.held_out_coverage(by_task, sigma_p)
+    return out
+
+
+def _main_kind(kinds: dict) -> str:
+    """The GPU name most of the run's cards carry (``kinds``: _kinds); '' for none."""
+    return max(kinds, key=lambda k: (len(kinds[k]), k), default="")
 
 
 def _kinds(ok: list) -> dict:
@@ -201,7 +208,7 @@ def _cards(checks: list, rows: list, kinds: dict) -> dict:
     """Card-to-card spread, raw and normalised both ways, among the cards of the kind most of the run's cards are
     (an H100 and an H200 differ by far more than two cards of one kind); the model that does better on the
     components."""
-    kind = max(kinds, key=lambda k: (len(kinds[k]), k), default="")
+    kind = _main_kind(kinds)
     cards, head = kinds.get(kind, []), {"kinds": kinds, "spread_kind": kind}
     if len(cards) < 2:
         return head | {"card_spread_raw_rel": math.nan, "card_spread_normalized_rel": math.nan}
@@ -350,7 +357,8 @@ def _temperature_section(th: dict) -> list:
 
 def _per_degree(an: dict) -> list:
     """What a hotter card costs the tasks' parts and whole models, from the repeats that moved in temperature."""
-    beta, dts = an.get("temperature_coefficient_per_c", math.nan), an.get("temperature_diffs_c") or []
+    beta = an.get("temperature_coefficient_per_c", math.nan)
+    dts = [x["temperature_diff_c"] for x in an.get("repeat", ()) if x["gpu_time_s"] >= MIN_TIME_S]
     moved = [abs(t) for t in dts if math.isfinite(t) and abs(t) >= U.thermal.MIN_SPAN_C]
     if math.isnan(beta) or not moved:
         return []
