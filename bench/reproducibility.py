@@ -5,11 +5,25 @@ On each card, in this order, every job in a process of its own (bench/workers.py
   1. thermal: each card-reference workload's energy per call, and an fp32 GEMM's, as the die warms from idle
      and as it cools after a soak with the GEMM: how energy per call moves with temperature, compute- and
      memory-bound;
-  2. ``--rounds`` times: the card reference, then TASKS (three whole models and their components).
+  2. the card reference, then TASKS (three whole models and their components), each ``--rounds`` times in a row
+     (``--order rounds``: all of them once per round, one round after the other).
 Then: repeatability (same card, rounds in fresh processes), the card-to-card spread raw and
 normalised by the card reference (fitted on its workloads only, checked on the tasks' components),
 and how often a repeat lands inside the stated 95 % interval (Note [The reported interval],
 bench/uncertainty.py).
+
+Note [Repeats back-to-back]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~
+A part's energy per call moves ~0.33 % per °C of its die (Note [Energy per call per °C], bench/uncertainty.py),
+and the die sits on a heatsink that drifts for minutes: on GPU-e8dde3fa awake idle read 44.8 °C as the first
+process began and 40.0 °C ten minutes later (cooling from before the lease), so BERT's second round ran 2-5 °C
+cooler than its first and its parts read 0.9-1.9 % less, while the repeats whose temperature held moved at most
+0.45 % (results/reproducibility/2026-11-28_093900). A process's warm-up brings its die to a steady temperature
+in seconds (Note [Warm to a steady temperature], clear_native/thermal.py), not the heatsink: heating it a few °C
+takes minutes of load, and BERT's 10 s warm-up had raised awake idle 2.5 °C that were gone by the next process.
+So a job's rounds run back-to-back, each a fresh process minutes apart: repeatability is then what a fresh
+process moves on a card in one state, and what the card's temperature does is reported as its own layer (per
+10 °C, and the repeats scaled to one temperature), not mixed into it.
 
 Usage:
   python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
@@ -40,26 +54,40 @@ TASKS = ("bert-base/prefill/b8s128/bf16", "llama-3.2-1b/decode/b1kv512/bf16", "g
 MIN_TIME_S = 5e-6  # repeatability is judged on parts of at least 5 µs (shorter ones are in the table)
 
 
+ORDERS = ("interleaved", "rounds")
+
+
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
-         done=frozenset()) -> workers.Jobs:
-    """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation)."""
+         done=frozenset(), order: str = "interleaved") -> workers.Jobs:
+    """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
+    ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
+    every job once per round, one round after the other."""
     by_id = {t.id: t for t in suite.plan()}
     unknown = [t for t in task_ids if t not in by_id]
     if unknown:
         raise ValueError(f"--tasks: {unknown[0]!r} is not a task of the study's plan (see bench/run.py --dry-run)")
+    if order not in ORDERS:
+        raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
     jobs = workers.Jobs()
     add = lambda job: job["id"] in done or jobs.add(job)  # noqa: E731
     for c in cards:
         if thermal:
             add({"job": "thermal", "id": f"thermal/{c.uuid}", "args": settings, "simulate": simulate,
                  "card": c.uuid})
-    for r in range(rounds):
+
+    def one(c, key, r):  # the card check (key None) or a task, in round r
+        if key is None:
+            return {"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
+                    "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r}
+        return {"job": "task", "id": f"{key}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
+                "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
+
+    keys = [None, *task_ids]
+    steps = ([(k, r) for k in keys for r in range(rounds)] if order == "interleaved" else
+             [(k, r) for r in range(rounds) for k in keys])
+    for k, r in steps:
         for c in cards:
-            add({"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
-                 "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r})
-            for tid in task_ids:
-                add({"job": "task", "id": f"{tid}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
-                     "card": c.uuid, "task": by_id[tid].to_dict(), "round": r})
+            add(one(c, k, r))
     return jobs
 
 
@@ -118,6 +146,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
+    out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
     return out | (_at_reference(ok) if at_reference else {})
@@ -429,6 +458,10 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"{ref_c:.0f} °C by its card's leakage (as above) before the factors are fitted |"]
 
 
+_ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-to-back]",
+                ("rounds",): "one after the other"}
+
+
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     ref_c = an.get("reference_temperature_c", U.REFERENCE_TEMPERATURE_C)
@@ -436,7 +469,8 @@ def markdown(an: dict, ident: dict) -> str:
          f"{' + '.join(an.get('kinds') or [ident['gpu']['name']])} x {len(an['cards'])}: {', '.join(an['cards'])}; "
          f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
-         f"{an['rounds']} rounds, every task and check in a fresh process; each part read to "
+         f"{an['rounds']} rounds ({_ORDER_WORDS.get(tuple(an.get('order') or ()), 'orders mixed')}), every task and "
+         "check in a fresh process; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
          + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
@@ -512,6 +546,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-mixed", action="store_true", help="--resume a run that other code or protocol measured")
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
+    ap.add_argument("--order", choices=ORDERS, default="interleaved",
+                    help="interleaved: each job's rounds back-to-back (Note [Repeats back-to-back]); rounds: one "
+                         "round after the other")
     ap.add_argument("--tasks", default=",".join(TASKS), help="study task ids measured on every card, each round")
     # Readings to +-0.25 %: at +-0.5 % two readings of one part differ by up to ~0.7 % by chance alone, more than
     # the 0.5 % repeatability asked of them; on GPU-e8dde3fa the tighter target cost ~10 % more task time (longer
@@ -560,10 +597,10 @@ def main(argv=None) -> int:
         return 2
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
-                    reference_trials=0, verbose=False)
+                    reference_trials=0, verbose=False, order=args.order)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
-                    task_ids=suite.as_list(args.tasks, TASKS), done=done)
+                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2

@@ -672,3 +672,42 @@ def test_the_study_report_scales_its_repeats_to_one_temperature_by_the_other_tas
     # Repeats that kept their temperature: no such line.
     repeats = [rec("hot/repeat1", 3, 0.984e-3, 60.0), rec("mild/repeat1", 4, 1.992e-3, 50.0)]
     assert "energy per call per °C" not in "\n".join(report_trust.uncertainty(ok, repeats, []))
+
+
+def test_each_jobs_rounds_run_back_to_back_unless_told_one_round_after_the_other():
+    # Note [Repeats back-to-back]: a card's heatsink drifts for minutes, so a job's repeat follows it at once.
+    from bench import reproducibility as R
+    from bench.cards import Card
+
+    cards = [Card(f"SIM-GPU-{i}", f"sim:{i}", "Simulated GPU", i) for i in range(2)]
+    tids = ("bert-base/prefill/b1s8/bf16", "gpt2/decode/b1kv512/bf16")
+
+    def order(jobs, card):  # the ids one card takes, in the order it takes them
+        out = []
+        while (job := jobs.take(card)) is not None:
+            out.append(job["id"].replace(f"@{card}", "").replace(f"/{card}", ""))
+        return out
+
+    inter = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids), "SIM-GPU-1")
+    assert inter == ["card_check/round0", "card_check/round1", f"{tids[0]}#0", f"{tids[0]}#1", f"{tids[1]}#0",
+                     f"{tids[1]}#1"]
+    rounds = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, order="rounds"), "SIM-GPU-0")
+    assert rounds == ["card_check/round0", f"{tids[0]}#0", f"{tids[1]}#0", "card_check/round1", f"{tids[0]}#1",
+                      f"{tids[1]}#1"]
+    # What an earlier invocation measured is left out; a bad order is refused before any job exists.
+    done = {f"{tids[0]}@SIM-GPU-0#0"}
+    assert f"{tids[0]}#0" not in order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, done=done),
+                                       "SIM-GPU-0")
+    with pytest.raises(ValueError, match="interleaved, rounds"):
+        R.plan(cards, 2, {}, True, task_ids=tids, order="shuffled")
+
+
+def test_the_report_says_how_the_rounds_were_ordered(result):
+    res, md = result
+    assert res["order"] == ["interleaved"] and "each job's back-to-back" in md
+    from bench import reproducibility as R
+
+    old = R.analyse([dict(r, settings={k: v for k, v in r["settings"].items() if k != "order"})
+                     for r in json.loads("[" + ",".join((Path(res["run"]) / "records.jsonl").read_text()
+                                                      .splitlines()) + "]")])
+    assert old["order"] == ["rounds"]  # records from before the option were taken one round after the other
