@@ -66,7 +66,8 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
             if 0 <= host_load_after_s <= time.monotonic() - t0 and not spinners:
                 spinners = spin(max(1, (os.cpu_count() or 4) - 2))
             r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
-            print(json.dumps({"t_s": time.monotonic() - t0, "step_s": r.gpu_time_per_call_s,
+            now = time.monotonic()  # also on the host's monotonic clock, to line up with the host's own logs
+            print(json.dumps({"t_s": now - t0, "monotonic_s": now, "step_s": r.gpu_time_per_call_s,
                               "host_load": bool(spinners)} | backend.launch_state()), flush=True)
     finally:
         for p in spinners:
