@@ -45,9 +45,12 @@ def spin(n: int) -> list:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
+def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
+          rest_first_s: float = 0.0) -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
-    all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state])."""
+    all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
+    ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
+    (as the protocol's rest and the waits between its trials leave it)."""
     import torch
     import transformers as T
 
@@ -60,6 +63,7 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
     inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     backend = cn.GpuBackend(0)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
+    time.sleep(rest_first_s)
     t0, spinners = time.monotonic(), []
     try:
         while time.monotonic() - t0 < seconds:
@@ -69,17 +73,19 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0) -> int:
             now = time.monotonic()  # also on the host's monotonic clock, to line up with the host's own logs
             print(json.dumps({"t_s": now - t0, "monotonic_s": now, "step_s": r.gpu_time_per_call_s,
                               "host_load": bool(spinners)} | backend.launch_state()), flush=True)
+            time.sleep(idle_between_s)
     finally:
         for p in spinners:
             p.kill()
     return 0
 
 
-def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0) -> dict:
+def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
+            idle: tuple = (0.0, 0.0)) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
-                                           str(host_load_after_s)])
+                                           str(host_load_after_s), "--idle", *map(str, idle)])
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -129,21 +135,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--child", nargs=2, type=float, metavar=("SECONDS", "EVERY"), help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--idle", nargs=2, type=float, default=(0.0, 0.0), metavar=("FIRST", "BETWEEN"),
+                    help="seconds the GPU idles before the first replay, and after every reading")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
-        return child(*args.child, args.host_load_after)
+        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0])
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
     from bench.common import require_cards, run_identity, write_results
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
-    readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after)
+    readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle))
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
-           "host_load_after_s": args.host_load_after,
+           "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
     write_results(args.out, "launch_state", res, markdown(res))
     return 0
