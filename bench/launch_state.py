@@ -46,11 +46,12 @@ def spin(n: int) -> list:
 
 
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
-          rest_first_s: float = 0.0) -> int:
+          rest_first_s: float = 0.0, sampler: bool = False) -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
     all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
     ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
-    (as the protocol's rest and the waits between its trials leave it)."""
+    (as the protocol's rest and the waits between its trials leave it). ``sampler``: NVML read throughout as
+    measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s)."""
     import torch
     import transformers as T
 
@@ -63,6 +64,10 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     backend = cn.GpuBackend(0)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
+    nvml = cn.Sampler(source=backend.source, energy_interval_s=0.25, max_duration_s=seconds + 120) if sampler \
+        else None
+    if nvml is not None:
+        nvml.start()
     time.sleep(rest_first_s)
     t0, spinners = time.monotonic(), []
     try:
@@ -77,15 +82,18 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     finally:
         for p in spinners:
             p.kill()
+        if nvml is not None:
+            nvml.stop()
     return 0
 
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
-            idle: tuple = (0.0, 0.0)) -> dict:
+            idle: tuple = (0.0, 0.0), sampler: bool = False) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
-                                           str(host_load_after_s), "--idle", *map(str, idle)])
+                                           str(host_load_after_s), "--idle", *map(str, idle)]
+                  + (["--sampler"] if sampler else []))
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -137,21 +145,24 @@ def main(argv=None) -> int:
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--idle", nargs=2, type=float, default=(0.0, 0.0), metavar=("FIRST", "BETWEEN"),
                     help="seconds the GPU idles before the first replay, and after every reading")
+    ap.add_argument("--sampler", action="store_true", help="read NVML throughout, as measure() does")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
-        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0])
+        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler)
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
     from bench.common import require_cards, run_identity, write_results
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
-    readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle))
+    readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle),
+                       args.sampler)
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
+           "sampler": args.sampler,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
     write_results(args.out, "launch_state", res, markdown(res))
     return 0
