@@ -73,7 +73,7 @@ def start_again_if_moved(states: list, trials: list, budget_s: float, restarts: 
         return False
     now["restart"] = True
     for t in trials:
-        t.start_again()
+        t.start_again(f"the launch-latency state moved ({moved(start, now):+.0%})")
     return True
 
 

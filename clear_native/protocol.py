@@ -290,8 +290,9 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
     base_w = awake_w if baseline == "awake_idle" else idle_w
     out = []
     for p in plans:
-        pw = np.array([v[0] for v in p.values])
-        tc = np.array([v[1] for v in p.values])
+        values, after, drift, timing, temps, trials_from = p.reported()
+        pw = np.array([v[0] for v in values])
+        tc = np.array([v[1] for v in values])
         e = Summary.of(pw * tc)
         in_windows = np.zeros(res.status_t_ns.shape, dtype=bool)
         for _, (a, b) in p.results:
@@ -304,16 +305,16 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
             gpu_time_per_call_s=float(tc.mean()) if tc.size else math.nan,
             mean_power_w=float(pw.mean()) if pw.size else math.nan, trials=e.n, cv=e.cv, ci95_rel=e.ci95_rel,
             unroll=p.unroll, launches_per_trial=p.launches,
-            steady_window_s=float(np.mean([v[3] for v in p.values])) if p.values else math.nan,
-            samples_per_trial=float(np.mean([v[2] for v in p.values])) if p.values else math.nan,
+            steady_window_s=float(np.mean([v[3] for v in values])) if values else math.nan,
+            samples_per_trial=float(np.mean([v[2] for v in values])) if values else math.nan,
             temperature_c=_range(res.temperature_c[in_windows]), sm_clock_mhz=_range(res.sm_clock_mhz[in_windows]),
             clock_event_reasons=reason_names(reasons), converged=not math.isnan(p.converged_at),
             time_to_target_s=p.converged_at, eager=bool(getattr(p.item, "eager", False)),
             trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
-            trial_after=list(p.after), trial_drift_rel=list(p.drift), trial_temperature_c=list(p.temperatures),
-            trial_window_launches=[n for n, _ in p.timing], trial_run_time_per_call_s=[t for _, t in p.timing],
+            trial_after=list(after), trial_drift_rel=list(drift), trial_temperature_c=list(temps),
+            trial_window_launches=[n for n, _ in timing], trial_run_time_per_call_s=[t for _, t in timing],
             settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
-            failed_trials=p.failed))
+            failed_trials=p.failed, trials_from=trials_from))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
     sample_j = res.sample_integral_j(a, b)
     counter_j = res.counter_energy_j(a, b)

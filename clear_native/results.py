@@ -57,6 +57,7 @@ class Measurement:
     window_restarts: int = 0          # times its window doubled and its trials started again
     failed_trials: int = 0            # trials lost to a sampler error or a window without samples
     trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
+    trials_from: str = ""             # "": its last set of trials; else the set a restart dropped, and why
 
 
 @dataclass
@@ -111,6 +112,7 @@ class MeasureRun:
                                 "trials", "CV", "K"), rows)
         lines.append(f"\nidle {self.idle_power_w:.1f} W, awake idle {self.awake_idle_power_w:.1f} W; "
                      f"counter vs samples {self.counter_vs_samples_rel * 100:+.2f} %; {self.stop_reason}")
+        lines += [f"{m.name}: {m.trials_from}" for m in self.measurements if m.trials_from]
         return "\n".join(lines + launch_state_line(self.launch_state))
 
 
@@ -152,6 +154,7 @@ class GroupResult:
     trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
     unroll: int = 0                  # K: calls per graph launch its trials used (Measurement.unroll)
     trial_time_per_call_s: list = field(default_factory=list)  # GPU time per call in each trial's window
+    trials_from: str = ""            # Measurement.trials_from: "" or the set a restart dropped
 
     @property
     def energy_total_j(self) -> float:
@@ -326,6 +329,8 @@ class ModelReport:
                       f"{a.glue_energy_j * 1e3:.3g} mJ; gaps {a.gaps_time_s * 1e6:.1f} µs / "
                       f"{a.gaps_energy_j * 1e3:.3g} mJ; explained coverage {_pc(a.explained_coverage)}"]
         lines += [glue_line(a)] if a.glue_ops else []
+        lines += [f"{n}: {w}" for n, w in [(g.name, g.trials_from) for g in self.groups]
+                  + [("whole model", self.whole.get("trials_from", ""))] if w]
         if self.context_accounting is not None:
             lines += context_table(self)
         if self.blocks:

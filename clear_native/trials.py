@@ -45,6 +45,17 @@ slower than its window. Seen on an H200 (GPU-e1a7bc38, docs/measured.md): the
 whole Phi-2-2L prefill, 480 W on average (its LM head alone at the limit), read
 440-510 W from trial to trial in 0.8 s windows at constant clocks and GPU time
 (CV 4.98 %).
+
+Note [Trials a restart dropped]
+A restart drops a capture's kept trials so that all it reports share one window
+(or one launch-latency state). Where the run's budget then ends before the new
+trials number two, the capture would report nothing although it was measured:
+on GPU-c14a3bfe (results/reproducibility/2026-11-28_110210) BERT-base's and
+Llama-3.2-1B's whole models ended their 130 s runs with 0 trials after their
+windows grew and the state moved, the parts beside them measured. So a restart
+keeps the largest set it dropped, and a capture whose last set holds fewer than
+two trials reports that one instead (never converged), saying which it is
+(Measurement.trials_from).
 """
 
 from __future__ import annotations
@@ -113,6 +124,7 @@ class Trials:
     rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
     restarts: int = 0                             # times the window doubled and the trials started again
     at_limit: bool = False                        # judged LIMITED (Note [The limiter's cycle])
+    dropped: tuple = ()                           # (why, window s, values, after, drift, timing, temperatures)
 
     @property
     def launches(self) -> int:
@@ -128,11 +140,24 @@ class Trials:
         """Still to be measured: not converged, under max_trials, not tried hopelessly often."""
         return not self.converged and len(self.values) < rules.max_trials and self.tried < 3 * rules.max_trials
 
-    def start_again(self) -> None:
-        """Every kept trial dropped (the card's state moved under them: Note [One state per run],
-        launch_state.py); the plan's adaptations (window, settle time, launches) stay."""
+    def start_again(self, why: str) -> None:
+        """Every kept trial dropped (``why``: a longer window, the power limit, or the card's state moved under
+        them: Note [One state per run], launch_state.py); the plan's adaptations (window, settle time, launches)
+        stay. The largest set dropped is kept aside (Note [Trials a restart dropped])."""
+        if len(self.values) >= 2 and len(self.values) > (len(self.dropped[2]) if self.dropped else 0):
+            window = float(np.mean([v[3] for v in self.values]))
+            self.dropped = (why, window, self.values, self.after, self.drift, self.timing, self.temperatures)
         self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
         self.converged_at = math.nan
+
+    def reported(self) -> tuple:
+        """(values, after, drift, timing, temperatures, trials_from) the capture reports: its last set of trials,
+        or where that holds fewer than two the set a restart dropped (trials_from says so; "" for the last)."""
+        if len(self.values) >= 2 or not self.dropped:
+            return self.values, self.after, self.drift, self.timing, self.temperatures, ""
+        why, window, *kept = self.dropped
+        return (*kept, f"trials dropped when {why} ({len(kept[0])} of {window:.2f} s windows): the run ended before "
+                       f"its next ones numbered two")
 
     def energy(self) -> Summary:
         return Summary.of([pw * tc for pw, tc, _, _ in self.values])
@@ -159,7 +184,7 @@ class Trials:
                 self.t1 = run_t_call
             self.window_s = max(self.window_s, LIMIT_CYCLES * rules.limiter_s)
             self.settle_s = max(self.settle_s, rules.limiter_s)
-            self.start_again()
+            self.start_again("the window read the power limit")
             return Verdict.LIMITED
         drift, z = drift_of(power_w)
         if not self.at_limit and abs(z) > rules.unsettled_z and abs(drift) > 0.005 and \
@@ -179,7 +204,7 @@ class Trials:
         if noisy and (longer or self.window_s < cycles_s):
             self.window_s = 2 * self.window_s if longer else cycles_s  # then whole cycles of a slower swing
             self.restarts += 1
-            self.start_again()
+            self.start_again(f"its trials varied more than target_cv (CV {e.cv:.2%})")
             return Verdict.RESTART
         if e.n >= rules.min_trials and e.ci95_rel <= rules.target_ci_rel:
             self.converged_at = now_s

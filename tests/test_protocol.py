@@ -499,3 +499,29 @@ def test_an_energy_is_taken_to_a_reference_temperature_by_the_static_power_its_l
     assert cn.thermal.leakage_slope([(40.0, 120.0), (45.0, 124.0), (50.0, 128.0)]) == pytest.approx(0.8)
     assert math.isnan(cn.thermal.leakage_slope([(40.0, 120.0), (41.5, 121.0)]))  # 1.5 °C: too close to tell
     assert math.isnan(cn.thermal.leakage_slope([(40.0, 120.0), (math.nan, 130.0)]))
+
+
+def test_a_run_that_ends_right_after_a_restart_reports_the_trials_it_dropped(sim):
+    # Note [Trials a restart dropped]: the slow swing's window doubles after its first 4 trials (min_trials); a
+    # budget spent before the longer window's trials number two used to leave it with no number at all.
+    backend, profile = sim
+    call = cn.SimulatedCall("slow swing", kernel_s=50e-6, power_w=480.0, swing_w=60.0, swing_s=0.05)
+    kw = dict(backend=backend, profile=profile, window_s=0.02, idle_s=0.2, max_warmup_s=0.3, min_trials=4,
+              max_trials=12, target_ci_rel=0.005, limiter_s=0.1)
+    fell_back = 0
+    for budget_s in np.arange(0.8, 2.8, 0.1):  # where the budget ends relative to the restarts moves with it
+        run = cn.measure(call, budget_s=float(budget_s), **kw)
+        m = run[0]
+        if m.window_restarts:  # a capture that restarted always reports at least two trials, never nothing
+            assert m.trials >= 2 and math.isfinite(m.energy_per_call_j)
+        if m.trials_from:
+            fell_back += 1
+            assert m.trials_from.startswith("trials dropped when its trials varied more than target_cv")
+            assert not m.converged and m.trials >= min(4, kw["min_trials"]) and m.window_restarts >= 1
+            # what the dropped set's short windows read: a number inside the swing (+-60 W of 480 W: 12.5 %)
+            truth = call.true_energy_per_call_j(m.unroll, backend.awake_w)
+            assert m.energy_per_call_j == pytest.approx(truth, rel=0.14)
+            assert f"slow swing: {m.trials_from}" in run.table()
+    assert fell_back >= 1
+    full = cn.measure(call, budget_s=60, **kw)[0]  # given the time, the last set is reported and nothing is said
+    assert full.converged and full.trials_from == "" and full.window_restarts == 3

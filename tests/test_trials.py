@@ -112,3 +112,32 @@ def test_below_the_limit_or_with_no_limit_known_the_windows_stay_short():
     assert below.judge(flat(660.0), 0.2, 10e-6, 90, 10e-6, "x", LIMIT, 1.0) is Verdict.ACCEPTED  # 94 % of 700 W
     assert unknown.judge(flat(725.0), 0.2, 10e-6, 90, 10e-6, "x", RULES, 1.0) is Verdict.ACCEPTED
     assert not below.at_limit and not unknown.at_limit and below.window_s == unknown.window_s == 0.2
+
+
+def test_a_restart_keeps_the_largest_set_it_dropped_for_a_run_that_ends_before_the_next_one():
+    # Note [Trials a restart dropped]: the run's budget may end right after a restart.
+    t = fresh()
+    for watts in (300.0, 330.0, 270.0):  # CV 10 %: the window doubles, the three trials are dropped
+        judge(t, flat(watts))
+    assert t.values == [] and t.window_s == pytest.approx(0.4)
+    judge(t, flat(310.0))  # one trial of the longer window: no mean with an interval yet
+    values, after, drift, timing, temps, why = t.reported()
+    assert [v[0] for v in values] == pytest.approx([300.0, 330.0, 270.0], abs=1.0)  # the dropped set, as judged
+    assert len(after) == len(drift) == len(timing) == len(temps) == 3
+    assert why.startswith("trials dropped when its trials varied more than target_cv") and "3 of 0.20 s" in why
+    assert not t.converged
+    judge(t, flat(300.0))  # two of the new window: those are reported, and nothing is said
+    assert len(t.reported()[0]) == 2 and t.reported()[-1] == ""
+    # A later restart keeps its set aside only where it is larger; one whose state moved says so.
+    t.start_again("the launch-latency state moved (-16%)")
+    assert len(t.dropped[2]) == 3 and "target_cv" in t.dropped[0]
+    for watts in (300.0, 301.0, 299.0, 300.5):
+        t.values.append((watts, 10e-6, 10, 0.4))
+    t.start_again("the launch-latency state moved (-16%)")
+    assert len(t.reported()[0]) == 4 and "launch-latency state moved (-16%) (4 of 0.40 s" in t.reported()[-1]
+
+
+def test_a_capture_that_never_restarted_reports_what_it_has_even_one_trial():
+    t = fresh()
+    judge(t, flat(300.0))
+    assert len(t.reported()[0]) == 1 and t.reported()[-1] == ""
