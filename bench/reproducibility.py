@@ -117,9 +117,10 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
     for (task, name), by_card in sorted(values.items()):
-        t_s = statistics.fmean(v[2] for rs in by_card.values() for v in rs.values())
+        t_s = statistics.fmean([v[2] for rs in by_card.values() for v in rs.values() if math.isfinite(v[2])]
+                               or [math.nan])
         for c, rs in by_card.items():
-            if 0 in rs and 1 in rs:
+            if 0 in rs and 1 in rs and math.isfinite(rs[0][0]) and math.isfinite(rs[1][0]):  # both read a number
                 d = U.rel_diff(rs[0][0], rs[1][0])
                 repeat.append({"task": task, "part": name, "card": c, "rel_diff": d, "gpu_time_s": t_s,
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
@@ -206,17 +207,23 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
     those moved on the ``kind``'s earlier run unless that is ``run`` (Note [Energy per call per °C],
     bench/uncertainty.py): how far they moved, and how many land in the interval (sigma_p from the other tasks'
     scaled repeats; ``sigma_p`` where there is no other task)."""
-    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run)
-    by_task: dict = {}
-    for x, d, ((a, ca), (_, cb)) in zip(long, scaled, pairs_long):
-        by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
-    out = {"temperature_coefficient_per_c": U.temperature_coefficient([(x["rel_diff"], x["temperature_diff_c"])
-                                                                        for x in long]),
+    held = [abs(x["time_rel_diff"]) < U.TIME_MOVED for x in long]  # the launch state's moves set no coefficient
+    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run,
+                                    fit=held)
+    out = {"temperature_coefficient_per_c": U.temperature_coefficient(
+        [(x["rel_diff"], x["temperature_diff_c"]) for x, h in zip(long, held) if h]),
            "temperature_coefficient_used": {t: {"per_c": b, "from": f} for t, (b, f) in sorted(used.items())}}
-    out["repeatability_max_rel_temperature_scaled"], out["repeatability_rms_rel_temperature_scaled"] = \
-        _moved([abs(d) for d in scaled])
-    out["interval_coverage_temperature_scaled"], out["sigma_p_temperature_scaled_rel"] = \
-        U.held_out_coverage(by_task, sigma_p)
+    for suffix, keep in (("", [True] * len(long)), ("_time_held", held)):
+        by_task: dict = {}
+        for x, d, ((a, ca), (_, cb)), k in zip(long, scaled, pairs_long, keep):
+            if k:
+                by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
+        largest, rms = _moved([abs(d) for d, k in zip(scaled, keep) if k])
+        coverage, sigma = U.held_out_coverage(by_task, sigma_p)
+        out |= {f"repeatability_max_rel{suffix}_temperature_scaled": largest,
+                f"repeatability_rms_rel{suffix}_temperature_scaled": rms,
+                f"interval_coverage{suffix}_temperature_scaled": coverage,
+                f"sigma_p{suffix}_temperature_scaled_rel": sigma, f"pairs{suffix}_temperature_scaled": sum(keep)}
     return out
 
 
@@ -432,8 +439,14 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"| ... at one temperature by energy per call per °C | "
         f"{pc(an.get('repeatability_max_rel_temperature_scaled'))} (RMS "
         f"{pc(an.get('repeatability_rms_rel_temperature_scaled'))}) | each second reading scaled to the first's "
-        f"temperature by a coefficient per °C ({_coefficients(an, pc)}; all repeats' fit "
-        f"{pc(an.get('temperature_coefficient_per_c'))}: Note [Energy per call per °C], bench/uncertainty.py) |",
+        f"temperature by a coefficient per °C ({_coefficients(an, pc)}; fitted on repeats whose GPU time held; all "
+        f"those repeats' fit {pc(an.get('temperature_coefficient_per_c'))}: Note [Energy per call per °C], "
+        "bench/uncertainty.py) |",
+        f"| ... where the GPU time held, at one temperature | "
+        f"{pc(an.get('repeatability_max_rel_time_held_temperature_scaled'))} (RMS "
+        f"{pc(an.get('repeatability_rms_rel_time_held_temperature_scaled'))}, "
+        f"{an.get('pairs_time_held_temperature_scaled', 0)} pairs) | the same, on the repeats taken in one "
+        "launch-latency state (Note [Launch-latency state]) |",
         f"| sigma_p (repeatability layer) | {pc(an.get('sigma_p_tasks_rel'))} | from the tasks' repeats {at}; "
         f"{an['sigma_p_from']} give {pc(an['sigma_p_rel'])} |",
         f"| interval_coverage | {pc(an['interval_coverage'])} | share of {an['interval_pairs']} repeats {at} "
@@ -441,6 +454,10 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         "repeats (Note [The reported interval]) |",
         f"| ... at one temperature by energy per call per °C | {pc(an.get('interval_coverage_temperature_scaled'))} | "
         f"the scaled repeats, sigma_p {pc(an.get('sigma_p_temperature_scaled_rel'))} (each task's from the others') |",
+        f"| ... where the GPU time held, at one temperature | "
+        f"{pc(an.get('interval_coverage_time_held_temperature_scaled'))} | the scaled repeats taken in one "
+        f"launch-latency state, sigma_p {pc(an.get('sigma_p_time_held_temperature_scaled_rel'))} (each task's from "
+        "the others') |",
         f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
         f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
         f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "

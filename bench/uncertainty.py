@@ -337,17 +337,19 @@ def scaled_to_temperature(rel_diff_: float, delta_c: float, beta: float) -> floa
     return (1 + rel_diff_) / (1 + beta * delta_c) - 1
 
 
-def scaled_repeats(repeats: list, kind: str, run: str = "") -> tuple:
+def scaled_repeats(repeats: list, kind: str, run: str = "", fit=None) -> tuple:
     """([each repeat's relative change scaled to one temperature], {task: (beta per °C, where it came from)}) for
-    ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give, or where
-    none of those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled),
-    unless that run is ``run`` itself (a folder). Note [Energy per call per °C]."""
+    ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give (those
+    ``fit`` marks True, where given: the ones whose GPU time held, not moved by the launch state), or where none of
+    those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled), unless that
+    run is ``run`` itself (a folder). Note [Energy per call per °C]."""
     earlier = KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
     if run and earlier[1] and Path(earlier[1]).name == Path(run).name:
         earlier = (math.nan, None)  # the run that set the coefficient is not judged by it
+    fit = [True] * len(repeats) if fit is None else list(fit)
     used = {}
     for task in {t for t, _, _ in repeats}:
-        own = temperature_coefficient([(d, dt) for t, d, dt in repeats if t != task])
+        own = temperature_coefficient([(d, dt) for (t, d, dt), ok in zip(repeats, fit) if t != task and ok])
         used[task] = (own, "the other tasks' repeats") if not math.isnan(own) else earlier
     return [scaled_to_temperature(d, dt, used[t][0]) for t, d, dt in repeats], used
 

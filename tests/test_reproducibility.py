@@ -590,8 +590,9 @@ def test_energy_per_call_per_degree_is_fitted_through_the_repeats_that_moved():
     assert U.scaled_to_temperature(-0.012, dt, math.nan) == -0.012  # no coefficient: as it was
 
 
-def _repeat(task, rel, dt, energy=0.01):
-    x = {"task": task, "part": "p", "card": "GPU-a", "rel_diff": rel, "temperature_diff_c": dt, "gpu_time_s": 1e-5}
+def _repeat(task, rel, dt, energy=0.01, time_rel=0.0):
+    x = {"task": task, "part": "p", "card": "GPU-a", "rel_diff": rel, "temperature_diff_c": dt, "gpu_time_s": 1e-5,
+         "time_rel_diff": time_rel}
     return x, ((energy, 0.0), (energy * (1 + rel), 0.0))
 
 
@@ -711,3 +712,37 @@ def test_the_report_says_how_the_rounds_were_ordered(result):
                      for r in json.loads("[" + ",".join((Path(res["run"]) / "records.jsonl").read_text()
                                                       .splitlines()) + "]")])
     assert old["order"] == ["rounds"]  # records from before the option were taken one round after the other
+
+
+def test_a_repeat_the_launch_state_moved_sets_no_coefficient_per_degree():
+    # GPU-6e8f6690 (results/reproducibility/2026-11-28_110210): light parts read +10-14 % in a slower launch state,
+    # 0-1 °C apart. Such a repeat must not be read as a temperature effect, nor hide the ones taken in one state.
+    from bench import reproducibility as R
+
+    reps = [_repeat("hot", 0.016, 4.0), _repeat("mild", 0.004, 2.0),
+            _repeat("slow", 0.12, 2.0, time_rel=0.14)]  # 6 % per °C if it were taken for temperature
+    out = R._temperature_scaled([r[0] for r in reps], [r[1] for r in reps], 0.001, "Simulated GPU")
+    assert out["temperature_coefficient_per_c"] == pytest.approx((0.016 * 4 + 0.004 * 2) / (16 + 4))
+    assert out["temperature_coefficient_used"]["hot"]["per_c"] == pytest.approx(0.002)  # mild's alone
+    assert out["temperature_coefficient_used"]["slow"]["per_c"] == pytest.approx(0.0036)
+    assert out["pairs_temperature_scaled"] == 3 and out["pairs_time_held_temperature_scaled"] == 2
+    assert out["repeatability_max_rel_time_held_temperature_scaled"] == pytest.approx(1.016 / 1.008 - 1)
+    assert out["repeatability_max_rel_temperature_scaled"] == pytest.approx(1.12 / (1 + 0.0036 * 2) - 1)
+
+
+def test_a_reading_that_came_back_empty_makes_no_repeat_and_leaves_the_parts_time_known(result):
+    # Two whole models of 2026-11-28_110210 ended their runs with no trial (now: Note [Trials a restart dropped]):
+    # their NaN must not stand as a repeat, nor turn the whole model's GPU time NaN for the cards that read it.
+    import copy
+
+    from bench import reproducibility as R, store
+
+    res, _ = result
+    recs = copy.deepcopy(store.load(Path(res["run"]), "records.jsonl"))
+    lost = next(r for r in recs if r["job"] == "task" and r["status"] == "ok" and r["round"] == 1)
+    lost["report"]["whole"].update(energy_per_call_j=math.nan, gpu_time_per_call_s=math.nan, ci95_rel=math.nan)
+    an = R.analyse(recs)
+    card = lost["identity"]["gpu"]["uuid"]
+    whole = [x for x in an["repeat"] if x["part"] == "whole model"]
+    assert all(math.isfinite(x["rel_diff"]) and math.isfinite(x["gpu_time_s"]) for x in an["repeat"])
+    assert card not in {x["card"] for x in whole} and len(whole) == len(CARDS) - 1
