@@ -49,7 +49,14 @@ from __future__ import annotations
 # That was one cause, not the only one: on four more H200s (protocol 8, docs/measured.md 2026-11-28 midday) the
 # processes of measure_model still began slow (1.08-1.21 µs) and on three cards turned fast (0.90-1.04 µs) within
 # their warm-up, while on GPU-35c64b04 every process of one run stayed slow. So the probe and the restart below
-# stay.
+# stay. Narrowed on six more H200s (results/launch_state-runs/, 2026-11-28 evening): a bare process that builds
+# GPT-2, captures its decode step and replays it (bench/launch_state.py) held one state for 100-150 s, 0.91-0.96
+# µs on five cards and 1.06 on one, also after a 3 s idle rest, with the GPU idle 0.25 s after every reading, and
+# with the NVML sampler reading throughout as measure() does; while measure_model's processes on two other cards
+# began at 1.12-1.21 µs and turned to 0.95-1.03 µs 26-95 s into their measurement (most near 50 s), or not within
+# 58-69 s. So the likeliest cause is something measure_model does before its trials (FLOP counting's eager
+# passes, the cold copies' allocations, the part and in-context captures, the graph edits), not the sensor,
+# idling or process age; the cards differed (each lease is a fresh host), so a card or host effect is not excluded.
 
 from . import clock
 from ._native import core
