@@ -12,10 +12,16 @@ processes under the protocol's busy interleaving, never in 45 s of one graph's r
 waiting. With --host-load-after S, all host CPUs but two are kept busy from S seconds in, and every
 reading says whether they were and which CPU the process ran on (and its clock, where the machine tells).
 
+The host's load was refuted too (results/launch_state_host_load.md). So were the NVML sampler, idle rests and
+gaps, and a process's age (--sampler, --idle; results/launch_state-runs/): bare processes held one state for
+100-150 s while measure_model's began slow. --prelude runs one of measure_model's steps (or all of it, briefly)
+on the model first, to find which leaves a process slow (not yet run on a GPU).
+
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
   python bench/launch_state.py --gpus 0 --seconds 30
   python bench/launch_state.py --seconds 60 --host-load-after 30
+  python bench/launch_state.py --seconds 100 --idle 3 0.25 --sampler --prelude measure_cold
 """
 
 from __future__ import annotations
@@ -45,13 +51,39 @@ def spin(n: int) -> list:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
+# What a process does before its readings (--prelude), to find which of measure_model's steps leaves a process in
+# the slow state (Note [Launch-latency state]): nothing; its forward pass recorded and grouped (discover, FLOPs);
+# the whole of it, briefly, on one copy of each part (l2 "hot"), on cold copies, and with the blocks too.
+PRELUDES = ("none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks")
+
+
+def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, **measure_kw):
+    """Runs ``name`` (PRELUDES) on a model's decode step (``raw``: its (inputs, kwargs) before prepare_inputs);
+    what it made: discover's (components, blocks), measure_model's report, or None."""
+    import clear_native as cn
+    from clear_native.components import discover, group_components
+    from clear_native.model import prepare_inputs
+
+    if name == "discover":
+        inputs, kw = prepare_inputs(model, raw[0], dict(raw[1]), "decode", cache_len)
+        comps, found = discover(model, *inputs, model_kwargs=kw)
+        return group_components(comps), group_components(found)
+    if name.startswith("measure"):
+        opts = dict(min_trials=2, max_trials=3, budget_s=20.0) | measure_kw
+        return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode="decode", cache_len=cache_len,
+                                backend=backend, l2="hot" if name == "measure_hot" else "cold",
+                                blocks=name.endswith("blocks"), pace=None, **opts)
+    return None
+
+
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
-          rest_first_s: float = 0.0, sampler: bool = False) -> int:
+          rest_first_s: float = 0.0, sampler: bool = False, before: str = "none") -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
     all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
     ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
     (as the protocol's rest and the waits between its trials leave it). ``sampler``: NVML read throughout as
-    measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s)."""
+    measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s).
+    ``before``: a prelude (PRELUDES) run first, on the same model."""
     import torch
     import transformers as T
 
@@ -61,8 +93,11 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
     task = suite.Task("gpt2", mode="decode", batch=1, seq=1, cache_len=512)
     model, inputs, kw = suite.build(T, torch, task, "cuda")
-    inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     backend = cn.GpuBackend(0)
+    t_prelude = time.monotonic()
+    prelude(before, model, (inputs, dict(kw)), backend)
+    t_prelude = time.monotonic() - t_prelude
+    inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
     nvml = cn.Sampler(source=backend.source, energy_interval_s=0.25, max_duration_s=seconds + 120) if sampler \
         else None
@@ -76,8 +111,9 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
                 spinners = spin(max(1, (os.cpu_count() or 4) - 2))
             r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
             now = time.monotonic()  # also on the host's monotonic clock, to line up with the host's own logs
-            print(json.dumps({"t_s": now - t0, "monotonic_s": now, "step_s": r.gpu_time_per_call_s,
-                              "host_load": bool(spinners)} | backend.launch_state()), flush=True)
+            print(json.dumps({"t_s": now - t0, "monotonic_s": now, "prelude_s": t_prelude,
+                              "step_s": r.gpu_time_per_call_s, "host_load": bool(spinners)} | backend.launch_state()),
+                  flush=True)
             time.sleep(idle_between_s)
     finally:
         for p in spinners:
@@ -88,12 +124,12 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
-            idle: tuple = (0.0, 0.0), sampler: bool = False) -> dict:
+            idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none") -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
                                            str(host_load_after_s), "--idle", *map(str, idle)]
-                  + (["--sampler"] if sampler else []))
+                  + (["--sampler"] if sampler else []) + ["--prelude", before])
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -146,12 +182,14 @@ def main(argv=None) -> int:
     ap.add_argument("--idle", nargs=2, type=float, default=(0.0, 0.0), metavar=("FIRST", "BETWEEN"),
                     help="seconds the GPU idles before the first replay, and after every reading")
     ap.add_argument("--sampler", action="store_true", help="read NVML throughout, as measure() does")
+    ap.add_argument("--prelude", choices=PRELUDES, default="none",
+                    help="what each process does first with its model: which of measure_model's steps slows it")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
-        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler)
+        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler, args.prelude)
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
         return 2
@@ -159,10 +197,10 @@ def main(argv=None) -> int:
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
     readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle),
-                       args.sampler)
+                       args.sampler, args.prelude)
     res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
-           "sampler": args.sampler,
+           "sampler": args.sampler, "prelude": args.prelude,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
     write_results(args.out, "launch_state", res, markdown(res))
     return 0

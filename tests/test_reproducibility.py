@@ -746,3 +746,33 @@ def test_a_reading_that_came_back_empty_makes_no_repeat_and_leaves_the_parts_tim
     whole = [x for x in an["repeat"] if x["part"] == "whole model"]
     assert all(math.isfinite(x["rel_diff"]) and math.isfinite(x["gpu_time_s"]) for x in an["repeat"])
     assert card not in {x["card"] for x in whole} and len(whole) == len(CARDS) - 1
+
+
+def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
+    # bench/launch_state.py --prelude: which of measure_model's steps leaves a process in the slow launch state.
+    # Each must do what its name says, here on a tiny GPT-2's decode step on the simulated GPU.
+    import clear_native as cn
+    import torch
+    import transformers as T
+
+    from bench import launch_state, suite
+
+    task = suite.Task("gpt2", mode="decode", batch=1, seq=1, dtype="fp32", cache_len=16,
+                      overrides=(("n_embd", 64), ("n_head", 2), ("n_layer", 2), ("n_positions", 64),
+                                 ("vocab_size", 200)))
+    model, inputs, kw = suite.build(T, torch, task, "cpu")
+    raw = (inputs, dict(kw))
+    with cn.clock.virtual():
+        backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004,
+                                                          window_s=0.0005, lag_s=0.0015, status_update_s=0.01,
+                                                          energy_update_s=0.01, energy_read_delay_s=0.0))
+        assert launch_state.prelude("none", model, raw, backend, cache_len=16) is None
+        groups, blocks = launch_state.prelude("discover", model, raw, backend, cache_len=16)
+        assert {"attention", "mlp"} <= {g.kind.split("_")[-1] for g in groups} and len(blocks) == 1
+        short = dict(window_s=0.05, budget_s=60.0)
+        hot = launch_state.prelude("measure_hot", model, raw, backend, cache_len=16, **short)
+        cold = launch_state.prelude("measure_cold_blocks", model, raw, backend, cache_len=16, **short)
+    assert hot.mode == cold.mode == "decode" and math.isfinite(hot.whole["energy_per_call_j"])
+    assert all(g.l2_copies == 1 for g in hot.groups) and not hot.blocks
+    assert cold.blocks and (hot.settings["l2"], cold.settings["l2"]) == ("hot", "cold")
+    assert set(launch_state.PRELUDES) == {"none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks"}
