@@ -51,8 +51,10 @@ A restart drops a capture's kept trials so that all it reports share one window
 (or one launch-latency state). Where the run's budget then ends before the new
 trials number two, the capture would report nothing although it was measured:
 on GPU-c14a3bfe (results/reproducibility/2026-11-28_110210) BERT-base's and
-Llama-3.2-1B's whole models ended their 130 s runs with 0 trials after their
-windows grew and the state moved, the parts beside them measured. So a restart
+Llama-3.2-1B's whole models ended their 130 s runs with 0 trials, the parts
+beside them measured: unsettled windows had grown their settle time to 1.6 s
+and their windows to 2.7 s, and Llama's trials restarted when the state moved
+(what each restart dropped was not recorded then). So a restart
 keeps the largest set it dropped, and a capture whose last set holds fewer than
 two trials reports that one instead (never converged), saying which it is
 (Measurement.trials_from).
