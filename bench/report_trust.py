@@ -49,7 +49,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
     split = U.by_time_state([(U.rel_diff(p["a"][0], p["b"][0]), U.rel_diff(p["a"][2], p["b"][2])) for p in long])
     ref_pairs = U.reference_pairs(checks, "start", "end")
     sigma_ref = U.process_sigma(ref_pairs) if ref_pairs else math.nan  # the tasks' own repeats where there are any
-    held = [p for p in long if abs(U.rel_diff(p["a"][2], p["b"][2])) < U.TIME_MOVED]  # the interval's domain (below)
+    held = [p for p in long if _time_held(p)]  # the interval's domain (below)
     sigma_p = U.process_sigma([(p["a"][:2], p["b"][:2]) for p in held]) if held else sigma_ref
     if long:
         d = [abs(U.rel_diff(p["a"][0], p["b"][0])) for p in long]
@@ -83,15 +83,20 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
     return L + [""]
 
 
+def _time_held(pair: dict) -> bool:
+    """The pair's two readings ran in one launch-latency state (uncertainty.time_held)."""
+    return U.time_held(U.rel_diff(pair["a"][2], pair["b"][2]))
+
+
 def _temperature_scaled(long: list, ok: dict) -> list:
     """The repeats with each second reading scaled to its first's temperature (Note [Energy per call per °C],
-    bench/uncertainty.py), where any of them moved in temperature."""
+    bench/uncertainty.py), where any of them moved in temperature; repeats the launch state moved set no coefficient."""
     dts = [p["temperature_diff_c"] for p in long if not math.isnan(p["temperature_diff_c"])]
     if not dts or max(map(abs, dts)) < U.TEMPERATURE_HELD_C:
         return []
     kind = next(iter(ok.values()))["identity"]["gpu"].get("name", "")
     scaled, used = U.scaled_repeats([(p["task"], U.rel_diff(p["a"][0], p["b"][0]), p["temperature_diff_c"])
-                                     for p in long], kind)
+                                     for p in long], kind, fit=[_time_held(p) for p in long])
     scaled = [abs(d) for d in scaled]
     by = "; ".join(f"{t}: {_pc(b)} per °C from {f or 'nowhere (not scaled)'}" for t, (b, f) in sorted(used.items()))
     return [f"  Between the two readings the parts' temperature moved up to {max(map(abs, dts)):.1f} °C; each "
@@ -108,7 +113,7 @@ def _by_time_state(split: dict, long: list, ok: dict, repeats: list) -> list:
         return []
     L = [f"  Where the GPU time per call held (within {U.TIME_MOVED * 100:.0f} %; {held['n']} pairs) the energy "
          f"moved at most {_pc(held['max_rel'])}; where it moved ({moved['n']} pairs, the light parts of "
-         + ", ".join(sorted({p["task"] for p in long if abs(U.rel_diff(p["a"][2], p["b"][2])) >= U.TIME_MOVED}))
+         + ", ".join(sorted({p["task"] for p in long if not _time_held(p)}))
          + f") the energy moved with it, at most {_pc(moved['max_rel'])}: the card's launch-latency state "
          "(Note [Launch-latency state], clear_native/backend.py), which no card factor removes."]
     states = []

@@ -207,7 +207,7 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
     those moved on the ``kind``'s earlier run unless that is ``run`` (Note [Energy per call per °C],
     bench/uncertainty.py): how far they moved, and how many land in the interval (sigma_p from the other tasks'
     scaled repeats; ``sigma_p`` where there is no other task)."""
-    held = [abs(x["time_rel_diff"]) < U.TIME_MOVED for x in long]  # the launch state's moves set no coefficient
+    held = [U.time_held(x["time_rel_diff"]) for x in long]  # the launch state's moves set no coefficient
     scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run,
                                     fit=held)
     out = {"temperature_coefficient_per_c": U.temperature_coefficient(

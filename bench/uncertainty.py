@@ -212,6 +212,11 @@ def state_corrected_diff(a: tuple, b: tuple) -> float:
 TIME_MOVED = 0.02
 
 
+def time_held(time_rel_diff: float) -> bool:
+    """A repeat's GPU time per call held (within TIME_MOVED): both readings in one launch-latency state."""
+    return abs(time_rel_diff) < TIME_MOVED
+
+
 TEMPERATURE_HELD_C = 1.0  # a repeat whose part ran within this of its first reading's temperature
 
 
@@ -221,10 +226,9 @@ def by_time_state(diffs: list) -> dict:
     temperatures, "time_and_temperature_held": the time held and the part ran within TEMPERATURE_HELD_C of its
     first reading's temperature, Note [Warm to a steady temperature]): how many, the largest and RMS |energy
     change|."""
-    splits = [("time_held", lambda d: abs(d[1]) < TIME_MOVED), ("time_moved", lambda d: abs(d[1]) >= TIME_MOVED)]
+    splits = [("time_held", lambda d: time_held(d[1])), ("time_moved", lambda d: not time_held(d[1]))]
     if diffs and all(len(d) > 2 for d in diffs):
-        splits.append(("time_and_temperature_held",
-                       lambda d: abs(d[1]) < TIME_MOVED and abs(d[2]) <= TEMPERATURE_HELD_C))
+        splits.append(("time_and_temperature_held", lambda d: time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C))
     out = {}
     for key, keep in splits:
         e = [abs(d[0]) for d in diffs if keep(d)]
@@ -369,7 +373,7 @@ def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
            "workloads_of", "models_of", "MODELS", "state_corrected_diff",
-           "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "by_time_state",
+           "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "time_held", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
            "held_out_coverage", "taken_to_reference", "temperature_of", "temperature_coefficient",
            "scaled_to_temperature", "KIND_TEMPERATURE_COEFFICIENT", "scaled_repeats"]

@@ -654,11 +654,11 @@ def test_bad_measuring_arguments_are_refused_before_any_card_is_touched(bad, say
 def test_the_study_report_scales_its_repeats_to_one_temperature_by_the_other_tasks_coefficient():
     from bench import report_trust
 
-    def rec(task, pid, energy_j, temperature_c):  # one part, its trials at one temperature
-        part = {"name": "mlp", "energy_per_call_j": energy_j, "ci95_rel": 0.001, "gpu_time_per_call_s": 20e-6,
+    def rec(task, pid, energy_j, temperature_c, time_s=20e-6):  # one part, its trials at one temperature
+        part = {"name": "mlp", "energy_per_call_j": energy_j, "ci95_rel": 0.001, "gpu_time_per_call_s": time_s,
                 "occurrences": 1, "trial_temperature_c": [temperature_c] * 3}
         whole = {"energy_per_call_j": 10 * energy_j, "energy_per_call_ci95_j": 0.01 * energy_j,
-                 "gpu_time_per_call_s": 200e-6, "temperature_c": [temperature_c, temperature_c]}
+                 "gpu_time_per_call_s": 10 * time_s, "temperature_c": [temperature_c, temperature_c]}
         return {"task": {"id": task}, "pid": pid, "identity": {"gpu": {"uuid": "GPU-a", "name": "Simulated GPU"}},
                 "status": "ok", "report": {"groups": [part], "whole": whole, "run": {}}}
 
@@ -670,6 +670,13 @@ def test_the_study_report_scales_its_repeats_to_one_temperature_by_the_other_tas
     assert "hot: 0.20 % per °C from the other tasks' repeats; mild: 0.40 % per °C from the other tasks'" in text
     # hot at mild's 0.2 %/°C: 0.984 / 0.992 - 1 = -0.81 %; mild at hot's 0.4 %/°C: 0.996 / 0.992 - 1 = +0.40 %.
     assert f"moved at most {(1 - 0.984 / 0.992) * 100:.2f} %" in text
+    # A third task whose part ran its repeat in the slow launch state (+15 % GPU time, +12 % energy, 2 °C warmer)
+    # sets no coefficient: hot is still scaled by mild's 0.2 %/°C alone.
+    ok["slow"] = rec("slow", 5, 1.0e-3, 40.0)
+    slow = rec("slow/repeat1", 6, 1.12e-3, 42.0, time_s=23e-6)
+    text = "\n".join(report_trust.uncertainty(ok, repeats + [slow], []))
+    assert "hot: 0.20 % per °C from the other tasks' repeats" in text
+    del ok["slow"]
     # Repeats that kept their temperature: no such line.
     repeats = [rec("hot/repeat1", 3, 0.984e-3, 60.0), rec("mild/repeat1", 4, 1.992e-3, 50.0)]
     assert "energy per call per °C" not in "\n".join(report_trust.uncertainty(ok, repeats, []))
