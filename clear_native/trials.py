@@ -126,7 +126,7 @@ class Trials:
     rejected: list = field(default_factory=list)  # (drift, z, after) of the trials rejected as unsettled
     restarts: int = 0                             # times the window doubled and the trials started again
     at_limit: bool = False                        # judged LIMITED (Note [The limiter's cycle])
-    dropped: tuple = ()                           # (why, window s, values, after, drift, timing, temperatures)
+    dropped: tuple = ()                           # (why, the kept trials then: _kept()) of the largest set
 
     @property
     def launches(self) -> int:
@@ -146,18 +146,22 @@ class Trials:
         """Every kept trial dropped (``why``: a longer window, the power limit, or the card's state moved under
         them: Note [One state per run], launch_state.py); the plan's adaptations (window, settle time, launches)
         stay. The largest set dropped is kept aside (Note [Trials a restart dropped])."""
-        if len(self.values) >= 2 and len(self.values) > (len(self.dropped[2]) if self.dropped else 0):
-            window = float(np.mean([v[3] for v in self.values]))
-            self.dropped = (why, window, self.values, self.after, self.drift, self.timing, self.temperatures)
+        if len(self.values) >= 2 and len(self.values) > (len(self.dropped[1][0]) if self.dropped else 0):
+            self.dropped = (why, self._kept())
         self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
         self.converged_at = math.nan
+
+    def _kept(self) -> tuple:
+        """The kept trials: (values, after, drift, timing, temperatures)."""
+        return self.values, self.after, self.drift, self.timing, self.temperatures
 
     def reported(self) -> tuple:
         """(values, after, drift, timing, temperatures, trials_from) the capture reports: its last set of trials,
         or where that holds fewer than two the set a restart dropped (trials_from says so; "" for the last)."""
         if len(self.values) >= 2 or not self.dropped:
-            return self.values, self.after, self.drift, self.timing, self.temperatures, ""
-        why, window, *kept = self.dropped
+            return *self._kept(), ""
+        why, kept = self.dropped
+        window = float(np.mean([v[3] for v in kept[0]]))
         return (*kept, f"trials dropped when {why} ({len(kept[0])} of {window:.2f} s windows): the run ended before "
                        f"its next ones numbered two")
 

@@ -130,7 +130,7 @@ def test_a_restart_keeps_the_largest_set_it_dropped_for_a_run_that_ends_before_t
     assert len(t.reported()[0]) == 2 and t.reported()[-1] == ""
     # A later restart keeps its set aside only where it is larger; one whose state moved says so.
     t.start_again("the launch-latency state moved (-16%)")
-    assert len(t.dropped[2]) == 3 and "target_cv" in t.dropped[0]
+    assert len(t.reported()[0]) == 3 and "target_cv" in t.reported()[-1]
     for watts in (300.0, 301.0, 299.0, 300.5):
         t.values.append((watts, 10e-6, 10, 0.4))
     t.start_again("the launch-latency state moved (-16%)")
