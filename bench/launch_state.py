@@ -15,7 +15,8 @@ reading says whether they were and which CPU the process ran on (and its clock, 
 The host's load was refuted too (results/launch_state_host_load.md). So were the NVML sampler, idle rests and
 gaps, and a process's age (--sampler, --idle; results/launch_state-runs/): bare processes held one state for
 100-150 s while measure_model's began slow. --prelude runs one of measure_model's steps (or all of it, briefly)
-on the model first, to find which leaves a process slow (not yet run on a GPU).
+on the model first, to find which leaves a process slow; it reads the state after each of its steps (measure_model's
+progress lines and the backend's calls: Traced), and the report shows that trace.
 
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -57,22 +59,54 @@ def spin(n: int) -> list:
 PRELUDES = ("none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks")
 
 
-def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, **measure_kw):
+# The backend's calls a prelude's trace reads the state after (the first of each name, then at most every
+# TRACE_EVERY_S seconds): every step of measure_model that touches the GPU goes through one of them.
+TRACED = ("capture", "prepare", "run", "awake_idle", "idle", "load", "kernel_times_s", "l2_bytes", "idle_fn")
+TRACE_EVERY_S = 1.0
+
+
+class Traced:
+    """``backend``, reading its launch state after each of its TRACED calls (``trace(step)`` does), so that a
+    prelude's trace shows the first of measure_model's steps after which the state is slow."""
+
+    def __init__(self, backend, trace) -> None:
+        self._backend, self._trace, self._last = backend, trace, {}
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._backend, name)
+        if name not in TRACED or not callable(attr):
+            return attr
+
+        def traced(*args, **kwargs):
+            out = attr(*args, **kwargs)
+            now = time.monotonic()
+            if now - self._last.get(name, -math.inf) >= TRACE_EVERY_S:
+                self._last[name] = now
+                self._trace(f"after {name}")
+            return out
+        return traced
+
+
+def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, **measure_kw):
     """Runs ``name`` (PRELUDES) on a model's decode step (``raw``: its (inputs, kwargs) before prepare_inputs);
-    what it made: discover's (components, blocks), measure_model's report, or None."""
+    what it made: discover's (components, blocks), measure_model's report, or None. ``trace(step)``, where
+    given, is called after each step (measure_model's progress lines and the backend's TRACED calls)."""
     import clear_native as cn
     from clear_native.components import discover, group_components
     from clear_native.model import prepare_inputs
 
+    trace = trace or (lambda step: None)
     if name == "discover":
         inputs, kw = prepare_inputs(model, raw[0], dict(raw[1]), "decode", cache_len)
         comps, found = discover(model, *inputs, model_kwargs=kw)
+        trace("after discover")
         return group_components(comps), group_components(found)
     if name.startswith("measure"):
         opts = dict(min_trials=2, max_trials=3, budget_s=20.0) | measure_kw
         return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode="decode", cache_len=cache_len,
-                                backend=backend, l2="hot" if name == "measure_hot" else "cold",
-                                blocks=name.endswith("blocks"), pace=None, **opts)
+                                backend=Traced(backend, trace), l2="hot" if name == "measure_hot" else "cold",
+                                blocks=name.endswith("blocks"), pace=None, progress=lambda m: trace(f"say: {m}"),
+                                **opts)
     return None
 
 
@@ -95,7 +129,13 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     backend = cn.GpuBackend(0)
     t_prelude = time.monotonic()
-    prelude(before, model, (inputs, dict(kw)), backend)
+
+    def trace(step: str) -> None:  # the state after one of the prelude's steps, one JSON line
+        print(json.dumps({"phase": "prelude", "step": step, "t_s": time.monotonic() - t_prelude}
+                         | backend.launch_state()), flush=True)
+
+    trace("model built")
+    prelude(before, model, (inputs, dict(kw)), backend, trace=trace)
     t_prelude = time.monotonic() - t_prelude
     inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
@@ -144,6 +184,8 @@ def summarise(readings: dict) -> dict:
     for uuid, rows in readings.items():
         groups: dict = {}
         for r in rows:
+            if r.get("phase") == "prelude":
+                continue
             groups.setdefault(tuple(r.get(k, 0) for k in KEYS), []).append(r)
         out[uuid] = [{**dict(zip(KEYS, key)), "readings": len(g),
                       "latency_us": statistics.median(x["latency_s"] for x in g) * 1e6,
@@ -167,7 +209,30 @@ def markdown(res: dict) -> str:
             L.append(f"| {uuid} | {g['pcie_generation']} | {g['pcie_width']} | {g['sm_clock_mhz']} | "
                      f"{g['memory_clock_mhz']} | {'yes' if g.get('host_load') else 'no'} | {g['readings']} | "
                      f"{g['latency_us']:.3f} | {g['step_us']:.1f} | {g['first_s']:.1f}-{g['last_s']:.1f} |")
-    return "\n".join(L) + "\n"
+    return "\n".join(L + _trace_table(res)) + "\n"
+
+
+def _trace_table(res: dict) -> list:
+    """The prelude's trace: the state after each of its steps, a run of one step with one state in one row."""
+    L = []
+    for uuid, rows in res["readings"].items():
+        steps = [r for r in rows if r.get("phase") == "prelude"]
+        if not steps:
+            continue
+        L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "", "| step | readings | seen (s) | tiny kernel (µs) |",
+              "|---|---|---|---|"]
+        runs: list = []
+        for r in steps:
+            slow = r["latency_s"] > 1.05 * min(x["latency_s"] for x in steps)
+            if runs and runs[-1][0] == (r["step"].split(":")[0], slow):
+                runs[-1][1].append(r)
+            else:
+                runs.append(((r["step"].split(":")[0], slow), [r]))
+        for (step, _), g in runs:
+            lat = [x["latency_s"] * 1e6 for x in g]
+            L.append(f"| {step} | {len(g)} | {g[0]['t_s']:.1f}-{g[-1]['t_s']:.1f} | "
+                     f"{min(lat):.3f}-{max(lat):.3f} |")
+    return L
 
 
 def main(argv=None) -> int:

@@ -777,9 +777,37 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
         groups, blocks = launch_state.prelude("discover", model, raw, backend, cache_len=16)
         assert {"attention", "mlp"} <= {g.kind.split("_")[-1] for g in groups} and len(blocks) == 1
         short = dict(window_s=0.05, budget_s=60.0)
-        hot = launch_state.prelude("measure_hot", model, raw, backend, cache_len=16, **short)
+        steps = []
+        hot = launch_state.prelude("measure_hot", model, raw, backend, cache_len=16, trace=steps.append, **short)
         cold = launch_state.prelude("measure_cold_blocks", model, raw, backend, cache_len=16, **short)
     assert hot.mode == cold.mode == "decode" and math.isfinite(hot.whole["energy_per_call_j"])
     assert all(g.l2_copies == 1 for g in hot.groups) and not hot.blocks
     assert cold.blocks and (hot.settings["l2"], cold.settings["l2"]) == ("hot", "cold")
     assert set(launch_state.PRELUDES) == {"none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks"}
+    # Its trace: the state read after the backend's first capture, replay and awake idle, and after each progress
+    # line, in the order measure_model takes them (captures before the rest's awake idle, that before the trials).
+    first = {s: steps.index(s) for s in ("after capture", "after awake_idle", "after run")}
+    assert first["after capture"] < first["after awake_idle"] < first["after run"]
+    assert any(s.startswith("say: ") and "components" in s for s in steps[:first["after capture"]])
+
+
+def test_launch_state_report_keeps_a_preludes_trace_apart_from_the_readings():
+    from bench import launch_state
+
+    def row(t, lat, **kw):
+        return {"t_s": t, "latency_s": lat, "step_s": 7e-4, "pcie_generation": 5, "pcie_width": 16,
+                "sm_clock_mhz": 1980, "memory_clock_mhz": 3201} | kw
+
+    trace = [row(0.0, 0.95e-6, phase="prelude", step="model built"),
+             row(1.0, 0.96e-6, phase="prelude", step="say: 9 components"),
+             row(2.0, 1.20e-6, phase="prelude", step="after capture"),
+             row(3.0, 1.19e-6, phase="prelude", step="after capture"),
+             row(9.0, 1.18e-6, phase="prelude", step="say: warm: 300 W after 5 s")]
+    readings = {"GPU-x": trace + [row(0.25, 1.1e-6), row(0.5, 1.2e-6)]}
+    summary = launch_state.summarise(readings)
+    assert [g["readings"] for g in summary["GPU-x"]] == [2]  # the trace's five are not readings
+    res = {"identity": {"gpu": {"name": "H200"}}, "seconds": 1, "stagger_s": 0, "every_s": 0.25,
+           "prelude": "measure_cold", "summary": summary, "readings": readings}
+    table = launch_state.markdown(res).split("## Prelude measure_cold on GPU-x")[1]
+    assert [ln.split(" | ")[:2] for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
+        ["| model built", "1"], ["| say", "1"], ["| after capture", "2"], ["| say", "1"]]
