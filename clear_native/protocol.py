@@ -29,14 +29,15 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 8: awake idle also before the warm-up, for the card's leakage (Note
+# never averaged or compared unawares. 9: awake idle replays a graph of empty kernels, as their eager launches
+# left a process in the slow launch state (Note [Awake idle from a graph], csrc/replay.cu); 8: awake idle also before the warm-up, for the card's leakage (Note
 # [Leakage measured in every run], thermal.py); 7: capture warm-ups on the current stream, as eager kernels on two
 # streams slow a process's launches (Note [Launch-latency state], backend.py); 6: so does a capture still
 # noisy at the longest window, and the warm-up waits for a steady temperature; 5: a capture at the power limit
 # gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once where
 # the launch-latency state moved under them (Note [One state per run], launch_state.py); 3: re-planned short
 # trials, bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 
 
 def _name(item, i: int) -> str:
