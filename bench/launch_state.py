@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 if __package__ in (None, ""):
     sys.path.pop(0)
@@ -77,14 +78,22 @@ class Traced:
         if name not in TRACED or not callable(attr):
             return attr
 
-        def traced(*args, **kwargs):
-            out = attr(*args, **kwargs)
-            now = time.monotonic()
-            if now - self._last.get(name, -math.inf) >= TRACE_EVERY_S:
-                self._last[name] = now
-                self._trace(f"after {name}")
-            return out
-        return traced
+        return traced(attr, name, self._trace, self._last)
+
+
+def traced(fn, name: str, trace, last: dict):
+    """``fn``, calling ``trace("before NAME")`` and ``trace("after NAME")`` around its calls: the first, then at
+    most one every TRACE_EVERY_S seconds (``last``: when each name was last traced)."""
+    def call(*args, **kwargs):
+        due = time.monotonic() - last.get(name, -math.inf) >= TRACE_EVERY_S
+        if due:
+            trace(f"before {name}")
+        out = fn(*args, **kwargs)
+        if due:
+            last[name] = time.monotonic()
+            trace(f"after {name}")
+        return out
+    return call
 
 
 def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, **measure_kw):
@@ -103,10 +112,15 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
         return group_components(comps), group_components(found)
     if name.startswith("measure"):
         opts = dict(min_trials=2, max_trials=3, budget_s=20.0) | measure_kw
-        return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode="decode", cache_len=cache_len,
-                                backend=Traced(backend, trace), l2="hot" if name == "measure_hot" else "cold",
-                                blocks=name.endswith("blocks"), pace=None, progress=lambda m: trace(f"say: {m}"),
-                                **opts)
+        last: dict = {}
+        # measure()'s own steps between the backend's calls: the sampler's start and stop, and its idle rest.
+        with mock.patch.object(cn.Sampler, "start", traced(cn.Sampler.start, "sampler start", trace, last)), \
+                mock.patch.object(cn.Sampler, "stop", traced(cn.Sampler.stop, "sampler stop", trace, last)), \
+                mock.patch.object(cn.clock, "sleep", traced(cn.clock.sleep, "sleep", trace, last)):
+            return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode="decode", cache_len=cache_len,
+                                    backend=Traced(backend, trace), l2="hot" if name == "measure_hot" else "cold",
+                                    blocks=name.endswith("blocks"), pace=None,
+                                    progress=lambda m: trace(f"say: {m}"), **opts)
     return None
 
 

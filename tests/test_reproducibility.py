@@ -784,10 +784,12 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
     assert all(g.l2_copies == 1 for g in hot.groups) and not hot.blocks
     assert cold.blocks and (hot.settings["l2"], cold.settings["l2"]) == ("hot", "cold")
     assert set(launch_state.PRELUDES) == {"none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks"}
-    # Its trace: the state read after the backend's first capture, replay and awake idle, and after each progress
-    # line, in the order measure_model takes them (captures before the rest's awake idle, that before the trials).
-    first = {s: steps.index(s) for s in ("after capture", "after awake_idle", "after run")}
-    assert first["after capture"] < first["after awake_idle"] < first["after run"]
+    # Its trace: the state read after the backend's first capture, the sampler's start, the idle rest, before and
+    # after awake idle, after the first replay and before the profiler, and after each progress line, in the order
+    # measure_model takes them.
+    first = {s: steps.index(s) for s in ("after capture", "after sampler start", "after sleep", "before awake_idle",
+                                         "after awake_idle", "after run", "before kernel_times_s")}
+    assert list(first.values()) == sorted(first.values()), steps
     assert any(s.startswith("say: ") and "components" in s for s in steps[:first["after capture"]])
 
 
