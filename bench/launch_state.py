@@ -229,7 +229,7 @@ def markdown(res: dict) -> str:
 def _trace_table(res: dict) -> list:
     """The prelude's trace: the state after each of its steps, a run of one step with one state in one row."""
     L = []
-    for uuid, rows in res["readings"].items():
+    for uuid, rows in res.get("readings", {}).items():
         steps = [r for r in rows if r.get("phase") == "prelude"]
         if not steps:
             continue

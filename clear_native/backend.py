@@ -155,6 +155,19 @@ class GpuBackend:
         return {"latency_s": latency, "sm_clock_mhz": d.sm_clock_mhz, "memory_clock_mhz": d.memory_clock_mhz,
                 "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width} | host_cpu()
 
+    def reset_launch_state(self) -> None:
+        """The profiler's CUDA activity switched on and off around one tiny kernel: what returned a process from the
+        slow launch-latency state to the fast one (Note [Launch-latency state]). About 0.1 s."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.cuda.device(self.device):
+            y = torch.zeros(1, device=f"cuda:{self.device}")
+            torch.cuda.synchronize(self.device)
+            with profile(activities=[ProfilerActivity.CUDA]):
+                y.add_(1)
+                torch.cuda.synchronize(self.device)
+
     def _tiny_kernel_s(self, kernels: int = 200, replays: int = 20) -> float:
         """GPU time per kernel of a CUDA graph of tiny kernels (one add on 1 KiB each). About 5 ms of GPU time."""
         import torch

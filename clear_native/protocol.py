@@ -29,15 +29,16 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 9: awake idle replays a graph of empty kernels, as their eager launches
-# left a process in the slow launch state (Note [Awake idle from a graph], csrc/replay.cu); 8: awake idle also before the warm-up, for the card's leakage (Note
-# [Leakage measured in every run], thermal.py); 7: capture warm-ups on the current stream, as eager kernels on two
+# never averaged or compared unawares. 10: the trials begin after a launch-state reset (the profiler's CUDA
+# activity around one tiny kernel: Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
+# replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
+# before the warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture warm-ups on the current stream, as eager kernels on two
 # streams slow a process's launches (Note [Launch-latency state], backend.py); 6: so does a capture still
 # noisy at the longest window, and the warm-up waits for a steady temperature; 5: a capture at the power limit
 # gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once where
 # the launch-latency state moved under them (Note [One state per run], launch_state.py); 3: re-planned short
 # trials, bounded launches per trial; 2: adaptive trials and window timing; 1: before.
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 
 
 def _name(item, i: int) -> str:
@@ -72,7 +73,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
-    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> trials -> summarise.
+    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch-state reset ->
+    trials -> summarise.
 
     Args:
         target_ci_rel: stop a capture once the 95 % CI half-width of its mean is within this fraction.
@@ -112,6 +114,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         st.trials = _plan(st, items, window_s, launch_s)                            # plan
         _warm_up(st, max_warmup_s)                                                  # warm-up
         st.awake_window = _awake_baseline(st, window_s)                             # baselines: awake idle
+        launch_state.reset(st.backend, st.say)                                      # the fast launch state
         _launch_state(st)
         _run_trials(st, budget_s)                                                   # trials
         _launch_state(st)

@@ -59,10 +59,12 @@ class SimulatedBackend:
 
     def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
                  slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None,
-                 leak_w_per_c: float = 0.0, limiter_s: float = 1.0, limiter_swing: float = 0.04) -> None:
+                 leak_w_per_c: float = 0.0, limiter_s: float = 1.0, limiter_swing: float = 0.04,
+                 slow_resets: bool = True) -> None:
         """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
         backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
-        as long, then the card switches to the fast state (the default: always fast). ``power_limit_w``: a run
+        as long, then the card switches to the fast state (the default: always fast); ``slow_resets``: whether
+        reset_launch_state() ends the slow state (False: a card where the reset does not hold). ``power_limit_w``: a run
         that would draw more is slowed until it draws the limit on average (limited()); its power cycles around
         the limit, +/- ``limiter_swing`` of it, every ``limiter_s``, starting high (Note [The limiter's cycle],
         trials.py). ``leak_w_per_c``: a card draws this much more per °C its die is above the sensor's idle
@@ -76,7 +78,7 @@ class SimulatedBackend:
                      "power_limit_w": power_limit_w or 0.0}
         self.power_limit_w = power_limit_w
         self._rng = random.Random(0)
-        self.slow_gap_scale, self.slow_for_s = slow_gap_scale, slow_for_s
+        self.slow_gap_scale, self.slow_for_s, self.slow_resets = slow_gap_scale, slow_for_s, slow_resets
         self._t_made = clock.now_s()
         self.leak_w_per_c = leak_w_per_c
         self.limiter_s, self.limiter_swing = limiter_s, limiter_swing
@@ -181,6 +183,12 @@ class SimulatedBackend:
         """A tiny kernel in a graph as the cost model prices it: its shortest kernel plus the gap after it, in the
         card's present state (Note [Launch-latency state], backend.py). Takes no simulated time (a real probe takes ~5 ms)."""
         return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s * self.gap_scale()}
+
+    def reset_launch_state(self) -> None:
+        """As the profiler's CUDA activity does on a GPU (Note [Launch-latency state], backend.py): the card's slow
+        state, where it is in one, ends now (unless the card was made with ``slow_resets=False``)."""
+        if self.slow_resets:
+            self.slow_for_s = min(self.slow_for_s, clock.now_s() - self._t_made)
 
     def load(self, duration_s: float) -> ReplayResult:
         t0, t1 = self._hold(self.load_w, duration_s)

@@ -7,7 +7,6 @@
 
 #include "clock.hpp"
 #include "cuda_check.hpp"
-#include "graph_owner.hpp"
 
 namespace cn {
 namespace {
@@ -187,46 +186,19 @@ ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, i
   });
 }
 
-// Note [Awake idle from a graph]: awake idle is a graph of kAwakeKernels empty kernels, replayed; it was those
-// kernels launched one by one from the host, as fast as it could, for seconds. On H200s (driver 580.159.04,
-// 2026-11-28) that eager stream of launches left the process in the slow launch-latency state (Note
-// [Launch-latency state], clear_native/backend.py): a graph's tiny kernel 1.053 -> 1.232 us right after the
-// protocol's first awake idle, in both of two fresh processes, where nothing before it (model, captures,
-// calibration load) had moved it; and the protocol reads awake idle before every measurement. Replaying
-// graphs is what the trials do, and processes that only replay held the fast state for 100-150 s.
-constexpr int kAwakeKernels = 256;
-
 ReplayTiming awake_idle(int device, uintptr_t stream, double duration_s) {
   if (!(duration_s > 0) || duration_s > 600) throw std::invalid_argument("duration_s must be in (0, 600]");
   DeviceGuard on(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  GraphOwner owned;
-  cudaGraph_t g = nullptr;
-  CN_CUDA_CHECK(cudaGraphCreate(&g, 0));
-  owned.own(g);
-  cudaKernelNodeParams params{};
-  params.func = reinterpret_cast<void*>(empty_kernel);
-  params.gridDim = dim3(1);
-  params.blockDim = dim3(1);
-  cudaGraphNode_t prev = nullptr;
-  for (int i = 0; i < kAwakeKernels; ++i) {
-    cudaGraphNode_t node = nullptr;
-    CN_CUDA_CHECK(cudaGraphAddKernelNode(&node, g, prev ? &prev : nullptr, prev ? 1 : 0, &params));
-    prev = node;
-  }
-  owned.instantiate();
-  auto exec = reinterpret_cast<cudaGraphExec_t>(owned.exec_handle());
-  CN_CUDA_CHECK(cudaGraphUpload(exec, s));  // not inside the timed replay below
-  // One replay timed first, then as many as fill duration_s on the GPU: launching until the host's clock
-  // passed it would leave up to a full launch queue still to run after it.
-  const ReplayTiming one = timed_on_stream(s, [&]() -> int64_t {
-    CN_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    return 1;
-  });
-  const auto launches = std::max<int64_t>(1, static_cast<int64_t>(duration_s / std::max(one.gpu_time_s, 1e-7)));
   return timed_on_stream(s, [&]() -> int64_t {
-    for (int64_t i = 0; i < launches; ++i) CN_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    return launches * kAwakeKernels;
+    const int64_t until = monotonic_ns() + static_cast<int64_t>(duration_s * 1e9);
+    int64_t launched = 0;
+    do {
+      for (int i = 0; i < 256; ++i) empty_kernel<<<1, 1, 0, s>>>();
+      launched += 256;
+      CN_CUDA_CHECK(cudaGetLastError());
+    } while (monotonic_ns() < until);
+    return launched;
   });
 }
 

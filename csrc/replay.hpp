@@ -77,10 +77,8 @@ class UnrolledGraph {
 // timing's launches is 1; its host stamps say when the kernel ran.
 ReplayTiming calibration_load(int device, uintptr_t stream, double duration_s, int sms);
 
-// Runs empty kernels (one block of one thread) back-to-back on `stream` for
-// about `duration_s`, as replays of a graph of them (Note [Awake idle from a
-// graph], replay.cu): the GPU awake and launching, doing no work. Waits for
-// them; the timing's launches counts the kernels.
+// Launches empty kernels (one block of one thread) back-to-back on `stream`
+// for `duration_s`: the GPU awake and launching, doing no work. Waits for them.
 ReplayTiming awake_idle(int device, uintptr_t stream, double duration_s);
 
 struct CudaDeviceInfo {

@@ -333,7 +333,7 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     # work's time and energy move with them, its dynamic energy does not, and heavy work hardly moves.
     light = cn.SimulatedCall("light", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
     heavy = cn.SimulatedCall("heavy", kernel_s=2e-3, power_w=600.0, gaps_s=10e-6)
-    slow = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1e9)
+    slow = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1e9, slow_resets=False)
     fast = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
     profile = cn.calibrate(fast, rest_s=0.3, load_s=0.4)
     a = cn.measure([light, heavy], backend=slow, profile=profile, min_trials=3, **KW)
@@ -359,7 +359,7 @@ def test_the_simulated_card_has_the_launch_latency_states_measured_on_h200s():
     assert abs(state_corrected_diff((eb, tb, b.awake_idle_power_w), (ea, ta, a.awake_idle_power_w))) < 0.01
     # A card that switches to the fast state during the trials reads slow before them and fast after (on this
     # virtual clock the trials run from ~1.0 s to ~1.7 s after the backend is made).
-    switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.3)
+    switching = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1.3, slow_resets=False)
     run = cn.measure([light], backend=switching, profile=profile, min_trials=3, **KW)
     lat = _latencies(run)
     assert lat[0] == pytest.approx(5e-6) and lat[-1] == pytest.approx(4e-6)
@@ -380,7 +380,7 @@ def test_every_part_of_a_run_is_measured_in_one_launch_latency_state():
     a = cn.SimulatedCall("a", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
     b = cn.SimulatedCall("b", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6, swing_w=6.0, swing_s=0.01)
     profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
-    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=2.0)
+    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=2.0, slow_resets=False)
     run = cn.measure([a, b], backend=card, profile=profile, min_trials=3, **KW)
     for call in (a, b):
         m = run[call.name]
@@ -525,3 +525,19 @@ def test_a_run_that_ends_right_after_a_restart_reports_the_trials_it_dropped(sim
     assert fell_back >= 1
     full = cn.measure(call, budget_s=60, **kw)[0]  # given the time, the last set is reported and nothing is said
     assert full.converged and full.trials_from == "" and full.window_restarts == 3
+
+
+def test_the_trials_begin_after_the_launch_state_reset():
+    # Note [Launch-latency state]: the profiler's CUDA activity took measure_model processes from the slow state to
+    # the fast one; measure() runs that reset after its baselines, so a card slow from its start (here for ever,
+    # unless reset) is read fast before and throughout the trials, and its light part reads the fast state's truth.
+    light = cn.SimulatedCall("light", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
+    profile = cn.calibrate(cn.SimulatedBackend(cn.synthetic_sensor(**FAST)), rest_s=0.3, load_s=0.4)
+    card = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1e9)
+    assert card.launch_state()["latency_s"] == pytest.approx(5e-6)  # slow until reset
+    run = cn.measure([light], backend=card, profile=profile, min_trials=3, **KW)
+    assert _latencies(run) == [pytest.approx(4e-6)] * len(run.launch_state)
+    m = run["light"]
+    assert m.gpu_time_per_call_s == pytest.approx(light.true_time_per_call_s(m.unroll, 1.0), rel=0.01)
+    assert m.energy_per_call_j == pytest.approx(light.true_energy_per_call_j(m.unroll, 110.0, 1.0), rel=0.02)
+    assert not any(s.get("restart") for s in run.launch_state)
