@@ -62,7 +62,8 @@ PRELUDES = ("none", "discover", "measure_hot", "measure_cold", "measure_cold_blo
 
 # The backend's calls a prelude's trace reads the state after (the first of each name, then at most every
 # TRACE_EVERY_S seconds): every step of measure_model that touches the GPU goes through one of them.
-TRACED = ("capture", "prepare", "run", "awake_idle", "idle", "load", "kernel_times_s", "l2_bytes", "idle_fn")
+TRACED = ("capture", "prepare", "run", "awake_idle", "idle", "load", "kernel_times_s", "l2_bytes", "idle_fn",
+          "reset_launch_state")
 TRACE_EVERY_S = 1.0
 
 
