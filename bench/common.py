@@ -10,6 +10,8 @@ from pathlib import Path
 import clear_native as cn
 from clear_native.work import kernel_profile  # noqa: F401 - the benchmarks' name for it
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def require_gpu(script: str):
     """PyTorch with a GPU and clear_native's CUDA engine, or one line that says what to do and exit code 2."""
@@ -61,14 +63,28 @@ def code_version() -> str:
     return cn.__version__
 
 
+def package_sha(folder: Path) -> str:
+    """12 hex digits of SHA-256 over a package's Python sources (each file's path in it and its bytes, in order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*.py")):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def run_identity(torch, gpu: dict | None = None) -> dict:
     """Card (``gpu``, default CUDA device 0's), driver, date and versions (code and protocol): stored with every
-    result file."""
+    result file. code_version names this checkout; clear_native_sha the Python code that measured, wherever it was
+    imported from, and clear_native_from_checkout whether that was this checkout (an installed wheel of an older
+    commit once measured under a newer code_version, unseen: docs/measured.md, 2026-11-28 afternoon)."""
     from clear_native.protocol import PROTOCOL_VERSION
 
-    return {"gpu": gpu if gpu is not None else cn.gpu_info(0).to_dict(), "date": cn.device.utc_now_iso(), "torch": torch.__version__,
-            "clear_native": cn.__version__, "code_version": code_version(), "protocol_version": PROTOCOL_VERSION,
-            "python": platform.python_version()}
+    pkg = Path(cn.__file__).resolve().parent
+    return {"gpu": gpu if gpu is not None else cn.gpu_info(0).to_dict(), "date": cn.device.utc_now_iso(),
+            "torch": torch.__version__, "clear_native": cn.__version__, "code_version": code_version(),
+            "clear_native_sha": package_sha(pkg), "clear_native_from_checkout": pkg.parent == ROOT,
+            "protocol_version": PROTOCOL_VERSION, "python": platform.python_version()}
 
 
 def write_results(out, name: str, res: dict, md: str) -> None:

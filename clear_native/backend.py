@@ -156,17 +156,16 @@ class GpuBackend:
                 "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width} | host_cpu()
 
     def reset_launch_state(self) -> None:
-        """The profiler's CUDA activity switched on and off around one tiny kernel: what returned a process from the
-        slow launch-latency state to the fast one (Note [Launch-latency state]). About 0.1 s."""
+        """The profiler switched on and off around one tiny kernel, as kernel_times_s runs it around a forward pass:
+        what returned measure_model's processes from the slow launch-latency state to the fast one (Note
+        [Launch-latency state]). Not yet run on a GPU in this form (tests/test_gpu_protocol.py checks it)."""
         import torch
-        from torch.profiler import ProfilerActivity, profile
+
+        from .work import profiled_events
 
         with torch.cuda.device(self.device):
             y = torch.zeros(1, device=f"cuda:{self.device}")
-            torch.cuda.synchronize(self.device)
-            with profile(activities=[ProfilerActivity.CUDA]):
-                y.add_(1)
-                torch.cuda.synchronize(self.device)
+            profiled_events(lambda: y.add_(1))
 
     def _tiny_kernel_s(self, kernels: int = 200, replays: int = 20) -> float:
         """GPU time per kernel of a CUDA graph of tiny kernels (one add on 1 KiB each). About 5 ms of GPU time."""

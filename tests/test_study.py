@@ -421,3 +421,22 @@ def test_a_run_never_mixes_code_or_protocol_versions_unless_told(tmp_path, fake,
     assert "several code/protocol versions" in capsys.readouterr().err
     assert run.main(SMALL + ["--report-only", str(folder), "--allow-mixed"]) == 0
     assert "abc123 / protocol 3, def456 / protocol 3" in (folder / "REPORT.md").read_text()
+
+
+def test_the_identity_names_the_python_code_that_measured(tmp_path):
+    # On a lent GPU an installed wheel of an older commit once measured while code_version named the newer
+    # checkout: the identity also hashes the code imported, and says whether it was this checkout's.
+    import shutil
+
+    import torch
+
+    from bench import common
+
+    ident = common.run_identity(torch, gpu={"name": "Fake H0", "uuid": "GPU-fake"})
+    pkg = Path(cn.__file__).resolve().parent
+    assert ident["clear_native_from_checkout"] == (pkg.parent == Path(__file__).resolve().parents[1])
+    copy = tmp_path / "clear_native"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    assert common.package_sha(copy) == ident["clear_native_sha"]  # the same code elsewhere: the same hash
+    (copy / "protocol.py").write_text((copy / "protocol.py").read_text() + "# changed\n")
+    assert common.package_sha(copy) != ident["clear_native_sha"]
