@@ -15,8 +15,11 @@ reading says whether they were and which CPU the process ran on (and its clock, 
 The host's load was refuted too (results/launch_state_host_load.md). So were the NVML sampler, idle rests and
 gaps, and a process's age (--sampler, --idle; results/launch_state-runs/): bare processes held one state for
 100-150 s while measure_model's began slow. --prelude runs one of measure_model's steps (or all of it, briefly)
-on the model first, to find which leaves a process slow; it reads the state after each of its steps (measure_model's
-progress lines and the backend's calls: Traced), and the report shows that trace.
+on the model first, to find which leaves a process slow; it reads the state after each of its steps
+(measure_model's progress lines, the backend's calls, the sampler's start and stop, measure()'s idle rest), and the
+report shows that trace. Five traces on three cards (results/launch_state-runs/2026-11-28_1256*-1322*): slow from
+the first awake idle on one card, from the captures after the first on two, and fast again after the profiler's
+pass in all five (Note [Launch-latency state]).
 
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
@@ -234,8 +237,8 @@ def _trace_table(res: dict) -> list:
         steps = [r for r in rows if r.get("phase") == "prelude"]
         if not steps:
             continue
-        L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "", "| step | readings | seen (s) | tiny kernel (µs) |",
-              "|---|---|---|---|"]
+        L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "",
+              "| step | readings | seen (s) | tiny kernel (µs) |", "|---|---|---|---|"]
         runs: list = []
         for r in steps:
             slow = r["latency_s"] > 1.05 * min(x["latency_s"] for x in steps)

@@ -57,6 +57,15 @@ from __future__ import annotations
 # 58-69 s. So the likeliest cause is something measure_model does before its trials (FLOP counting's eager
 # passes, the cold copies' allocations, the part and in-context captures, the graph edits), not the sensor,
 # idling or process age; the cards differed (each lease is a fresh host), so a card or host effect is not excluded.
+# Traced step by step (bench/launch_state.py --prelude, results/launch_state-runs/2026-11-28_1256*-1322*): five
+# fresh measure_model processes on three H200s began fast (0.93-1.05 µs) and turned slow (1.11-1.27) during the
+# set-up, at the first awake idle on GPU-8056d33f, among the captures after the first on GPU-286895ec and
+# GPU-39fbcea4; in all five, the profiler's pass after the trials (kernel_times_s) took them back to fast
+# (0.94-1.07) and they stayed fast through the 10-45 s of replays that followed. Awake idle replayed as a graph
+# did not keep a process fast (protocol 9, GPU-1966a272). So measure() runs the profiler as kernel_times_s does,
+# around one tiny kernel, after its baselines and before its trials (reset_launch_state, protocol 10), then reads
+# the state; the restart above stays for a state that moves later. The reset in this form has not yet run on a
+# GPU: tests/test_gpu_protocol.py checks it ends the slow state two streams leave.
 
 from . import clock
 from ._native import core
