@@ -73,8 +73,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
-    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch-state reset ->
-    trials -> summarise.
+    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch reset -> trials -> summary
 
     Args:
         target_ci_rel: stop a capture once the 95 % CI half-width of its mean is within this fraction.
@@ -114,8 +113,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         st.trials = _plan(st, items, window_s, launch_s)                            # plan
         _warm_up(st, max_warmup_s)                                                  # warm-up
         st.awake_window = _awake_baseline(st, window_s)                             # baselines: awake idle
-        launch_state.reset(st.backend, st.say)                                      # the fast launch state
-        _launch_state(st)
+        _reset_launch_state(st)                                                     # launch reset
         _run_trials(st, budget_s)                                                   # trials
         _launch_state(st)
     except BaseException as exc:  # noqa: BLE001 - stop the sampler, keep what was measured, re-raise
@@ -193,6 +191,13 @@ def _launch_state(st: _Run, say: Callable | None = None) -> dict | None:
     if state is not None:
         st.launch_state.append(state | {"t_s": clock.now_s() - st.t_begin})
     return state
+
+
+def _reset_launch_state(st: _Run) -> None:
+    """The card's launch-latency state reset, then read: the state the trials begin in (Note [Launch-latency
+    state], backend.py)."""
+    launch_state.reset(st.backend, st.say)
+    _launch_state(st)
 
 
 def _one_state(st: _Run, budget_s: float) -> None:
