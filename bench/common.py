@@ -77,7 +77,7 @@ def run_identity(torch, gpu: dict | None = None) -> dict:
     """Card (``gpu``, default CUDA device 0's), driver, date and versions (code and protocol): stored with every
     result file. code_version names this checkout; clear_native_sha the Python code that measured, wherever it was
     imported from, and clear_native_from_checkout whether that was this checkout (an installed wheel of an older
-    commit once measured under a newer code_version, unseen: docs/measured.md, 2026-11-28 afternoon)."""
+    commit once measured under a newer code_version, unseen: docs/measured.md, 2026-11-28 late afternoon)."""
     from clear_native.protocol import PROTOCOL_VERSION
 
     pkg = Path(cn.__file__).resolve().parent

@@ -29,15 +29,16 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 10: the trials begin after a launch-state reset (the profiler's CUDA
-# activity around one tiny kernel: Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
-# replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
-# before the warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture warm-ups on the current stream, as eager kernels on two
-# streams slow a process's launches (Note [Launch-latency state], backend.py); 6: so does a capture still
-# noisy at the longest window, and the warm-up waits for a steady temperature; 5: a capture at the power limit
-# gets windows of whole limiter cycles (Note [The limiter's cycle], trials.py); 4: trials start again once where
-# the launch-latency state moved under them (Note [One state per run], launch_state.py); 3: re-planned short
-# trials, bounded launches per trial; 2: adaptive trials and window timing; 1: before.
+# never averaged or compared unawares. 10: the trials begin after a launch-state reset (the profiler around one
+# tiny kernel, as kernel_times_s runs it: Note [Launch-latency state], backend.py), awake idle eager again; 9: awake
+# idle replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
+# before the warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture
+# warm-ups on the current stream, as eager kernels on two streams slow a process's launches (Note [Launch-latency
+# state], backend.py); 6: so does a capture still noisy at the longest window, and the warm-up waits for a steady
+# temperature; 5: a capture at the power limit gets windows of whole limiter cycles (Note [The limiter's cycle],
+# trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
+# run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
+# timing; 1: before.
 PROTOCOL_VERSION = 10
 
 

@@ -185,7 +185,7 @@ class SimulatedBackend:
         return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s * self.gap_scale()}
 
     def reset_launch_state(self) -> None:
-        """As the profiler's CUDA activity does on a GPU (Note [Launch-latency state], backend.py): the card's slow
+        """As the profiler does on a GPU (Note [Launch-latency state], backend.py): the card's slow
         state, where it is in one, ends now (unless the card was made with ``slow_resets=False``)."""
         if self.slow_resets:
             self.slow_for_s = min(self.slow_for_s, clock.now_s() - self._t_made)

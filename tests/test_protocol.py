@@ -528,7 +528,7 @@ def test_a_run_that_ends_right_after_a_restart_reports_the_trials_it_dropped(sim
 
 
 def test_the_trials_begin_after_the_launch_state_reset():
-    # Note [Launch-latency state]: the profiler's CUDA activity took measure_model processes from the slow state to
+    # Note [Launch-latency state]: the profiler's pass took measure_model's processes from the slow state to
     # the fast one; measure() runs that reset after its baselines, so a card slow from its start (here for ever,
     # unless reset) is read fast before and throughout the trials, and its light part reads the fast state's truth.
     light = cn.SimulatedCall("light", kernel_s=20e-6, power_w=200.0, gaps_s=10e-6)
