@@ -137,7 +137,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     rounds = 1 + max([_round(r) for r in tasks + checks] or [0])  # a run of no tasks still has its card checks
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
-           "repeat": repeat, "versions": sorted(store.versions(ok))}
+           "repeat": repeat, "versions": sorted(store.versions(ok)), "launch_states": _launch_states(tasks)}
     runs: dict = {}  # (task, card) -> the rounds measured
     for r in tasks:
         runs.setdefault((r["task"]["id"], r["identity"]["gpu"]["uuid"]), set()).add(_round(r))
@@ -174,6 +174,22 @@ def _at_reference(ok: list) -> dict:
 def _moved(xs: list) -> tuple:
     """(largest, RMS) of relative changes already taken absolute; NaN for none."""
     return max(xs, default=math.nan), math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan
+
+
+def _launch_states(tasks: list) -> list:
+    """Each task process's launch-latency state (Note [Launch-latency state], clear_native/backend.py): the probe
+    before its trials, where its kept trials began, and after them (µs per tiny graph kernel), in task order."""
+    from clear_native.launch_state import kept_from
+
+    out = []
+    for r in sorted(tasks, key=lambda r: (r["task"]["id"], r["identity"]["gpu"]["uuid"], _round(r))):
+        states = [s.get("latency_s", math.nan) for s in r["report"].get("run", {}).get("launch_state") or []]
+        if states:
+            kept = kept_from(r["report"]["run"]["launch_state"])
+            out.append({"task": r["task"]["id"], "card": r["identity"]["gpu"]["uuid"], "round": _round(r),
+                        "before_us": states[0] * 1e6, "kept_from_us": states[kept] * 1e6,
+                        "after_us": states[-1] * 1e6, "readings": len(states)})
+    return out
 
 
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
@@ -505,6 +521,12 @@ def markdown(an: dict, ident: dict) -> str:
                   f"{c[:12]} {w:.2f} W/°C" if not math.isnan(w) else f"{c[:12]} n/a"
                   for c, w in sorted(an["leakage_w_per_c"].items())) + "."]
     L += _per_degree(an)
+    if an.get("launch_states"):
+        L += ["", "## Launch state of each task's processes", "", "The GPU time per tiny graph kernel (µs) before "
+              "the trials, where the kept trials began and after them (Note [Launch-latency state]).", "",
+              "| task | card | round | before | kept from | after | readings |", "|---|---|---|---|---|---|---|"]
+        L += [f"| {x['task']} | {x['card'][:12]} | {x['round']} | {x['before_us']:.3f} | {x['kept_from_us']:.3f} | "
+              f"{x['after_us']:.3f} | {x['readings']} |" for x in an["launch_states"]]
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
           "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:

@@ -813,3 +813,23 @@ def test_launch_state_report_keeps_a_preludes_trace_apart_from_the_readings():
     table = launch_state.markdown(res).split("## Prelude measure_cold on GPU-x")[1]
     assert [ln.split(" | ")[:2] for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
         ["| model built", "1"], ["| say", "1"], ["| after capture", "2"], ["| say", "1"]]
+
+
+def test_the_report_shows_each_task_processs_launch_state(result):
+    # Whether a process's trials ran fast or slow is read off the report, not the records: each task process's
+    # probe before its trials, where its kept trials began, and after them.
+    from bench import reproducibility as R
+    from clear_native.simulated import OpCosts
+
+    an, md = result
+    fast_us = (OpCosts().min_kernel_s + OpCosts().gap_s) * 1e6  # the simulated cards never leave the fast state
+    assert sorted((x["card"], x["round"]) for x in an["launch_states"]) == [(c, k) for c in CARDS for k in (0, 1)]
+    assert all(x["before_us"] == x["kept_from_us"] == x["after_us"] == pytest.approx(fast_us)
+               for x in an["launch_states"])
+    assert "## Launch state of each task's processes" in md and f"| 0 | {fast_us:.3f} | {fast_us:.3f} |" in md
+    # A process that turned fast and started its trials again: kept from the restart's reading.
+    rec = {"task": {"id": "gpt2"}, "identity": {"gpu": {"uuid": "GPU-a"}}, "round": 1,
+           "report": {"run": {"launch_state": [{"latency_s": 1.21e-6}, {"latency_s": 0.95e-6, "restart": True},
+                                               {"latency_s": 0.96e-6}]}}}
+    [row] = R._launch_states([rec])
+    assert (row["before_us"], row["kept_from_us"], row["after_us"]) == pytest.approx((1.21, 0.95, 0.96))
