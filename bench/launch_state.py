@@ -63,15 +63,15 @@ def spin(n: int) -> list:
 PRELUDES = ("none", "discover", "measure_hot", "measure_cold", "measure_cold_blocks")
 
 
-# The backend's calls a prelude's trace reads the state after (the first of each name, then at most every
-# TRACE_EVERY_S seconds): every step of measure_model that touches the GPU goes through one of them.
+# The backend's calls a prelude's trace reads the state before and after (the first of each name, then at most one
+# every TRACE_EVERY_S seconds): every step of measure_model that touches the GPU goes through one of them.
 TRACED = ("capture", "prepare", "run", "awake_idle", "idle", "load", "kernel_times_s", "l2_bytes", "idle_fn",
           "reset_launch_state")
 TRACE_EVERY_S = 1.0
 
 
 class Traced:
-    """``backend``, reading its launch state after each of its TRACED calls (``trace(step)`` does), so that a
+    """``backend``, reading its launch state around its TRACED calls (``trace(step)`` does: traced()), so that a
     prelude's trace shows the first of measure_model's steps after which the state is slow."""
 
     def __init__(self, backend, trace) -> None:
@@ -81,7 +81,6 @@ class Traced:
         attr = getattr(self._backend, name)
         if name not in TRACED or not callable(attr):
             return attr
-
         return traced(attr, name, self._trace, self._last)
 
 
@@ -146,15 +145,15 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     task = suite.Task("gpt2", mode="decode", batch=1, seq=1, cache_len=512)
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     backend = cn.GpuBackend(0)
-    t_prelude = time.monotonic()
+    t_begin = time.monotonic()
 
     def trace(step: str) -> None:  # the state after one of the prelude's steps, one JSON line
-        print(json.dumps({"phase": "prelude", "step": step, "t_s": time.monotonic() - t_prelude}
+        print(json.dumps({"phase": "prelude", "step": step, "t_s": time.monotonic() - t_begin}
                          | backend.launch_state()), flush=True)
 
     trace("model built")
     prelude(before, model, (inputs, dict(kw)), backend, trace=trace)
-    t_prelude = time.monotonic() - t_prelude
+    prelude_s = time.monotonic() - t_begin
     inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
     step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
     nvml = cn.Sampler(source=backend.source, energy_interval_s=0.25, max_duration_s=seconds + 120) if sampler \
@@ -169,7 +168,7 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
                 spinners = spin(max(1, (os.cpu_count() or 4) - 2))
             r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
             now = time.monotonic()  # also on the host's monotonic clock, to line up with the host's own logs
-            print(json.dumps({"t_s": now - t0, "monotonic_s": now, "prelude_s": t_prelude,
+            print(json.dumps({"t_s": now - t0, "monotonic_s": now, "prelude_s": prelude_s,
                               "step_s": r.gpu_time_per_call_s, "host_load": bool(spinners)} | backend.launch_state()),
                   flush=True)
             time.sleep(idle_between_s)

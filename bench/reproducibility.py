@@ -171,11 +171,6 @@ def _at_reference(ok: list) -> dict:
         f"{k}_at_reference": again[k] for k in AT_REFERENCE if k in again}
 
 
-def _moved(xs: list) -> tuple:
-    """(largest, RMS) of relative changes already taken absolute; NaN for none."""
-    return max(xs, default=math.nan), math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan
-
-
 def _launch_states(tasks: list) -> list:
     """Each task process's launch-latency state (Note [Launch-latency state], clear_native/backend.py): the probe
     before its trials, where its kept trials began, and after them (µs per tiny graph kernel), in task order."""
@@ -183,12 +178,12 @@ def _launch_states(tasks: list) -> list:
 
     out = []
     for r in sorted(tasks, key=lambda r: (r["task"]["id"], r["identity"]["gpu"]["uuid"], _round(r))):
-        states = [s.get("latency_s", math.nan) for s in r["report"].get("run", {}).get("launch_state") or []]
-        if states:
-            kept = kept_from(r["report"]["run"]["launch_state"])
+        states = r["report"].get("run", {}).get("launch_state") or []
+        us = [s.get("latency_s", math.nan) * 1e6 for s in states]
+        if us:
             out.append({"task": r["task"]["id"], "card": r["identity"]["gpu"]["uuid"], "round": _round(r),
-                        "before_us": states[0] * 1e6, "kept_from_us": states[kept] * 1e6,
-                        "after_us": states[-1] * 1e6, "readings": len(states)})
+                        "before_us": us[0], "kept_from_us": us[kept_from(states)], "after_us": us[-1],
+                        "readings": len(us)})
     return out
 
 
@@ -198,11 +193,11 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
     how many land in the interval, with sigma_p from the other tasks' repeats (Note [The reported interval]) and
     with the card reference's ``sigma_p``."""
     out: dict = {}
-    out["repeatability_max_rel"], out["repeatability_rms_rel"] = _moved([abs(x["rel_diff"]) for x in long])
+    out["repeatability_max_rel"], out["repeatability_rms_rel"] = U.largest_and_rms([abs(x["rel_diff"]) for x in long])
     out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
     corrected = [x["state_corrected_rel_diff"] for x in long if not math.isnan(x["state_corrected_rel_diff"])]
     out["repeatability_state_corrected_max_rel"], out["repeatability_state_corrected_rms_rel"] = \
-        _moved([abs(x) for x in corrected])
+        U.largest_and_rms([abs(x) for x in corrected])
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
                                                            x["temperature_diff_c"]) for x in long])
     by_task: dict = {}
@@ -234,7 +229,7 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
         for x, d, ((a, ca), (_, cb)), k in zip(long, scaled, pairs_long, keep):
             if k:
                 by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
-        largest, rms = _moved([abs(d) for d, k in zip(scaled, keep) if k])
+        largest, rms = U.largest_and_rms([abs(d) for d, k in zip(scaled, keep) if k])
         coverage, sigma = U.held_out_coverage(by_task, sigma_p)
         out |= {f"repeatability_max_rel{suffix}_temperature_scaled": largest,
                 f"repeatability_rms_rel{suffix}_temperature_scaled": rms,

@@ -232,9 +232,14 @@ def by_time_state(diffs: list) -> dict:
     out = {}
     for key, keep in splits:
         e = [abs(d[0]) for d in diffs if keep(d)]
-        out[key] = {"n": len(e), "max_rel": max(e, default=math.nan),
-                    "rms_rel": math.sqrt(sum(x * x for x in e) / len(e)) if e else math.nan}
+        largest, rms = largest_and_rms(e)
+        out[key] = {"n": len(e), "max_rel": largest, "rms_rel": rms}
     return out
+
+
+def largest_and_rms(xs: list) -> tuple:
+    """(largest, RMS) of relative changes already taken absolute; NaN for none."""
+    return max(xs, default=math.nan), math.sqrt(statistics.fmean(x * x for x in xs)) if xs else math.nan
 
 
 def temperature_of(x: dict) -> float:
@@ -372,7 +377,7 @@ def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
 
 
 __all__ = ["process_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
-           "workloads_of", "models_of", "MODELS", "state_corrected_diff",
+           "workloads_of", "models_of", "MODELS", "state_corrected_diff", "largest_and_rms",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "time_held", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
            "held_out_coverage", "taken_to_reference", "temperature_of", "temperature_coefficient",

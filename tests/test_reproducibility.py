@@ -608,11 +608,12 @@ def test_each_tasks_repeats_are_scaled_by_a_coefficient_they_did_not_set():
     # hot scaled by mild's 0.2 %/°C keeps 1.016 / 1.008 - 1; mild scaled by hot's 0.4 %/°C goes 0.4 % under.
     assert out["repeatability_max_rel_temperature_scaled"] == pytest.approx(1.016 / 1.008 - 1)
     assert out["temperature_coefficient_per_c"] == pytest.approx((0.016 * 4 + 0.004 * 2) / (16 + 4))
-    assert R._per_degree(out | {"repeat": [r[0] for r in reps]}) == ["", "From the tasks' repeats (2 of 2 moved 2.0-4.0 °C between their processes): "
-                                  "energy per call +3.60 % per 10 °C of the die, parts and whole models together (a "
-                                  "line through the origin; Note [Energy per call per °C], bench/uncertainty.py): what "
-                                  "a hotter card costs a model's components (the thermal job's reference workloads, "
-                                  "where measured, are held by the power limiter)."]
+    assert R._per_degree(out | {"repeat": [r[0] for r in reps]}) == [
+        "", "From the tasks' repeats (2 of 2 moved 2.0-4.0 °C between their processes): "
+            "energy per call +3.60 % per 10 °C of the die, parts and whole models together (a "
+            "line through the origin; Note [Energy per call per °C], bench/uncertainty.py): what "
+            "a hotter card costs a model's components (the thermal job's reference workloads, "
+            "where measured, are held by the power limiter)."]
     # No repeat moved 2 °C: nothing is claimed.
     held = [_repeat("a", 0.001, 0.5), _repeat("b", -0.001, -1.0)]
     out = R._temperature_scaled([r[0] for r in held], [r[1] for r in held], 0.001, "x")
