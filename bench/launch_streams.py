@@ -54,7 +54,59 @@ CONDITIONS = {
     "eager, capture and replay on one stream": (("capture",), "capture"),
     "eager on default, then capture() of a small model, replay on default (as measure() does)": (
         ("default", "capture()"), "default"),
+    # What ends the slow state the two streams leave (protocol 11's reset, Note [Launch-latency state]):
+    "eager on default and a side stream, then the profiler around one eager add (protocol 10's reset)": (
+        ("default", "side", "profiler(add)"), "default"),
+    "eager on default and a side stream, then a small model's eager forward": (("default", "side", "mlp"), "default"),
+    "eager on default and a side stream, then the profiler around its eager forward (as kernel_times_s)": (
+        ("default", "side", "profiler(mlp)"), "default"),
+    "eager on default and a side stream, then capture() of it": (("default", "side", "capture()"), "default"),
+    "eager on default and a side stream, then capture() of it and GpuBackend.reset_launch_state (protocol 11)": (
+        ("default", "side", "capture()", "reset"), "default"),
 }
+
+
+def _mlp(made: dict):
+    import torch
+
+    if "mlp" not in made:
+        made["mlp"] = (torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)).cuda(),
+                       torch.randn(8, 64, device="cuda"))
+    return made["mlp"]
+
+
+def _capture(x, made: dict) -> None:
+    """What measure() does before its trials: clear_native's capture of a module."""
+    import clear_native as cn
+
+    model, inp = _mlp(made)
+    made["cap"] = cn.capture(model, inp, name="mlp")
+
+
+def _profiled(fn) -> None:
+    from clear_native.work import profiled_events
+
+    profiled_events(fn)
+
+
+def _forward(made: dict) -> None:
+    import torch
+
+    model, inp = _mlp(made)
+    with torch.no_grad():
+        model(inp)
+
+
+def _reset(x, made: dict) -> None:
+    import clear_native as cn
+
+    cn.GpuBackend(0).reset_launch_state([made["cap"]])
+
+
+# A history's steps other than eager adds on a stream: each takes (the tensor the adds write, what earlier steps made).
+STEPS = {"capture()": _capture, "mlp": lambda x, made: _forward(made),
+         "profiler(add)": lambda x, made: _profiled(lambda: x.add_(1)),
+         "profiler(mlp)": lambda x, made: _profiled(lambda: _forward(made)), "reset": _reset}
 
 
 def child(condition: str, seconds: float, readings: int) -> int:
@@ -64,14 +116,12 @@ def child(condition: str, seconds: float, readings: int) -> int:
     from clear_native.graphs import replay
 
     history, replay_on = CONDITIONS[condition]
+    made: dict = {}  # what a history's steps made (the small model, its capture)
     x = torch.empty(256, device="cuda")  # an allocation launches no kernel
     streams = {"default": torch.cuda.default_stream(), "side": torch.cuda.Stream(), "capture": torch.cuda.Stream()}
     for where in history:
-        if where == "capture()":  # what measure() does before its trials: clear_native's capture of a module
-            import clear_native as cn
-
-            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)).cuda()
-            cn.capture(model, torch.randn(8, 64, device="cuda"), name="mlp")
+        if where in STEPS:
+            STEPS[where](x, made)
             continue
         with torch.cuda.stream(streams[where]):
             for _ in range(EAGER_CALLS[where]):
@@ -93,10 +143,11 @@ def child(condition: str, seconds: float, readings: int) -> int:
     return 0
 
 
-def card_run(repeats: int, seconds: float, readings: int) -> int:
-    """On this process's card: every condition in a fresh process, ``repeats`` rounds, conditions interleaved."""
+def card_run(repeats: int, seconds: float, readings: int, only: str = "") -> int:
+    """On this process's card: every condition (whose name holds ``only``) in a fresh process, ``repeats`` rounds,
+    conditions interleaved."""
     for rep in range(repeats):
-        for condition in CONDITIONS:
+        for condition in [c for c in CONDITIONS if only in c]:
             argv = [sys.executable, str(Path(__file__).resolve()), "--child", condition, str(seconds), str(readings)]
             try:  # a child that hangs (a capture that never ends) costs its condition one process, not the run
                 p = subprocess.run(argv, capture_output=True, text=True, env=os.environ,
@@ -145,6 +196,8 @@ def markdown(res: dict) -> str:
          "failed |",
          "|---|---|---|---|---|---|---|"]
     for c, s in res["summary"].items():
+        if not s["processes"] + s["failed"]:
+            continue  # not run (--only)
         L.append(f"| {c} | {s['processes']} | {s['median_first_us']:.3f} | {span(s['first_us'])} | "
                  f"{s['median_last_us']:.3f} | {span(s['last_us'])} | {s['failed']} |")
     return "\n".join(L) + "\n"
@@ -156,6 +209,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="fresh processes per condition and card")
     ap.add_argument("--seconds", type=float, default=4.0, help="replay per process")
     ap.add_argument("--readings", type=int, default=8, help="readings per process")
+    ap.add_argument("--only", default="",
+                    help="the conditions whose name holds this text (e.g. 'default and a side stream')")
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--child", nargs=3, metavar=("CONDITION", "SECONDS", "READINGS"), help=argparse.SUPPRESS)
     ap.add_argument("--card-run", action="store_true", help=argparse.SUPPRESS)
@@ -165,14 +220,17 @@ def main(argv=None) -> int:
     if not (args.repeats >= 1 and args.seconds > 0 and args.readings >= 1):
         print("bench/launch_streams.py: need --repeats >= 1, --seconds > 0, --readings >= 1", file=sys.stderr)
         return 2
+    if not any(args.only in c for c in CONDITIONS):
+        print(f"bench/launch_streams.py: --only {args.only!r} names no condition", file=sys.stderr)
+        return 2
     if args.card_run:
-        return card_run(args.repeats, args.seconds, args.readings)
+        return card_run(args.repeats, args.seconds, args.readings, args.only)
     from bench.common import require_cards, run_identity, write_results
 
     torch, cards = require_cards("bench/launch_streams.py", args.gpus)
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--card-run", "--repeats",
                                            str(args.repeats), "--seconds", str(args.seconds), "--readings",
-                                           str(args.readings)])
+                                           str(args.readings), "--only", args.only])
     processes = {uuid: lines for uuid, (_, lines) in runs.items()}
     res = {"identity": run_identity(torch), "cards": [c.uuid for c in cards], "repeats": args.repeats,
            "seconds": args.seconds, "readings": args.readings, "summary": summarise(processes),

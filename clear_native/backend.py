@@ -164,17 +164,21 @@ class GpuBackend:
         return {"latency_s": latency, "sm_clock_mhz": d.sm_clock_mhz, "memory_clock_mhz": d.memory_clock_mhz,
                 "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width} | host_cpu()
 
-    def reset_launch_state(self) -> None:
-        """The profiler switched on and off around one tiny kernel, as kernel_times_s runs it around a forward pass:
-        what returned measure_model's processes from the slow launch-latency state to the fast one (Note
-        [Launch-latency state]). Not yet run on a GPU in this form (tests/test_gpu_protocol.py checks it)."""
+    def reset_launch_state(self, captures=()) -> None:
+        """The profiler (CPU and CUDA activity) around one eager call of each capture, as kernel_times_s profiles a
+        forward pass: what returned measure_model's processes from the slow launch-latency state to the fast one
+        (Note [Launch-latency state]); the profiler around one tiny kernel did not (GPU-fc055883, 2026-11-28).
+        Each call runs as eager replays of the capture run it (Capture.fn on its own arguments)."""
         import torch
 
         from .work import profiled_events
 
+        def calls():
+            for cap in captures:
+                cap.fn(*cap.args, **cap.kwargs)
+
         with torch.cuda.device(self.device):
-            y = torch.zeros(1, device=f"cuda:{self.device}")
-            profiled_events(lambda: y.add_(1))
+            profiled_events(calls)
 
     def _tiny_kernel_s(self, kernels: int = 200, replays: int = 20) -> float:
         """GPU time per kernel of a CUDA graph of tiny kernels (one add on 1 KiB each). About 5 ms of GPU time."""

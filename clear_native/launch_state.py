@@ -51,14 +51,14 @@ def read(backend, say) -> dict | None:
     return state
 
 
-def reset(backend, say) -> None:
+def reset(backend, say, captures=()) -> None:
     """Returns the card to the fast launch-latency state where the backend can (Note [Launch-latency state],
     backend.py); a reset that fails costs nothing but a line: the probe after it tells the state."""
     fn = getattr(backend, "reset_launch_state", None)
     if fn is None:
         return
     try:
-        fn()
+        fn(list(captures))
     except Exception as exc:  # noqa: BLE001 - as read(): never costs the measurement
         say(f"launch state not reset: {type(exc).__name__}: {exc}")
 

@@ -29,8 +29,9 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 10: the trials begin after a launch-state reset (the profiler around one
-# tiny kernel, as kernel_times_s runs it: Note [Launch-latency state], backend.py), awake idle eager again; 9: awake
+# never averaged or compared unawares. 11: the reset runs the profiler around one eager call of each capture, as
+# kernel_times_s around a forward pass (10's profiler around one tiny kernel did not reset: GPU-fc055883); 10: the
+# trials begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake
 # idle replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
 # before the warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture
 # warm-ups on the current stream, as eager kernels on two streams slow a process's launches (Note [Launch-latency
@@ -39,7 +40,7 @@ BASELINES = ("awake_idle", "idle")
 # trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
 # run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
 # timing; 1: before.
-PROTOCOL_VERSION = 10
+PROTOCOL_VERSION = 11
 
 
 def _name(item, i: int) -> str:
@@ -197,7 +198,7 @@ def _launch_state(st: _Run, say: Callable | None = None) -> dict | None:
 def _reset_launch_state(st: _Run) -> None:
     """The card's launch-latency state reset, then read: the state the trials begin in (Note [Launch-latency
     state], backend.py)."""
-    launch_state.reset(st.backend, st.say)
+    launch_state.reset(st.backend, st.say, [t.item for t in st.trials])
     _launch_state(st)
 
 

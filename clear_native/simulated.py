@@ -184,9 +184,9 @@ class SimulatedBackend:
         card's present state (Note [Launch-latency state], backend.py). Takes no simulated time (a real probe takes ~5 ms)."""
         return {"latency_s": self.costs.min_kernel_s + self.costs.gap_s * self.gap_scale()}
 
-    def reset_launch_state(self) -> None:
-        """As the profiler does on a GPU (Note [Launch-latency state], backend.py): the card's slow
-        state, where it is in one, ends now (unless the card was made with ``slow_resets=False``)."""
+    def reset_launch_state(self, captures=()) -> None:
+        """As the profiler around the captures' eager calls does on a GPU (Note [Launch-latency state],
+        backend.py): the card's slow state, where it is in one, ends now (unless the card was made with ``slow_resets=False``)."""
         if self.slow_resets:
             self.slow_for_s = min(self.slow_for_s, clock.now_s() - self._t_made)
 
