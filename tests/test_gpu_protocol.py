@@ -103,8 +103,8 @@ def test_measure_model_replays_cold_copies_and_adds_up(torch, profile):
 
 # One fresh process per history (Note [Launch-latency state], clear_native/backend.py): eager adds on the default
 # stream, as any model's set-up launches; then ("capture") clear_native's capture of a small model, or
-# ("two_streams") eager adds on a side stream too, and ("_capture") the capture after them, ("_reset") and
-# GpuBackend.reset_launch_state on it, as measure() runs it; then the GPU time per kernel of a graph of 200 tiny adds.
+# ("two_streams") eager adds on a side stream too, and ("two_streams_capture") the capture after them; then the GPU
+# time per kernel of a graph of 200 tiny adds.
 _LATENCY_CHILD = r"""
 import sys
 import torch
@@ -121,11 +121,9 @@ if history.startswith("two_streams"):
         for _ in range(100):
             x.add_(1)
     torch.cuda.synchronize()
-if "capture" in history:
+if history.endswith("capture"):
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)).cuda()
-    cap = cn.capture(model, torch.randn(8, 64, device="cuda"), name="mlp")
-if history.endswith("reset"):
-    cn.GpuBackend(0).reset_launch_state([cap])
+    cn.capture(model, torch.randn(8, 64, device="cuda"), name="mlp")
 torch.cuda.synchronize()
 g = torch.cuda.CUDAGraph()
 with torch.cuda.graph(g):
@@ -136,7 +134,7 @@ print(min(replay(g.raw_cuda_graph_exec(), 20).gpu_time_s / 4000 for _ in range(1
 """
 
 
-def test_a_capture_leaves_a_fresh_process_fast_and_the_reset_ends_the_slow_state(tmp_path):
+def test_a_capture_leaves_a_fresh_process_fast_and_two_streams_leave_it_slow(tmp_path):
     def latency_s(history):  # run from tmp_path: "-c" puts the working directory first on sys.path, and the
         # checkout's clear_native/ (no built extension) must not shadow the installed package
         out = subprocess.run([sys.executable, "-c", _LATENCY_CHILD, history], capture_output=True, text=True,
@@ -144,15 +142,13 @@ def test_a_capture_leaves_a_fresh_process_fast_and_the_reset_ends_the_slow_state
         assert out.returncode == 0, out.stderr[-3000:]
         return float(out.stdout.split()[-1])
 
-    lat = {h: latency_s(h) for h in ("default", "capture", "two_streams", "two_streams_capture",
-                                     "two_streams_capture_reset")}
+    lat = {h: latency_s(h) for h in ("default", "capture", "two_streams", "two_streams_capture")}
     # H200s, 2026-11-28: 0.911 µs a kernel after the default stream alone, 1.090 µs after it and a side stream
     # (results/launch_streams.md). A capture warmed up on a side stream would read the latter.
     assert 0.2e-6 < lat["default"] < 20e-6, lat
     assert lat["capture"] <= lat["default"] * 1.05, lat
-    # The slow state two streams leave (1.13 µs against 0.95 on GPU-fc055883, 2026-11-28), which a capture after
-    # them does not end, ends at the reset measure() runs before its trials (Note [Launch-latency state]). The
-    # profiler around one tiny add did not end it there (1.14 µs after it).
-    assert lat["two_streams"] > lat["default"] * 1.05, lat  # the slow state, else the reset is not tested
+    # The state two streams leave is a process's for good: a capture after them does not end it (GPU-47321202:
+    # 0.912 µs default, 1.093 after two streams, 1.092 after a capture too), nor does the profiler's pass that ends
+    # measure_model's slow state (results/launch_streams_reset.md). So clear_native never launches on a side stream.
+    assert lat["two_streams"] > lat["default"] * 1.05, lat
     assert lat["two_streams_capture"] > lat["default"] * 1.05, lat
-    assert lat["two_streams_capture_reset"] <= lat["default"] * 1.05, lat

@@ -507,6 +507,8 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
     md = LS.markdown({"identity": {"gpu": {"name": "H200"}}, "cards": ["GPU-a", "GPU-b"], "repeats": 2,
                       "seconds": 4.0, "readings": 2, "summary": s})
     assert f"| {slow} | 3 | 1.210 | 1.130-1.230 | 1.200 | 0.950-1.220 | 0 |" in md
+    assert f"| {list(LS.CONDITIONS)[0]} |" not in md  # no process ran it (--only): no row of NaNs
+    assert LS.main(["--only", "no such history"]) == 2 and "names no condition" in capsys.readouterr().err
     assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err
     # Without a GPU (this CPU test), one line that says so and exit code 2, before any child starts.
     with pytest.raises(SystemExit) as stop:
