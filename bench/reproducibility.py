@@ -518,7 +518,8 @@ def markdown(an: dict, ident: dict) -> str:
     L += _per_degree(an)
     if an.get("launch_states"):
         L += ["", "## Launch state of each task's processes", "", "The GPU time per tiny graph kernel (µs) before "
-              "the trials, where the kept trials began and after them (Note [Launch-latency state]).", "",
+              "the trials (from protocol 10 on, right after the launch-state reset), where the kept trials began and "
+              "after them (Note [Launch-latency state]).", "",
               "| task | card | round | before | kept from | after | readings |", "|---|---|---|---|---|---|---|"]
         L += [f"| {x['task']} | {x['card'][:12]} | {x['round']} | {x['before_us']:.3f} | {x['kept_from_us']:.3f} | "
               f"{x['after_us']:.3f} | {x['readings']} |" for x in an["launch_states"]]

@@ -62,10 +62,16 @@ from __future__ import annotations
 # set-up, at the first awake idle on GPU-8056d33f, among the captures after the first on GPU-286895ec and
 # GPU-39fbcea4; in all five, the profiler's pass after the trials (kernel_times_s) took them back to fast
 # (0.94-1.07) and they stayed fast through the 10-45 s of replays that followed. Awake idle replayed as a graph
-# did not keep a process fast (protocol 9, GPU-1966a272). So measure() runs the profiler as kernel_times_s does,
-# around one tiny kernel, after its baselines and before its trials (reset_launch_state, protocol 10), then reads
-# the state; the restart above stays for a state that moves later. The reset in this form has not yet run on a
-# GPU: tests/test_gpu_protocol.py checks it ends the slow state two streams leave.
+# did not keep a process fast (protocol 9, GPU-1966a272). The profiler around one tiny add (protocol 10) did not
+# end it (GPU-fc055883: 1.122 -> 1.134 µs; kernel_times_s later in that process: 1.140 -> 0.953). So measure() runs
+# the profiler around one eager call of each capture, as kernel_times_s around a forward pass, after its baselines
+# and before its trials (reset_launch_state, protocol 11), then reads the state: on GPU-47321202 it took measure_model
+# on GPT-2 from 1.119 to 0.952 µs, fast through the 14 s of trials and replays after it (results/launch_state-runs/
+# 2026-11-28_1511*). It is not a cure: in the study's tasks (results/reproducibility/2026-11-28_151302, two H200s)
+# BERT-base prefill's processes read 1.14 µs right after it, and 3 of 4 turned fast 22-116 s into their run;
+# the decode tasks read 1.04-1.06 throughout, and their repeats held (<= 0.67 %). The state two streams leave is
+# another: no profiler pass, eager forward or capture ended it (results/launch_streams_reset.md), so clear_native
+# launches nothing on a side stream (above). The restart above stays for a state that moves later.
 
 from . import clock
 from ._native import core
