@@ -2,10 +2,10 @@
 [Launch-latency state], clear_native/backend.py); writes results/launch_state.json and .md.
 
 On every chosen GPU at once, a fresh process replays GPT-2's decode step (a CUDA graph, batch 1,
-512 cached tokens, 3 steps a launch) for --seconds, and every --every seconds reads its GPU time
-per step and GpuBackend.launch_state(): the GPU time per tiny kernel in a graph, the SM and memory
-clocks, the PCIe link's generation and width. Card k starts k x --stagger seconds after the first
-(an H200 was seen to switch state while a neighbour started). The summary groups each card's
+512 cached tokens, 3 steps a launch; --task: another study task's whole model) for --seconds, and every
+--every seconds reads its GPU time per step and GpuBackend.launch_state(): the GPU time per tiny kernel in a
+graph, the SM and memory clocks, the PCIe link's generation and width. Card k starts k x --stagger seconds after
+the first (an H200 was seen to switch state while a neighbour started). The summary groups each card's
 readings by what NVML reported: if the slow state goes with one link generation, the table shows it.
 The link was refuted (results/launch_state.md). The next guess is the host: the state moved in 6 of 8
 processes under the protocol's busy interleaving, never in 45 s of one graph's replay with the host
@@ -19,13 +19,16 @@ on the model first, to find which leaves a process slow; it reads the state afte
 (measure_model's progress lines, the backend's calls, the sampler's start and stop, measure()'s idle rest), and the
 report shows that trace. Five traces on three cards (results/launch_state-runs/2026-11-28_1256*-1322*): slow from
 the first awake idle on one card, from the captures after the first on two, and fast again after the profiler's
-pass in all five (Note [Launch-latency state]).
+pass in all five (Note [Launch-latency state]). Protocol 11's reset took GPT-2's from 1.119 to 0.952 µs
+(2026-11-28_1511*), while BERT-base prefill's processes in a reproducibility run began their trials slow after it:
+--task traces that task's set-up.
 
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
   python bench/launch_state.py --gpus 0 --seconds 30
   python bench/launch_state.py --seconds 60 --host-load-after 30
   python bench/launch_state.py --seconds 100 --idle 3 0.25 --sampler --prelude measure_cold
+  python bench/launch_state.py --gpus 0 --seconds 10 --prelude measure_cold_blocks --task bert-base/prefill/b8s128/bf16
 """
 
 from __future__ import annotations
@@ -99,8 +102,9 @@ def traced(fn, name: str, trace, last: dict):
     return call
 
 
-def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, **measure_kw):
-    """Runs ``name`` (PRELUDES) on a model's decode step (``raw``: its (inputs, kwargs) before prepare_inputs);
+def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, mode: str = "decode",
+            **measure_kw):
+    """Runs ``name`` (PRELUDES) on a model's ``mode`` pass (``raw``: its (inputs, kwargs) before prepare_inputs);
     what it made: discover's (components, blocks), measure_model's report, or None. ``trace(step)``, where
     given, is called after each step (measure_model's progress lines and the backend's TRACED calls)."""
     import clear_native as cn
@@ -109,7 +113,7 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
 
     trace = trace or (lambda step: None)
     if name == "discover":
-        inputs, kw = prepare_inputs(model, raw[0], dict(raw[1]), "decode", cache_len)
+        inputs, kw = prepare_inputs(model, raw[0], dict(raw[1]), mode, cache_len)
         comps, found = discover(model, *inputs, model_kwargs=kw)
         trace("after discover")
         return group_components(comps), group_components(found)
@@ -120,21 +124,35 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
         with mock.patch.object(cn.Sampler, "start", traced(cn.Sampler.start, "sampler start", trace, last)), \
                 mock.patch.object(cn.Sampler, "stop", traced(cn.Sampler.stop, "sampler stop", trace, last)), \
                 mock.patch.object(cn.clock, "sleep", traced(cn.clock.sleep, "sleep", trace, last)):
-            return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode="decode", cache_len=cache_len,
+            return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode=mode, cache_len=cache_len,
                                     backend=Traced(backend, trace), l2="hot" if name == "measure_hot" else "cold",
                                     blocks=name.endswith("blocks"), pace=None,
                                     progress=lambda m: trace(f"say: {m}"), **opts)
     return None
 
 
+# The task each process replays (and runs its prelude on) unless --task names another of the study's.
+TASK = "gpt2/decode/b1kv512/bf16"
+
+
+def task_of(task_id: str):
+    """The study's task ``task_id`` (ValueError that says where to find the ids, where it is none)."""
+    from bench import suite
+
+    by_id = {t.id: t for t in suite.plan()}
+    if task_id not in by_id:
+        raise ValueError(f"--task {task_id!r} is not a task of the study's plan (see bench/run.py --dry-run)")
+    return by_id[task_id]
+
+
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
-          rest_first_s: float = 0.0, sampler: bool = False, before: str = "none") -> int:
+          rest_first_s: float = 0.0, sampler: bool = False, before: str = "none", task_id: str = TASK) -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
     all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
     ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
     (as the protocol's rest and the waits between its trials leave it). ``sampler``: NVML read throughout as
     measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s).
-    ``before``: a prelude (PRELUDES) run first, on the same model."""
+    ``before``: a prelude (PRELUDES) run first, on the same model (``task_id``'s, a study task)."""
     import torch
     import transformers as T
 
@@ -142,7 +160,8 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     from bench import suite
     from clear_native.model import prepare_inputs
 
-    task = suite.Task("gpt2", mode="decode", batch=1, seq=1, cache_len=512)
+    task = task_of(task_id)
+    cache_len = task.cache_len or 512
     model, inputs, kw = suite.build(T, torch, task, "cuda")
     backend = cn.GpuBackend(0)
     t_begin = time.monotonic()
@@ -152,10 +171,11 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
                          | backend.launch_state()), flush=True)
 
     trace("model built")
-    prelude(before, model, (inputs, dict(kw)), backend, trace=trace)
+    prelude(before, model, (inputs, dict(kw)), backend, cache_len=cache_len, trace=trace, mode=task.mode)
     prelude_s = time.monotonic() - t_begin
-    inputs, kw = prepare_inputs(model, inputs, kw, "decode", 512)
-    step = backend.prepare(backend.capture(model, *inputs, name="gpt2-decode", **kw), 3)
+    inputs, kw = prepare_inputs(model, inputs, kw, task.mode, cache_len)
+    cap = backend.capture(model, *inputs, name=task.model, **kw)
+    step, launches = backend.prepare(cap, 3), max(1, int(every / 2 / (3 * backend.time_per_call_s(cap))))
     nvml = cn.Sampler(source=backend.source, energy_interval_s=0.25, max_duration_s=seconds + 120) if sampler \
         else None
     if nvml is not None:
@@ -166,7 +186,7 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
         while time.monotonic() - t0 < seconds:
             if 0 <= host_load_after_s <= time.monotonic() - t0 and not spinners:
                 spinners = spin(max(1, (os.cpu_count() or 4) - 2))
-            r = backend.run(step, max(1, int(every / 2 / 2.4e-3)))  # about half of each interval
+            r = backend.run(step, launches)  # about half of each interval
             now = time.monotonic()  # also on the host's monotonic clock, to line up with the host's own logs
             print(json.dumps({"t_s": now - t0, "monotonic_s": now, "prelude_s": prelude_s,
                               "step_s": r.gpu_time_per_call_s, "host_load": bool(spinners)} | backend.launch_state()),
@@ -181,12 +201,12 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
-            idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none") -> dict:
+            idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none", task_id: str = TASK) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
                                            str(host_load_after_s), "--idle", *map(str, idle)]
-                  + (["--sampler"] if sampler else []) + ["--prelude", before])
+                  + (["--sampler"] if sampler else []) + ["--prelude", before, "--task", task_id])
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -216,7 +236,8 @@ def markdown(res: dict) -> str:
     ident = res["identity"]
     L = ["# The launch-latency state beside what NVML reports", "",
          f"{ident['gpu']['name']}, driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}; "
-         f"{ident.get('date')}. GPT-2's decode step (graph, 3 steps a launch) replayed {res['seconds']:.0f} s on each "
+         f"{ident.get('date')}. {res.get('task', TASK)}'s whole model (graph, 3 calls a launch; before --task, always "
+         f"GPT-2's decode step) replayed {res['seconds']:.0f} s on each "
          f"card, cards started {res['stagger_s']:.0f} s apart; a reading every {res['every_s']} s "
          "(Note [Launch-latency state], clear_native/backend.py).", "",
          "| card | PCIe gen | width | SM MHz | memory MHz | host busy | readings | tiny kernel (µs) | step (µs) | "
@@ -266,21 +287,30 @@ def main(argv=None) -> int:
     ap.add_argument("--sampler", action="store_true", help="read NVML throughout, as measure() does")
     ap.add_argument("--prelude", choices=PRELUDES, default="none",
                     help="what each process does first with its model: which of measure_model's steps slows it")
+    ap.add_argument("--task", default=TASK, help="the study task each process replays and runs its prelude on "
+                                                "(an id of bench/run.py --dry-run)")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
-        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler, args.prelude)
+        return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler, args.prelude,
+                     args.task)
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
+        return 2
+    try:
+        task_of(args.task)
+    except ValueError as exc:
+        print(f"bench/launch_state.py: {exc}", file=sys.stderr)
         return 2
     from bench.common import require_cards, run_identity, write_results
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
     readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle),
-                       args.sampler, args.prelude)
-    res = {"identity": run_identity(torch), "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
+                       args.sampler, args.prelude, args.task)
+    res = {"identity": run_identity(torch), "task": args.task,
+           "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
            "sampler": args.sampler, "prelude": args.prelude,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}

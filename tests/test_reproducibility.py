@@ -796,6 +796,36 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
     assert any(s.startswith("say: ") and "components" in s for s in steps[:first["after capture"]])
 
 
+def test_launch_state_traces_a_prefill_task_and_refuses_a_task_the_study_lacks(capsys):
+    # --task: the prelude runs measure_model on another study task's model in its own mode (BERT-base's processes
+    # began their trials slow where GPT-2's decode did not). Here a tiny BERT's prefill on the simulated GPU.
+    import clear_native as cn
+    import torch
+    import transformers as T
+
+    from bench import launch_state, suite
+
+    task = suite.Task("bert-base", mode="prefill", batch=1, seq=8, dtype="fp32",
+                      overrides=(("hidden_size", 32), ("intermediate_size", 64), ("num_attention_heads", 2),
+                                 ("num_hidden_layers", 2), ("vocab_size", 100)))
+    model, inputs, kw = suite.build(T, torch, task, "cpu")
+    with cn.clock.virtual():
+        backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004,
+                                                          window_s=0.0005, lag_s=0.0015, status_update_s=0.01,
+                                                          energy_update_s=0.01, energy_read_delay_s=0.0))
+        steps = []
+        rep = launch_state.prelude("measure_hot", model, (inputs, dict(kw)), backend, trace=steps.append,
+                                   mode="prefill", window_s=0.05, budget_s=60.0)
+    assert rep.mode == "prefill" and math.isfinite(rep.whole["energy_per_call_j"])
+    assert "after reset_launch_state" in steps and steps.index("after reset_launch_state") < len(steps) - 1
+    assert launch_state.task_of("bert-base/prefill/b8s128/bf16").mode == "prefill"
+    assert launch_state.task_of(launch_state.TASK).mode == "decode"
+    # An id the study's plan lacks: one line and exit code 2, before any GPU is looked for.
+    assert launch_state.main(["--task", "bert-base/prefill/b9/bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench/launch_state.py: --task 'bert-base/prefill/b9/bf16'") and "--dry-run" in err
+
+
 def test_launch_state_report_keeps_a_preludes_trace_apart_from_the_readings():
     from bench import launch_state
 
