@@ -171,10 +171,10 @@ class GpuBackend:
                 "pcie_generation": d.pcie_link_generation, "pcie_width": d.pcie_link_width} | host_cpu()
 
     def reset_launch_state(self, captures=()) -> None:
-        """The profiler (CPU and CUDA activity) around one eager call of each capture, as kernel_times_s profiles a
-        forward pass: what returned measure_model's processes from the slow launch-latency state to the fast one
-        (Note [Launch-latency state]); the profiler around one tiny kernel did not (GPU-fc055883, 2026-11-28).
-        Each call runs as eager replays of the capture run it (Capture.fn on its own arguments)."""
+        """The profiler (CPU and CUDA activity) around one eager call of each capture (its callable on its own
+        arguments, as an eager replay runs it), as kernel_times_s profiles a forward pass: what took measure_model's
+        processes from the slow launch-latency state to the fast one in every trace, though not every process of
+        BERT-base's (Note [Launch-latency state]); the profiler around one tiny kernel did not (GPU-fc055883)."""
         import torch
 
         from .work import profiled_events

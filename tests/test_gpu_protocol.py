@@ -147,7 +147,7 @@ def test_a_capture_leaves_a_fresh_process_fast_and_two_streams_leave_it_slow(tmp
     # (results/launch_streams.md). A capture warmed up on a side stream would read the latter.
     assert 0.2e-6 < lat["default"] < 20e-6, lat
     assert lat["capture"] <= lat["default"] * 1.05, lat
-    # The state two streams leave is a process's for good: a capture after them does not end it (GPU-47321202:
+    # The state two streams leave held through all that was tried after them: a capture does not end it (GPU-47321202:
     # 0.912 µs default, 1.093 after two streams, 1.092 after a capture too), nor does the profiler's pass that ends
     # measure_model's slow state (results/launch_streams_reset.md). So clear_native never launches on a side stream.
     assert lat["two_streams"] > lat["default"] * 1.05, lat
