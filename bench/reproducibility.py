@@ -203,6 +203,8 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
     by_task: dict = {}
     for x, pair in zip(long, pairs_long):
         by_task.setdefault(x["task"], []).append(pair)
+    out["repeatability_by_task"] = {t: U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long
+                                                        if x["task"] == t]) for t in sorted(by_task)}
     out["interval_coverage"], out["sigma_p_tasks_rel"] = U.held_out_coverage(by_task, sigma_p)
     out["interval_pairs"] = len(pairs_long)
     # The interval with the card reference's sigma_p instead, raw and at the faster reading's GPU time.
@@ -486,6 +488,19 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"{ref_c:.0f} °C by its card's leakage (as above) before the factors are fitted |"]
 
 
+def _by_task(an: dict, pc) -> list:
+    """One line: each task's largest repeat (parts >= MIN_TIME_S and the whole model), in and out of one launch
+    state, so that a task whose state moved is told from one whose numbers did."""
+    parts = []
+    for task, s in (an.get("repeatability_by_task") or {}).items():
+        held, moved = s["time_held"], s["time_moved"]
+        largest = max((x for x in (held["max_rel"], moved["max_rel"]) if not math.isnan(x)), default=math.nan)
+        split = [f"{pc(g['max_rel'])} over the {g['n']} whose GPU time {word}"
+                 for g, word in ((held, "held"), (moved, "moved")) if g["n"]]
+        parts.append(f"{task} {pc(largest)} ({held['n'] + moved['n']} pairs: {', '.join(split)})")
+    return ["", "Repeatability by task: " + "; ".join(parts) + "."] if parts else []
+
+
 _ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-to-back]",
                 ("rounds",): "one after the other"}
 
@@ -505,6 +520,7 @@ def markdown(an: dict, ident: dict) -> str:
              if len(an.get("versions", ())) > 1 else ""), "",
          "| quantity | value | meaning |", "|---|---|---|",
          *_summary_rows(an, pc, ref_c)]
+    L += _by_task(an, pc)
     if an.get("card_spread_normalized_by_model"):
         L += ["", "Normalisation models (median spread on the parts): " + ", ".join(
             f"{m}: {pc(v)}" for m, v in an["card_spread_normalized_by_model"].items()) + "."]

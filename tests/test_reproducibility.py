@@ -796,6 +796,37 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
     assert any(s.startswith("say: ") and "components" in s for s in steps[:first["after capture"]])
 
 
+def test_the_report_gives_each_tasks_largest_repeat_in_and_out_of_one_launch_state(result):
+    # BERT-base's pairs moved 10 % with the launch state while the decode tasks' held within 0.67 % (2026-11-28,
+    # results/reproducibility/2026-11-28_151302): the report says so per task, not only as one largest number.
+    from bench import reproducibility as R
+
+    def row(task, d, dt):
+        return {"task": task, "part": "p", "card": "GPU-a", "rel_diff": d, "gpu_time_s": 1e-4, "time_rel_diff": dt,
+                "temperature_diff_c": 0.0, "state_corrected_rel_diff": d}
+
+    long = [row("bert", -0.10, -0.12), row("bert", 0.004, 0.001), row("bert", -0.06, -0.08),
+            row("gpt2", 0.002, 0.0), row("gpt2", -0.003, 0.001)]
+    pairs = [((1.0, 0.002), (1.0 + x["rel_diff"], 0.002)) for x in long]
+    by = R._repeatability(long, pairs, 0.002)["repeatability_by_task"]
+    assert list(by) == ["bert", "gpt2"]
+    assert (by["bert"]["time_held"]["n"], by["bert"]["time_moved"]["n"]) == (1, 2)
+    assert by["bert"]["time_held"]["max_rel"] == pytest.approx(0.004)
+    assert by["bert"]["time_moved"]["max_rel"] == pytest.approx(0.10)
+    assert by["gpt2"]["time_held"]["max_rel"] == pytest.approx(0.003) and by["gpt2"]["time_moved"]["n"] == 0
+    line = R._by_task({"repeatability_by_task": by}, lambda x: f"{x * 100:.2f} %")[1]
+    assert line == ("Repeatability by task: bert 10.00 % (3 pairs: 0.40 % over the 1 whose GPU time held, 10.00 % over "
+                    "the 2 whose GPU time moved); gpt2 0.30 % (2 pairs: 0.30 % over the 2 whose GPU time held).")
+    # The simulated run's report: each task's largest is its largest repeat of a part >= MIN_TIME_S.
+    an, md = result
+    for task, s in an["repeatability_by_task"].items():
+        mine = [abs(x["rel_diff"]) for x in an["repeat"] if x["task"] == task and x["gpu_time_s"] >= R.MIN_TIME_S]
+        assert s["time_held"]["n"] + s["time_moved"]["n"] == len(mine)
+        assert max(v for v in (s["time_held"]["max_rel"], s["time_moved"]["max_rel"]) if not math.isnan(v)) == \
+            pytest.approx(max(mine))
+    assert "Repeatability by task: " in md
+
+
 def test_launch_state_traces_a_prefill_task_and_refuses_a_task_the_study_lacks(capsys):
     # --task: the prelude runs measure_model on another study task's model in its own mode (BERT-base's processes
     # began their trials slow where GPT-2's decode did not). Here a tiny BERT's prefill on the simulated GPU.
