@@ -139,10 +139,7 @@ def task_of(task_id: str):
     """The study's task ``task_id`` (ValueError that says where to find the ids, where it is none)."""
     from bench import suite
 
-    by_id = {t.id: t for t in suite.plan()}
-    if task_id not in by_id:
-        raise ValueError(f"--task {task_id!r} is not a task of the study's plan (see bench/run.py --dry-run)")
-    return by_id[task_id]
+    return suite.by_ids([task_id], "--task")[task_id]
 
 
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
@@ -260,8 +257,9 @@ def _trace_table(res: dict) -> list:
         L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "",
               "| step | readings | seen (s) | tiny kernel (µs) |", "|---|---|---|---|"]
         runs: list = []
+        fastest = min(x["latency_s"] for x in steps)
         for r in steps:
-            slow = r["latency_s"] > 1.05 * min(x["latency_s"] for x in steps)
+            slow = r["latency_s"] > 1.05 * fastest
             if runs and runs[-1][0] == (r["step"].split(":")[0], slow):
                 runs[-1][1].append(r)
             else:

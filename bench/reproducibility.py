@@ -62,10 +62,7 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
     """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
     ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
     every job once per round, one round after the other."""
-    by_id = {t.id: t for t in suite.plan()}
-    unknown = [t for t in task_ids if t not in by_id]
-    if unknown:
-        raise ValueError(f"--tasks: {unknown[0]!r} is not a task of the study's plan (see bench/run.py --dry-run)")
+    by_id = suite.by_ids(task_ids, "--tasks:")
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
     jobs = workers.Jobs()

@@ -159,6 +159,16 @@ def plan(models=None, sweeps=SWEEPS, quick: bool = False) -> list[Task]:
     return _merge(tasks + sweep_tasks)
 
 
+def by_ids(task_ids, option: str) -> dict:
+    """{id: Task} of the study's plan for ``task_ids`` (ValueError naming ``option``, the command-line option they
+    came from, and where to find the ids, for one the plan lacks)."""
+    by_id = {t.id: t for t in plan()}
+    unknown = [t for t in task_ids if t not in by_id]
+    if unknown:
+        raise ValueError(f"{option} {unknown[0]!r} is not a task of the study's plan (see bench/run.py --dry-run)")
+    return {t: by_id[t] for t in task_ids}
+
+
 def _merge(tasks: list[Task]) -> list[Task]:
     """One task per id; the purposes of duplicates are joined."""
     by_id: dict = {}
@@ -262,5 +272,5 @@ def repeats(tasks: list[Task]) -> list[Task]:
     return [Task(**{**asdict(t), "repeat": 1, "purpose": ("repeat",)}) for t in chosen]
 
 
-__all__ = ["MODELS", "SWEEPS", "Task", "plan", "repeats", "build", "flops_plan", "estimate_s", "longest_first",
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "by_ids", "repeats", "build", "flops_plan", "estimate_s", "longest_first",
            "QUICK_MODELS"]
