@@ -77,14 +77,20 @@ def run_identity(torch, gpu: dict | None = None) -> dict:
     """Card (``gpu``, default CUDA device 0's), driver, date and versions (code and protocol): stored with every
     result file. code_version names this checkout; clear_native_sha the Python code that measured, wherever it was
     imported from, and clear_native_from_checkout whether that was this checkout (an installed wheel of an older
-    commit once measured under a newer code_version, unseen: docs/measured.md, 2026-11-28 late afternoon)."""
+    commit once measured under a newer code_version, unseen: docs/measured.md, 2026-11-28 late afternoon).
+    cuda_env: the CUDA_* variables the process ran under (but the card it was given), which change how the driver
+    launches work (CUDA_DEVICE_MAX_CONNECTIONS, CUDA_MODULE_LOADING: Note [Launch-latency state])."""
+    import os
+
     from clear_native.protocol import PROTOCOL_VERSION
 
     pkg = Path(cn.__file__).resolve().parent
     return {"gpu": gpu if gpu is not None else cn.gpu_info(0).to_dict(), "date": cn.device.utc_now_iso(),
             "torch": torch.__version__, "clear_native": cn.__version__, "code_version": code_version(),
             "clear_native_sha": package_sha(pkg), "clear_native_from_checkout": pkg.parent == ROOT,
-            "protocol_version": PROTOCOL_VERSION, "python": platform.python_version()}
+            "protocol_version": PROTOCOL_VERSION, "python": platform.python_version(),
+            "cuda_env": {k: v for k, v in sorted(os.environ.items())
+                         if k.startswith("CUDA_") and k != "CUDA_VISIBLE_DEVICES"}}
 
 
 def write_results(out, name: str, res: dict, md: str) -> None:

@@ -440,3 +440,20 @@ def test_the_identity_names_the_python_code_that_measured(tmp_path):
     assert common.package_sha(copy) == ident["clear_native_sha"]  # the same code elsewhere: the same hash
     (copy / "protocol.py").write_text((copy / "protocol.py").read_text() + "# changed\n")
     assert common.package_sha(copy) != ident["clear_native_sha"]
+
+
+def test_the_identity_names_the_cuda_environment_but_the_card(monkeypatch):
+    # CUDA_DEVICE_MAX_CONNECTIONS and CUDA_MODULE_LOADING change how the driver launches work (Note [Launch-latency
+    # state]): a record says which were set; the card is named by the identity's gpu, not by the variable.
+    import torch
+
+    from bench import common
+
+    monkeypatch.setenv("CUDA_DEVICE_MAX_CONNECTIONS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-fake")
+    monkeypatch.setenv("NOT_CUDA_X", "2")
+    ident = common.run_identity(torch, gpu={"name": "Fake H0", "uuid": "GPU-fake"})
+    assert ident["cuda_env"].get("CUDA_DEVICE_MAX_CONNECTIONS") == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in ident["cuda_env"] and "NOT_CUDA_X" not in ident["cuda_env"]
+    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS")
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in common.run_identity(torch, gpu={"name": "F", "uuid": "G"})["cuda_env"]
