@@ -67,7 +67,8 @@ PRELUDES = ("none", "discover", "measure_hot", "measure_cold", "measure_cold_blo
 
 
 # The backend's calls a prelude's trace reads the state before and after (the first of each name, then at most one
-# every TRACE_EVERY_S seconds): every step of measure_model that touches the GPU goes through one of them.
+# every TRACE_EVERY_S seconds, or every one with --trace-every 0): every step of measure_model that touches the GPU
+# goes through one of them. A capture's step also names what it captured.
 TRACED = ("capture", "prepare", "run", "awake_idle", "idle", "load", "kernel_times_s", "l2_bytes", "idle_fn",
           "reset_launch_state")
 TRACE_EVERY_S = 1.0
@@ -77,33 +78,35 @@ class Traced:
     """``backend``, reading its launch state around its TRACED calls (``trace(step)`` does: traced()), so that a
     prelude's trace shows the first of measure_model's steps after which the state is slow."""
 
-    def __init__(self, backend, trace) -> None:
-        self._backend, self._trace, self._last = backend, trace, {}
+    def __init__(self, backend, trace, every_s: float = TRACE_EVERY_S) -> None:
+        self._backend, self._trace, self._last, self._every_s = backend, trace, {}, every_s
 
     def __getattr__(self, name: str):
         attr = getattr(self._backend, name)
         if name not in TRACED or not callable(attr):
             return attr
-        return traced(attr, name, self._trace, self._last)
+        return traced(attr, name, self._trace, self._last, self._every_s)
 
 
-def traced(fn, name: str, trace, last: dict):
+def traced(fn, name: str, trace, last: dict, every_s: float = TRACE_EVERY_S):
     """``fn``, calling ``trace("before NAME")`` and ``trace("after NAME")`` around its calls: the first, then at
-    most one every TRACE_EVERY_S seconds (``last``: when each name was last traced)."""
+    most one every ``every_s`` seconds (``last``: when each name was last traced). A call with a ``name`` keyword
+    (a capture's) is traced as "NAME its-name"."""
     def call(*args, **kwargs):
-        due = time.monotonic() - last.get(name, -math.inf) >= TRACE_EVERY_S
+        due = time.monotonic() - last.get(name, -math.inf) >= every_s
+        step = f"{name} {kwargs['name']}" if isinstance(kwargs.get("name"), str) else name
         if due:
-            trace(f"before {name}")
+            trace(f"before {step}")
         out = fn(*args, **kwargs)
         if due:
             last[name] = time.monotonic()
-            trace(f"after {name}")
+            trace(f"after {step}")
         return out
     return call
 
 
 def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, mode: str = "decode",
-            **measure_kw):
+            trace_every_s: float = TRACE_EVERY_S, **measure_kw):
     """Runs ``name`` (PRELUDES) on a model's ``mode`` pass (``raw``: its (inputs, kwargs) before prepare_inputs);
     what it made: discover's (components, blocks), measure_model's report, or None. ``trace(step)``, where
     given, is called after each step (measure_model's progress lines and the backend's TRACED calls)."""
@@ -121,13 +124,14 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
         opts = dict(min_trials=2, max_trials=3, budget_s=20.0) | measure_kw
         last: dict = {}
         # measure()'s own steps between the backend's calls: the sampler's start and stop, and its idle rest.
-        with mock.patch.object(cn.Sampler, "start", traced(cn.Sampler.start, "sampler start", trace, last)), \
-                mock.patch.object(cn.Sampler, "stop", traced(cn.Sampler.stop, "sampler stop", trace, last)), \
-                mock.patch.object(cn.clock, "sleep", traced(cn.clock.sleep, "sleep", trace, last)):
+        every = trace_every_s
+        with mock.patch.object(cn.Sampler, "start", traced(cn.Sampler.start, "sampler start", trace, last, every)), \
+                mock.patch.object(cn.Sampler, "stop", traced(cn.Sampler.stop, "sampler stop", trace, last, every)), \
+                mock.patch.object(cn.clock, "sleep", traced(cn.clock.sleep, "sleep", trace, last, every)):
             return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode=mode, cache_len=cache_len,
-                                    backend=Traced(backend, trace), l2="hot" if name == "measure_hot" else "cold",
-                                    blocks=name.endswith("blocks"), pace=None,
-                                    progress=lambda m: trace(f"say: {m}"), **opts)
+                                    backend=Traced(backend, trace, every),
+                                    l2="hot" if name == "measure_hot" else "cold", blocks=name.endswith("blocks"),
+                                    pace=None, progress=lambda m: trace(f"say: {m}"), **opts)
     return None
 
 
@@ -143,13 +147,15 @@ def task_of(task_id: str):
 
 
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
-          rest_first_s: float = 0.0, sampler: bool = False, before: str = "none", task_id: str = TASK) -> int:
+          rest_first_s: float = 0.0, sampler: bool = False, before: str = "none", task_id: str = TASK,
+          trace_every_s: float = TRACE_EVERY_S) -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
     all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
     ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
     (as the protocol's rest and the waits between its trials leave it). ``sampler``: NVML read throughout as
     measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s).
-    ``before``: a prelude (PRELUDES) run first, on the same model (``task_id``'s, a study task)."""
+    ``before``: a prelude (PRELUDES) run first, on the same model (``task_id``'s, a study task), its trace read
+    ``trace_every_s`` apart at most for each kind of step (0: around every call)."""
     import torch
     import transformers as T
 
@@ -164,11 +170,12 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
     t_begin = time.monotonic()
 
     def trace(step: str) -> None:  # the state after one of the prelude's steps, one JSON line
-        print(json.dumps({"phase": "prelude", "step": step, "t_s": time.monotonic() - t_begin}
-                         | backend.launch_state()), flush=True)
+        print(json.dumps({"phase": "prelude", "step": step, "t_s": time.monotonic() - t_begin,
+                          "reserved_gib": torch.cuda.memory_reserved() / 2**30} | backend.launch_state()), flush=True)
 
     trace("model built")
-    prelude(before, model, (inputs, dict(kw)), backend, cache_len=cache_len, trace=trace, mode=task.mode)
+    prelude(before, model, (inputs, dict(kw)), backend, cache_len=cache_len, trace=trace, mode=task.mode,
+            trace_every_s=trace_every_s)
     prelude_s = time.monotonic() - t_begin
     inputs, kw = prepare_inputs(model, inputs, kw, task.mode, cache_len)
     cap = backend.capture(model, *inputs, name=task.model, **kw)
@@ -198,12 +205,14 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
-            idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none", task_id: str = TASK) -> dict:
+            idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none", task_id: str = TASK,
+            trace_every_s: float = TRACE_EVERY_S) -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
                                            str(host_load_after_s), "--idle", *map(str, idle)]
-                  + (["--sampler"] if sampler else []) + ["--prelude", before, "--task", task_id])
+                  + (["--sampler"] if sampler else [])
+                  + ["--prelude", before, "--task", task_id, "--trace-every", str(trace_every_s)])
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -248,27 +257,37 @@ def markdown(res: dict) -> str:
 
 
 def _trace_table(res: dict) -> list:
-    """The prelude's trace: the state after each of its steps, a run of one step with one state in one row."""
+    """The prelude's trace: the state after each of its steps, a run of one kind of step with one state in one row
+    (the captures in a run named by their first and last), with the memory PyTorch held by then (GiB)."""
     L = []
     for uuid, rows in res.get("readings", {}).items():
         steps = [r for r in rows if r.get("phase") == "prelude"]
         if not steps:
             continue
         L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "",
-              "| step | readings | seen (s) | tiny kernel (µs) |", "|---|---|---|---|"]
+              "| step | readings | seen (s) | tiny kernel (µs) | reserved (GiB) |", "|---|---|---|---|---|"]
         runs: list = []
         fastest = min(x["latency_s"] for x in steps)
         for r in steps:
-            slow = r["latency_s"] > 1.05 * fastest
-            if runs and runs[-1][0] == (r["step"].split(":")[0], slow):
+            key = (_step_kind(r["step"]), r["latency_s"] > 1.05 * fastest)
+            if runs and runs[-1][0] == key:
                 runs[-1][1].append(r)
             else:
-                runs.append(((r["step"].split(":")[0], slow), [r]))
-        for (step, _), g in runs:
+                runs.append((key, [r]))
+        for (kind, _), g in runs:
             lat = [x["latency_s"] * 1e6 for x in g]
-            L.append(f"| {step} | {len(g)} | {g[0]['t_s']:.1f}-{g[-1]['t_s']:.1f} | "
-                     f"{min(lat):.3f}-{max(lat):.3f} |")
+            names = [x["step"].split(" ", 2)[2] for x in g if x["step"].count(" ") >= 2]
+            label = f"{kind} {names[0]} ... {names[-1]}" if kind == "capture" and len(set(names)) > 1 else \
+                g[0]["step"] if kind == "capture" else kind
+            reserved = max(x.get("reserved_gib", math.nan) for x in g)
+            L.append(f"| {label} | {len(g)} | {g[0]['t_s']:.1f}-{g[-1]['t_s']:.1f} | "
+                     f"{min(lat):.3f}-{max(lat):.3f} | {reserved:.2f} |")
     return L
+
+
+def _step_kind(step: str) -> str:
+    """A trace step's kind: "capture" for the steps around any capture, else the step up to its first colon."""
+    return "capture" if step.startswith(("before capture", "after capture")) else step.split(":")[0]
 
 
 def main(argv=None) -> int:
@@ -287,15 +306,18 @@ def main(argv=None) -> int:
                     help="what each process does first with its model: which of measure_model's steps slows it")
     ap.add_argument("--task", default=TASK, help="the study task each process replays and runs its prelude on "
                                                 "(an id of bench/run.py --dry-run)")
+    ap.add_argument("--trace-every", type=float, default=TRACE_EVERY_S, metavar="SECONDS",
+                    help="a prelude's trace: at most one reading this far apart for each kind of step (0: every call)")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
         return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler, args.prelude,
-                     args.task)
-    if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0):
-        print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0", file=sys.stderr)
+                     args.task, args.trace_every)
+    if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0 and args.trace_every >= 0):
+        print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0, --trace-every >= 0",
+              file=sys.stderr)
         return 2
     try:
         task_of(args.task)
@@ -306,8 +328,8 @@ def main(argv=None) -> int:
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
     readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle),
-                       args.sampler, args.prelude, args.task)
-    res = {"identity": run_identity(torch), "task": args.task,
+                       args.sampler, args.prelude, args.task, args.trace_every)
+    res = {"identity": run_identity(torch), "task": args.task, "trace_every_s": args.trace_every,
            "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
            "sampler": args.sampler, "prelude": args.prelude,

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNELS = 200
 CHILD_START_S = 90.0  # a child's PyTorch import and CUDA start, beyond its --seconds of readings
 EAGER_CALLS = {"default": 100, "side": 6, "capture": 106}  # as pytorch#161104's repro, and both on one stream
+ALLOC_GIB, GRAPHS = 16, 300  # BERT-base's cold copies and captures are of this order (measure_model, l2="cold")
 # name -> (eager history, stream the graph is replayed on)
 CONDITIONS = {
     "nothing eager, replay on the capture stream": ((), "capture"),
@@ -63,6 +64,11 @@ CONDITIONS = {
     "eager on default and a side stream, then capture() of it": (("default", "side", "capture()"), "default"),
     "eager on default and a side stream, then capture() of it and GpuBackend.reset_launch_state (protocol 11)": (
         ("default", "side", "capture()", "reset"), "default"),
+    # What measure_model does among its captures after the first, where BERT-base's processes turned slow on three
+    # H200s (2026-11-28 evening, Note [Launch-latency state]): allocate copies of weights, instantiate many graphs.
+    f"nothing eager, then {ALLOC_GIB} GiB allocated and kept": (("alloc",), "default"),
+    f"nothing eager, then {GRAPHS} small graphs captured and kept": (("graphs",), "default"),
+    f"nothing eager, then {GRAPHS} small graphs captured and freed": (("graphs", "free"), "default"),
 }
 
 
@@ -103,10 +109,40 @@ def _reset(x, made: dict) -> None:
     cn.GpuBackend(0).reset_launch_state([made["cap"]])
 
 
+def _alloc(x, made: dict) -> None:
+    """ALLOC_GIB GiB in 256 MiB tensors, kept: memory mapped, no kernel launched."""
+    import torch
+
+    made["alloc"] = [torch.empty(256 << 20, dtype=torch.uint8, device=x.device) for _ in range(ALLOC_GIB * 4)]
+
+
+def _graphs(x, made: dict) -> None:
+    """GRAPHS graphs of 4 tiny adds each, captured on torch.cuda.graph's own stream (nothing eager), kept."""
+    import torch
+
+    made["graphs"] = []
+    for _ in range(GRAPHS):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(4):
+                x.add_(1)
+        made["graphs"].append(g)
+
+
+def _free(x, made: dict) -> None:
+    import torch
+
+    made.pop("graphs", None)
+    made.pop("alloc", None)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+
+
 # A history's steps other than eager adds on a stream: each takes (the tensor the adds write, what earlier steps made).
 STEPS = {"capture()": _capture, "mlp": lambda x, made: _forward(made),
          "profiler(add)": lambda x, made: _profiled(lambda: x.add_(1)),
-         "profiler(mlp)": lambda x, made: _profiled(lambda: _forward(made)), "reset": _reset}
+         "profiler(mlp)": lambda x, made: _profiled(lambda: _forward(made)), "reset": _reset,
+         "alloc": _alloc, "graphs": _graphs, "free": _free}
 
 
 def child(condition: str, seconds: float, readings: int) -> int:

@@ -273,6 +273,8 @@ def test_launch_state_readings_are_grouped_by_what_nvml_reported(capsys):
     # Bad arguments are refused before any GPU work.
     assert launch_state.main(["--seconds", "0"]) == 2
     assert "--seconds > 0" in capsys.readouterr().err
+    assert launch_state.main(["--trace-every", "-1"]) == 2
+    assert "--trace-every >= 0" in capsys.readouterr().err
 
 
 def test_launch_state_readings_are_grouped_by_whether_the_host_was_busy():
@@ -527,6 +529,10 @@ def test_the_launch_streams_card_run_keeps_a_line_for_every_process_that_failed(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [x["condition"] for x in lines] == list(LS.CONDITIONS)
     assert all(x["exit"] != 0 and x["readings"] == [] and x["error"] for x in lines)
+    # Every condition's history is made of eager adds on a named stream or of named steps, and replays on a stream
+    # the child makes: a misspelt step would only fail on a GPU.
+    for history, replay_on in LS.CONDITIONS.values():
+        assert all(h in LS.EAGER_CALLS or h in LS.STEPS for h in history) and replay_on in LS.EAGER_CALLS
     assert all(s["failed"] == 1 and s["processes"] == 0 for s in LS.summarise({"GPU-x": lines}).values())
 
 
@@ -790,10 +796,28 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
     # Its trace: the state read after the backend's first capture, the sampler's start, the idle rest, before and
     # after awake idle, after the first replay and before the profiler, and after each progress line, in the order
     # measure_model takes them.
-    first = {s: steps.index(s) for s in ("after capture", "after sampler start", "after sleep", "before awake_idle",
-                                         "after awake_idle", "after run", "before kernel_times_s")}
+    first = {s: next(i for i, x in enumerate(steps) if x == s or x.startswith(s + " "))
+             for s in ("after capture", "after sampler start", "after sleep", "before awake_idle", "after awake_idle",
+                       "after run", "before kernel_times_s")}
     assert list(first.values()) == sorted(first.values()), steps
     assert any(s.startswith("say: ") and "components" in s for s in steps[:first["after capture"]])
+    # A capture's step names what it captured (the first: a part, as measure_model captures the parts first).
+    assert steps[first["after capture"]] == "after capture transformer.wte"
+    # --trace-every 0: around every call, so every capture measure_model made is in the trace, before and after
+    # (by default, one capture a second: the others among them go unseen).
+    with cn.clock.virtual():
+        backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004,
+                                                          window_s=0.0005, lag_s=0.0015, status_update_s=0.01,
+                                                          energy_update_s=0.01, energy_read_delay_s=0.0))
+        made, every = [], []
+        real_capture = backend.capture
+        backend.capture = lambda *a, **k: made.append(k.get("name")) or real_capture(*a, **k)
+        launch_state.prelude("measure_hot", model, raw, backend, cache_len=16, trace=every.append, trace_every_s=0.0,
+                             **short)
+    captured = [s[len("after capture "):] for s in every if s.startswith("after capture ")]
+    assert captured == made and len(made) > 3 and every.count("after capture whole_model") == 1
+    assert sum(s.startswith("after capture ") for s in steps) < len(made)
+    assert len([s for s in every if s.startswith("before capture ")]) == len(made)
 
 
 def test_the_report_gives_each_tasks_largest_repeat_in_and_out_of_one_launch_state(result):
@@ -877,6 +901,17 @@ def test_launch_state_report_keeps_a_preludes_trace_apart_from_the_readings():
     table = launch_state.markdown(res).split("## Prelude measure_cold on GPU-x")[1]
     assert [ln.split(" | ")[:2] for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
         ["| model built", "1"], ["| say", "1"], ["| after capture", "2"], ["| say", "1"]]
+    # --trace-every 0 reads around every capture: a run of them in one state is one row, named by its first and
+    # last, with the memory PyTorch held by its end; the capture after which the state turned starts a row of its own.
+    named = [row(0.0, 0.95e-6, phase="prelude", step="before capture wte", reserved_gib=0.5),
+             row(0.1, 0.95e-6, phase="prelude", step="after capture wte", reserved_gib=0.5),
+             row(0.2, 0.96e-6, phase="prelude", step="after capture h.0.attn", reserved_gib=1.0),
+             row(0.3, 1.20e-6, phase="prelude", step="after capture h.0.mlp", reserved_gib=3.0),
+             row(0.4, 1.21e-6, phase="prelude", step="after capture whole_model", reserved_gib=4.25)]
+    res["readings"] = {"GPU-x": named}
+    rows = [ln for ln in launch_state.markdown(res).splitlines() if ln.startswith("| capture ")]
+    assert rows == ["| capture wte ... h.0.attn | 3 | 0.0-0.2 | 0.950-0.960 | 1.00 |",
+                    "| capture h.0.mlp ... whole_model | 2 | 0.3-0.4 | 1.200-1.210 | 4.25 |"]
 
 
 def test_the_report_shows_each_task_processs_launch_state(result):
