@@ -93,6 +93,13 @@ def run_identity(torch, gpu: dict | None = None) -> dict:
                          if k.startswith("CUDA_") and k != "CUDA_VISIBLE_DEVICES"}}
 
 
+def cuda_env_text(ident: dict) -> str:
+    """The launch-affecting CUDA_* variables a result's process ran under (its identity's cuda_env, less where
+    CUDA lives and which version it is), as "; under A=1, B=2" for a report's header line, or ""."""
+    env = {k: v for k, v in ident.get("cuda_env", {}).items() if k not in ("CUDA_HOME", "CUDA_PATH", "CUDA_VERSION")}
+    return "; under " + ", ".join(f"{k}={v}" for k, v in env.items()) if env else ""
+
+
 def write_results(out, name: str, res: dict, md: str) -> None:
     """A benchmark's results as ``out``/NAME.json and NAME.md, each written whole or not at all; prints the md."""
     from bench.store import write_atomic

@@ -220,11 +220,14 @@ def summarise(processes: dict) -> dict:
 
 
 def markdown(res: dict) -> str:
+    from bench.common import cuda_env_text
+
     ident = res["identity"]
     span = lambda xs: f"{xs[0]:.3f}-{xs[-1]:.3f}" if xs else "-"  # noqa: E731
     L = ["# The launch-latency state against the streams a process used", "",
          f"{ident['gpu']['name']} x {len(res['cards'])} ({', '.join(res['cards'])}), driver "
-         f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}; {ident.get('date')}. A graph of "
+         f"{ident['gpu'].get('driver_version')}; code {ident.get('code_version')}{cuda_env_text(ident)}; "
+         f"{ident.get('date')}. A graph of "
          f"{KERNELS} tiny adds, GPU time per kernel, {res['readings']} readings over {res['seconds']:.0f} s of "
          f"replay in each fresh process; {res['repeats']} processes per condition and card "
          "(Note [Launch-latency state], clear_native/backend.py; pytorch/pytorch#161104).", "",

@@ -457,3 +457,7 @@ def test_the_identity_names_the_cuda_environment_but_the_card(monkeypatch):
     assert "CUDA_VISIBLE_DEVICES" not in ident["cuda_env"] and "NOT_CUDA_X" not in ident["cuda_env"]
     monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS")
     assert "CUDA_DEVICE_MAX_CONNECTIONS" not in common.run_identity(torch, gpu={"name": "F", "uuid": "G"})["cuda_env"]
+    # A report's header names what was set beyond where CUDA lives: a run under one work queue says so.
+    assert common.cuda_env_text(ident) == "; under CUDA_DEVICE_MAX_CONNECTIONS=1"
+    assert common.cuda_env_text({"cuda_env": {"CUDA_HOME": "/usr/local/cuda", "CUDA_VERSION": "13.0.2"}}) == ""
+    assert common.cuda_env_text({}) == ""  # results from before cuda_env was recorded
