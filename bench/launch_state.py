@@ -21,7 +21,8 @@ report shows that trace. Five traces on three cards (results/launch_state-runs/2
 the first awake idle on one card, from the captures after the first on two, and fast again after the profiler's
 pass in all five (Note [Launch-latency state]). Protocol 11's reset took GPT-2's from 1.119 to 0.952 µs
 (2026-11-28_1511*), while BERT-base prefill's processes in a reproducibility run began their trials slow after it:
---task traces that task's set-up.
+--task traces that task's set-up: on four H200s (2026-11-28_1705*) it turned slow among the captures after the
+first, which --trace-every 0 (each capture traced, named, with the memory PyTorch held) narrows to one.
 
 Usage:
   python bench/launch_state.py                       # every GPU, 60 s
@@ -29,6 +30,8 @@ Usage:
   python bench/launch_state.py --seconds 60 --host-load-after 30
   python bench/launch_state.py --seconds 100 --idle 3 0.25 --sampler --prelude measure_cold
   python bench/launch_state.py --gpus 0 --seconds 10 --prelude measure_cold_blocks --task bert-base/prefill/b8s128/bf16
+  python bench/launch_state.py --gpus 0 --seconds 5 --prelude measure_cold_blocks --trace-every 0 \
+      --task bert-base/prefill/b8s128/bf16
 """
 
 from __future__ import annotations

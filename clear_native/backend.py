@@ -72,6 +72,10 @@ from __future__ import annotations
 # the decode tasks read 1.04-1.06 throughout, and their repeats held (<= 0.67 %). The state two streams leave is
 # another: no profiler pass, eager forward or capture ended it (results/launch_streams_reset.md), so clear_native
 # launches nothing on a side stream (above). The restart above stays for a state that moves later.
+# Refuted as levers (results/launch_state-runs/2026-11-28_1705_cuda_env.md): CUDA_DEVICE_MAX_CONNECTIONS=1 (two
+# streams still 1.171 vs 0.992 µs) and CUDA_MODULE_LOADING=EAGER (1.193). BERT-base's set-up on four more H200s
+# turned slow among the captures after the first, every time, and the reset left it slow; in a reproducibility run
+# (results/reproducibility/2026-11-28_171710) 6 of 8 such processes turned fast by themselves 20-78 s in.
 
 from . import clock
 from ._native import core
