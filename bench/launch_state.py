@@ -30,8 +30,7 @@ Usage:
   python bench/launch_state.py --seconds 60 --host-load-after 30
   python bench/launch_state.py --seconds 100 --idle 3 0.25 --sampler --prelude measure_cold
   python bench/launch_state.py --gpus 0 --seconds 10 --prelude measure_cold_blocks --task bert-base/prefill/b8s128/bf16
-  python bench/launch_state.py --gpus 0 --seconds 5 --prelude measure_cold_blocks --trace-every 0 \
-      --task bert-base/prefill/b8s128/bf16
+  python bench/launch_state.py --prelude measure_cold_blocks --trace-every 0 --task bert-base/prefill/b8s128/bf16
 """
 
 from __future__ import annotations
