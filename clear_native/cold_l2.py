@@ -47,7 +47,8 @@ def per_copy(m, l2_copies: int):
         gpu_time_per_call_s=m.gpu_time_per_call_s / n,
         trial_energy_per_call_j=[x / n for x in m.trial_energy_per_call_j],
         trial_time_per_call_s=[x / n for x in m.trial_time_per_call_s],
-        trial_run_time_per_call_s=[x / n for x in m.trial_run_time_per_call_s])
+        trial_run_time_per_call_s=[x / n for x in m.trial_run_time_per_call_s],
+        graph_kernels_per_call=m.graph_kernels_per_call / n)
 
 
 class ColdCopies:

@@ -7,6 +7,7 @@ the same tensors, which is what a repetition-based energy measurement needs.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -61,6 +62,11 @@ class Capture:
             self.fn(*self.args, **self.kwargs)
         else:
             self.graph.replay()
+
+    @property
+    def graph_kernels(self) -> float:
+        """Kernel nodes in its graph: the kernels one call launches (NaN: eager, not captured)."""
+        return float(self.meta.get("graph_kernels", math.nan))
 
     def _need_graph(self) -> None:
         if self.eager:
@@ -181,6 +187,7 @@ def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tup
         return (f"the graph holds no kernel: all it did was {len(replay.reads.recorded)} host read(s), replayed "
                 "(Note [Host reads replayed]); there is nothing on the GPU to measure"), None
     cap.graph, cap.held = graph, replay
+    cap.meta.update(graph_kernels=kinds["kernel"])  # what the slow launch state costs it: Note [Launch-latency state]
     cap.meta.update(eager_decisions=len(replay.decisions.recorded), decision_mismatches=replay.decisions.mismatches,
                     host_reads=len(replay.reads.recorded), host_read_mismatches=replay.reads.mismatches,
                     host_constants=len(replay.constants.recorded))

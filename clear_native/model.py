@@ -241,7 +241,8 @@ def _group_result(m, g, cap, n: int, wm) -> GroupResult:
         temperature_c=m.temperature_c, sm_clock_mhz=m.sm_clock_mhz, clock_event_reasons=m.clock_event_reasons,
         settle_s=m.settle_s, rejected_trials=len(m.rejected_trials), window_restarts=m.window_restarts,
         failed_trials=m.failed_trials, trial_temperature_c=m.trial_temperature_c, unroll=m.unroll,
-        trial_time_per_call_s=m.trial_time_per_call_s, trials_from=m.trials_from)
+        trial_time_per_call_s=m.trial_time_per_call_s, trials_from=m.trials_from,
+        graph_kernels_per_call=m.graph_kernels_per_call)
 
 
 def _context_results(ctx: dict, run, groups, results: list, n: int, wm) -> tuple:

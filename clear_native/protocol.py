@@ -325,7 +325,8 @@ def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, id
             trial_after=list(after), trial_drift_rel=list(drift), trial_temperature_c=list(temps),
             trial_window_launches=[n for n, _ in timing], trial_run_time_per_call_s=[t for _, t in timing],
             settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
-            failed_trials=p.failed, trials_from=trials_from))
+            failed_trials=p.failed, trials_from=trials_from,
+            graph_kernels_per_call=float(getattr(p.item, "graph_kernels", math.nan))))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
     sample_j = res.sample_integral_j(a, b)
     counter_j = res.counter_energy_j(a, b)

@@ -58,6 +58,9 @@ class Measurement:
     failed_trials: int = 0            # trials lost to a sampler error or a window without samples
     trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
     trials_from: str = ""             # "": its last set of trials; else the set a restart dropped, and why
+    # Kernels one call launches in its graph (NaN: eager, or a backend that cannot count them). In the card's slow
+    # launch-latency state a call lasts this many times the probe's change longer (Note [Launch-latency state]).
+    graph_kernels_per_call: float = math.nan
 
 
 @dataclass
@@ -155,6 +158,7 @@ class GroupResult:
     unroll: int = 0                  # K: calls per graph launch its trials used (Measurement.unroll)
     trial_time_per_call_s: list = field(default_factory=list)  # GPU time per call in each trial's window
     trials_from: str = ""            # Measurement.trials_from: "" or the set a restart dropped
+    graph_kernels_per_call: float = math.nan  # Measurement.graph_kernels_per_call, for one copy's call
 
     @property
     def energy_total_j(self) -> float:

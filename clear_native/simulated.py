@@ -12,6 +12,7 @@ capture, trials, accounting) runs on the CPU with every term's truth known (OpCo
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class SimulatedCall:
     swing_s: float = 0.0     # ... every swing_s (a square wave with a random phase per run)
     reason: str = ""         # why it is eager (as Capture.reason)
     gaps_s: float = 0.0      # of kernel_s: the gaps between its kernels
+    graph_kernels: float = math.nan  # kernels one call launches (Capture.graph_kernels), one gap each
 
     def true_time_per_call_s(self, unroll: int, gap_scale: float = 1.0) -> float:
         return self.kernel_s + self.gaps_s * (gap_scale - 1) + self.launch_gap_s / unroll
@@ -98,11 +100,13 @@ class SimulatedBackend:
     def capture(self, fn, *args, name: str, **kwargs) -> SimulatedCall:
         """The callable as the cost model prices one call of it."""
         rows = self.costs.ledger(fn, args, kwargs)
+        kernels = len(rows)  # one kernel an op, each with its gap
         idle_s = getattr(fn, "idle_s", 0.0)  # paced.Paced: the part, then idle (idle_fn) for idle_s
         if idle_s:
             rows.append(OpRow("sleep", 0, 0, idle_s, 0.0, self.awake_w * idle_s, False))
         t, e = self.costs.totals(rows)
-        return SimulatedCall(name, kernel_s=t, power_w=e / t, gaps_s=sum(r.gap_s for r in rows))
+        return SimulatedCall(name, kernel_s=t, power_w=e / t, gaps_s=sum(r.gap_s for r in rows),
+                             graph_kernels=kernels)
 
     def idle_fn(self, seconds: float):
         """What keeps the GPU idle ``seconds`` (paced.Paced): capture() prices a Paced's idle_s at awake power."""

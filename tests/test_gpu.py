@@ -363,3 +363,8 @@ def test_every_measurement_reads_the_launch_latency_state(torch, matmul_capture)
     assert len(run.launch_state) >= 3 and all(0.2e-6 < x["latency_s"] < 20e-6 for x in run.launch_state)
     assert sum(bool(x.get("restart")) for x in run.launch_state) <= 1
     assert run.to_dict()["launch_state"] == run.launch_state
+    # What the slow state costs a call: its graph's kernels (one GEMM here; cuBLAS may add a small one), each one
+    # probe step (Note [Launch-latency state]). An add of two tensors is one kernel, exactly.
+    assert run["matmul1024"].graph_kernels_per_call in (1.0, 2.0)
+    x = torch.ones(256, device="cuda")
+    assert cn.capture(torch.add, x, x, name="add").graph_kernels == 1.0

@@ -5,6 +5,7 @@ the machine is, and the seconds of sensor time the protocol needs pass at once.
 """
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -541,3 +542,32 @@ def test_the_trials_begin_after_the_launch_state_reset():
     assert m.gpu_time_per_call_s == pytest.approx(light.true_time_per_call_s(m.unroll, 1.0), rel=0.01)
     assert m.energy_per_call_j == pytest.approx(light.true_energy_per_call_j(m.unroll, 110.0, 1.0), rel=0.02)
     assert not any(s.get("restart") for s in run.launch_state)
+
+
+def test_a_measurement_counts_its_graphs_kernels_and_the_slow_state_costs_each_one_probe_step():
+    # BERT-base's parts on four H200s (results/reproducibility/2026-11-28_171710, 151302): between a process in the
+    # slow launch state and one in the fast, each part's GPU time moved by a near-constant count times the probe's
+    # change (the pooler 3.6-4.1, the embeddings 7.5-8.4, the whole model 281-296, on four cards). A measurement
+    # keeps its graph's kernel count, so that count can take a reading to another state.
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.LayerNorm(64))
+    x = torch.randn(4, 64)
+    slow = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), slow_gap_scale=1.5, slow_for_s=1e9, slow_resets=False)
+    fast = cn.SimulatedBackend(cn.synthetic_sensor(**FAST))
+    profile = cn.calibrate(fast, rest_s=0.3, load_s=0.4)
+    runs = [cn.measure([b.capture(model, x, name="mlp"), b.capture(model[1], x, name="gelu")], backend=b,
+                       profile=profile, min_trials=3, **KW) for b in (slow, fast)]
+    for name, ops in (("mlp", 3), ("gelu", 1)):
+        a, b = (r[name] for r in runs)
+        assert a.graph_kernels_per_call == b.graph_kernels_per_call >= ops  # at least one kernel per layer
+        step = statistics.median(_latencies(runs[0])) - statistics.median(_latencies(runs[1]))
+        assert a.gpu_time_per_call_s - b.gpu_time_per_call_s == pytest.approx(a.graph_kernels_per_call * step,
+                                                                                rel=0.05)
+    assert runs[0]["mlp"].graph_kernels_per_call > runs[0]["gelu"].graph_kernels_per_call
+    # Copies of a part called in turn: per copy, the count divides as the time does; eager work has none to count.
+    from clear_native.cold_l2 import per_copy
+
+    assert per_copy(runs[0]["mlp"], 3).graph_kernels_per_call == pytest.approx(
+        runs[0]["mlp"].graph_kernels_per_call / 3)
+    assert math.isnan(cn.SimulatedCall("eager", kernel_s=1e-5, power_w=100.0, eager=True).graph_kernels)
