@@ -141,6 +141,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     kinds = _kinds(ok)
+    out |= _launch_normalised(tasks, long)
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
@@ -182,6 +183,36 @@ def _launch_states(tasks: list) -> list:
                         "before_us": us[0], "kept_from_us": us[kept_from(states)], "after_us": us[-1],
                         "readings": len(us)})
     return out
+
+
+def _launch_normalised(tasks: list, long: list) -> dict:
+    """The repeats (``long``, each given its "launch_normalised_rel_diff") once every reading is taken to its card's
+    fastest launch latency in the run: its graph kernels times its kept trials' probe reading less that, at its
+    run's awake-idle power (clear_native.launch_state.at_latency). {} where no record counts its kernels."""
+    from clear_native.launch_state import at_latency, kept_latency_s
+
+    read, fastest = {}, {}
+    for r in tasks:
+        run, card = r["report"].get("run", {}), r["identity"]["gpu"]["uuid"]
+        lat, kernels = kept_latency_s(run.get("launch_state") or []), U.kernels_of(r["report"])
+        if lat > 0:
+            fastest[card] = min(fastest.get(card, math.inf), lat)
+        for name, (e, _, t) in U.measurements(r).items():
+            read[(r["task"]["id"], name, card, _round(r))] = (e, t, kernels.get(name, math.nan), lat,
+                                                             run.get("awake_idle_power_w", math.nan))
+    diffs = []
+    for x in long:
+        a, b = (read.get((x["task"], x["part"], x["card"], k)) for k in (0, 1))
+        if a and b and x["card"] in fastest:
+            d = U.rel_diff(*(at_latency(*v[:4], fastest[x["card"]], v[4])[0] for v in (a, b)))
+            if math.isfinite(d):
+                x["launch_normalised_rel_diff"] = d
+                diffs.append(d)
+    if not diffs:
+        return {}
+    return {"repeatability_launch_normalised_max_rel": max(abs(d) for d in diffs),
+            "repeatability_launch_normalised_rms_rel": math.sqrt(statistics.fmean(d * d for d in diffs)),
+            "repeatability_launch_normalised_pairs": len(diffs)}
 
 
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
@@ -442,6 +473,11 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
         "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
+        *([f"| ... at each card's fastest launch latency | {pc(an['repeatability_launch_normalised_max_rel'])} (RMS "
+           f"{pc(an['repeatability_launch_normalised_rms_rel'])}, {an['repeatability_launch_normalised_pairs']} "
+           "pairs) | each reading less its graph kernels x (its kept trials' probe - the card's fastest in the run) "
+           "at its run's awake-idle power (Note [Launch-latency state]) |"]
+          if "repeatability_launch_normalised_max_rel" in an else []),
         f"| ... at {ref_c:.0f} °C | {pc(an.get('repeatability_max_rel_at_reference'))} (RMS "
         f"{pc(an.get('repeatability_rms_rel_at_reference'))}) | each reading less the static power its card's leakage "
         f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "

@@ -185,6 +185,14 @@ def measurements(rec: dict) -> dict:
     return parts(rec["report"])
 
 
+def kernels_of(report: dict) -> dict:
+    """{name: graph kernels per call} of a ModelReport dict, named as parts() names them (NaN: not recorded, as
+    before 2026-11-28 evening, or eager)."""
+    out = {"whole model": report["whole"].get("graph_kernels_per_call", math.nan)}
+    out.update({g["name"]: g.get("graph_kernels_per_call", math.nan) for g in report["groups"]})
+    return out
+
+
 def reference_pairs(checks: list, first: str, second: str) -> list:
     """The card reference's readings at phases ``first`` and ``second`` on each card, paired per workload as
     ((J, ci95_rel), (J, ci95_rel)): the same work in two processes, for process_sigma."""

@@ -63,6 +63,24 @@ def reset(backend, say, captures=()) -> None:
         say(f"launch state not reset: {type(exc).__name__}: {exc}")
 
 
+def kept_latency_s(states: list) -> float:
+    """The state the kept trials ran in: the mean probe reading from the one they began at to the last (readings
+    come after each round, so a state that moved under the trials counts by the rounds it lasted); NaN if none."""
+    xs = [s.get("latency_s", math.nan) for s in states[kept_from(states):]] if states else []
+    xs = [x for x in xs if x > 0]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def at_latency(energy_j: float, time_s: float, kernels: float, latency_s: float, ref_latency_s: float,
+               awake_w: float) -> tuple:
+    """(J, s) per call of a reading taken from launch latency ``latency_s`` to ``ref_latency_s``: each of its
+    ``kernels`` graph kernels shorter by their difference, that time at awake-idle power, as the slow state adds it
+    (Note [Launch-latency state]: BERT-base's parts moved by their kernel count times the probe's change). NaN
+    where the count or a latency is unknown."""
+    dt = kernels * (latency_s - ref_latency_s)
+    return energy_j - awake_w * dt, time_s - dt
+
+
 def moved(a: dict, b: dict) -> float:
     """Relative change of the latency from reading ``a`` to ``b`` (NaN where either was not read)."""
     x, y = a.get("latency_s", math.nan), b.get("latency_s", math.nan)
