@@ -76,6 +76,9 @@ from __future__ import annotations
 # streams still 1.171 vs 0.992 µs) and CUDA_MODULE_LOADING=EAGER (1.193). BERT-base's set-up on four more H200s
 # turned slow among the captures after the first, every time, and the reset left it slow; in a reproducibility run
 # (results/reproducibility/2026-11-28_171710) 6 of 8 such processes turned fast by themselves 20-78 s in.
+# Between the two states each part's GPU time moved by its kernel count times the probe's change (BERT-base's pooler
+# ~4, its whole model ~290, on four cards): measure() keeps each capture's graph kernels per call, and a reading can
+# be taken to another latency by them (launch_state.at_latency), the time at awake-idle power.
 
 from . import clock
 from ._native import core
