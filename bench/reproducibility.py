@@ -141,7 +141,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     kinds = _kinds(ok)
-    out |= _launch_normalised(tasks, long)
+    out |= _launch_normalised(tasks, long, pairs_long, sigma_p)
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
@@ -185,10 +185,12 @@ def _launch_states(tasks: list) -> list:
     return out
 
 
-def _launch_normalised(tasks: list, long: list) -> dict:
-    """The repeats (``long``, each given its "launch_normalised_rel_diff") once every reading is taken to its card's
-    fastest launch latency in the run: its graph kernels times its kept trials' probe reading less that, at its
-    run's awake-idle power (clear_native.launch_state.at_latency). {} where no record counts its kernels."""
+def _launch_normalised(tasks: list, long: list, pairs_long: list, sigma_p: float) -> dict:
+    """The repeats (``long``, each given its "launch_normalised_rel_diff"; ``pairs_long`` theirs as _repeatability
+    takes them) once every reading is taken to its card's fastest launch latency in the run: its graph kernels
+    times its kept trials' probe reading less that, at its run's awake-idle power (clear_native.launch_state.
+    at_latency); how far they moved and how many land in the interval (each task's judged with sigma_p from the
+    other tasks', as interval_coverage). {} where no record counts its kernels."""
     from clear_native.launch_state import at_latency, kept_latency_s
 
     read, fastest = {}, {}
@@ -210,9 +212,15 @@ def _launch_normalised(tasks: list, long: list) -> dict:
                 diffs.append(d)
     if not diffs:
         return {}
+    by_task: dict = {}  # each pair as its first reading and the second moved by the normalised change
+    for x, ((_, ca), (_, cb)) in zip(long, pairs_long):
+        if "launch_normalised_rel_diff" in x:
+            by_task.setdefault(x["task"], []).append(((1.0, ca), (1.0 + x["launch_normalised_rel_diff"], cb)))
+    coverage, sigma = U.held_out_coverage(by_task, sigma_p)
     return {"repeatability_launch_normalised_max_rel": max(abs(d) for d in diffs),
             "repeatability_launch_normalised_rms_rel": math.sqrt(statistics.fmean(d * d for d in diffs)),
-            "repeatability_launch_normalised_pairs": len(diffs)}
+            "repeatability_launch_normalised_pairs": len(diffs), "interval_coverage_launch_normalised": coverage,
+            "sigma_p_launch_normalised_rel": sigma}
 
 
 def _repeatability(long: list, pairs_long: list, sigma_p: float) -> dict:
@@ -459,6 +467,17 @@ def _coefficients(an: dict, pc) -> str:
                      for t, u in used.items()) or "no repeats"
 
 
+def _launch_normalised_row(an: dict, pc) -> list:
+    """The summary's row of the repeats taken to each card's fastest launch latency, where the records allowed."""
+    if "repeatability_launch_normalised_max_rel" not in an:
+        return []
+    return [f"| ... at each card's fastest launch latency | {pc(an['repeatability_launch_normalised_max_rel'])} (RMS "
+            f"{pc(an['repeatability_launch_normalised_rms_rel'])}, {an['repeatability_launch_normalised_pairs']} "
+            f"pairs; {pc(an['interval_coverage_launch_normalised'])} inside the interval, sigma_p "
+            f"{pc(an['sigma_p_launch_normalised_rel'])}) | each reading less its graph kernels x (its kept trials' "
+            "probe - the card's fastest in the run) at its run's awake-idle power (Note [Launch-latency state]) |"]
+
+
 def _summary_rows(an: dict, pc, ref_c: float) -> list:
     """The report's table of the issue's quantities: repeats, the interval, the card spread."""
     at = f"at {ref_c:.0f} °C" if "repeatability_max_rel_at_reference" in an else "as read (no card's leakage known)"
@@ -473,11 +492,7 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
         "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
-        *([f"| ... at each card's fastest launch latency | {pc(an['repeatability_launch_normalised_max_rel'])} (RMS "
-           f"{pc(an['repeatability_launch_normalised_rms_rel'])}, {an['repeatability_launch_normalised_pairs']} "
-           "pairs) | each reading less its graph kernels x (its kept trials' probe - the card's fastest in the run) "
-           "at its run's awake-idle power (Note [Launch-latency state]) |"]
-          if "repeatability_launch_normalised_max_rel" in an else []),
+        *_launch_normalised_row(an, pc),
         f"| ... at {ref_c:.0f} °C | {pc(an.get('repeatability_max_rel_at_reference'))} (RMS "
         f"{pc(an.get('repeatability_rms_rel_at_reference'))}) | each reading less the static power its card's leakage "
         f"adds above {ref_c:.0f} °C over its GPU time (slope from every run's awake idle, cool and warm: Note "
