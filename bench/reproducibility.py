@@ -29,6 +29,7 @@ Usage:
   python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
   python bench/reproducibility.py --report RUN             # the analysis again, from RUN's records
   python bench/reproducibility.py --resume RUN             # measures what RUN lacks (an interrupted run), then reports
+  python bench/reproducibility.py --gpus all --lead-in     # a process of each task first, never compared
   python bench/reproducibility.py --simulate --gpus 0,1,2  # the pipeline on the simulated GPU (CPU)
 """
 
@@ -55,13 +56,23 @@ MIN_TIME_S = 5e-6  # repeatability is judged on parts of at least 5 µs (shorter
 
 
 ORDERS = ("interleaved", "rounds")
+# Note [A lead-in before the repeats]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Back-to-back rounds still begin on a card the task before left warmer (Note [Repeats back-to-back]): on four
+# H200s (results/reproducibility/2026-11-28_171710) each card cooled through the whole run (card checks, BERT-base
+# at ~500 W, Llama at ~290 W, GPT-2 at ~185 W), so every task's second process ran up to 3.7 °C cooler than its
+# first, and its parts read 0.9-2.3 % less with the GPU time held. With --lead-in, a process of the same task runs
+# first (round LEAD_IN: recorded, kept out of every comparison), so the two compared processes follow the task's
+# own load, not a heavier one's.
+LEAD_IN = -1
 
 
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
-         done=frozenset(), order: str = "interleaved") -> workers.Jobs:
+         done=frozenset(), order: str = "interleaved", lead_in: bool = False) -> workers.Jobs:
     """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
     ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
-    every job once per round, one round after the other."""
+    every job once per round, one round after the other. ``lead_in``: each task's first round follows, on its
+    card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats])."""
     by_id = suite.by_ids(task_ids, "--tasks:")
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
@@ -76,12 +87,14 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
         if key is None:
             return {"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
                     "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r}
-        return {"job": "task", "id": f"{key}@{c.uuid}#{r}", "args": settings, "simulate": simulate,
-                "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
+        return {"job": "task", "id": f"{key}@{c.uuid}#{'lead' if r == LEAD_IN else r}", "args": settings,
+                "simulate": simulate, "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
 
     keys = [None, *task_ids]
     steps = ([(k, r) for k in keys for r in range(rounds)] if order == "interleaved" else
              [(k, r) for r in range(rounds) for k in keys])
+    if lead_in:  # a task's lead-in right before its first round
+        steps = [s for k, r in steps for s in ([(k, LEAD_IN)] if k is not None and r == 0 else []) + [(k, r)]]
     for k, r in steps:
         for c in cards:
             add(one(c, k, r))
@@ -98,7 +111,7 @@ def _round(rec: dict) -> int:
 def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     """The run's repeats, card spread and temperature effect from its records (``run``: its folder, where known)."""
     ok = [r for r in recs if r.get("status") == "ok"]
-    tasks = [r for r in ok if r["job"] == "task"]
+    tasks = [r for r in ok if r["job"] == "task" and _round(r) != LEAD_IN]
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
@@ -146,6 +159,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
         long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
+    out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
     return out | (_at_reference(ok) if at_reference else {})
@@ -561,7 +575,9 @@ def markdown(an: dict, ident: dict) -> str:
          f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
          f"{an['rounds']} rounds ({_ORDER_WORDS.get(tuple(an.get('order') or ()), 'orders mixed')}), every task and "
-         "check in a fresh process; each part read to "
+         "check in a fresh process" + (f", each task's first round after a lead-in process of it ({an['lead_ins']}, "
+                                      "never compared: Note [A lead-in before the repeats])" if an.get("lead_ins")
+                                      else "") + "; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
          + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
@@ -645,6 +661,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-mixed", action="store_true", help="--resume a run that other code or protocol measured")
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
+    ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
+                    "compared: the repeats then follow the task's own load (Note [A lead-in before the repeats])")
     ap.add_argument("--order", choices=ORDERS, default="interleaved",
                     help="interleaved: each job's rounds back-to-back (Note [Repeats back-to-back]); rounds: one "
                          "round after the other")
@@ -696,10 +714,10 @@ def main(argv=None) -> int:
         return 2
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
-                    reference_trials=0, verbose=False, order=args.order)
+                    reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
-                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order)
+                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2

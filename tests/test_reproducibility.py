@@ -980,3 +980,57 @@ def test_a_reading_is_taken_to_the_cards_fastest_launch_latency_by_its_kernel_co
     assert norm and all(x["launch_normalised_rel_diff"] == pytest.approx(x["rel_diff"], abs=1e-12) for x in norm)
     assert "| ... at each card's fastest launch latency | " in md
     assert an["interval_coverage_launch_normalised"] == pytest.approx(an["interval_coverage"])  # the same repeats
+
+
+def test_a_lead_in_process_runs_right_before_each_tasks_first_round_and_is_never_compared(result):
+    # Note [A lead-in before the repeats]: on four H200s each task's second process ran up to 3.7 °C cooler than
+    # its first, which followed a heavier task. A lead-in process of the task itself goes first, on its card.
+    import copy
+
+    from bench import reproducibility as R
+    from bench.cards import Card
+
+    cards = [Card(f"SIM-GPU-{i}", f"sim:{i}", "Simulated GPU", i) for i in range(2)]
+    tids = ("bert-base/prefill/b1s8/bf16", "gpt2/decode/b1kv512/bf16")
+
+    def order(jobs, card):
+        out = []
+        while (job := jobs.take(card)) is not None:
+            out.append(job["id"].replace(f"@{card}", "").replace(f"/{card}", ""))
+        return out
+
+    inter = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, lead_in=True), "SIM-GPU-0")
+    assert inter == ["card_check/round0", "card_check/round1", f"{tids[0]}#lead", f"{tids[0]}#0", f"{tids[0]}#1",
+                     f"{tids[1]}#lead", f"{tids[1]}#0", f"{tids[1]}#1"]
+    rounds = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, order="rounds", lead_in=True),
+                   "SIM-GPU-1")
+    assert rounds == ["card_check/round0", f"{tids[0]}#lead", f"{tids[0]}#0", f"{tids[1]}#lead", f"{tids[1]}#0",
+                      "card_check/round1", f"{tids[0]}#1", f"{tids[1]}#1"]
+    # Its record is kept but never compared: a lead-in that read 50 % more (a card far from the task's own
+    # temperature) changes no repeat, spread or launch-state row; the report says lead-ins ran.
+    res, _ = result
+    recs = [json.loads(x) for x in (Path(res["run"]) / "records.jsonl").read_text().splitlines()]
+    lead = copy.deepcopy(next(r for r in recs if r["job"] == "task" and r.get("round") == 0 and r["status"] == "ok"))
+    lead["round"], lead["job_id"] = R.LEAD_IN, lead["job_id"].replace("#0", "#lead")
+    for part in [lead["report"]["whole"], *lead["report"]["groups"]]:
+        part["energy_per_call_j"] *= 1.5
+    base, led = R.analyse(recs, at_reference=False), R.analyse(recs + [lead], at_reference=False)
+    assert (base["lead_ins"], led["lead_ins"]) == (0, 1)
+    for key in ("repeat", "card_spread_raw_rel", "launch_states", "rounds", "task_runs_repeated"):
+        assert led[key] == base[key], key
+    assert "after a lead-in process of it (1, never compared" in R.markdown(led, lead["identity"])
+    assert "lead-in" not in R.markdown(base, lead["identity"])
+
+
+def test_lead_in_from_the_command_line_measures_one_more_process_per_task(tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0",
+                        "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(out),
+                        "--no-thermal", "--lead-in", "--target-ci", "0.01", "--target-cv", "0.02", "--max-trials", "4"],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads((out / "reproducibility.json").read_text())
+    recs = [json.loads(x) for x in (Path(res["run"]) / "records.jsonl").read_text().splitlines()]
+    assert sorted(r.get("round") for r in recs if r["job"] == "task") == [-1, 0, 1]
+    assert all(r["settings"]["lead_in"] for r in recs) and res["lead_ins"] == 1 and res["task_runs_repeated"] == [1, 1]
+    assert "after a lead-in process of it (1," in (out / "reproducibility.md").read_text()
