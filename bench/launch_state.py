@@ -246,9 +246,9 @@ def markdown(res: dict) -> str:
     ident = res["identity"]
     L = ["# The launch-latency state beside what NVML reports", "",
          f"{ident['gpu']['name']}, driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}"
-         f"{cuda_env_text(ident)}; {ident.get('date')}. {res.get('task', TASK)}'s whole model (graph, 3 calls a launch; before --task, always "
-         f"GPT-2's decode step) replayed {res['seconds']:.0f} s on each "
-         f"card, cards started {res['stagger_s']:.0f} s apart; a reading every {res['every_s']} s "
+         f"{cuda_env_text(ident)}; {ident.get('date')}. {res.get('task', TASK)}'s whole model (graph, 3 calls a "
+         f"launch; before --task, always GPT-2's decode step) replayed {res['seconds']:.0f} s on each card, cards "
+         f"started {res['stagger_s']:.0f} s apart; a reading every {res['every_s']} s "
          "(Note [Launch-latency state], clear_native/backend.py).", "",
          "| card | PCIe gen | width | SM MHz | memory MHz | host busy | readings | tiny kernel (µs) | step (µs) | "
          "seen (s) |", "|---|---|---|---|---|---|---|---|---|---|"]

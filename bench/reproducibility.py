@@ -115,14 +115,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     checks = [r for r in ok if r["job"] == "card_check"]
     thermal = [r for r in ok if r["job"] == "thermal"]
     cards = sorted({r["identity"]["gpu"]["uuid"] for r in ok})
-    # values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C)
-    values: dict = {}
-    for r in tasks:
-        base = r["task"]["id"]
-        awake_w, temps = r["report"].get("run", {}).get("awake_idle_power_w", math.nan), U.temperatures(r)
-        for name, v in U.measurements(r).items():
-            rounds_of = values.setdefault((base, name), {}).setdefault(r["identity"]["gpu"]["uuid"], {})
-            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan))
+    values, fastest = _readings(tasks)
     ref_pairs = U.reference_pairs(checks, "round0", "round1")  # the card reference, round 0 vs 1: sets sigma_p
     sigma_p = U.process_sigma(ref_pairs)
     rows, pairs_long, repeat = [], [], []
@@ -136,7 +129,8 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
                                "temperature_diff_c": rs[1][4] - rs[0][4],
                                "state_corrected_rel_diff": U.state_corrected_diff(
-                                   *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1)))})
+                                   *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1))),
+                               "launch_normalised_rel_diff": _launch_normalised_diff(rs, fastest.get(c, math.nan))})
                 if t_s >= MIN_TIME_S:
                     pairs_long.append((rs[0][:2], rs[1][:2]))
         rows.append({"task": task, "part": name, "gpu_time_s": t_s,
@@ -154,7 +148,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["task_runs_repeated"] = [sum(1 for rs in runs.values() if {0, 1} <= rs), len(runs)]
     long = [x for x in repeat if x["gpu_time_s"] >= MIN_TIME_S]
     kinds = _kinds(ok)
-    out |= _launch_normalised(tasks, long, pairs_long, sigma_p)
+    out |= _launch_normalised(long, pairs_long, sigma_p)
     out |= _repeatability(long, pairs_long, sigma_p) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), run)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
@@ -199,36 +193,45 @@ def _launch_states(tasks: list) -> list:
     return out
 
 
-def _launch_normalised(tasks: list, long: list, pairs_long: list, sigma_p: float) -> dict:
-    """The repeats (``long``, each given its "launch_normalised_rel_diff"; ``pairs_long`` theirs as _repeatability
-    takes them) once every reading is taken to its card's fastest launch latency in the run: its graph kernels
-    times its kept trials' probe reading less that, at its run's awake-idle power (clear_native.launch_state.
-    at_latency); how far they moved and how many land in the interval (each task's judged with sigma_p from the
-    other tasks', as interval_coverage). {} where no record counts its kernels."""
-    from clear_native.launch_state import at_latency, kept_latency_s
+def _readings(tasks: list) -> tuple:
+    """values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C, graph kernels per call,
+    its kept trials' launch latency s), and each card's fastest such latency in the run (Note [Launch-latency
+    state])."""
+    from clear_native.launch_state import kept_latency_s
 
-    read, fastest = {}, {}
+    values: dict = {}
+    fastest: dict = {}
     for r in tasks:
         run, card = r["report"].get("run", {}), r["identity"]["gpu"]["uuid"]
-        lat, kernels = kept_latency_s(run.get("launch_state") or []), U.kernels_of(r["report"])
+        awake_w, temps, kernels = run.get("awake_idle_power_w", math.nan), U.temperatures(r), U.kernels_of(r["report"])
+        lat = kept_latency_s(run.get("launch_state") or [])
         if lat > 0:
             fastest[card] = min(fastest.get(card, math.inf), lat)
-        for name, (e, _, t) in U.measurements(r).items():
-            read[(r["task"]["id"], name, card, _round(r))] = (e, t, kernels.get(name, math.nan), lat,
-                                                             run.get("awake_idle_power_w", math.nan))
-    diffs = []
-    for x in long:
-        a, b = (read.get((x["task"], x["part"], x["card"], k)) for k in (0, 1))
-        if a and b and x["card"] in fastest:
-            d = U.rel_diff(*(at_latency(*v[:4], fastest[x["card"]], v[4])[0] for v in (a, b)))
-            if math.isfinite(d):
-                x["launch_normalised_rel_diff"] = d
-                diffs.append(d)
+        for name, v in U.measurements(r).items():
+            rounds_of = values.setdefault((r["task"]["id"], name), {}).setdefault(card, {})
+            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan), kernels.get(name, math.nan), lat)
+    return values, fastest
+
+
+def _launch_normalised_diff(rs: dict, ref_latency_s: float) -> float:
+    """A repeat's change once both readings (``rs``: round -> _readings' tuple) are taken to ``ref_latency_s``, its
+    card's fastest launch latency (clear_native.launch_state.at_latency); NaN where a count or latency is unknown."""
+    from clear_native.launch_state import at_latency
+
+    return U.rel_diff(*(at_latency(rs[k][0], rs[k][2], rs[k][5], rs[k][6], ref_latency_s, rs[k][3])[0]
+                        for k in (0, 1)))
+
+
+def _launch_normalised(long: list, pairs_long: list, sigma_p: float) -> dict:
+    """The repeats (``long``; ``pairs_long`` theirs as _repeatability takes them) taken to each card's fastest launch
+    latency (their "launch_normalised_rel_diff"): how far they moved and how many land in the interval (each task's
+    judged with sigma_p from the other tasks', as interval_coverage). {} where no record counts its kernels."""
+    diffs = [x["launch_normalised_rel_diff"] for x in long if math.isfinite(x["launch_normalised_rel_diff"])]
     if not diffs:
         return {}
     by_task: dict = {}  # each pair as its first reading and the second moved by the normalised change
     for x, ((_, ca), (_, cb)) in zip(long, pairs_long):
-        if "launch_normalised_rel_diff" in x:
+        if math.isfinite(x["launch_normalised_rel_diff"]):
             by_task.setdefault(x["task"], []).append(((1.0, ca), (1.0 + x["launch_normalised_rel_diff"], cb)))
     coverage, sigma = U.held_out_coverage(by_task, sigma_p)
     return {"repeatability_launch_normalised_max_rel": max(abs(d) for d in diffs),

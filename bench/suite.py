@@ -272,5 +272,5 @@ def repeats(tasks: list[Task]) -> list[Task]:
     return [Task(**{**asdict(t), "repeat": 1, "purpose": ("repeat",)}) for t in chosen]
 
 
-__all__ = ["MODELS", "SWEEPS", "Task", "plan", "by_ids", "repeats", "build", "flops_plan", "estimate_s", "longest_first",
-           "QUICK_MODELS"]
+__all__ = ["MODELS", "SWEEPS", "Task", "plan", "by_ids", "repeats", "build", "flops_plan", "estimate_s",
+           "longest_first", "QUICK_MODELS"]

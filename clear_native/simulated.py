@@ -190,7 +190,8 @@ class SimulatedBackend:
 
     def reset_launch_state(self, captures=()) -> None:
         """As the profiler around the captures' eager calls does on a GPU (Note [Launch-latency state],
-        backend.py): the card's slow state, where it is in one, ends now (unless the card was made with ``slow_resets=False``)."""
+        backend.py): the card's slow state, where it is in one, ends now (unless the card was made with
+        ``slow_resets=False``)."""
         if self.slow_resets:
             self.slow_for_s = min(self.slow_for_s, clock.now_s() - self._t_made)
 

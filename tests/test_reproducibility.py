@@ -960,8 +960,13 @@ def test_a_reading_is_taken_to_the_cards_fastest_launch_latency_by_its_kernel_co
 
     fast_j, extra = 0.60e-3, 4 * 0.170e-6
     tasks = [rec(0, 0.961, fast_j, 5.2e-6, 4), rec(1, 1.131, fast_j * 1.001 + 125.0 * extra, 5.2e-6 + extra, 4)]
-    long = [{"task": "bert", "part": "pooler", "card": "GPU-a", "gpu_time_s": 5.5e-6}]
-    got = R._launch_normalised(tasks, long, [((1.0, 0.002), (1.143, 0.002))], 0.002)
+    def repeats(recs):  # the pooler's repeat taken to its card's fastest latency, as analyse() takes it
+        values, fastest = R._readings(recs)
+        return [{"task": "bert", "part": "pooler", "card": "GPU-a", "gpu_time_s": 5.5e-6, "launch_normalised_rel_diff":
+                 R._launch_normalised_diff(values[("bert", "pooler")]["GPU-a"], fastest["GPU-a"])}]
+
+    long = repeats(tasks)
+    got = R._launch_normalised(long, [((1.0, 0.002), (1.143, 0.002))], 0.002)
     assert got["repeatability_launch_normalised_pairs"] == 1
     # One task: judged with the fallback sigma_p (0.2 %): 0.1 % lands inside, where the raw 14.3 % would not.
     assert got["interval_coverage_launch_normalised"] == 1.0
@@ -972,11 +977,11 @@ def test_a_reading_is_taken_to_the_cards_fastest_launch_latency_by_its_kernel_co
     for r in old:
         for part in [r["report"]["whole"], *r["report"]["groups"]]:
             part.pop("graph_kernels_per_call")
-    assert R._launch_normalised(old, [dict(long[0])], [((1.0, 0.002), (1.14, 0.002))], 0.002) == {}
+    assert R._launch_normalised(repeats(old), [((1.0, 0.002), (1.14, 0.002))], 0.002) == {}
     # The simulated pipeline: its cards never leave the fast state, so every reading is already at its card's
     # fastest latency and the line repeats the raw repeats.
     an, md = result
-    norm = [x for x in an["repeat"] if "launch_normalised_rel_diff" in x]
+    norm = [x for x in an["repeat"] if math.isfinite(x["launch_normalised_rel_diff"])]
     assert norm and all(x["launch_normalised_rel_diff"] == pytest.approx(x["rel_diff"], abs=1e-12) for x in norm)
     assert "| ... at each card's fastest launch latency | " in md
     assert an["interval_coverage_launch_normalised"] == pytest.approx(an["interval_coverage"])  # the same repeats
