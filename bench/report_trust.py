@@ -50,7 +50,7 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
     ref_pairs = U.reference_pairs(checks, "start", "end")
     sigma_ref = U.process_sigma(ref_pairs) if ref_pairs else math.nan  # the tasks' own repeats where there are any
     held = [p for p in long if _time_held(p)]  # the interval's domain (below)
-    sigma_p = U.process_sigma([(p["a"][:2], p["b"][:2]) for p in held]) if held else sigma_ref
+    sigma_p = U.calibrated_sigma([(p["a"][:2], p["b"][:2]) for p in held]) if held else sigma_ref
     if long:
         d = [abs(U.rel_diff(p["a"][0], p["b"][0])) for p in long]
         how = "in fresh processes" if all(p["fresh"] for p in long) else "in the same process"
@@ -66,7 +66,8 @@ def uncertainty(ok: dict, repeats: list, checks: list) -> list:
                      f"{_pc(math.sqrt(statistics.fmean(x * x for x in corrected)))}).")
     if ref_pairs or held:
         source = f"the {len(held)} repeats whose GPU time held" if held else "the card reference"
-        L.append(f"  The repeatability layer sigma_p = {_pc(sigma_p)}, from {source}; the card reference at the run's "
+        L.append(f"  The repeatability layer sigma_p = {_pc(sigma_p)}, from {source} (the smallest whose interval "
+                 f"holds 95 % of them); the card reference at the run's "
                  f"start and end ({len(ref_pairs)} readings) moved {_pc(sigma_ref)} (Note [The reported interval], "
                  "bench/uncertainty.py).")
     L += _across_cards(checks)

@@ -82,6 +82,38 @@ def test_the_interval_combines_the_layers():
     assert U.process_sigma([((1.0, 0.0196), (1.01, 0.0196))] * 2) < 0.01 / math.sqrt(2)
 
 
+def test_one_wide_ci_neither_hides_nor_sets_the_spread_of_the_other_repeats():
+    # 20 repeats moving +-0.5 % with CIs of 0.1 %, and one whose second reading ran out of trials at +-7 %: the
+    # process spread of the 20 is 0.5 % / sqrt(2) less their CIs' share; the wide one, weighed by its own CIs,
+    # barely moves it (the moment estimate fell to the floor: results/reproducibility/2026-11-28_194941).
+    tight = [((1.0, 0.001), (1.0 + s * 0.005, 0.001)) for s in (1, -1) * 10]
+    alone = math.sqrt((0.005 ** 2 - 2 * (0.001 / 1.96) ** 2) / 2)
+    assert U.process_sigma(tight) == pytest.approx(alone, rel=1e-3)
+    wide = tight + [((1.0, 0.001), (1.001, 0.07))]
+    assert alone * 0.9 < U.process_sigma(wide) < alone
+    # At the estimate each repeat's squared change over its variance averages 1 (Paule and Mandel's condition).
+    s = U.process_sigma(wide)
+    z2 = [(b - a) ** 2 / ((ca / 1.96) ** 2 + (cb / 1.96) ** 2 + 2 * s * s) for (a, ca), (b, cb) in wide]
+    assert statistics.fmean(z2) == pytest.approx(1.0, rel=1e-6)
+    # Readings their CIs explain give the floor, not zero.
+    assert U.process_sigma([((1.0, 0.02), (1.001, 0.02))] * 3) == U.SIGMA_FLOOR
+
+
+def test_the_calibrated_sigma_holds_the_share_of_repeats_it_claims():
+    # 38 repeats within their CIs and two that moved 2 % (a card still cooling): a normal spread fitted to all 40
+    # is 0.33 %, and its interval (1.96 sqrt(2) sigma = 0.9 %) leaves both out; the split-conformal rank is
+    # ceil(41 x 0.95) = 39: the interval must hold one of the two, 2 % = 1.96 sqrt(2) sigma.
+    pairs = [((1.0, 0.002), (1.001, 0.002))] * 38 + [((1.0, 0.0), (1.02, 0.0))] * 2
+    assert U.interval_coverage(pairs, U.process_sigma(pairs)) == pytest.approx(38 / 40)
+    sigma = U.calibrated_sigma(pairs)
+    assert sigma == pytest.approx(0.02 / (1.96 * math.sqrt(2)))
+    assert U.interval_coverage(pairs, sigma) == 1.0
+    # 20 repeats, one outside: the rank is ceil(21 x 0.95) = 20, the outlier itself (too few to leave one out);
+    # 39 repeats, one outside: ceil(40 x 0.95) = 38, and it is left out.
+    assert U.calibrated_sigma(pairs[:19] + pairs[-1:]) == pytest.approx(0.02 / (1.96 * math.sqrt(2)))
+    assert U.calibrated_sigma(pairs[:38] + pairs[-1:]) == U.SIGMA_FLOOR
+
+
 def test_the_temperature_effect_is_measured_per_workload(result, monkeypatch):
     # Note [Two temperatures]: the thermal job's simulated card heats as it draws (also while a run lasts) and
     # leaks SIM_THERMAL's watts per °C more: d(energy per call)/dT = leak x time per call, so the slope per 10 °C of a workload
@@ -211,7 +243,7 @@ def test_the_interval_is_judged_on_each_task_with_the_spread_of_the_others():
     loose = [((1.0, 0.0), (1.01, 0.0))] * 4
     coverage, sigma = U.held_out_coverage({"steady": steady, "loose": loose}, fallback_sigma=0.5)
     assert coverage == pytest.approx(0.5)
-    assert sigma == pytest.approx(U.process_sigma(steady + loose))
+    assert sigma == pytest.approx(U.calibrated_sigma(steady + loose))
     # One task alone is judged with the fallback (the card reference's sigma_p): 0.5 % holds a 1 % move.
     assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.005)[0] == 1.0
     assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.001)[0] == 0.0
@@ -248,10 +280,9 @@ def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     # The light MLP at the fast repeat's time: 4.6 mJ - 125 W x 4.1 µs = 4.0875 mJ against 4.0 mJ: +2.19 %.
     assert "faster reading's GPU time (the slow launch state's extra time at awake-idle power): at most 2.19 %" in text
     # sigma_p from the two repeats whose GPU time held (t5's attn +0.4 % with CIs of 0.2 %, whole +0.714 % whose
-    # records carry no CI: all of it process spread): sqrt((mean of squares - mean of within) / 2); the light MLP's
-    # 15 % is left out.
-    d2 = statistics.fmean([(50.2 / 50 - 1) ** 2, (0.705 / 0.70 - 1) ** 2])
-    sigma = math.sqrt((d2 - 2 * (0.002 / 1.96) ** 2 / 2) / 2)
+    # records carry no CI: all of it process spread), the smallest whose interval holds both: the whole's, 0.714 % =
+    # 1.96 sqrt(2) sigma_p; the light MLP's 15 % is left out.
+    sigma = (0.705 / 0.70 - 1) / (1.96 * math.sqrt(2))
     assert f"sigma_p = {sigma * 100:.2f} %, from the 2 repeats whose GPU time held" in text
 
 
@@ -511,6 +542,9 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
     assert f"| {slow} | 3 | 1.210 | 1.130-1.230 | 1.200 | 0.950-1.220 | 0 |" in md
     assert f"| {list(LS.CONDITIONS)[0]} |" not in md  # no process ran it (--only): no row of NaNs
     assert LS.main(["--only", "no such history"]) == 2 and "names no condition" in capsys.readouterr().err
+    # Every step a history names is one a child can take (a stream's eager adds or a STEPS entry): a misspelt step
+    # would fail only on a GPU, one process at a time.
+    assert {w for h, _ in LS.CONDITIONS.values() for w in h} <= set(LS.STEPS) | set(LS.EAGER_CALLS)
     assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err
     # Without a GPU (this CPU test), one line that says so and exit code 2, before any child starts.
     with pytest.raises(SystemExit) as stop:
