@@ -69,7 +69,14 @@ CONDITIONS = {
     f"nothing eager, then {ALLOC_GIB} GiB allocated and kept": (("alloc",), "default"),
     f"nothing eager, then {GRAPHS} small graphs captured and kept": (("graphs",), "default"),
     f"nothing eager, then {GRAPHS} small graphs captured and freed": (("graphs", "free"), "default"),
+    # The capture that turned BERT-base's process slow (bench/launch_state.py --trace-every 0 on GPU-6865f056,
+    # 2026-11-28 night: 0.941 µs before capturing encoder.layer.0.intermediate, 1.121 after it), and its halves.
+    "nothing eager, then capture() of BERT-base's intermediate (its linear and GELU)": (("intermediate",), "default"),
+    "nothing eager, then capture() of BERT-base's intermediate's linear alone": (("linear",), "default"),
+    "nothing eager, then capture() of BERT-base's intermediate's GELU alone": (("gelu",), "default"),
+    "nothing eager, then BERT-base's intermediate run eager, not captured": (("intermediate eager",), "default"),
 }
+TOKENS, HIDDEN, INNER = 1024, 768, 3072  # BERT-base prefill, batch 8 x 128 tokens, bf16: its intermediate's shapes
 
 
 def _mlp(made: dict):
@@ -87,6 +94,25 @@ def _capture(x, made: dict) -> None:
 
     model, inp = _mlp(made)
     made["cap"] = cn.capture(model, inp, name="mlp")
+
+
+def _intermediate(made: dict, which: str, captured: bool = True) -> None:
+    """BERT-base's intermediate (a HIDDEN -> INNER linear, then the exact GELU, as transformers' BertIntermediate),
+    or one half of it ("linear", "gelu"), in bf16 on TOKENS tokens: captured by clear_native as measure() captures a
+    part, or run once eagerly."""
+    import torch
+
+    import clear_native as cn
+
+    kw = dict(device="cuda", dtype=torch.bfloat16)
+    layers = {"linear": [torch.nn.Linear(HIDDEN, INNER, **kw)], "gelu": [torch.nn.GELU()],
+              "intermediate": [torch.nn.Linear(HIDDEN, INNER, **kw), torch.nn.GELU()]}[which]
+    model, inp = torch.nn.Sequential(*layers), torch.randn(TOKENS, INNER if which == "gelu" else HIDDEN, **kw)
+    if captured:
+        made["cap"] = cn.capture(model, inp, name=which)
+    else:
+        with torch.no_grad():
+            model(inp)
 
 
 def _profiled(fn) -> None:
@@ -142,7 +168,10 @@ def _free(x, made: dict) -> None:
 STEPS = {"capture()": _capture, "mlp": lambda x, made: _forward(made),
          "profiler(add)": lambda x, made: _profiled(lambda: x.add_(1)),
          "profiler(mlp)": lambda x, made: _profiled(lambda: _forward(made)), "reset": _reset,
-         "alloc": _alloc, "graphs": _graphs, "free": _free}
+         "alloc": _alloc, "graphs": _graphs, "free": _free,
+         "intermediate": lambda x, made: _intermediate(made, "intermediate"),
+         "linear": lambda x, made: _intermediate(made, "linear"), "gelu": lambda x, made: _intermediate(made, "gelu"),
+         "intermediate eager": lambda x, made: _intermediate(made, "intermediate", captured=False)}
 
 
 def child(condition: str, seconds: float, readings: int) -> int:
