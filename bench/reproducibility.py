@@ -63,7 +63,9 @@ ORDERS = ("interleaved", "rounds")
 # at ~500 W, Llama at ~290 W, GPT-2 at ~185 W), so every task's second process ran up to 3.7 °C cooler than its
 # first, and its parts read 0.9-2.3 % less with the GPU time held. With --lead-in, a process of the same task runs
 # first (round LEAD_IN: recorded, kept out of every comparison), so the two compared processes follow the task's
-# own load, not a heavier one's.
+# own load, not a heavier one's. Measured on three more H200s (2026-11-28_194941) it did not hold them: 13 of 40
+# repeats still moved more than 1 °C (20 of 60 without it), mean -0.68 °C (-0.86): one process of ~60-90 s is
+# shorter than a heatsink's drift. It stays an option; the report's scaling to one temperature is what held them.
 LEAD_IN = -1
 
 

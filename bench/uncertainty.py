@@ -421,8 +421,8 @@ def held_out_coverage(pairs_by_task: dict, fallback_sigma: float) -> tuple:
     return (inside / n if n else math.nan), calibrated_sigma(every)
 
 
-__all__ = ["process_sigma", "calibrated_sigma", "interval", "interval_coverage", "card_reference", "card_factors", "normalise",
-           "workloads_of", "models_of", "MODELS", "state_corrected_diff", "largest_and_rms",
+__all__ = ["process_sigma", "calibrated_sigma", "interval", "interval_coverage", "card_reference", "card_factors",
+           "normalise", "workloads_of", "models_of", "MODELS", "state_corrected_diff", "largest_and_rms",
            "spread", "measurements", "rel_diff", "reference_pairs", "TIME_MOVED", "time_held", "by_time_state",
            "temperatures", "TEMPERATURE_HELD_C", "REFERENCE_TEMPERATURE_C", "card_leakage", "at_reference",
            "held_out_coverage", "taken_to_reference", "temperature_of", "temperature_coefficient",

@@ -79,6 +79,10 @@ from __future__ import annotations
 # Between the two states each part's GPU time moved by its kernel count times the probe's change (BERT-base's pooler
 # ~4, its whole model ~290, on four cards): measure() keeps each capture's graph kernels per call, and a reading can
 # be taken to another latency by them (launch_state.at_latency), the time at awake-idle power.
+# Traced around every capture (GPU-6865f056, 2026-11-28 night): BERT-base's process turned from 0.941 to 1.121 µs
+# across its capture of encoder.layer.0.intermediate; yet in a fresh process that capture alone, its linear or GELU
+# alone, 16 GiB allocated or 300 small graphs kept all left 0.911-0.913 µs (results/launch_state-runs/2026-11-28_19*,
+# _2024*): it takes the process's earlier work too. Not found yet.
 
 from . import clock
 from ._native import core
