@@ -40,6 +40,7 @@ import datetime as _dt
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -48,6 +49,7 @@ if __package__ in (None, ""):
 
 from bench import store, suite, uncertainty as U, workers  # noqa: E402
 from bench.common import code_version, write_results  # noqa: E402
+from bench.store import fmt_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # A compute-bound encoder, a memory-bound decode step of a larger decoder, and GPT-2's decode step.
@@ -733,13 +735,39 @@ def main(argv=None) -> int:
     ex = workers.HostProcesses(cards, folder, simulate=args.simulate)
     print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
           f"{folder}", flush=True)
-    for job, rec in ex.run(jobs):
-        store.append(folder, rec, "records.jsonl")
-        if rec.get("profile") and rec.get("identity"):
-            jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
-        print(f"  {job['id']}: {rec['status']} {rec.get('error', '')[:200]}", flush=True)
-    write(folder, Path(args.out))
+    rc = _measure(ex, jobs, folder, args)
+    if any(r.get("status") == "ok" for r in store.load(folder, "records.jsonl")):
+        write(folder, Path(args.out))  # what was measured, "Incomplete" where a job is missing
+    return rc
+
+
+def _measure(ex, jobs: workers.Jobs, folder: Path, args) -> int:
+    """Runs ``jobs`` on ``ex``, each record appended as it comes, with the elapsed time and an ETA; 130 where
+    interrupted (Ctrl-C, or SIGTERM from `timeout` or a scheduler), with the command that measures the rest."""
+    workers.stop_on_sigterm()
+    t0, total = time.monotonic(), len(jobs)
+    try:
+        for finished, (job, rec) in enumerate(ex.run(jobs), 1):
+            store.append(folder, rec, "records.jsonl")
+            if rec.get("profile") and rec.get("identity"):
+                jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
+            elapsed = time.monotonic() - t0
+            print(f"  [{finished}/{total}] {job['id']}: {rec['status']} {rec.get('error', '')[:200]}  elapsed "
+                  f"{fmt_s(elapsed)}, ETA {fmt_s(elapsed / finished * len(jobs))}", flush=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {fmt_s(time.monotonic() - t0)}: the records so far are in {folder}; measure the "
+              f"rest with: python bench/reproducibility.py --resume {folder}{_same_flags(args)}", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
+
+
+def _same_flags(args) -> str:
+    """The flags that plan and measure a run as ``args`` did (what --resume needs given again)."""
+    values = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in (
+        "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
+    return f" {values}" + "".join(f" --{flag}" for flag, on in (
+        ("lead-in", args.lead_in), ("no-thermal", args.no_thermal), ("simulate", args.simulate)) if on)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -83,10 +82,6 @@ def cardref_s() -> float:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def _on_sigterm(signum, frame):  # `timeout` and batch schedulers send SIGTERM: stop like Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 SETTINGS = ("window_s", "min_trials", "max_trials", "target_ci", "target_cv", "task_budget_s", "l2",
@@ -205,7 +200,7 @@ def run(args, tasks, folder: Path) -> int:
     n_tasks = sum(1 for j in jobs.left() if j["job"] == "task" and not j["task"].get("repeat"))
     print(f"{len(tasks)} tasks, {len(tasks) - n_tasks} already measured, {n_tasks} to go ({total} jobs with card "
           f"checks, repeats and the reference); on {ex.description}; results in {folder}", flush=True)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    workers.stop_on_sigterm()
     t_start, finished, rc = time.monotonic(), 0, 0
     try:
         for job, rec in ex.run(jobs):

@@ -73,6 +73,17 @@ class Jobs:
         return list(self._items)
 
 
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (what `timeout` and batch schedulers send) stops this process as Ctrl-C does: the driver's
+    KeyboardInterrupt handler keeps what was measured and says how to go on, and the executors stop the workers
+    that were running (HostProcesses.run's finally)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def failed(job: dict, reason: str) -> dict:
     """The record of a job that could not be measured."""
     return {"job": job["job"], "task": job.get("task") or {"id": job["id"]}, "status": "failed", "error": reason,

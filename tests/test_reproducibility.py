@@ -440,6 +440,49 @@ def test_thermal_records_from_before_the_transients_are_still_read():
     assert v["pct_per_10c"] == pytest.approx(100 * 0.002 * 10 / mean_e)
 
 
+def test_a_run_stopped_by_sigterm_keeps_its_records_and_says_how_to_measure_the_rest(tmp_path):
+    # `timeout` and batch schedulers send SIGTERM: the run stops as on Ctrl-C (exit 130), keeps every record that
+    # came back, stops the job in flight, reports what it has, and prints the command that measures the rest; that
+    # command, run, completes the run with each job measured once.
+    import os
+    import signal
+
+    from bench import store
+
+    args = ["--simulate", "--gpus", "0", "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1",
+            "--target-ci", "0.005", "--target-cv", "0.01", "--max-trials", "12", "--lead-in"]
+    p = subprocess.Popen([sys.executable, str(ROOT / "bench" / "reproducibility.py"), *args, "--out", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines = []
+    for line in p.stdout:  # each job takes seconds of simulated trials: the signal lands while the second runs
+        lines.append(line)
+        if line.lstrip().startswith("[1/6] "):
+            p.send_signal(signal.SIGTERM)
+            break
+    out, err = p.communicate(timeout=120)
+    lines += out.splitlines(keepends=True)
+    assert p.returncode == 130, "".join(lines)[-2000:] + err[-2000:]
+    folder = Path(lines[0].rsplit("records in ", 1)[1].strip())
+    assert any(x.lstrip().startswith("[1/6] thermal/") and "elapsed" in x and "ETA" in x for x in lines)
+    pids = [int(x.split("(pid ")[1].split(",")[0]) for x in lines if "started " in x]
+    for pid in pids:  # the job in flight was stopped with the run (no worker left behind)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    kept = [r["job_id"] for r in store.load(folder, "records.jsonl")]
+    assert kept and len(kept) < 6 and kept[0].startswith("thermal/")
+    resume = err.split("measure the rest with: ")[1].strip().split()
+    assert resume[:4] == ["python", "bench/reproducibility.py", "--resume", str(folder)]
+    for flag, value in zip(args[1:-1:2], args[2::2]):  # the same plan and settings (their values as given)
+        assert resume[resume.index(flag) + 1] == value
+    assert {"--simulate", "--lead-in"} <= set(resume)
+    again = subprocess.run([sys.executable, *resume[1:], "--out", str(tmp_path)], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    ids = [r["job_id"] for r in store.load(folder, "records.jsonl") if r["status"] == "ok"]
+    assert len(ids) == len(set(ids)) == 6 and set(kept) <= set(ids)
+    assert json.loads((tmp_path / "reproducibility.json").read_text())["task_runs_repeated"] == [1, 1]
+
+
 def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     # --resume RUN measures exactly the jobs RUN has no ok record of (here: the last two, as if the driver had
     # been killed while they ran) and analyses every record, so a run cut by a time limit loses nothing.
