@@ -31,6 +31,8 @@ Usage:
   python bench/launch_state.py --seconds 100 --idle 3 0.25 --sampler --prelude measure_cold
   python bench/launch_state.py --gpus 0 --seconds 10 --prelude measure_cold_blocks --task bert-base/prefill/b8s128/bf16
   python bench/launch_state.py --prelude measure_cold_blocks --trace-every 0 --task bert-base/prefill/b8s128/bf16
+  python bench/launch_state.py --prelude measure_cold --trace-every 0 --task bert-base/prefill/b8s128/bf16 \
+      --select encoder.layer.0.intermediate        # that capture's set-up without the others'
 """
 
 from __future__ import annotations
@@ -108,10 +110,12 @@ def traced(fn, name: str, trace, last: dict, every_s: float = TRACE_EVERY_S):
 
 
 def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=None, mode: str = "decode",
-            trace_every_s: float = TRACE_EVERY_S, **measure_kw):
+            trace_every_s: float = TRACE_EVERY_S, select=None, **measure_kw):
     """Runs ``name`` (PRELUDES) on a model's ``mode`` pass (``raw``: its (inputs, kwargs) before prepare_inputs);
     what it made: discover's (components, blocks), measure_model's report, or None. ``trace(step)``, where
-    given, is called after each step (measure_model's progress lines and the backend's TRACED calls)."""
+    given, is called after each step (measure_model's progress lines and the backend's TRACED calls).
+    ``select``: the components (qualified names, as measure_model's select), None for the rules: which captures
+    of a set-up leave the process slow."""
     import clear_native as cn
     from clear_native.components import discover, group_components
     from clear_native.model import prepare_inputs
@@ -119,7 +123,7 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
     trace = trace or (lambda step: None)
     if name == "discover":
         inputs, kw = prepare_inputs(model, raw[0], dict(raw[1]), mode, cache_len)
-        comps, found = discover(model, *inputs, model_kwargs=kw)
+        comps, found = discover(model, *inputs, select=select, model_kwargs=kw)
         trace("after discover")
         return group_components(comps), group_components(found)
     if name.startswith("measure"):
@@ -131,7 +135,7 @@ def prelude(name: str, model, raw: tuple, backend, cache_len: int = 512, trace=N
                 mock.patch.object(cn.Sampler, "stop", traced(cn.Sampler.stop, "sampler stop", trace, last, every)), \
                 mock.patch.object(cn.clock, "sleep", traced(cn.clock.sleep, "sleep", trace, last, every)):
             return cn.measure_model(model, *raw[0], model_kwargs=dict(raw[1]), mode=mode, cache_len=cache_len,
-                                    backend=Traced(backend, trace, every),
+                                    select=select, backend=Traced(backend, trace, every),
                                     l2="hot" if name == "measure_hot" else "cold", blocks=name.endswith("blocks"),
                                     pace=None, progress=lambda m: trace(f"say: {m}"), **opts)
     return None
@@ -150,14 +154,15 @@ def task_of(task_id: str):
 
 def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_between_s: float = 0.0,
           rest_first_s: float = 0.0, sampler: bool = False, before: str = "none", task_id: str = TASK,
-          trace_every_s: float = TRACE_EVERY_S) -> int:
+          trace_every_s: float = TRACE_EVERY_S, select: str = "") -> int:
     """This process's GPU (CUDA device 0): one JSON line a reading. From ``host_load_after_s`` on (where >= 0),
     all host CPUs but two are kept busy: whether the host's load moves the state (Note [Launch-latency state]).
     ``rest_first_s``: the GPU idles this long before the first replay, ``idle_between_s`` after every reading
     (as the protocol's rest and the waits between its trials leave it). ``sampler``: NVML read throughout as
     measure() reads it (every buffered power sample, the energy counter every 0.25 s, status every 0.1 s).
     ``before``: a prelude (PRELUDES) run first, on the same model (``task_id``'s, a study task), its trace read
-    ``trace_every_s`` apart at most for each kind of step (0: around every call)."""
+    ``trace_every_s`` apart at most for each kind of step (0: around every call), on the components ``select``
+    names (comma-separated; "": the rules)."""
     import torch
     import transformers as T
 
@@ -177,7 +182,7 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
     trace("model built")
     prelude(before, model, (inputs, dict(kw)), backend, cache_len=cache_len, trace=trace, mode=task.mode,
-            trace_every_s=trace_every_s)
+            trace_every_s=trace_every_s, select=select.split(",") if select else None)
     prelude_s = time.monotonic() - t_begin
     inputs, kw = prepare_inputs(model, inputs, kw, task.mode, cache_len)
     cap = backend.capture(model, *inputs, name=task.model, **kw)
@@ -208,13 +213,14 @@ def child(seconds: float, every: float, host_load_after_s: float = -1.0, idle_be
 
 def measure(cards, seconds: float, every: float, stagger: float, host_load_after_s: float = -1.0,
             idle: tuple = (0.0, 0.0), sampler: bool = False, before: str = "none", task_id: str = TASK,
-            trace_every_s: float = TRACE_EVERY_S) -> dict:
+            trace_every_s: float = TRACE_EVERY_S, select: str = "") -> dict:
     """{card uuid: [readings]} from one fresh process per card, all at once (card k after k x stagger s)."""
     runs = on_each(cards, lambda k, card: [sys.executable, str(Path(__file__).resolve()), "--child", str(seconds),
                                            str(every), "--delay", str(k * stagger), "--host-load-after",
                                            str(host_load_after_s), "--idle", *map(str, idle)]
                   + (["--sampler"] if sampler else [])
-                  + ["--prelude", before, "--task", task_id, "--trace-every", str(trace_every_s)])
+                  + ["--prelude", before, "--task", task_id, "--trace-every", str(trace_every_s),
+                     "--select", select])
     for uuid, (code, _) in runs.items():
         if code != 0:
             raise SystemExit(f"bench/launch_state.py: the process on {uuid} exited {code}")
@@ -268,7 +274,8 @@ def _trace_table(res: dict) -> list:
         steps = [r for r in rows if r.get("phase") == "prelude"]
         if not steps:
             continue
-        L += ["", f"## Prelude {res.get('prelude')} on {uuid}", "",
+        chosen = f" (components {res['select']})" if res.get("select") else ""
+        L += ["", f"## Prelude {res.get('prelude')}{chosen} on {uuid}", "",
               "| step | readings | seen (s) | tiny kernel (µs) | reserved (GiB) |", "|---|---|---|---|---|"]
         runs: list = []
         fastest = min(x["latency_s"] for x in steps)
@@ -312,13 +319,15 @@ def main(argv=None) -> int:
                                                 "(an id of bench/run.py --dry-run)")
     ap.add_argument("--trace-every", type=float, default=TRACE_EVERY_S, metavar="SECONDS",
                     help="a prelude's trace: at most one reading this far apart for each kind of step (0: every call)")
+    ap.add_argument("--select", default="", metavar="NAMES",
+                    help="a prelude's components: qualified names, comma-separated (default: the rules)")
     ap.add_argument("--host-load-after", type=float, default=-1.0, metavar="SECONDS",
                     help="from this many seconds into each card's run, keep all host CPUs but two busy")
     args = ap.parse_args(argv)
     if args.child:
         time.sleep(args.delay)
         return child(*args.child, args.host_load_after, args.idle[1], args.idle[0], args.sampler, args.prelude,
-                     args.task, args.trace_every)
+                     args.task, args.trace_every, args.select)
     if not (args.seconds > 0 and args.every > 0 and args.stagger >= 0 and args.trace_every >= 0):
         print("bench/launch_state.py: need --seconds > 0, --every > 0, --stagger >= 0, --trace-every >= 0",
               file=sys.stderr)
@@ -332,11 +341,11 @@ def main(argv=None) -> int:
 
     torch, cards = require_cards("bench/launch_state.py", args.gpus)
     readings = measure(cards, args.seconds, args.every, args.stagger, args.host_load_after, tuple(args.idle),
-                       args.sampler, args.prelude, args.task, args.trace_every)
+                       args.sampler, args.prelude, args.task, args.trace_every, args.select)
     res = {"identity": run_identity(torch), "task": args.task, "trace_every_s": args.trace_every,
            "seconds": args.seconds, "every_s": args.every, "stagger_s": args.stagger,
            "host_load_after_s": args.host_load_after, "idle_first_s": args.idle[0], "idle_between_s": args.idle[1],
-           "sampler": args.sampler, "prelude": args.prelude,
+           "sampler": args.sampler, "prelude": args.prelude, "select": args.select,
            "cards": [c.uuid for c in cards], "summary": summarise(readings), "readings": readings}
     write_results(args.out, "launch_state", res, markdown(res))
     return 0

@@ -895,6 +895,16 @@ def test_each_launch_state_prelude_runs_the_step_of_measure_model_it_names():
     assert captured == made and len(made) > 3 and every.count("after capture whole_model") == 1
     assert sum(s.startswith("after capture ") for s in steps) < len(made)
     assert len([s for s in every if s.startswith("before capture ")]) == len(made)
+    # --select: the set-up of the named components alone (and the whole model), to tell which captures it takes.
+    with cn.clock.virtual():
+        backend = cn.SimulatedBackend(cn.synthetic_sensor(sample_period_s=0.002, period_jitter_s=0.0004,
+                                                          window_s=0.0005, lag_s=0.0015, status_update_s=0.01,
+                                                          energy_update_s=0.01, energy_read_delay_s=0.0))
+        some = []
+        launch_state.prelude("measure_hot", model, raw, backend, cache_len=16, trace=some.append, trace_every_s=0.0,
+                             select=["transformer.h.0.mlp"], **short)
+    assert [s[len("after capture "):] for s in some if s.startswith("after capture ")] == \
+        ["transformer.h.0.mlp", "whole_model"]
 
 
 def test_the_report_gives_each_tasks_largest_repeat_in_and_out_of_one_launch_state(result):
@@ -989,6 +999,8 @@ def test_launch_state_report_keeps_a_preludes_trace_apart_from_the_readings():
     rows = [ln for ln in launch_state.markdown(res).splitlines() if ln.startswith("| capture ")]
     assert rows == ["| capture wte ... h.0.attn | 3 | 0.0-0.2 | 0.950-0.960 | 1.00 |",
                     "| capture h.0.mlp ... whole_model | 2 | 0.3-0.4 | 1.200-1.210 | 4.25 |"]
+    # A prelude on chosen components (--select) says which.
+    assert "## Prelude measure_cold (components h.0.mlp) on GPU-x" in launch_state.markdown(res | {"select": "h.0.mlp"})
 
 
 def test_the_report_shows_each_task_processs_launch_state(result):
