@@ -228,21 +228,27 @@ def _launch_normalised_diff(rs: dict, ref_latency_s: float) -> float:
                         for k in (0, 1)))
 
 
+def _judged(long: list, pairs_long: list, diffs: list, sigma_p: float, keep=None) -> tuple:
+    """(largest, RMS, held-out coverage, sigma_p of them all, pairs) of the repeats ``long`` (``pairs_long`` theirs
+    as _repeatability takes them) compared by ``diffs``, each one's change as corrected (NaN: left out; ``keep``: a
+    mask), each task's judged with sigma_p from the other tasks' (held_out_coverage; ``sigma_p`` where none)."""
+    by_task: dict = {}  # each pair as its first reading and the second moved by the compared change
+    for x, d, ((_, ca), (_, cb)), k in zip(long, diffs, pairs_long, keep or [True] * len(long)):
+        if k and math.isfinite(d):
+            by_task.setdefault(x["task"], []).append(((1.0, ca), (1.0 + d, cb)))
+    kept = [abs(b - 1.0) for ps in by_task.values() for _, (b, _) in ps]
+    return (*U.largest_and_rms(kept), *U.held_out_coverage(by_task, sigma_p), len(kept))
+
+
 def _launch_normalised(long: list, pairs_long: list, sigma_p: float) -> dict:
-    """The repeats (``long``; ``pairs_long`` theirs as _repeatability takes them) taken to each card's fastest launch
-    latency (their "launch_normalised_rel_diff"): how far they moved and how many land in the interval (each task's
-    judged with sigma_p from the other tasks', as interval_coverage). {} where no record counts its kernels."""
-    diffs = [x["launch_normalised_rel_diff"] for x in long if math.isfinite(x["launch_normalised_rel_diff"])]
-    if not diffs:
+    """The repeats taken to each card's fastest launch latency (their "launch_normalised_rel_diff"): how far they
+    moved and how many land in the interval (_judged). {} where no record counts its kernels."""
+    largest, rms, coverage, sigma, n = _judged(long, pairs_long, [x["launch_normalised_rel_diff"] for x in long],
+                                               sigma_p)
+    if not n:
         return {}
-    by_task: dict = {}  # each pair as its first reading and the second moved by the normalised change
-    for x, ((_, ca), (_, cb)) in zip(long, pairs_long):
-        if math.isfinite(x["launch_normalised_rel_diff"]):
-            by_task.setdefault(x["task"], []).append(((1.0, ca), (1.0 + x["launch_normalised_rel_diff"], cb)))
-    coverage, sigma = U.held_out_coverage(by_task, sigma_p)
-    return {"repeatability_launch_normalised_max_rel": max(abs(d) for d in diffs),
-            "repeatability_launch_normalised_rms_rel": math.sqrt(statistics.fmean(d * d for d in diffs)),
-            "repeatability_launch_normalised_pairs": len(diffs), "interval_coverage_launch_normalised": coverage,
+    return {"repeatability_launch_normalised_max_rel": largest, "repeatability_launch_normalised_rms_rel": rms,
+            "repeatability_launch_normalised_pairs": n, "interval_coverage_launch_normalised": coverage,
             "sigma_p_launch_normalised_rel": sigma}
 
 
@@ -286,17 +292,12 @@ def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str,
     out = {"temperature_coefficient_per_c": U.temperature_coefficient(
         [(x["rel_diff"], x["temperature_diff_c"]) for x, h in zip(long, held) if h]),
            "temperature_coefficient_used": {t: {"per_c": b, "from": f} for t, (b, f) in sorted(used.items())}}
-    for suffix, keep in (("", [True] * len(long)), ("_time_held", held)):
-        by_task: dict = {}
-        for x, d, ((a, ca), (_, cb)), k in zip(long, scaled, pairs_long, keep):
-            if k:
-                by_task.setdefault(x["task"], []).append(((a, ca), (a * (1 + d), cb)))
-        largest, rms = U.largest_and_rms([abs(d) for d, k in zip(scaled, keep) if k])
-        coverage, sigma = U.held_out_coverage(by_task, sigma_p)
+    for suffix, keep in (("", None), ("_time_held", held)):
+        largest, rms, coverage, sigma, n = _judged(long, pairs_long, scaled, sigma_p, keep)
         out |= {f"repeatability_max_rel{suffix}_temperature_scaled": largest,
                 f"repeatability_rms_rel{suffix}_temperature_scaled": rms,
                 f"interval_coverage{suffix}_temperature_scaled": coverage,
-                f"sigma_p{suffix}_temperature_scaled_rel": sigma, f"pairs{suffix}_temperature_scaled": sum(keep)}
+                f"sigma_p{suffix}_temperature_scaled_rel": sigma, f"pairs{suffix}_temperature_scaled": n}
     return out
 
 
