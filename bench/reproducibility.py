@@ -71,19 +71,12 @@ ORDERS = ("interleaved", "rounds")
 LEAD_IN = -1
 
 
-def task_job_id(task_id: str, uuid: str, r: int) -> str:
-    """A task's job on a card in round ``r`` (LEAD_IN: its lead-in)."""
-    return f"{task_id}@{uuid}#{'lead' if r == LEAD_IN else r}"
-
-
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
-         done=frozenset(), order: str = "interleaved", lead_in: bool = False, hold: bool = False) -> workers.Jobs:
+         done=frozenset(), order: str = "interleaved", lead_in: bool = False) -> workers.Jobs:
     """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
     ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
     every job once per round, one round after the other. ``lead_in``: each task's first round follows, on its
-    card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats]).
-    ``hold``: a task's processes on a card after its first (the lead-in, or round 0) are held at the temperature
-    the first reached ("hold_from": its id; Note [Hold a temperature], clear_native/thermal.py)."""
+    card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats])."""
     by_id = suite.by_ids(task_ids, "--tasks:")
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
@@ -98,10 +91,8 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
         if key is None:
             return {"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
                     "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r}
-        job = {"job": "task", "id": task_job_id(key, c.uuid, r), "args": settings, "simulate": simulate,
-               "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
-        first = LEAD_IN if lead_in else 0
-        return job | ({"hold_from": task_job_id(key, c.uuid, first)} if hold and r != first else {})
+        return {"job": "task", "id": f"{key}@{c.uuid}#{'lead' if r == LEAD_IN else r}", "args": settings,
+                "simulate": simulate, "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
 
     keys = [None, *task_ids]
     steps = ([(k, r) for k in keys for r in range(rounds)] if order == "interleaved" else
@@ -119,22 +110,6 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
 
 def _round(rec: dict) -> int:
     return int(rec.get("round", 0))
-
-
-def _holds(task_recs) -> dict:
-    """The task processes held at their first's temperature (Note [Hold a temperature], clear_native/thermal.py):
-    how many, how many reached it, their seconds, heating and resting, and how far from it they began (°C)."""
-    hs = [h for r in task_recs if (h := (r.get("report") or {}).get("run", {}).get("hold"))]
-    if not hs:
-        return {}
-    first = [h["readings"][0][1] - h["target_c"] for h in hs if h.get("readings")]
-    return {"n": len(hs), "reached": sum(bool(h["reached"]) for h in hs),
-            "seconds_mean": statistics.mean(h["seconds"] for h in hs),
-            "seconds_max": max(h["seconds"] for h in hs),
-            "heated_s_mean": statistics.mean(h["heated_s"] for h in hs),
-            "rested_s_mean": statistics.mean(h["rested_s"] for h in hs),
-            "start_off_c_max": max(first, key=abs) if first else math.nan,
-            "end_off_c_max": max((h["temperature_c"] - h["target_c"] for h in hs), key=abs)}
 
 
 def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
@@ -183,7 +158,6 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
-    out["holds"] = _holds(r for r in ok if r["job"] == "task")
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
     out["interval_coverage_as_read"] = out["interval_coverage"]  # _at_reference's, at 45 °C, takes the name
@@ -601,18 +575,6 @@ def _by_task(an: dict, pc) -> list:
     return ["", "Repeatability by task: " + "; ".join(parts) + "."] if parts else []
 
 
-def _hold_words(h: dict | None) -> str:
-    if not h:
-        return ""
-    from clear_native.thermal import HOLD_TOL_C
-
-    return (f"; each task's later processes on a card held at the die temperature its first reached under the whole "
-            f"model (Note [Hold a temperature], clear_native/thermal.py): {h['reached']} of {h['n']} reached it "
-            f"(±{HOLD_TOL_C} °C; from up to {h['start_off_c_max']:+.1f} °C off, at most {h['end_off_c_max']:+.1f} °C "
-            f"off at the end) in {h['seconds_mean']:.0f} s on average (at most {h['seconds_max']:.0f} s; heating "
-            f"{h['heated_s_mean']:.1f} s, resting {h['rested_s_mean']:.1f} s)")
-
-
 _ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-to-back]",
                 ("rounds",): "one after the other"}
 
@@ -627,7 +589,7 @@ def markdown(an: dict, ident: dict) -> str:
          f"{an['rounds']} rounds ({_ORDER_WORDS.get(tuple(an.get('order') or ()), 'orders mixed')}), every task and "
          "check in a fresh process" + (f", each task's first round after a lead-in process of it ({an['lead_ins']}, "
                                       "never compared: Note [A lead-in before the repeats])" if an.get("lead_ins")
-                                      else "") + _hold_words(an.get("holds")) + "; each part read to "
+                                      else "") + "; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
          + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
@@ -713,9 +675,6 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
                     "compared: the repeats then follow the task's own load (Note [A lead-in before the repeats])")
-    ap.add_argument("--hold", action="store_true", help="each task's later processes on a card held at the die "
-                    "temperature its first reached under the whole model (Note [Hold a temperature], "
-                    "clear_native/thermal.py)")
     ap.add_argument("--order", choices=ORDERS, default="interleaved",
                     help="interleaved: each job's rounds back-to-back (Note [Repeats back-to-back]); rounds: one "
                          "round after the other")
@@ -767,16 +726,13 @@ def main(argv=None) -> int:
         return 2
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
-                    reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in, hold=args.hold)
+                    reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
-                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in,
-                    hold=args.hold)
+                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
-    for rec in store.load(folder, "records.jsonl"):  # --resume: what the jobs measured before give the rest
-        jobs.finished(rec.get("job_id"), rec)
     ex = workers.HostProcesses(cards, folder, simulate=args.simulate)
     print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
           f"{folder}", flush=True)
@@ -794,7 +750,8 @@ def _measure(ex, jobs: workers.Jobs, folder: Path, args) -> int:
     try:
         for finished, (job, rec) in enumerate(ex.run(jobs), 1):
             store.append(folder, rec, "records.jsonl")
-            jobs.finished(job["id"], rec)
+            if rec.get("profile") and rec.get("identity"):
+                jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
             elapsed = time.monotonic() - t0
             print(f"  [{finished}/{total}] {job['id']}: {rec['status']} {rec.get('error', '')[:200]}  elapsed "
                   f"{fmt_s(elapsed)}, ETA {fmt_s(elapsed / finished * len(jobs))}", flush=True)
@@ -811,8 +768,7 @@ def _same_flags(args) -> str:
     values = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in (
         "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
     return f" {values}" + "".join(f" --{flag}" for flag, on in (
-        ("lead-in", args.lead_in), ("hold", args.hold), ("no-thermal", args.no_thermal), ("simulate", args.simulate))
-        if on)
+        ("lead-in", args.lead_in), ("no-thermal", args.no_thermal), ("simulate", args.simulate)) if on)
 
 
 if __name__ == "__main__":

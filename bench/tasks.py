@@ -130,8 +130,7 @@ def measure_task(lab: Lab, task, profile, args) -> dict:
         rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=task.mode, cache_len=task.cache_len or 512,
                                backend=lab.backend, profile=profile, min_trials=args.min_trials,
                                max_trials=args.max_trials, target_ci_rel=args.target_ci, window_s=args.window_s,
-                               budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv,
-                               temperature_c=getattr(args, "temperature_c", None), progress=verbose)
+                               budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv, progress=verbose)
         return rep.to_dict()
     finally:
         del model

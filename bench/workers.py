@@ -49,9 +49,6 @@ class Jobs:
     def __init__(self, jobs=()):
         self._items = collections.deque(jobs)
         self.profiles: dict = {}
-        # The die temperature (°C) each finished job's first capture reached (its run's warm_temperature_c): a job
-        # with "hold_from" is held at its named job's (Note [Hold a temperature], clear_native/thermal.py).
-        self.temperatures: dict = {}
 
     def add(self, job: dict, first: bool = False) -> None:
         (self._items.appendleft if first else self._items.append)(job)
@@ -67,17 +64,7 @@ class Jobs:
         if job is None:
             return None
         self._items.remove(job)
-        held = self.temperatures.get(job.get("hold_from"))
-        args = job["args"] | {"temperature_c": held} if held is not None and "args" in job else job.get("args")
-        return job | {"profiles": dict(self.profiles)} | ({"args": args} if args is not None else {})
-
-    def finished(self, job_id: str, rec: dict) -> None:
-        """What later jobs take from a finished one's record: its card's profile, its die temperature."""
-        if rec.get("profile") and rec.get("identity"):
-            self.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
-        warm = ((rec.get("report") or {}).get("run") or {}).get("warm_temperature_c")
-        if rec.get("status") == "ok" and isinstance(warm, (int, float)) and warm == warm:
-            self.temperatures[job_id] = float(warm)
+        return job | {"profiles": dict(self.profiles)}
 
     def __len__(self) -> int:
         return len(self._items)

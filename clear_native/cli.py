@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -118,9 +117,6 @@ def parse(argv=None):
     m.add_argument("--dry-run", action="store_true", help="print components, blocks and FLOPs; no GPU")
     m.add_argument("--repeats", type=int, default=1, help="measure N times, each in a fresh process, and say how "
                                                           "much each number moves between them")
-    m.add_argument("--temperature-c", metavar="C|first",
-                   help="hold the card so that the die reads C °C under the whole model before the trials (heating or "
-                        "resting it, 90 s at most); with --repeats, 'first': every repeat at the first one's")
     m.add_argument("--simulate", action="store_true", help="the simulated GPU on the CPU: tries the tool, its "
                                                            "numbers are not measurements")
     m.add_argument("--sim-seed", type=int, default=1, help=argparse.SUPPRESS)
@@ -129,15 +125,6 @@ def parse(argv=None):
         ap.error("--batch, --seq, --cache-len and --layers must be >= 1")
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
-    if args.temperature_c is not None and args.temperature_c != "first":
-        try:
-            args.temperature_c = float(args.temperature_c)
-        except ValueError:
-            ap.error(f"--temperature-c {args.temperature_c!r}: give °C (e.g. 55) or 'first'")
-        if not 20 <= args.temperature_c <= 95:
-            ap.error(f"--temperature-c {args.temperature_c:g}: a GPU under load reads ~35-85 °C; give 20-95")
-    elif args.temperature_c == "first" and args.repeats < 2:
-        ap.error("--temperature-c first holds every repeat at the first one's temperature: it needs --repeats >= 2")
     return args
 
 
@@ -175,8 +162,7 @@ def measure(args, config) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with _simulated(args) as sim:
         rep = measure_model(model, *inputs, model_kwargs=kw, mode=args.mode, cache_len=args.cache_len,
-                            window_s=args.window_s, in_context=args.in_context, temperature_c=args.temperature_c,
-                            **sim,
+                            window_s=args.window_s, in_context=args.in_context, **sim,
                             progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     rep.to_json(out / "report.json")
     rep.to_csv(out / "groups.csv")
@@ -205,31 +191,19 @@ def repeat(args, argv: list) -> int:
     from .analysis import across_processes
 
     out = Path(args.out)
-    reports, hold = [], []  # --temperature-c first: the first repeat's, for the others
+    reports = []
     for i in range(1, args.repeats + 1):
-        child = _without(argv, ("--repeats", "--out", "--sim-seed", "--temperature-c")) + [
-            "--repeats", "1", "--out", str(out / f"repeat{i}"), "--sim-seed", str(i)] + hold
-        if args.temperature_c not in (None, "first"):
-            child += ["--temperature-c", str(args.temperature_c)]
+        child = _without(argv, ("--repeats", "--out", "--sim-seed")) + ["--repeats", "1", "--out", str(out / f"repeat{i}"),
+                                                                        "--sim-seed", str(i)]
         print(f"repeat {i}/{args.repeats}, in a fresh process ...", file=sys.stderr, flush=True)
         p = subprocess.run([sys.executable, "-m", "clear_native.cli", *child], stdout=subprocess.DEVNULL)
         if p.returncode != 0:
             raise UsageError(f"repeat {i} failed (exit {p.returncode}); the repeats before it are in {out}")
         reports.append(json.loads((out / f"repeat{i}" / "report.json").read_text()))
-        warm = reports[0]["run"].get("warm_temperature_c")
-        if args.temperature_c == "first" and i == 1:
-            if isinstance(warm, (int, float)) and math.isfinite(warm):
-                hold = ["--temperature-c", f"{warm:.2f}"]
-            else:
-                print("the first repeat's card told no temperature: the others are measured as they come",
-                      file=sys.stderr, flush=True)
     rows = across_processes(reports)
     (out / "repeats.json").write_text(json.dumps({"repeats": args.repeats, "rows": rows}, indent=1) + "\n")
-    held = sorted({f"{r['run']['hold']['target_c']:.1f}" for r in reports if r["run"].get("hold")})
     lines = [f"{args.repeats} measurements, each in a fresh process: the mean, how much it moves between processes, "
-             "and the 95 % interval a further repeat should fall in (within-run CI and process spread combined)."
-             + (f" Held at {', '.join(held)} °C under the whole model before the trials (--temperature-c)." if held
-                else ""), "",
+             "and the 95 % interval a further repeat should fall in (within-run CI and process spread combined).", "",
              "| part | energy/call | between processes (SD) | within run (CI) | 95 % interval |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['energy_per_call_j'] * 1e3:.4g} mJ | {r['process_sd_rel'] * 100:.2f} % | "
               f"{r['max_ci95_rel'] * 100:.2f} % | ± {r['interval95_rel'] * 100:.2f} % |" for r in rows]

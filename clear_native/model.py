@@ -28,7 +28,7 @@ from .context import CONTEXT_GRAPH, REST, graphs_without, output_diffs, recorder
 from .graph_capture import capture
 from .hf_compat import accepts, decode_inputs, supports_decode
 from .paced import measure_paced, substituted
-from .protocol import check_hold, measure
+from .protocol import measure
 from .results import GroupResult, ModelReport
 
 MODES = ("prefill", "decode")
@@ -43,7 +43,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
                   target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, pace="auto",
-                  temperature_c: float | None = None, max_hold_s: float = 90.0, progress=None, **kw) -> ModelReport:
+                  progress=None, **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).
@@ -59,12 +59,9 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     pace: "auto" measures again, each call followed by an idle gap, the parts at the power limit (or lower clocks)
     alone in a model that runs free, and does the accounting again with them (report.paced: Note [At the model's
     power], paced.py); a list of group names paces those; None, none.
-    temperature_c: hold the card so that the die reads this (°C) under the whole model before the trials, for at
-    most ``max_hold_s`` (Note [Hold a temperature], thermal.py); report.run says what it reached.
     The rest goes to measure() for every capture together. Other keyword arguments: the model's (deprecated).
     """
     kw, t0 = _check(mode, l2, kw, model_kwargs), clock.now_s()
-    check_hold(temperature_c, max_hold_s)
     model.eval()
     inputs, kw = prepare_inputs(model, inputs, kw, mode, cache_len)
     comps, found = discover(model, *inputs, select=select, model_kwargs=kw, blocks=blocks)  # also: does it run?
@@ -80,8 +77,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     profiled = _Profiled(backend, model, inputs, kw, graph=not whole.eager)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
-                target_cv=target_cv, window_s=window_s, budget_s=budget_s, temperature_c=temperature_c,
-                max_hold_s=max_hold_s, progress=progress)
+                target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
     run = measure([whole] + caps + (ctx["captures"] if ctx else []), backend=backend, **opts)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     measured = _measured(run, caps, groups + block_groups, copies, wm)
@@ -222,7 +218,7 @@ def _paced(backend, profiled, parts: tuple, grouped: tuple, measured: dict, copi
     if wm.eager:
         return {}
     rows = measure_paced(backend, groups + block_groups, measured, copies, asdict(wm), run.gpu.get("power_limit_w"),
-                         pace, failures, opts | {"temperature_c": None})  # the hold was under the whole model
+                         pace, failures, opts)
     if not rows:
         return {}
     sub = dict(zip(measured, substituted(list(measured.values()), rows)))

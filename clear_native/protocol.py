@@ -29,9 +29,7 @@ from .trials import Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 12: the die's temperature under the first capture as the trials begin is
-# recorded, and a run may hold the card at a temperature before them (temperature_c: Note [Hold a temperature],
-# thermal.py); 11: the reset runs the profiler around one eager call of each capture, as
+# never averaged or compared unawares. 11: the reset runs the profiler around one eager call of each capture, as
 # kernel_times_s around a forward pass (10's profiler around one tiny kernel did not reset: GPU-fc055883); 10: the
 # trials begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake
 # idle replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
@@ -42,7 +40,7 @@ BASELINES = ("awake_idle", "idle")
 # trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
 # run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
 # timing; 1: before.
-PROTOCOL_VERSION = 12
+PROTOCOL_VERSION = 11
 
 
 def _name(item, i: int) -> str:
@@ -67,20 +65,17 @@ class _Run:
     stop_reason: str = "every capture reached its target"
     launch_state: list = field(default_factory=list)
     state_restarts: int = 0
-    warm_c: float = math.nan  # the die under the first capture as the trials begin (°C)
-    hold: dict = field(default_factory=dict)  # what the hold did (Note [Hold a temperature], thermal.py)
 
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
             target_ci_rel: float = 0.005, min_trials: int = 5, max_trials: int = 40, window_s: float = 1.0,
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 10.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
-            unsettled_z: float = 4.0, limiter_s: float = 1.0, temperature_c: float | None = None,
-            max_hold_s: float = 90.0, progress: Callable[[str], None] | None = None) -> MeasureRun:
+            unsettled_z: float = 4.0, limiter_s: float = 1.0,
+            progress: Callable[[str], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
-    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> hold -> awake idle -> launch reset -> trials
-    -> summary
+    Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch reset -> trials -> summary
 
     Args:
         target_ci_rel: stop a capture once the 95 % CI half-width of its mean is within this fraction.
@@ -95,16 +90,12 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         unsettled_z: a window whose halves differ by more than this many standard errors is
             rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
         limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
-        temperature_c: after the warm-up, heat or rest the card until the die reads this (°C, ±0.5) under the first
-            capture, for at most ``max_hold_s`` (Note [Hold a temperature], thermal.py); the trials' budget starts
-            after it. None: measure the card as it came (warmed up).
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).
     """
     items = _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv,
                    max_window_s, unsettled_z, limiter_s)
-    check_hold(temperature_c, max_hold_s)
     say = progress or (lambda msg: None)
     if backend is None:
         from .backend import GpuBackend
@@ -123,10 +114,9 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         _rest(st, idle_s, window_s)                                                 # baselines: idle, awake
         st.trials = _plan(st, items, window_s, launch_s)                            # plan
         _warm_up(st, max_warmup_s)                                                  # warm-up
-        _hold(st, temperature_c, max_hold_s)                                        # hold
         st.awake_window = _awake_baseline(st, window_s)                             # baselines: awake idle
         _reset_launch_state(st)                                                     # launch reset
-        _run_trials(st, budget_s + st.hold.get("seconds", 0.0))                     # trials
+        _run_trials(st, budget_s)                                                   # trials
         _launch_state(st)
     except BaseException as exc:  # noqa: BLE001 - stop the sampler, keep what was measured, re-raise
         error = exc
@@ -135,7 +125,6 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                                    settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
                                    target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z,
                                    power_limit_w=rules.power_limit_w, limiter_s=limiter_s,
-                                   temperature_c=temperature_c, max_hold_s=max_hold_s,
                                    protocol_version=PROTOCOL_VERSION),
                    baseline)
 
@@ -160,15 +149,6 @@ def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, bas
             not limiter_s > 0:
         raise ValueError("need target_cv > 0 (or None), max_window_s >= window_s, unsettled_z > 0 and limiter_s > 0")
     return items
-
-
-def check_hold(temperature_c, max_hold_s) -> None:
-    """Phase check: a temperature to hold is one a GPU runs at, with time to reach it."""
-    if temperature_c is not None and not (isinstance(temperature_c, (int, float)) and 20 <= temperature_c <= 95):
-        raise ValueError(f"temperature_c={temperature_c!r}: give the die temperature to hold in °C, 20-95 (a GPU "
-                         f"under load reads ~35-85 °C), or None to measure the card as it comes")
-    if not (isinstance(max_hold_s, (int, float)) and max_hold_s > 0):
-        raise ValueError(f"max_hold_s={max_hold_s!r}: give the seconds a hold may take, > 0")
 
 
 def _rest(st: _Run, idle_s: float, window_s: float) -> None:
@@ -197,18 +177,8 @@ def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
 def _warm_up(st: _Run, max_s: float) -> None:
     """Phase warm-up: the first capture until its power and the die's temperature are steady (thermal.py)."""
     t = st.trials[0]
-    st.warm_c = thermal.warm_up(st.backend, st.sampler, t.handle, t.launches,
-                                lambda r: _steady_window(r, st.profile.settle_s, st.tail_s), max_s, st.say)
-
-
-def _hold(st: _Run, temperature_c: float | None, max_s: float) -> None:
-    """Phase hold: the card heated or rested until the die reads ``temperature_c`` under the first capture
-    (Note [Hold a temperature], thermal.py); nothing where it is None."""
-    if temperature_c is None:
-        return
-    t = st.trials[0]
-    st.hold = thermal.hold(st.backend, st.sampler, t.handle, t.launches, temperature_c, max_s, st.say)
-    st.warm_c = st.hold["temperature_c"]
+    thermal.warm_up(st.backend, st.sampler, t.handle, t.launches,
+                    lambda r: _steady_window(r, st.profile.settle_s, st.tail_s), max_s, st.say)
 
 
 def _awake_baseline(st: _Run, window_s: float) -> tuple[int, int]:
@@ -301,7 +271,6 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
                      baseline, st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
                      clock.now_s() - st.t_begin, settings)
     run.launch_state = list(st.launch_state)
-    run.warm_temperature_c, run.hold = st.warm_c, dict(st.hold)
     if error is not None:
         error.partial = run  # the trials measured before the failure (or Ctrl-C)
         raise error

@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass, field
 
 from .launch_state import launch_state_line
-from .thermal import temperature_line
 from .tables import blocks_table, context_table, glue_line, paced_table
 from .writers import coverage_pc as _pc
 from .writers import csv_text, json_text, markdown_table, plain
@@ -92,12 +91,6 @@ class MeasureRun:
     cool_awake_idle_power_w: float = math.nan
     cool_awake_idle_temperature_c: float = math.nan
     leakage_w_per_c: float = math.nan
-    # The die under the first capture (the whole model, in measure_model) as the trials began (°C, over the last
-    # second of at least two of its replay), and what the hold before them did where measure() was given a
-    # temperature_c: target_c, temperature_c, reached, seconds, heated_s, rested_s, steps, readings (Note [Hold a
-    # temperature], thermal.py); empty without one.
-    warm_temperature_c: float = math.nan
-    hold: dict = field(default_factory=dict)
 
     def __getitem__(self, key):
         if isinstance(key, int):
@@ -123,7 +116,6 @@ class MeasureRun:
         lines.append(f"\nidle {self.idle_power_w:.1f} W, awake idle {self.awake_idle_power_w:.1f} W; "
                      f"counter vs samples {self.counter_vs_samples_rel * 100:+.2f} %; {self.stop_reason}")
         lines += [f"{m.name}: {m.trials_from}" for m in self.measurements if m.trials_from]
-        lines += temperature_line(self.warm_temperature_c, self.hold)
         return "\n".join(lines + launch_state_line(self.launch_state))
 
 
@@ -351,5 +343,4 @@ class ModelReport:
             lines += paced_table(self)
         lines += [f"measured in another regime than the model: {name}: {why}" for name, why in self.regime_mismatch]
         lines += [f"not measured: {name}: {reason}" for name, reason in self.failures]
-        lines += temperature_line(self.run.get("warm_temperature_c", math.nan), self.run.get("hold") or {})
         return "\n".join(lines + launch_state_line(self.run.get("launch_state", [])))

@@ -44,8 +44,7 @@ def synthetic_sensor(**params) -> "core.SyntheticSource":
     energy_update_s, energy_read_delay_s, status_update_s, idle_w,
     overshoot_fraction, overshoot_s, wall_offset_ns, seed, fail_after_reads,
     fail_code, temperature_c (at idle), thermal_c_per_w and thermal_tau_s (the card heats as it draws: 0, never),
-    heatsink_c_per_w, heatsink_tau_s and heatsink_start_c (a slow second lag: the heatsink, which may start off its
-    equilibrium), sm_clock_mhz.
+    sm_clock_mhz.
 
     The returned source has ``set_power(watts, at_ns=-1)`` to drive the load and
     ``true_energy_j(t0_ns, t1_ns)`` / ``true_power_w(t_ns)`` / ``true_temperature_c(t_ns)`` to read the truth.

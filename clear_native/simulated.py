@@ -203,11 +203,6 @@ class SimulatedBackend:
         t0, t1 = self._hold(self.awake_w, duration_s)
         return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
 
-    def heat(self, duration_s: float) -> ReplayResult:
-        """As a GPU's heater (GpuBackend.heat): the load's power, or the card's limit where that is lower."""
-        t0, t1 = self._hold(min(self.load_w, self.power_limit_w or math.inf), duration_s)
-        return ReplayResult((t1 - t0) * 1e-9, 1, 0, t0, t1)
-
     def python_loop_call(self, call: SimulatedCall, python_overhead_s: float = 100e-6):
         """A callable as a Python loop sees the component: each call costs the
         interpreter `python_overhead_s` of wall time, of which the GPU is busy only

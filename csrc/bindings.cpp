@@ -154,8 +154,7 @@ PYBIND11_MODULE(_core, m) {
       CN_FIELD(buffer_size) CN_FIELD(energy_update_s) CN_FIELD(energy_read_delay_s) CN_FIELD(status_update_s)
       CN_FIELD(idle_w) CN_FIELD(overshoot_fraction) CN_FIELD(overshoot_s) CN_FIELD(wall_offset_ns) CN_FIELD(restamp_us) CN_FIELD(seed)
       CN_FIELD(fail_after_reads) CN_FIELD(fail_code) CN_FIELD(temperature_c) CN_FIELD(thermal_c_per_w)
-      CN_FIELD(thermal_tau_s) CN_FIELD(heatsink_c_per_w) CN_FIELD(heatsink_tau_s) CN_FIELD(heatsink_start_c)
-      CN_FIELD(sm_clock_mhz);
+      CN_FIELD(thermal_tau_s) CN_FIELD(sm_clock_mhz);
 #undef CN_FIELD
 
   py::class_<cn::SyntheticSource, cn::PowerSource, std::shared_ptr<cn::SyntheticSource>>(m, "SyntheticSource")

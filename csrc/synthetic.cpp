@@ -37,11 +37,9 @@ SyntheticSource::SyntheticSource(SyntheticParams params)
   }
   if (params.window_s <= 0 || params.lag_s < 0 || params.noise_w < 0 || params.energy_update_s <= 0 ||
       params.status_update_s <= 0 || params.energy_read_delay_s < 0 || params.overshoot_s < 0 ||
-      params.thermal_c_per_w < 0 || params.thermal_tau_s <= 0 || params.heatsink_c_per_w < 0 ||
-      params.heatsink_tau_s <= 0 || (params.heatsink_start_c != 0 && params.heatsink_c_per_w == 0)) {
-    throw std::invalid_argument("window, update periods, overshoot_s, thermal_tau_s and heatsink_tau_s must be > 0; "
-                                "lag, noise, delay, thermal_c_per_w and heatsink_c_per_w >= 0; heatsink_start_c "
-                                "needs a heatsink (heatsink_c_per_w > 0)");
+      params.thermal_c_per_w < 0 || params.thermal_tau_s <= 0) {
+    throw std::invalid_argument("window, update periods, overshoot_s and thermal_tau_s must be > 0; lag, noise, delay, "
+                                "thermal_c_per_w >= 0");
   }
   steps_.reserve(1024);
   steps_.emplace_back(origin_ns_, params.idle_w);
@@ -114,21 +112,17 @@ double SyntheticSource::true_power_w(int64_t t_ns) const {
 }
 
 double SyntheticSource::true_temperature_c(int64_t t_ns) const {
-  const bool die = params_.thermal_c_per_w != 0.0, sink = params_.heatsink_c_per_w != 0.0;
-  if (!die && !sink) return params_.temperature_c;
+  if (params_.thermal_c_per_w == 0.0) return params_.temperature_c;
   std::lock_guard<std::mutex> lock(mutex_);
-  // Each a first-order lag of the power: over a step of constant power P lasting dt, f -> P + (f - P) exp(-dt / tau).
-  const double tau_ns = params_.thermal_tau_s * 1e9, sink_tau_ns = params_.heatsink_tau_s * 1e9;
+  // First-order lag of the power: over a step of constant power P lasting dt, f -> P + (f - P) exp(-dt / tau).
+  const double tau_ns = params_.thermal_tau_s * 1e9;
   double filtered = params_.idle_w;
-  double sink_filtered = params_.idle_w + (sink ? params_.heatsink_start_c / params_.heatsink_c_per_w : 0.0);
   for (std::size_t i = 0; i < steps_.size() && steps_[i].first < t_ns; ++i) {
     const int64_t end = i + 1 < steps_.size() ? std::min(t_ns, steps_[i + 1].first) : t_ns;
-    const double watts = steps_[i].second, dt = static_cast<double>(end - steps_[i].first);
-    filtered = watts + (filtered - watts) * std::exp(-dt / tau_ns);
-    sink_filtered = watts + (sink_filtered - watts) * std::exp(-dt / sink_tau_ns);
+    const double watts = steps_[i].second;
+    filtered = watts + (filtered - watts) * std::exp(-static_cast<double>(end - steps_[i].first) / tau_ns);
   }
-  return params_.temperature_c + params_.thermal_c_per_w * (filtered - params_.idle_w) +
-         params_.heatsink_c_per_w * (sink_filtered - params_.idle_w);
+  return params_.temperature_c + params_.thermal_c_per_w * (filtered - params_.idle_w);
 }
 
 std::size_t SyntheticSource::read_samples(int64_t last_seen_wall_us, PowerSample* out, std::size_t capacity) {

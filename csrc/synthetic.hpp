@@ -39,12 +39,6 @@ struct SyntheticParams {
   uint32_t temperature_c = 45;        // at idle power (and always, where thermal_c_per_w is 0)
   double thermal_c_per_w = 0.0;        // steady-state rise per watt above idle_w (a card heats as it draws)...
   double thermal_tau_s = 4.0;          // ...reached as a first-order lag of this time constant
-  // The heatsink under the die (Note [Hold a temperature], clear_native/thermal.py): a second, slow lag of the
-  // power, heatsink_c_per_w per watt above idle_w with heatsink_tau_s; heatsink_start_c: how far above (or below)
-  // its idle equilibrium it starts, as a card an earlier process left warm (0: none, the default).
-  double heatsink_c_per_w = 0.0;
-  double heatsink_tau_s = 120.0;
-  double heatsink_start_c = 0.0;
   uint32_t sm_clock_mhz = 1980;
 };
 
@@ -68,8 +62,7 @@ class SyntheticSource final : public PowerSource {
   double true_energy_j(int64_t t0_ns, int64_t t1_ns) const;
   double true_power_w(int64_t t_ns) const;
   // The die's temperature at a monotonic time (°C, before the sensor rounds it): temperature_c plus
-  // thermal_c_per_w times the true power, low-passed with thermal_tau_s, above idle, plus the heatsink's
-  // heatsink_c_per_w times it low-passed with heatsink_tau_s (starting heatsink_start_c off its equilibrium).
+  // thermal_c_per_w times the true power, low-passed with thermal_tau_s, above idle.
   double true_temperature_c(int64_t t_ns) const;
   // Monotonic time of sample k (k >= 1) and its stamp as the driver reports it.
   int64_t sample_time_ns(int64_t k) const;

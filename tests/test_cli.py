@@ -76,26 +76,3 @@ def test_repeats_in_fresh_processes_say_how_much_each_number_moves(configs, tmp_
         assert r["interval95_rel"] >= max(r["max_ci95_rel"], 1.96 * r["process_sd_rel"])
     assert "fresh process" in (out / "REPEATS.md").read_text()
     assert "| whole model |" in capsys.readouterr().out
-
-
-def test_repeats_held_at_the_first_ones_temperature(configs, tmp_path):
-    # --temperature-c first: the first repeat as the card came, every later one held at the die temperature the
-    # first's whole model reached (Note [Hold a temperature]); the report says so.
-    import json
-
-    out = tmp_path / "held"
-    assert cli.main(["measure", str(configs / "llama"), "--simulate", "--seq", "16", "--window-s", "0.1",
-                     "--repeats", "2", "--temperature-c", "first", "--out", str(out)]) == 0
-    first, second = (json.loads((out / f"repeat{i}" / "report.json").read_text())["run"] for i in (1, 2))
-    assert first["hold"] == {} and 20 < first["warm_temperature_c"] < 95
-    assert second["hold"]["target_c"] == pytest.approx(first["warm_temperature_c"], abs=0.01)
-    assert second["hold"]["reached"] and second["settings"]["temperature_c"] == second["hold"]["target_c"]
-    assert "Held at" in (out / "REPEATS.md").read_text()
-    assert "die held at" in (out / "repeat2" / "REPORT.md").read_text()
-
-
-@pytest.mark.parametrize("bad", [["--temperature-c", "first"], ["--temperature-c", "200"],
-                                 ["--temperature-c", "warm"]])
-def test_a_temperature_to_hold_is_checked_before_anything_runs(configs, bad):
-    with pytest.raises(SystemExit):
-        cli.main(["measure", str(configs / "llama"), "--simulate", *bad])

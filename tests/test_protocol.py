@@ -493,69 +493,6 @@ def test_each_run_measures_the_cards_leakage_between_awake_idle_cool_and_warm():
     assert run.to_dict()["leakage_w_per_c"] == run.leakage_w_per_c
 
 
-# A card whose heatsink an earlier process left ``start_c`` off its idle equilibrium (Note [Hold a temperature]):
-# the die follows its load in 0.5 s, the heatsink in 20 s, and the card leaks 1 W per °C.
-HEATSINK = dict(FAST, temperature_c=35, thermal_c_per_w=0.02, thermal_tau_s=0.5, heatsink_c_per_w=0.03,
-                heatsink_tau_s=20.0)
-HOLD_KW = dict(window_s=0.05, idle_s=0.05, budget_s=60, min_trials=4, max_trials=4, target_ci_rel=1e-6,
-               target_cv=None, max_warmup_s=2.0)
-
-
-def _card(start_c: float):
-    backend = cn.SimulatedBackend(cn.synthetic_sensor(**HEATSINK, heatsink_start_c=start_c), leak_w_per_c=1.0)
-    return backend, cn.calibrate(backend, rest_s=0.3, load_s=0.4)
-
-
-def test_a_hold_brings_a_cooler_card_to_the_first_process_temperature_and_its_energy_with_it():
-    # The same 250 W call in two processes: the first on a card left 6 °C warm, the second after it cooled. As it
-    # came, the second reads several °C cooler and its energy less by the leakage; held at the first's temperature
-    # (heated: the heatsink, not only the die), it reads the first's temperature and energy.
-    call = cn.SimulatedCall("light", kernel_s=50e-6, power_w=250.0)
-    backend, profile = _card(6.0)
-    first = cn.measure(call, backend=backend, profile=profile, **HOLD_KW)
-    backend, profile = _card(0.0)
-    cooled = cn.measure(call, backend=backend, profile=profile, **HOLD_KW)
-    backend, profile = _card(0.0)
-    held = cn.measure(call, backend=backend, profile=profile, temperature_c=first.warm_temperature_c, **HOLD_KW)
-    temp = lambda run: statistics.mean(run[0].trial_temperature_c)  # noqa: E731
-    apart = lambda run: run[0].energy_per_call_j / first[0].energy_per_call_j - 1  # noqa: E731
-    assert first.warm_temperature_c - cooled.warm_temperature_c >= 3 and temp(first) - temp(cooled) >= 3
-    assert apart(cooled) < -0.004  # 1 W/°C over ~250 W
-    assert held.hold["reached"] and held.hold["heated_s"] > held.hold["rested_s"]  # heated (maybe past it)
-    assert abs(held.warm_temperature_c - first.warm_temperature_c) <= cn.thermal.HOLD_TOL_C
-    assert abs(temp(held) - temp(first)) <= 1.0
-    assert abs(apart(held)) < abs(apart(cooled)) / 3
-    assert first.hold == {} and held.settings["temperature_c"] == first.warm_temperature_c
-    assert held.to_dict()["hold"]["target_c"] == first.warm_temperature_c
-
-
-def test_a_hold_rests_a_warmer_card_and_reports_a_target_it_cannot_reach():
-    # Above the target it rests the GPU (the heatsink cools); a target above what the heater holds is not waited
-    # for past max_hold_s: the run says what it reached and still measures, its trials' budget intact.
-    call = cn.SimulatedCall("light", kernel_s=50e-6, power_w=250.0)
-    backend, profile = _card(3.0)
-    target = cn.measure(call, backend=backend, profile=profile, **HOLD_KW).warm_temperature_c
-    backend, profile = _card(9.0)
-    held = cn.measure(call, backend=backend, profile=profile, temperature_c=target, **HOLD_KW)
-    assert held.hold["reached"] and held.hold["rested_s"] > held.hold["heated_s"]
-    assert abs(held.warm_temperature_c - target) <= cn.thermal.HOLD_TOL_C
-    said = []
-    backend, profile = _card(0.0)
-    hot = cn.measure(call, backend=backend, profile=profile, temperature_c=90.0, max_hold_s=15.0,
-                     progress=said.append, **dict(HOLD_KW, budget_s=5.0))
-    assert not hot.hold["reached"] and 15.0 <= hot.hold["seconds"] < 15.0 + 3 * cn.thermal.HOLD_LOAD_S
-    assert hot.hold["temperature_c"] < 90.0 - cn.thermal.HOLD_TOL_C
-    assert any("not 90.0" in m for m in said)
-    assert hot[0].trials == 4  # the hold's 15 s came out of no trial's budget
-
-
-@pytest.mark.parametrize("bad", [150.0, -5.0, math.nan, "hot"])
-def test_a_temperature_no_gpu_runs_at_is_refused_before_anything_runs(bad):
-    with pytest.raises(ValueError, match="temperature_c"):
-        cn.measure(cn.SimulatedCall("x", kernel_s=50e-6, power_w=250.0), temperature_c=bad)
-    with pytest.raises(ValueError, match="max_hold_s"):
-        cn.measure(cn.SimulatedCall("x", kernel_s=50e-6, power_w=250.0), temperature_c=50.0, max_hold_s=0)
-
 def test_an_energy_is_taken_to_a_reference_temperature_by_the_static_power_its_leakage_adds():
     # 2 W/°C over 10 °C is 20 W more static power; over 100 µs a call, 2 mJ.
     assert cn.thermal.at_temperature(0.050, 100e-6, 60.0, 2.0, 50.0) == pytest.approx(0.048)

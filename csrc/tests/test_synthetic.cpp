@@ -84,25 +84,6 @@ TEST_CASE("with a thermal model the die heats as a first-order lag of the power 
   CHECK(s.true_temperature_c(t0 + 4'000'000'000) == doctest::Approx(40.0 + (at_stop - 40.0) * std::exp(-1.0)));
 }
 
-TEST_CASE("a heatsink adds a slow lag that may start off its equilibrium") {
-  auto p = testing::fast_sensor();
-  p.temperature_c = 40;
-  p.heatsink_c_per_w = 0.01;  // 500 W above idle: +5 °C when the heatsink is steady
-  p.heatsink_tau_s = 100.0;
-  p.heatsink_start_c = 3.0;   // left 3 °C warm by an earlier process
-  SyntheticSource s(p);
-  const int64_t t0 = s.origin_ns();
-  CHECK(s.true_temperature_c(t0) == doctest::Approx(43.0));
-  CHECK(s.true_temperature_c(t0 + 100'000'000'000) == doctest::Approx(40.0 + 3.0 * std::exp(-1.0)));  // cools at idle
-  const int64_t t1 = t0 + 100'000'000'000;
-  s.set_power(p.idle_w + 500.0, t1);
-  const double from = 3.0 * std::exp(-1.0);
-  CHECK(s.true_temperature_c(t1 + 50'000'000'000) ==
-        doctest::Approx(40.0 + 5.0 + (from - 5.0) * std::exp(-0.5)));
-  p.heatsink_c_per_w = 0.0;  // a start offset without a heatsink is a mistake
-  CHECK_THROWS_AS(SyntheticSource{p}, std::invalid_argument);
-}
-
 TEST_CASE("without a thermal model the temperature never moves") {
   auto p = testing::fast_sensor();
   SyntheticSource s(p);
