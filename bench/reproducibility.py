@@ -25,11 +25,23 @@ So a job's rounds run back-to-back, each a fresh process minutes apart: repeatab
 process moves on a card in one state, and what the card's temperature does is reported as its own layer (per
 10 °C, and the repeats scaled to one temperature), not mixed into it.
 
+Note [Cards in lockstep]
+~~~~~~~~~~~~~~~~~~~~~~~
+What moved a task's repeats was not its card's own past load but its neighbours': on GPU-f0266543 BERT-base's
+lead-in and first round, beside two cards running BERT-base too (~500 W each), read 56.9 and 56.7 °C under the whole
+model, and its second, once both neighbours had gone on to Llama's decode (~290 W), 53.3 °C, its light parts 0.6-1.6 %
+less (results/reproducibility/2026-11-28_194941; each card ran the same jobs, but they drifted apart by up to 3
+minutes). A card's own heat stays with it for seconds, not minutes (Note [Two temperatures], bench/cardref.py;
+bench/thermal_coupling.py measures both). With --lockstep every card starts its next job only once every card's
+job before has ended, so a task's rounds run beside the same neighbours doing the same task (the waiting costs the
+slowest card's lead per job).
+
 Usage:
   python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
   python bench/reproducibility.py --report RUN             # the analysis again, from RUN's records
   python bench/reproducibility.py --resume RUN             # measures what RUN lacks (an interrupted run), then reports
   python bench/reproducibility.py --gpus all --lead-in     # a process of each task first, never compared
+  python bench/reproducibility.py --gpus all --lockstep    # every job started on every card together
   python bench/reproducibility.py --simulate --gpus 0,1,2  # the pipeline on the simulated GPU (CPU)
 """
 
@@ -158,6 +170,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
+    out["lockstep"] = sorted({bool(r.get("settings", {}).get("lockstep")) for r in tasks + checks})
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
     out["interval_coverage_as_read"] = out["interval_coverage"]  # _at_reference's, at 45 °C, takes the name
@@ -589,7 +602,9 @@ def markdown(an: dict, ident: dict) -> str:
          f"{an['rounds']} rounds ({_ORDER_WORDS.get(tuple(an.get('order') or ()), 'orders mixed')}), every task and "
          "check in a fresh process" + (f", each task's first round after a lead-in process of it ({an['lead_ins']}, "
                                       "never compared: Note [A lead-in before the repeats])" if an.get("lead_ins")
-                                      else "") + "; each part read to "
+                                      else "") + (
+             "; the cards in lockstep (each job started on every card together: Note [Cards in lockstep])"
+             if an.get("lockstep") == [True] else "") + "; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
          + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
@@ -675,6 +690,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
                     "compared: the repeats then follow the task's own load (Note [A lead-in before the repeats])")
+    ap.add_argument("--lockstep", action="store_true", help="the cards start each job together, once every card's "
+                    "job before ended: a task's repeats then run beside the same neighbours' load (Note [Cards in "
+                    "lockstep])")
     ap.add_argument("--order", choices=ORDERS, default="interleaved",
                     help="interleaved: each job's rounds back-to-back (Note [Repeats back-to-back]); rounds: one "
                          "round after the other")
@@ -726,14 +744,15 @@ def main(argv=None) -> int:
         return 2
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
-                    reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in)
+                    reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in,
+                    lockstep=args.lockstep)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
                     task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
-    ex = workers.HostProcesses(cards, folder, simulate=args.simulate)
+    ex = workers.HostProcesses(cards, folder, simulate=args.simulate, lockstep=args.lockstep)
     print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
           f"{folder}", flush=True)
     rc = _measure(ex, jobs, folder, args)
@@ -768,7 +787,8 @@ def _same_flags(args) -> str:
     values = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in (
         "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
     return f" {values}" + "".join(f" --{flag}" for flag, on in (
-        ("lead-in", args.lead_in), ("no-thermal", args.no_thermal), ("simulate", args.simulate)) if on)
+        ("lead-in", args.lead_in), ("lockstep", args.lockstep), ("no-thermal", args.no_thermal),
+        ("simulate", args.simulate)) if on)
 
 
 if __name__ == "__main__":

@@ -192,15 +192,18 @@ def _safe(job_id: str) -> str:
 
 
 class HostProcesses:
-    """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer])."""
+    """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer]). ``lockstep``: the
+    cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep])."""
 
     pins = True
 
     def __init__(self, cards: list[Card], folder: Path, simulate: bool = False, retries: int = 2,
-                 poll_s: float = 0.1):
+                 poll_s: float = 0.1, lockstep: bool = False):
         self.cards, self.simulate, self.retries, self.poll_s = cards, simulate, retries, poll_s
+        self.lockstep = lockstep
         self.folder = Path(folder) / "workers"
-        self.description = f"{len(cards)} GPU(s), one process per job: " + ", ".join(c.uuid for c in cards)
+        self.description = f"{len(cards)} GPU(s), one process per job{', in lockstep' if lockstep else ''}: " + \
+            ", ".join(c.uuid for c in cards)
 
     def run(self, jobs: Jobs):
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -209,7 +212,7 @@ class HostProcesses:
         tries = collections.Counter()
         try:
             while True:
-                for card in self.cards:
+                for card in () if self.lockstep and running else self.cards:
                     if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
                         running[card.uuid] = w = _Running(job, card, tries[job["id"]] + 1, self.folder,
                                                           self.simulate, spares.pop(card.uuid, None))

@@ -1128,3 +1128,27 @@ def test_lead_in_from_the_command_line_measures_one_more_process_per_task(tmp_pa
     assert sorted(r.get("round") for r in recs if r["job"] == "task") == [-1, 0, 1]
     assert all(r["settings"]["lead_in"] for r in recs) and res["lead_ins"] == 1 and res["task_runs_repeated"] == [1, 1]
     assert "after a lead-in process of it (1," in (out / "reproducibility.md").read_text()
+
+
+def test_in_lockstep_the_cards_start_each_job_together(tmp_path):
+    # Note [Cards in lockstep]: no card starts its next job while another's is still running, and every card's
+    # jobs run in the plan's order; the report says the run was in lockstep.
+    import re
+
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0,1",
+                        "--tasks", "gpt2/decode/b1kv512/bf16", "--window-s", "0.1", "--out", str(out),
+                        "--no-thermal", "--lockstep", "--target-ci", "0.01", "--target-cv", "0.02", "--max-trials", "4"],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    running, starts = set(), []
+    for line in p.stdout.splitlines():
+        if m := re.search(r"started (\S+) on (SIM-GPU-\d)", line):
+            assert not running or starts[-1] == "burst", line  # started only while nothing runs, in one burst
+            running.add(m.group(1))
+            starts.append("burst")
+        elif m := re.search(r"\] (\S+): (ok|failed)", line):
+            running.discard(m.group(1))
+            starts.append("end")
+    assert starts.count("burst") == 8 and not running  # 2 rounds of the card check and of the task, on 2 cards
+    assert "the cards in lockstep" in (out / "reproducibility.md").read_text()
