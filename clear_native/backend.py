@@ -88,6 +88,8 @@ from . import clock
 from ._native import core
 from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
 
+HEATER_N, HEATER_BURST = 8192, 4  # heat(): 1.1 TFLOP a GEMM, ~2 ms on an H200; a sync every 4
+
 
 class GpuBackend:
     """Replays captures natively on a CUDA device and reads its sensors through NVML."""
@@ -107,6 +109,7 @@ class GpuBackend:
         self._unrolled: dict = {}
         self._latency_graph = None
         self._sleep_hz = None  # torch.cuda._sleep's cycles per second here (idle_fn)
+        self._heater = None  # heat()'s operands, made on first use
 
     @property
     def identity(self) -> str:
@@ -140,6 +143,27 @@ class GpuBackend:
 
     def awake_idle(self, duration_s: float) -> ReplayResult:
         return awake_idle(duration_s, device=self.device)
+
+    def heat(self, duration_s: float) -> ReplayResult:
+        """Heats the card for ``duration_s`` (bench/thermal_coupling.py): square bf16 GEMMs of HEATER_N back-to-back
+        on the current stream, synchronised after every HEATER_BURST (a few ms); an H200 runs them at its power
+        limit, far hotter than calibration_load's ~250 W. Blocks."""
+        import torch
+
+        with torch.cuda.device(self.device):
+            if self._heater is None:
+                a = torch.randn(HEATER_N, HEATER_N, device=f"cuda:{self.device}").to(torch.bfloat16)
+                self._heater = (a, torch.empty_like(a))
+            a, out = self._heater
+            t0 = clock.now_ns()
+            end, n = t0 + int(duration_s * 1e9), 0
+            while clock.now_ns() < end:
+                for _ in range(HEATER_BURST):
+                    torch.matmul(a, a, out=out)
+                torch.cuda.current_stream().synchronize()
+                n += HEATER_BURST
+            t1 = clock.now_ns()
+        return ReplayResult(gpu_time_s=(t1 - t0) * 1e-9, launches=n, calls=n, host_start_ns=t0, host_end_ns=t1)
 
     in_context = True
 
