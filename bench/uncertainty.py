@@ -267,13 +267,16 @@ TEMPERATURE_HELD_C = 1.0  # a repeat whose part ran within this of its first rea
 
 def by_time_state(diffs: list) -> dict:
     """Repeats split by whether their GPU time per call held: ``diffs`` is [(energy rel diff, time rel diff)], or
-    [(energy rel diff, time rel diff, temperature change °C)]; for "time_held" and "time_moved" (and with
-    temperatures, "time_and_temperature_held": the time held and the part ran within TEMPERATURE_HELD_C of its
-    first reading's temperature, Note [Warm to a steady temperature]): how many, the largest and RMS |energy
-    change|."""
+    [(energy rel diff, time rel diff, temperature change °C)], or also (..., both read to their target); for
+    "time_held" and "time_moved" (and with temperatures, "time_and_temperature_held": the time held and the part
+    ran within TEMPERATURE_HELD_C of its first reading's temperature, Note [Warm to a steady temperature]; with the
+    last, "held_and_read": those whose readings both reached their CI target): how many, the largest and RMS
+    |energy change|."""
     splits = [("time_held", lambda d: time_held(d[1])), ("time_moved", lambda d: not time_held(d[1]))]
     if diffs and all(len(d) > 2 for d in diffs):
         splits.append(("time_and_temperature_held", lambda d: time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C))
+    if diffs and all(len(d) > 3 for d in diffs):  # and both readings read to their target (d[3])
+        splits.append(("held_and_read", lambda d: time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C and d[3]))
     out = {}
     for key, keep in splits:
         e = [abs(d[0]) for d in diffs if keep(d)]
