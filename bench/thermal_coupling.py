@@ -12,6 +12,10 @@ one host, at once:
 Both cards' temperature and power are read every 0.1 s (NVML, clear_native's sampler). The neighbour's own
 temperature under the same light load before and after its heat says how long its own past load stays with it
 (its heatsink); the observer's, how much a neighbour's load moves a card that did nothing different.
+Measured on two H200s of one host (results/thermal_coupling.md, 2026-11-28): the neighbour's heater at 695 W moved
+the observer by 0.0 °C (its sensor reads whole °C: 38 throughout); the neighbour's own die, 37 °C under empty kernels
+before, read 39 °C 3-13 s after 60 s of the heater and 38 °C a minute later. A card keeps ~1-2 °C of its own last
+minute's load; its neighbour's did not reach it here (another host's cooling may differ: rerun this there).
 
 Usage:
   python bench/thermal_coupling.py --gpus 0,1
