@@ -82,7 +82,9 @@ from __future__ import annotations
 # Traced around every capture (GPU-6865f056, 2026-11-28 night): BERT-base's process turned from 0.941 to 1.121 µs
 # across its capture of encoder.layer.0.intermediate; yet in a fresh process that capture alone, its linear or GELU
 # alone, 16 GiB allocated or 300 small graphs kept all left 0.911-0.913 µs (results/launch_state-runs/2026-11-28_19*,
-# _2024*): it takes the process's earlier work too. Not found yet.
+# _2024*): it takes the process's earlier work too. Bisected with launch_state --select (GPU-1b3d42f2, results/
+# launch_state-runs/2026-11-28_2252_select_*): it turns at the process's third capture whichever parts they are
+# (two captures stayed fast: 0.94 µs; a third, 1.12), at 0.6 GiB reserved as at 0.97. Not found yet.
 
 from . import clock
 from ._native import core
