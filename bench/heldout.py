@@ -86,8 +86,7 @@ def run_all(cases: list, ex, settings: dict, out: Path) -> list:
                          "args": settings | {"in_context": name in ctx}} for name, mode in cases)
     done = {}
     for job, rec in ex.run(jobs):
-        if rec.get("profile") and rec.get("identity"):
-            jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])  # a card calibrated once
+        jobs.keep_profile(rec)  # a card calibrated once
         key = (job["case"], job["mode"])
         card = rec.get("identity", {}).get("gpu")  # a process that died left no identity: its error names the card
         done[key] = (rec["heldout"] | {"wall_s": rec["wall_s"]} if rec["status"] == "ok" else

@@ -785,8 +785,7 @@ def _measure(ex, jobs: workers.Jobs, folder: Path, args) -> int:
     try:
         for finished, (job, rec) in enumerate(ex.run(jobs), 1):
             store.append(folder, rec, "records.jsonl")
-            if rec.get("profile") and rec.get("identity"):
-                jobs.profiles.setdefault(rec["identity"]["gpu"]["uuid"], rec["profile"])
+            jobs.keep_profile(rec)
             elapsed = time.monotonic() - t0
             print(f"  [{finished}/{total}] {job['id']}: {rec['status']} {rec.get('error', '')[:200]}  elapsed "
                   f"{fmt_s(elapsed)}, ETA {fmt_s(elapsed / finished * len(jobs))}", flush=True)

@@ -166,9 +166,7 @@ def _repeat_of(rec: dict, repeats: dict, done: set, ex, settings: dict, simulate
 def _store(folder: Path, job: dict, rec: dict, jobs, ex, repeats: dict, done: set) -> None:
     """Appends a finished job's record where it belongs (the one writer), keeps its card's profile, and
     queues the task's repeat."""
-    uuid = rec.get("identity", {}).get("gpu", {}).get("uuid")
-    if uuid and rec.get("profile") and uuid not in jobs.profiles:
-        jobs.profiles[uuid] = rec["profile"]
+    if jobs.keep_profile(rec):
         store.save_profiles(folder, jobs.profiles)
     name = {"task": store.MEASUREMENTS, "reference": store.REFERENCE, "card_check": store.CARDS}[job["job"]]
     store.append(folder, rec, name)

@@ -272,11 +272,14 @@ def by_time_state(diffs: list) -> dict:
     ran within TEMPERATURE_HELD_C of its first reading's temperature, Note [Warm to a steady temperature]; with the
     last, "held_and_read": those whose readings both reached their CI target): how many, the largest and RMS
     |energy change|."""
+    def both_held(d) -> bool:
+        return time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C
+
     splits = [("time_held", lambda d: time_held(d[1])), ("time_moved", lambda d: not time_held(d[1]))]
     if diffs and all(len(d) > 2 for d in diffs):
-        splits.append(("time_and_temperature_held", lambda d: time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C))
+        splits.append(("time_and_temperature_held", both_held))
     if diffs and all(len(d) > 3 for d in diffs):  # and both readings read to their target (d[3])
-        splits.append(("held_and_read", lambda d: time_held(d[1]) and abs(d[2]) <= TEMPERATURE_HELD_C and d[3]))
+        splits.append(("held_and_read", lambda d: both_held(d) and d[3]))
     out = {}
     for key, keep in splits:
         e = [abs(d[0]) for d in diffs if keep(d)]

@@ -66,6 +66,15 @@ class Jobs:
         self._items.remove(job)
         return job | {"profiles": dict(self.profiles)}
 
+    def keep_profile(self, rec: dict) -> bool:
+        """A finished job's card profile, sent with the later jobs (its card is calibrated once per run); True
+        where it is the card's first."""
+        uuid = (rec.get("identity") or {}).get("gpu", {}).get("uuid")
+        if not (uuid and rec.get("profile")) or uuid in self.profiles:
+            return False
+        self.profiles[uuid] = rec["profile"]
+        return True
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -57,6 +57,15 @@ def test_a_pinned_job_runs_only_on_its_card_and_every_job_carries_the_profiles_k
     assert jobs.take("GPU-b")["id"] == "a"
 
 
+def test_a_cards_first_profile_is_kept_and_a_record_without_one_changes_nothing():
+    jobs = workers.Jobs()
+    card = {"identity": {"gpu": {"uuid": "GPU-a"}}}
+    assert jobs.keep_profile(card | {"profile": {"settle_s": 0.4}})
+    assert not jobs.keep_profile(card | {"profile": {"settle_s": 0.9}})  # calibrated once: the first stays
+    assert not jobs.keep_profile({"status": "failed"}) and not jobs.keep_profile(card)
+    assert jobs.profiles == {"GPU-a": {"settle_s": 0.4}}
+
+
 def test_a_bad_gpu_choice_is_refused_before_any_work(tmp_path, capsys):
     assert run.main(SMALL + ["--gpus", "0,9", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
