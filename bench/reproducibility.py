@@ -46,6 +46,7 @@ Usage:
   python bench/reproducibility.py --resume RUN             # measures what RUN lacks (an interrupted run), then reports
   python bench/reproducibility.py --gpus all --lead-in     # a process of each task first, never compared
   python bench/reproducibility.py --gpus all --lockstep    # every job started on every card together
+  python bench/reproducibility.py --gpus all --side-by-side  # a task's rounds as processes taking turns on a card
   python bench/reproducibility.py --simulate --gpus 0,1,2  # the pipeline on the simulated GPU (CPU)
 """
 
@@ -87,16 +88,39 @@ ORDERS = ("interleaved", "rounds")
 # shorter than a heatsink's drift. It stays an option; the report's scaling to one temperature is what held them.
 LEAD_IN = -1
 
+# Note [Repeats side by side]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Rounds one after the other read the card minutes apart, and a card's heatsink drifts by degrees in minutes
+# whatever ran before (Notes [Repeats back-to-back], [A lead-in before the repeats], [Cards in lockstep]): in the
+# headline run (2026-11-28_194941) 13 of 40 repeats moved more than 1 °C, the largest of those up to 1.63 %,
+# while the ones within 1 °C whose readings reached their target moved at most 0.41 %. Scaling by a coefficient per
+# °C did not take it out (a part's coefficient varied 0.1-0.8 %/°C). With --side-by-side a task's rounds run as
+# processes of their own at the same time on their card, taking turns (bench/turns.py): one process uses the GPU
+# at a time, from making its CUDA context on, and hands the card on after each round of trials (measure's
+# between_rounds), so their trials interleave in time and read the card's one thermal history. Each is still a
+# fresh process (its own import, model, captures, launch-latency state, warm-up and baselines); what the repeat
+# leaves out is the card's drift between two moments, which the report gives as its own layer (% per 10 °C,
+# and the repeats of a run one after the other). Each process's budget covers the others' turns
+# (task_budget_s x rounds + SIDE_BY_SIDE_SETUP_S per other process: its making ready, while this one waits).
+SIDE_BY_SIDE_SETUP_S = 60.0
+LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
+
 
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
-         done=frozenset(), order: str = "interleaved", lead_in: bool = False) -> workers.Jobs:
+         done=frozenset(), order: str = "interleaved", lead_in: bool = False,
+         side_by_side: bool = False) -> workers.Jobs:
     """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
     ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
     every job once per round, one round after the other. ``lead_in``: each task's first round follows, on its
-    card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats])."""
+    card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats]).
+    ``side_by_side``: a task's rounds on a card run at the same time, taking turns (Note [Repeats side by side])."""
     by_id = suite.by_ids(task_ids, "--tasks:")
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
+    if side_by_side and lead_in:
+        raise ValueError(LEAD_IN_BESIDE)
+    beside = settings | ({"task_budget_s": settings["task_budget_s"] * rounds + SIDE_BY_SIDE_SETUP_S * (rounds - 1)}
+                         if side_by_side else {})
     jobs = workers.Jobs()
     add = lambda job: job["id"] in done or jobs.add(job)  # noqa: E731
     for c in cards:
@@ -108,8 +132,10 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
         if key is None:
             return {"job": "card_check", "id": f"card_check/round{r}/{c.uuid}", "args": settings,
                     "simulate": simulate, "card": c.uuid, "phase": f"round{r}", "round": r}
-        return {"job": "task", "id": f"{key}@{c.uuid}#{'lead' if r == LEAD_IN else r}", "args": settings,
-                "simulate": simulate, "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
+        job = {"job": "task", "id": f"{key}@{c.uuid}#{'lead' if r == LEAD_IN else r}", "args": settings,
+               "simulate": simulate, "card": c.uuid, "task": by_id[key].to_dict(), "round": r}
+        return job | ({"args": beside, "turns": {"key": f"{key}@{c.uuid}", "me": r, "members": rounds}}
+                      if side_by_side else {})
 
     keys = [None, *task_ids]
     steps = ([(k, r) for k in keys for r in range(rounds)] if order == "interleaved" else
@@ -177,6 +203,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
     out["lockstep"] = sorted({bool(r.get("settings", {}).get("lockstep")) for r in tasks + checks})
+    out["side_by_side"] = [sum(1 for r in tasks if (r.get("turns") or {}).get("handed_on")), len(tasks)]
     out |= _cards(checks, rows, kinds)
     out["thermal"] = _thermal(thermal)
     out["interval_coverage_as_read"] = out["interval_coverage"]  # _at_reference's, at 45 °C, takes the name
@@ -611,11 +638,12 @@ _ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-t
 def markdown(an: dict, ident: dict) -> str:
     pc = lambda x: f"{x * 100:.2f} %" if isinstance(x, float) and not math.isnan(x) else "n/a"  # noqa: E731
     ref_c = an.get("reference_temperature_c", U.REFERENCE_TEMPERATURE_C)
+    how = _side_by_side_words(an) or _ORDER_WORDS.get(tuple(an.get("order") or ()), "orders mixed")
     L = ["# Reproducibility: repeats, cards, temperature", "",
          f"{' + '.join(an.get('kinds') or [ident['gpu']['name']])} x {len(an['cards'])}: {', '.join(an['cards'])}; "
          f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
          f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
-         f"{an['rounds']} rounds ({_ORDER_WORDS.get(tuple(an.get('order') or ()), 'orders mixed')}), every task and "
+         f"{an['rounds']} rounds ({how}), every task and "
          "check in a fresh process" + (f", each task's first round after a lead-in process of it ({an['lead_ins']}, "
                                       "never compared: Note [A lead-in before the repeats])" if an.get("lead_ins")
                                       else "") + (
@@ -654,6 +682,17 @@ def markdown(an: dict, ident: dict) -> str:
                  f"{x['rel_diff'] * 100:+.2f} % | {x['time_rel_diff'] * 100:+.2f} % | "
                  + ("n/a" if math.isnan(dt) else f"{dt:+.1f} °C") + " |")
     return "\n".join(L) + "\n"
+
+
+def _side_by_side_words(an: dict) -> str:
+    """How a run's rounds ran where its task processes took turns on their card (Note [Repeats side by side]); ''
+    where none did."""
+    beside, of = an.get("side_by_side") or (0, 0)
+    if not beside:
+        return ""
+    return ("each task's rounds side by side on its card, taking turns round by round of trials" +
+            ("" if beside == of else f" ({beside} of {of} task processes; the others alone)") +
+            ": Note [Repeats side by side], the repeats leave out the card's drift between two moments")
 
 
 def write(folder: Path, out: Path) -> dict:
@@ -706,6 +745,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
                     "compared: the repeats then follow the task's own load (Note [A lead-in before the repeats])")
+    ap.add_argument("--side-by-side", action="store_true", help="a task's rounds run at the same time on their card, "
+                    "each a fresh process, taking turns round by round of trials (Note [Repeats side by side])")
     ap.add_argument("--lockstep", action="store_true", help="the cards start each job together, once every card's "
                     "job before ended: a task's repeats then run beside the same neighbours' load (Note [Cards in "
                     "lockstep])")
@@ -732,6 +773,7 @@ def _bad(args) -> str:
             "--target-ci and --target-cv must lie in (0, 1): relative, 0.005 is ±0.5 %"
             if not (0 < args.target_ci < 1 and 0 < args.target_cv < 1) else
             "--max-trials must be >= 3" if args.max_trials < 3 else
+            LEAD_IN_BESIDE if args.lead_in and args.side_by_side else
             "--window-s and --task-budget-s must be > 0 (seconds)" if min(args.window_s, args.task_budget_s) <= 0
             else "")
 
@@ -761,10 +803,11 @@ def main(argv=None) -> int:
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
                     reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in,
-                    lockstep=args.lockstep)
+                    lockstep=args.lockstep, side_by_side=args.side_by_side)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
-                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in)
+                    task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in,
+                    side_by_side=args.side_by_side)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
@@ -802,7 +845,8 @@ def _same_flags(args) -> str:
     values = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in (
         "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
     return f" {values}" + "".join(f" --{flag}" for flag, on in (
-        ("lead-in", args.lead_in), ("lockstep", args.lockstep), ("no-thermal", args.no_thermal),
+        ("lead-in", args.lead_in), ("lockstep", args.lockstep), ("side-by-side", args.side_by_side),
+        ("no-thermal", args.no_thermal),
         ("simulate", args.simulate)) if on)
 
 

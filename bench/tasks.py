@@ -58,7 +58,11 @@ def model_class(job: dict) -> str | None:
 
 class Lab:
     """This process's measuring environment: libraries, device, backend and card identity.
-    ``simulate``: the simulated GPU on the CPU, on the virtual clock (for testing the pipeline)."""
+    ``simulate``: the simulated GPU on the CPU, on the virtual clock (for testing the pipeline).
+    ``between_rounds``: what a task's measurement calls between its rounds of trials (another process's turn on
+    the card: bench/turns.py), or None."""
+
+    between_rounds = None
 
     def __init__(self, simulate: bool = False, seed: int = 1):
         self.torch, self.T = gpu_libraries()
@@ -130,7 +134,8 @@ def measure_task(lab: Lab, task, profile, args) -> dict:
         rep = cn.measure_model(model, *inputs, model_kwargs=kw, mode=task.mode, cache_len=task.cache_len or 512,
                                backend=lab.backend, profile=profile, min_trials=args.min_trials,
                                max_trials=args.max_trials, target_ci_rel=args.target_ci, window_s=args.window_s,
-                               budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv, progress=verbose)
+                               budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv, progress=verbose,
+                               between_rounds=lab.between_rounds)
         return rep.to_dict()
     finally:
         del model
@@ -205,12 +210,26 @@ def run_job(job: dict, lab: Lab) -> dict:
 
 
 def run_alone(job: dict) -> dict:
-    """A job in a process of its own (a host worker's, a Ray worker's): its own Lab, closed with it."""
-    lab = Lab(job.get("simulate", False), seed=job_seed(job))
+    """A job in a process of its own (a host worker's, a Ray worker's): its own Lab, closed with it. A job with
+    "turns" (the folder its executor shares with the jobs beside it on the card: bench/turns.py) starts the GPU
+    only on its turn, hands the card on between rounds of trials, and its record says how it went."""
+    turns = None
+    if (how := job.get("turns") or {}).get("folder"):
+        from bench.turns import Turns
+
+        turns = Turns(how["folder"], how["me"], how["members"])
+        turns.wait()  # before this process starts CUDA: a context made beside a measurement could disturb it
     try:
-        return run_job(job, lab)
+        lab = Lab(job.get("simulate", False), seed=job_seed(job))
+        lab.between_rounds = turns.hand_on if turns else None
+        try:
+            rec = run_job(job, lab)
+        finally:
+            lab.close()
     finally:
-        lab.close()
+        if turns:
+            turns.leave()
+    return rec | ({"turns": turns.summary()} if turns else {})
 
 
 def summary(rec: dict) -> str:

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # `python bench/workers.py JOB RESULT`: the insta
     sys.path.pop(0)
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from bench import tasks  # noqa: E402
+from bench import tasks, turns  # noqa: E402
 from bench.cards import Card, host_cards  # noqa: E402,F401 - the executors' cards
 
 WORKER = Path(__file__).resolve()
@@ -65,6 +65,17 @@ class Jobs:
             return None
         self._items.remove(job)
         return job | {"profiles": dict(self.profiles)}
+
+    def take_beside(self, job: dict, card: str) -> list:
+        """The jobs queued to run beside ``job`` on ``card``, taking turns with it (those whose "turns" share its
+        key: bench/turns.py), out of the queue, in member order; [] for a job that runs alone."""
+        key = (job.get("turns") or {}).get("key")
+        if key is None:
+            return []
+        beside = [j for j in self._items if (j.get("turns") or {}).get("key") == key and j.get("card") in (None, card)]
+        for j in beside:
+            self._items.remove(j)
+        return sorted((j | {"profiles": dict(self.profiles)} for j in beside), key=lambda j: j["turns"]["me"])
 
     def keep_profile(self, rec: dict) -> bool:
         """A finished job's card profile, sent with the later jobs (its card is calibrated once per run); True
@@ -165,6 +176,8 @@ class _Running:
             proc = _spawn(card, self.log_path)
         else:
             spare_log.replace(self.log_path)  # the open log follows the job
+        if "turns" in job:  # its process is known before the job reaches it (bench/turns.py)
+            turns.register(Path(job["turns"]["folder"]), job["turns"]["me"], proc.pid)
         proc.stdin.write(f"{self.job_path}\t{self.result_path}\n")
         proc.stdin.close()
         self.proc = proc
@@ -201,8 +214,9 @@ def _safe(job_id: str) -> str:
 
 
 class HostProcesses:
-    """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer]). ``lockstep``: the
-    cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep])."""
+    """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer]); jobs that take turns
+    (their "turns" share a key: bench/turns.py) run side by side on their card, each in its process. ``lockstep``:
+    the cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep])."""
 
     pins = True
 
@@ -216,37 +230,45 @@ class HostProcesses:
 
     def run(self, jobs: Jobs):
         self.folder.mkdir(parents=True, exist_ok=True)
-        running: dict = {}
+        running: dict = {}  # card uuid -> its workers (several where jobs take turns on it)
         spares: dict = {}  # card uuid -> (process, its log) waiting for the card's next job
         tries = collections.Counter()
         try:
             while True:
                 for card in () if self.lockstep and running else self.cards:
                     if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
-                        running[card.uuid] = w = _Running(job, card, tries[job["id"]] + 1, self.folder,
-                                                          self.simulate, spares.pop(card.uuid, None))
-                        print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})",
-                              flush=True)
+                        running[card.uuid] = [self._start(j, card, tries, spares)
+                                              for j in [job, *jobs.take_beside(job, card.uuid)]]
                         if len(jobs):
-                            log = self.folder / f"spare.{card.uuid}.{w.proc.pid}.log"
+                            log = self.folder / f"spare.{card.uuid}.{running[card.uuid][0].proc.pid}.log"
                             spares[card.uuid] = (_spawn(card, log, jobs.peek(card.uuid)), log)
                 if not running:
                     return
                 time.sleep(self.poll_s)
-                for uuid, w in list(running.items()):
-                    if w.proc.poll() is None:
-                        continue
-                    del running[uuid]
-                    rec = self._finished(w, jobs, tries)
-                    if rec is not None:
-                        yield w.job, rec
+                for uuid, ws in list(running.items()):
+                    for w in [w for w in ws if w.proc.poll() is not None]:
+                        ws.remove(w)
+                        rec = self._finished(w, jobs, tries)
+                        if rec is not None:
+                            yield w.job, rec
+                    if not ws:
+                        del running[uuid]
         finally:
-            for w in running.values():
+            for w in (w for ws in running.values() for w in ws):
                 w.stop()
             for proc, log in spares.values():
                 proc.kill()
                 proc.wait()
                 log.unlink(missing_ok=True)
+
+    def _start(self, job: dict, card: Card, tries, spares: dict) -> _Running:
+        """A worker for ``job`` on ``card`` (the card's spare where one waits); a job that takes turns learns the
+        folder its members share."""
+        if "turns" in job:
+            job = job | {"turns": job["turns"] | {"folder": str(self.folder / "turns" / _safe(job["turns"]["key"]))}}
+        w = _Running(job, card, tries[job["id"]] + 1, self.folder, self.simulate, spares.pop(card.uuid, None))
+        print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})", flush=True)
+        return w
 
     def _finished(self, w: _Running, jobs: Jobs, tries) -> dict | None:
         """The record of a finished worker, or None where its job went back in the queue."""

@@ -43,7 +43,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
                   target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, pace="auto",
-                  progress=None, **kw) -> ModelReport:
+                  progress=None, between_rounds=None, **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).
@@ -51,7 +51,6 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     ``cache_len`` cached tokens in a static KV cache). select: the components (find_components); None: the rules.
     l2: "cold" replays each component as distinct copies whose parameters overflow the L2 cache, as inside the
     model (Note [Cold L2]); "hot" replays one copy.
-    target_cv: a capture whose trials vary more than this gets longer windows (see measure()).
     in_context: also measure the model's own graph without each group's kernels, and without every
     component's (Note [A component in context], context.py): one more whole-model measurement a group, and two.
     blocks: also measure each repeated layer that holds components: block = parts + interaction, and the model by
@@ -59,7 +58,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     pace: "auto" measures again, each call followed by an idle gap, the parts at the power limit (or lower clocks)
     alone in a model that runs free, and does the accounting again with them (report.paced: Note [At the model's
     power], paced.py); a list of group names paces those; None, none.
-    The rest goes to measure() for every capture together. Other keyword arguments: the model's (deprecated).
+    The rest goes to measure() (every capture together, and each run after). Other keywords: the model's (deprecated).
     """
     kw, t0 = _check(mode, l2, kw, model_kwargs), clock.now_s()
     model.eval()
@@ -77,7 +76,8 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     profiled = _Profiled(backend, model, inputs, kw, graph=not whole.eager)
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
-                target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress)
+                target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress,
+                between_rounds=between_rounds)
     run = measure([whole] + caps + (ctx["captures"] if ctx else []), backend=backend, **opts)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     measured = _measured(run, caps, groups + block_groups, copies, wm)

@@ -23,7 +23,7 @@ import numpy as np
 from . import clock, launch_state, thermal
 from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
-from .sampler import Sampler, SamplerResult, reason_names
+from .sampler import Sampler, SamplerResult, drain_interval_for, reason_names
 from .stats import Summary
 from .trials import Rules, Trials, Verdict
 
@@ -65,14 +65,26 @@ class _Run:
     stop_reason: str = "every capture reached its target"
     launch_state: list = field(default_factory=list)
     state_restarts: int = 0
+    between_rounds: Callable | None = None
+
+    @classmethod
+    def begin(cls, backend, profile, rules, say, budget_s: float, between_rounds) -> "_Run":
+        """The run's state, its sampler started."""
+        drain_s = drain_interval_for(profile.sample_period_s, backend.source)
+        sampler = Sampler(source=backend.source, drain_interval_s=drain_s, energy_interval_s=0.25,
+                          max_duration_s=budget_s + 300)
+        st = cls(backend, profile, rules, sampler, say, clock.now_s(), max(profile.sample_period_s, 0.02), [],
+                 between_rounds=between_rounds)
+        sampler.start()
+        return st
 
 
 def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | None = None,
             target_ci_rel: float = 0.005, min_trials: int = 5, max_trials: int = 40, window_s: float = 1.0,
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 10.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
-            unsettled_z: float = 4.0, limiter_s: float = 1.0,
-            progress: Callable[[str], None] | None = None) -> MeasureRun:
+            unsettled_z: float = 4.0, limiter_s: float = 1.0, progress: Callable[[str], None] | None = None,
+            between_rounds: Callable[[], None] | None = None) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
     Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch reset -> trials -> summary
@@ -90,12 +102,14 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         unsettled_z: a window whose halves differ by more than this many standard errors is
             rejected and the capture's settle time doubles (up to 4x); math.inf turns it off.
         limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
+        between_rounds: called after each round of trials (every capture still measuring, one trial each), with
+            the GPU left as it was: e.g. another process's turn on the card (its time counts in budget_s).
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).
     """
     items = _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv,
-                   max_window_s, unsettled_z, limiter_s)
+                   max_window_s, unsettled_z, limiter_s, between_rounds)
     say = progress or (lambda msg: None)
     if backend is None:
         from .backend import GpuBackend
@@ -105,10 +119,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     rules = Rules(min_trials, max_trials, target_ci_rel, target_cv,
                   4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z,
                   backend.info.get("power_limit_w") or None, limiter_s)
-    sampler = Sampler(source=backend.source, drain_interval_s=drain_interval_for(profile, backend.source),
-                      energy_interval_s=0.25, max_duration_s=budget_s + 300)
-    st = _Run(backend, profile, rules, sampler, say, clock.now_s(), max(profile.sample_period_s, 0.02), [])
-    sampler.start()
+    st = _Run.begin(backend, profile, rules, say, budget_s, between_rounds)
     error = None
     try:
         _rest(st, idle_s, window_s)                                                 # baselines: idle, awake
@@ -125,13 +136,15 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                                    settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
                                    target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z,
                                    power_limit_w=rules.power_limit_w, limiter_s=limiter_s,
-                                   protocol_version=PROTOCOL_VERSION),
+                                   between_rounds=between_rounds is not None, protocol_version=PROTOCOL_VERSION),
                    baseline)
 
 
 def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv, max_window_s,
-           unsettled_z, limiter_s) -> list:
+           unsettled_z, limiter_s, between_rounds) -> list:
     """Phase check: the arguments, before any GPU time is spent."""
+    if between_rounds is not None and not callable(between_rounds):
+        raise TypeError(f"between_rounds must be a function of no arguments or None, got {between_rounds!r}")
     items = list(items) if isinstance(items, (list, tuple)) else [items]
     if not items:
         raise ValueError("measure() needs at least one capture")
@@ -237,6 +250,9 @@ def _run_trials(st: _Run, budget_s: float) -> None:
         for t in active:
             _judge(st, t, snap, before[t.name])
         _one_state(st, budget_s)
+        if st.between_rounds is not None:
+            st.between_rounds()
+            previous = "between_rounds"
 
 
 def _judge(st: _Run, t: Trials, snap: SamplerResult, after: str) -> None:
@@ -280,11 +296,6 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
 def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
     """The monotonic span of a run whose samples are steady: after the settle time, before the tail."""
     return r.host_start_ns + int(settle_s * 1e9), r.host_end_ns - int(tail_s * 1e9)
-
-
-def drain_interval_for(profile: SensorProfile, source) -> float:
-    """Drain 10x as often as the driver's buffer fills (Note [Sampler cadence]), at most every 200 ms."""
-    return min(0.2, source.sample_buffer_capacity * profile.sample_period_s / 10)
 
 
 def _range(values: np.ndarray) -> tuple:

@@ -186,6 +186,11 @@ class SamplerResult:
         return out
 
 
+def drain_interval_for(sample_period_s: float, source) -> float:
+    """Drain 10x as often as the driver's buffer fills (Note [Sampler cadence]), at most every 200 ms."""
+    return min(0.2, source.sample_buffer_capacity * sample_period_s / 10)
+
+
 class Sampler:
     """Samples a GPU's power sensors from a native thread between start() and stop().
 
@@ -289,4 +294,4 @@ class Sampler:
                     raise  # an error of the sampler's own; don't hide one from the body
 
 
-__all__ = ["Sampler", "SamplerResult", "synthetic_sensor"]
+__all__ = ["Sampler", "SamplerResult", "drain_interval_for", "synthetic_sensor"]
