@@ -571,3 +571,36 @@ def test_a_measurement_counts_its_graphs_kernels_and_the_slow_state_costs_each_o
     assert per_copy(runs[0]["mlp"], 3).graph_kernels_per_call == pytest.approx(
         runs[0]["mlp"].graph_kernels_per_call / 3)
     assert math.isnan(cn.SimulatedCall("eager", kernel_s=1e-5, power_w=100.0, eager=True).graph_kernels)
+
+
+def test_another_process_using_the_card_between_rounds_leaves_the_readings_true(sim):
+    # measure's between_rounds: what bench's side-by-side repeats hand the card on with (bench/turns.py). Here
+    # the other process's turn is its own load, 650 W for 0.4 s, between every two rounds of trials.
+    backend, profile = sim
+    calls = [cn.SimulatedCall("light", kernel_s=20e-6, power_w=200.0),
+             cn.SimulatedCall("heavy", kernel_s=1e-3, power_w=520.0)]
+    other = backend.prepare(cn.SimulatedCall("other_process", kernel_s=2e-3, power_w=650.0), 1)
+    turns = []
+
+    def other_turn():
+        turns.append(len(backend.order))
+        backend.run(other, 200)
+
+    backend.order.clear()
+    with pytest.raises(TypeError, match="between_rounds must be a function"):
+        cn.measure(calls, backend=backend, profile=profile, between_rounds=5, **KW)
+    assert backend.order == []  # refused before any GPU time
+    run = cn.measure(calls, backend=backend, profile=profile, min_trials=5, target_ci_rel=0.005,
+                     between_rounds=other_turn, **KW)
+    for call in calls:
+        m = run[call.name]
+        assert m.energy_per_call_j == pytest.approx(call.true_energy_per_call_j(m.unroll, backend.awake_w), rel=0.01)
+        assert m.converged
+    # A turn after every round: between two turns each capture ran at most once, after the last turn none did.
+    rounds = [backend.order[a:b] for a, b in zip(turns, turns[1:] + [len(backend.order)])]
+    assert len(turns) >= 5 and all(r[0] == "other_process" for r in rounds)
+    assert all(r.count("light") <= 1 and r.count("heavy") <= 1 for r in rounds[:-1])
+    assert rounds[-1] == ["other_process"]
+    # The first trial of each round says what ran before it: the other process's turn; the second, the first.
+    assert set(run["light"].trial_after[1:]) == {"between_rounds"} and set(run["heavy"].trial_after) == {"light"}
+    assert run.settings["between_rounds"] is True

@@ -5,6 +5,7 @@ it never fitted on the tasks, and state intervals that repeats land in."""
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -734,7 +735,8 @@ def test_where_no_other_task_moved_the_kinds_earlier_coefficient_scales_the_repe
 
 
 @pytest.mark.parametrize("bad, says", [(["--target-ci", "1.5"], "0.005 is ±0.5 %"), (["--rounds", "1"], "needs two"),
-                                       (["--max-trials", "2"], ">= 3"), (["--window-s", "0"], "(seconds)")])
+                                       (["--max-trials", "2"], ">= 3"), (["--window-s", "0"], "(seconds)"),
+                                       (["--lead-in", "--side-by-side"], "choose one")])
 def test_bad_measuring_arguments_are_refused_before_any_card_is_touched(bad, says, tmp_path, capsys):
     from bench import reproducibility as R
 
@@ -1159,3 +1161,61 @@ def test_in_lockstep_the_cards_start_each_job_together(tmp_path):
             starts.append("end")
     assert starts.count("burst") == 8 and not running  # 2 rounds of the card check and of the task, on 2 cards
     assert "the cards in lockstep" in (out / "reproducibility.md").read_text()
+
+
+def test_a_tasks_rounds_side_by_side_take_turns_on_their_card(tmp_path):
+    # Note [Repeats side by side]: both rounds of a task run at once on the card, each a fresh process, handing
+    # the card on between rounds of trials; the card checks still run one after the other.
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0",
+                        "--side-by-side", "--no-thermal", "--tasks", "gpt2/decode/b1kv512/bf16", "--window-s", "0.1",
+                        "--task-budget-s", "40", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = p.stdout
+    # Both rounds started before either finished; the checks each alone.
+    started = [log.index(f"started gpt2/decode/b1kv512/bf16@SIM-GPU-0#{r} ") for r in (0, 1)]
+    assert max(started) < log.index("gpt2/decode/b1kv512/bf16@SIM-GPU-0#0: ok")
+    assert log.index("card_check/round0/SIM-GPU-0: ok") < log.index("started card_check/round1/SIM-GPU-0")
+    recs = [json.loads(line) for line in next((tmp_path / "reproducibility").iterdir()).joinpath(
+        "records.jsonl").read_text().splitlines()]
+    tasks_ = sorted((r for r in recs if r["job"] == "task"), key=lambda r: r["round"])
+    assert [r["status"] for r in tasks_] == ["ok", "ok"]
+    assert [(r["turns"]["member"], r["turns"]["members"]) for r in tasks_] == [(0, 2), (1, 2)]
+    # Each handed the card to the other (so both were there at once), and their turns alternated: counts within one.
+    assert all(r["turns"]["handed_on"] >= 3 for r in tasks_)
+    assert abs(tasks_[0]["turns"]["turns"] - tasks_[1]["turns"]["turns"]) <= 1
+    # Each budget covers the other's turns: 2 x 40 s + 60 s for the other's making ready.
+    assert {r["settings"]["task_budget_s"] for r in tasks_} == {2 * 40 + 60}
+    assert all(r["report"]["run"]["settings"]["between_rounds"] for r in tasks_)
+    assert not any("turns" in r for r in recs if r["job"] == "card_check")
+    res = json.loads((tmp_path / "reproducibility.json").read_text())
+    assert res["side_by_side"] == [2, 2] and res["repeat"]
+    assert "each task's rounds side by side on its card" in (tmp_path / "reproducibility.md").read_text()
+
+
+def test_a_side_by_side_process_killed_mid_run_loses_nothing_and_never_holds_the_card(tmp_path):
+    import re
+    import signal
+    import time
+
+    cmd = [sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0", "--side-by-side",
+           "--no-thermal", "--tasks", "gpt2/decode/b1kv512/bf16", "--window-s", "0.1", "--task-budget-s", "40",
+           "--out", str(tmp_path)]
+    seen, killed = "", False
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as p:
+        for line in p.stdout:  # member 0 killed while the two take turns
+            seen += line
+            m = re.search(r"started gpt2/decode/b1kv512/bf16@SIM-GPU-0#0 on SIM-GPU-0 \(pid (\d+), attempt 1\)", line)
+            if m:
+                time.sleep(1.0)
+                os.kill(int(m.group(1)), signal.SIGKILL)
+                killed = True
+    assert p.returncode == 0 and killed, seen
+    assert "goes back in the queue" in seen
+    recs = [json.loads(line) for line in next((tmp_path / "reproducibility").iterdir()).joinpath(
+        "records.jsonl").read_text().splitlines()]
+    by_round = {r["round"]: r for r in recs if r["job"] == "task"}
+    assert sorted(by_round) == [0, 1] and all(r["status"] == "ok" for r in by_round.values())
+    # Member 1 went on without the dead one (it never waited for it to the end); member 0 ran again, alone.
+    assert by_round[0]["attempts"] == 2 and by_round[1]["attempts"] == 1
+    assert by_round[0]["turns"]["handed_on"] == 0
