@@ -99,9 +99,15 @@ LEAD_IN = -1
 # at a time, from making its CUDA context on, and hands the card on after each round of trials (measure's
 # between_rounds), so their trials interleave in time and read the card's one thermal history. Each is still a
 # fresh process (its own import, model, captures, launch-latency state, warm-up and baselines); what the repeat
-# leaves out is the card's drift between two moments, which the report gives as its own layer (% per 10 °C,
-# and the repeats of a run one after the other). Each process's budget covers the others' turns
+# leaves out is the card's drift between two moments, a layer of its own (% per 10 °C from the thermal job, and
+# the repeats of runs one after the other). Each process's budget covers the others' turns
 # (task_budget_s x rounds + SIDE_BY_SIDE_SETUP_S per other process: its making ready, while this one waits).
+# Measured on GPU-1f738388 (results/reproducibility/2026-11-29_003520, three tasks, 16 pairs): 15 pairs within
+# 1 °C (one 1.4 °C); the repeats moved up to 1.10 % where the GPU time held and 0.38 % (RMS 0.18 %) with each pair
+# taken at its faster reading's GPU time, while the same card's BERT-base one process after the other
+# (2026-11-29_004900) moved up to 1.17 % at 0.5 °C and 0.08 % of GPU time (side by side 0.20 %). What is left is the
+# launch-latency state, which in each pair differed between the two processes at the same time (Llama's rotary
+# embedding 5.71 % apart: Note [Launch-latency state], clear_native/backend.py).
 SIDE_BY_SIDE_SETUP_S = 60.0
 LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
 

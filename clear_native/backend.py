@@ -85,6 +85,10 @@ from __future__ import annotations
 # _2024*): it takes the process's earlier work too. Bisected with launch_state --select (GPU-1b3d42f2, results/
 # launch_state-runs/2026-11-28_2252_select_*): it turns at the process's third capture whichever parts they are
 # (two captures stayed fast: 0.94 µs; a third, 1.12), at 0.6 GiB reserved as at 0.97. Not found yet.
+# A state of the process, not of the card: two processes of one task taking turns on GPU-1f738388 (2026-11-29,
+# results/reproducibility/2026-11-29_003520) sat at 1.04-1.05 and 0.96 µs at the same time, in each of three
+# pairs. Not every part follows the probe: Llama's rotary embedding moved by its 9 kernels x the probe's 0.080 µs,
+# its input layernorm (8 kernels) by 0.06 µs; the reports take a repeat's slower reading to the faster one's time.
 
 from . import clock
 from ._native import core
