@@ -4,16 +4,31 @@ read it in (Note [Repeats side by side], bench/reproducibility.py).
 
 The turn is a file in a folder the members share: it names the member whose turn it is (absent: member 0's).
 A member waits until the file names it, hands on by naming the next member still there, and leaves by marking
-itself done. The executor that starts the members writes each one's process id there first
-(``register``), so a member whose process died (killed, out of memory) is passed over and never holds the card.
+itself done. The executor that starts the members sets the folder up for those it starts (``begin``: the others,
+measured before or never to come, marked done, so that nobody waits for them) and writes each one's process id
+there (``register``), so a member whose process died (killed, out of memory) is passed over and never holds
+the card.
 Real time, not the virtual clock: the members are processes, each with a clock of its own.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
+
+
+def begin(folder: Path, members: int, present) -> None:
+    """The turns in ``folder`` set up afresh for the members ``present`` (their indices, of ``members``): what an
+    earlier invocation left there removed, every other member marked done, the card the first present one's."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for m in set(range(members)) - set(present):
+        (folder / f"done.{m}").touch()
+    _write(folder / "turn", str(min(present)))
 
 
 def register(folder: Path, me: int, pid: int) -> None:
@@ -25,7 +40,7 @@ def register(folder: Path, me: int, pid: int) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # each writer its own
     tmp.write_text(text)
     tmp.replace(path)  # a reader sees the old text or the new, never a part
 
@@ -114,4 +129,4 @@ class Turns:
                 "waited_s": round(self.waited_s, 3)}
 
 
-__all__ = ["Turns", "register"]
+__all__ = ["Turns", "begin", "register"]

@@ -237,8 +237,11 @@ class HostProcesses:
             while True:
                 for card in () if self.lockstep and running else self.cards:
                     if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
-                        running[card.uuid] = [self._start(j, card, tries, spares)
-                                              for j in [job, *jobs.take_beside(job, card.uuid)]]
+                        group = [job, *jobs.take_beside(job, card.uuid)]
+                        if "turns" in job:  # the ring for those started here (bench/turns.py)
+                            turns.begin(self._turns_folder(job), job["turns"]["members"],
+                                        [j["turns"]["me"] for j in group])
+                        running[card.uuid] = [self._start(j, card, tries, spares) for j in group]
                         if len(jobs):
                             log = self.folder / f"spare.{card.uuid}.{running[card.uuid][0].proc.pid}.log"
                             spares[card.uuid] = (_spawn(card, log, jobs.peek(card.uuid)), log)
@@ -265,10 +268,13 @@ class HostProcesses:
         """A worker for ``job`` on ``card`` (the card's spare where one waits); a job that takes turns learns the
         folder its members share."""
         if "turns" in job:
-            job = job | {"turns": job["turns"] | {"folder": str(self.folder / "turns" / _safe(job["turns"]["key"]))}}
+            job = job | {"turns": job["turns"] | {"folder": str(self._turns_folder(job))}}
         w = _Running(job, card, tries[job["id"]] + 1, self.folder, self.simulate, spares.pop(card.uuid, None))
         print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})", flush=True)
         return w
+
+    def _turns_folder(self, job: dict) -> Path:
+        return self.folder / "turns" / _safe(job["turns"]["key"])
 
     def _finished(self, w: _Running, jobs: Jobs, tries) -> dict | None:
         """The record of a finished worker, or None where its job went back in the queue."""

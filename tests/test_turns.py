@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.turns import Turns, register
+from bench.turns import Turns, begin, register
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,7 @@ MEMBER = textwrap.dedent("""
 
 def test_two_processes_take_strict_turns_and_never_overlap(tmp_path):
     log, folder = tmp_path / "log.txt", tmp_path / "turns"
+    begin(folder, 2, [0, 1])
     procs = []
     for me, rounds in ((1, 4), (0, 6)):  # member 1 starts first, and runs fewer rounds
         procs.append(subprocess.Popen([sys.executable, "-c", MEMBER, str(ROOT), str(folder), str(me), str(rounds),
@@ -85,3 +86,19 @@ def test_a_member_not_started_yet_is_waited_for_and_one_that_left_is_not(tmp_pat
 def test_a_member_outside_the_ring_is_refused(tmp_path):
     with pytest.raises(ValueError, match="need 0 <= me < members"):
         Turns(tmp_path, 2, 2)
+
+
+def test_a_member_measured_before_or_never_coming_is_not_waited_for(tmp_path):
+    # A resumed run starts member 1 alone (member 0 measured by an earlier invocation, in a folder that may hold
+    # that invocation's files or none): nobody waits for member 0.
+    (tmp_path / "turn").write_text("0")
+    (tmp_path / "pid.0").write_text(str(os.getpid()))  # stale: a live process, but not this run's member
+    (tmp_path / "done.1").touch()
+    begin(tmp_path, 2, [1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.0", "turn"]
+    t = Turns(tmp_path, 1, 2)
+    register(tmp_path, 1, os.getpid())
+    done = threading.Event()
+    threading.Thread(target=lambda: (t.wait(), t.hand_on(), done.set()), daemon=True).start()
+    assert done.wait(30), "member 1 waits for a member that is not there"
+    assert (t.summary()["turns"], t.summary()["handed_on"]) == (1, 0)
