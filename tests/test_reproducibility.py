@@ -1191,6 +1191,19 @@ def test_a_tasks_rounds_side_by_side_take_turns_on_their_card(tmp_path):
     res = json.loads((tmp_path / "reproducibility.json").read_text())
     assert res["side_by_side"] == [2, 2] and res["repeat"]
     assert "each task's rounds side by side on its card" in (tmp_path / "reproducibility.md").read_text()
+    # Resumed from a copy of its records alone, round 1 missing: it runs alone and waits for nobody.
+    run = tmp_path / "copied"
+    run.mkdir()
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r.get("round") != 1))
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0",
+                        "--side-by-side", "--no-thermal", "--tasks", "gpt2/decode/b1kv512/bf16", "--window-s", "0.1",
+                        "--task-budget-s", "40", "--out", str(tmp_path), "--resume", str(run)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    again = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    resumed = [r for r in again if r["job"] == "task"]
+    assert [r["round"] for r in resumed] == [0, 1] and resumed[-1]["status"] == "ok"
+    assert resumed[-1]["turns"]["handed_on"] == 0  # nobody else there
 
 
 def test_a_side_by_side_process_killed_mid_run_loses_nothing_and_never_holds_the_card(tmp_path):
