@@ -82,33 +82,28 @@ class Turns:
             return False
         return member != self.me and not _alive(pid)
 
-    def _next(self) -> int:
-        """The member after this one (in a ring) that is still there; this one where every other has gone."""
-        for k in range(1, self.members):
-            m = (self.me + k) % self.members
-            if not self.gone(m):
-                return m
-        return self.me
+    def _next_after(self, member: int) -> int:
+        """The first member after ``member`` in the ring that is still there (this one where every other has
+        gone)."""
+        return next((m for k in range(1, self.members + 1) if not self.gone(m := (member + k) % self.members)),
+                    self.me)
 
     def wait(self) -> None:
-        """Until it is this member's turn: the turn file names it, or every member before it in the ring gone."""
+        """Until it is this member's turn: the turn file names it, or every member after the holder up to this one
+        has gone (the holder too)."""
         t0 = time.monotonic()
         while (holder := self._holder()) != self.me:
-            if self.gone(holder):  # passed over: the next one still there after the holder takes it
-                nxt = next((m for k in range(1, self.members + 1)
-                            if not self.gone(m := (holder + k) % self.members)), self.me)
-                if nxt == self.me:
-                    _write(self.folder / "turn", str(self.me))
-                    continue
+            if self.gone(holder) and self._next_after(holder) == self.me:  # passed over: this one takes it
+                _write(self.folder / "turn", str(self.me))
+                continue
             time.sleep(self.poll_s)
-        waited = time.monotonic() - t0
-        self.waited_s += waited
+        self.waited_s += time.monotonic() - t0
         self.taken += 1
 
     def hand_on(self) -> None:
         """The card to the next member still there, then wait for this one's turn again (at once where it is
         alone)."""
-        nxt = self._next()
+        nxt = self._next_after(self.me)
         if nxt == self.me:
             return
         self.handed_on += 1
@@ -119,7 +114,7 @@ class Turns:
         """This member is done: marked so, and the card handed on where it held it."""
         (self.folder / f"done.{self.me}").touch()
         if self._holder() == self.me:
-            nxt = self._next()
+            nxt = self._next_after(self.me)
             if nxt != self.me:
                 _write(self.folder / "turn", str(nxt))
 

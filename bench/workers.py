@@ -41,6 +41,11 @@ from bench.cards import Card, host_cards  # noqa: E402,F401 - the executors' car
 WORKER = Path(__file__).resolve()
 
 
+def _may_run_on(job: dict, card: str | None) -> bool:
+    """A job unpinned, or pinned to ``card``."""
+    return job.get("card") in (None, card)
+
+
 class Jobs:
     """The jobs still to run, in order; a job with a "card" runs only on that card. The driver may add
     jobs while an executor runs (repeats of finished tasks). ``profiles``: each card's sensor profile,
@@ -56,7 +61,7 @@ class Jobs:
     def peek(self, card: str | None) -> dict | None:
         """The next job that may run on ``card`` (None: a card not known yet, so only unpinned jobs), left in
         the queue."""
-        return next((job for job in self._items if job.get("card") in (None, card)), None)
+        return next((job for job in self._items if _may_run_on(job, card)), None)
 
     def take(self, card: str | None) -> dict | None:
         """The next job that may run on ``card``, out of the queue, with the cards' sensor profiles."""
@@ -64,7 +69,7 @@ class Jobs:
         if job is None:
             return None
         self._items.remove(job)
-        return job | {"profiles": dict(self.profiles)}
+        return self._with_profiles(job)
 
     def take_beside(self, job: dict, card: str) -> list:
         """The jobs queued to run beside ``job`` on ``card``, taking turns with it (those whose "turns" share its
@@ -72,10 +77,13 @@ class Jobs:
         key = (job.get("turns") or {}).get("key")
         if key is None:
             return []
-        beside = [j for j in self._items if (j.get("turns") or {}).get("key") == key and j.get("card") in (None, card)]
+        beside = [j for j in self._items if (j.get("turns") or {}).get("key") == key and _may_run_on(j, card)]
         for j in beside:
             self._items.remove(j)
-        return sorted((j | {"profiles": dict(self.profiles)} for j in beside), key=lambda j: j["turns"]["me"])
+        return sorted((self._with_profiles(j) for j in beside), key=lambda j: j["turns"]["me"])
+
+    def _with_profiles(self, job: dict) -> dict:
+        return job | {"profiles": dict(self.profiles)}
 
     def keep_profile(self, rec: dict) -> bool:
         """A finished job's card profile, sent with the later jobs (its card is calibrated once per run); True
@@ -237,10 +245,7 @@ class HostProcesses:
             while True:
                 for card in () if self.lockstep and running else self.cards:
                     if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
-                        group = [job, *jobs.take_beside(job, card.uuid)]
-                        if "turns" in job:  # the ring for those started here (bench/turns.py)
-                            turns.begin(self._turns_folder(job), job["turns"]["members"],
-                                        [j["turns"]["me"] for j in group])
+                        group = self._ring([job, *jobs.take_beside(job, card.uuid)])
                         running[card.uuid] = [self._start(j, card, tries, spares) for j in group]
                         if len(jobs):
                             log = self.folder / f"spare.{card.uuid}.{running[card.uuid][0].proc.pid}.log"
@@ -264,17 +269,20 @@ class HostProcesses:
                 proc.wait()
                 log.unlink(missing_ok=True)
 
+    def _ring(self, group: list) -> list:
+        """Jobs that take turns (bench/turns.py), each told the folder they share, set up for these members alone;
+        a job that runs alone, as it is."""
+        if "turns" not in group[0]:
+            return group
+        folder = self.folder / "turns" / _safe(group[0]["turns"]["key"])
+        turns.begin(folder, group[0]["turns"]["members"], [j["turns"]["me"] for j in group])
+        return [j | {"turns": j["turns"] | {"folder": str(folder)}} for j in group]
+
     def _start(self, job: dict, card: Card, tries, spares: dict) -> _Running:
-        """A worker for ``job`` on ``card`` (the card's spare where one waits); a job that takes turns learns the
-        folder its members share."""
-        if "turns" in job:
-            job = job | {"turns": job["turns"] | {"folder": str(self._turns_folder(job))}}
+        """A worker for ``job`` on ``card`` (the card's spare where one waits)."""
         w = _Running(job, card, tries[job["id"]] + 1, self.folder, self.simulate, spares.pop(card.uuid, None))
         print(f"    started {job['id']} on {card.uuid} (pid {w.proc.pid}, attempt {w.attempt})", flush=True)
         return w
-
-    def _turns_folder(self, job: dict) -> Path:
-        return self.folder / "turns" / _safe(job["turns"]["key"])
 
     def _finished(self, w: _Running, jobs: Jobs, tries) -> dict | None:
         """The record of a finished worker, or None where its job went back in the queue."""
