@@ -75,6 +75,30 @@ CONDITIONS = {
     "nothing eager, then capture() of BERT-base's intermediate's linear alone": (("linear",), "default"),
     "nothing eager, then capture() of BERT-base's intermediate's GELU alone": (("gelu",), "default"),
     "nothing eager, then BERT-base's intermediate run eager, not captured": (("intermediate eager",), "default"),
+    # measure_model's processes turned slow at their third capture of a model's parts, whichever parts they were
+    # (results/launch_state-runs/2026-11-28_2252_select_*): the count of captures after eager work, or what those
+    # captures allocate in their private memory pools (a model's parts do, the small graphs above did not)?
+    "eager on default, then 1 small graph captured": (("default", "graphs:1"), "default"),
+    "eager on default, then 4 small graphs captured": (("default", "graphs:4"), "default"),
+    "eager on default, then 1 small graph captured that allocates": (("default", "graphs:1:alloc"), "default"),
+    "eager on default, then 4 small graphs captured that allocate": (("default", "graphs:4:alloc"), "default"),
+    "nothing eager, then 4 small graphs captured that allocate": (("graphs:4:alloc",), "default"),
+    "eager on default, then capture() of 4 small models": (("default", "capture()x4"), "default"),
+    # Each torch.cuda.graph capture launches two fills eagerly on its capture stream before the capture begins (the
+    # RNG state's prologue, pytorch's CUDAGraph::capture_begin): is it the count of eager kernels on a second stream?
+    "eager on default, then 2 small graphs captured": (("default", "graphs:2"), "default"),
+    "eager on default, then 3 small graphs captured": (("default", "graphs:3"), "default"),
+    "eager on default, then 2 adds on a side stream": (("default", "side:2"), "default"),
+    "eager on default, then 4 adds on a side stream": (("default", "side:4"), "default"),
+    "eager on default, then 4 small graphs captured, each on a stream of its own": (
+        ("default", "graphs:4:own"), "default"),
+    "eager on the capture stream, then 4 small graphs captured on it, replay on it": (
+        ("capture", "graphs:4:here"), "capture"),
+    "eager on default, then 4 small graphs captured, then eager on default again": (
+        ("default", "graphs:4", "default"), "default"),
+    # The cure: every launch of the process on one stream (clear_native.one_stream(), Note [One stream]).
+    "clear_native.one_stream(), then eager, capture() of 4 small models and replay on it": (
+        ("one_stream", "default", "capture()x4"), "default"),
 }
 TOKENS, HIDDEN, INNER = 1024, 768, 3072  # BERT-base prefill, batch 8 x 128 tokens, bf16: its intermediate's shapes
 
@@ -142,17 +166,61 @@ def _alloc(x, made: dict) -> None:
     made["alloc"] = [torch.empty(256 << 20, dtype=torch.uint8, device=x.device) for _ in range(ALLOC_GIB * 4)]
 
 
-def _graphs(x, made: dict) -> None:
-    """GRAPHS graphs of 4 tiny adds each, captured on torch.cuda.graph's own stream (nothing eager), kept."""
+def _graphs(x, made: dict, n: int = GRAPHS, how: str = "") -> None:
+    """``n`` graphs of 4 tiny adds each, captured on torch.cuda.graph's own stream (nothing eager), kept; ``how``:
+    "alloc", each add writes a new 4 MiB tensor, which the capture takes from its private memory pool; "own", each
+    captured on a new stream; "here", on the stream the probe is captured on."""
     import torch
 
     made["graphs"] = []
-    for _ in range(GRAPHS):
+    alloc = how == "alloc"
+    for _ in range(n):
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(4):
-                x.add_(1)
-        made["graphs"].append(g)
+        on = {"own": torch.cuda.Stream(), "here": made["streams"]["capture"]}.get(how)
+        with torch.cuda.graph(g, stream=on):
+            y = torch.zeros(1 << 20, device=x.device) if alloc else x
+            outs = [y + 1 if alloc else x.add_(1) for _ in range(4)]
+        made["graphs"].append((g, outs))
+
+
+def _captures(x, made: dict, n: int) -> None:
+    """clear_native's capture() of ``n`` small models, each its own (as measure_model captures a model's parts)."""
+    import clear_native as cn
+
+    made["caps"] = []
+    for k in range(n):
+        made.pop("mlp", None)
+        model, inp = _mlp(made)
+        made["caps"].append(cn.capture(model, inp, name=f"mlp{k}"))
+
+
+def _eager_on(stream, x, calls: int) -> None:
+    import torch
+
+    with torch.cuda.stream(stream):
+        for _ in range(calls):
+            x.add_(1)
+
+
+def _one_stream(x, made: dict) -> None:
+    """clear_native.one_stream() entered for the rest of the process: the history's "default" stream, the probe's
+    capture and its replay all become that one stream."""
+    import clear_native as cn
+
+    made["one_stream"] = cn.one_stream()
+    made["streams"]["default"] = made["streams"]["capture"] = made["one_stream"].__enter__()
+
+
+def _step(where: str):
+    """A history step named with a count ("graphs:N", "graphs:N:alloc", "capture()xN"), or None."""
+    if where.startswith("graphs:"):
+        _, n, *how = where.split(":")
+        return lambda x, made: _graphs(x, made, int(n), "".join(how))
+    if where.startswith("side:"):
+        return lambda x, made: _eager_on(made["streams"]["side"], x, int(where[len("side:"):]))
+    if where.startswith("capture()x"):
+        return lambda x, made: _captures(x, made, int(where[len("capture()x"):]))
+    return STEPS.get(where)
 
 
 def _free(x, made: dict) -> None:
@@ -168,7 +236,7 @@ def _free(x, made: dict) -> None:
 STEPS = {"capture()": _capture, "mlp": lambda x, made: _forward(made),
          "profiler(add)": lambda x, made: _profiled(lambda: x.add_(1)),
          "profiler(mlp)": lambda x, made: _profiled(lambda: _forward(made)), "reset": _reset,
-         "alloc": _alloc, "graphs": _graphs, "free": _free,
+         "alloc": _alloc, "graphs": _graphs, "free": _free, "one_stream": _one_stream,
          "intermediate": lambda x, made: _intermediate(made, "intermediate"),
          "linear": lambda x, made: _intermediate(made, "linear"), "gelu": lambda x, made: _intermediate(made, "gelu"),
          "intermediate eager": lambda x, made: _intermediate(made, "intermediate", captured=False)}
@@ -184,13 +252,12 @@ def child(condition: str, seconds: float, readings: int) -> int:
     made: dict = {}  # what a history's steps made (the small model, its capture)
     x = torch.empty(256, device="cuda")  # an allocation launches no kernel
     streams = {"default": torch.cuda.default_stream(), "side": torch.cuda.Stream(), "capture": torch.cuda.Stream()}
+    made["streams"] = streams
     for where in history:
-        if where in STEPS:
-            STEPS[where](x, made)
+        if _step(where) is not None:
+            _step(where)(x, made)
             continue
-        with torch.cuda.stream(streams[where]):
-            for _ in range(EAGER_CALLS[where]):
-                x.add_(1)
+        _eager_on(streams[where], x, EAGER_CALLS[where])
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g, stream=streams["capture"]):
@@ -208,11 +275,16 @@ def child(condition: str, seconds: float, readings: int) -> int:
     return 0
 
 
+def _chosen(condition: str, only: str) -> bool:
+    """Whether --only chooses ``condition``: it holds one of the |-separated texts (or --only is empty)."""
+    return any(text in condition for text in only.split("|"))
+
+
 def card_run(repeats: int, seconds: float, readings: int, only: str = "") -> int:
     """On this process's card: every condition (whose name holds ``only``) in a fresh process, ``repeats`` rounds,
     conditions interleaved."""
     for rep in range(repeats):
-        for condition in [c for c in CONDITIONS if only in c]:
+        for condition in [c for c in CONDITIONS if _chosen(c, only)]:
             argv = [sys.executable, str(Path(__file__).resolve()), "--child", condition, str(seconds), str(readings)]
             try:  # a child that hangs (a capture that never ends) costs its condition one process, not the run
                 p = subprocess.run(argv, capture_output=True, text=True, env=os.environ,
@@ -278,7 +350,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="replay per process")
     ap.add_argument("--readings", type=int, default=8, help="readings per process")
     ap.add_argument("--only", default="",
-                    help="the conditions whose name holds this text (e.g. 'default and a side stream')")
+                    help="the conditions whose name holds this text, or one of several separated by | "
+                    "(e.g. 'default and a side stream')")
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--child", nargs=3, metavar=("CONDITION", "SECONDS", "READINGS"), help=argparse.SUPPRESS)
     ap.add_argument("--card-run", action="store_true", help=argparse.SUPPRESS)
@@ -288,7 +361,7 @@ def main(argv=None) -> int:
     if not (args.repeats >= 1 and args.seconds > 0 and args.readings >= 1):
         print("bench/launch_streams.py: need --repeats >= 1, --seconds > 0, --readings >= 1", file=sys.stderr)
         return 2
-    if not any(args.only in c for c in CONDITIONS):
+    if not any(_chosen(c, args.only) for c in CONDITIONS):
         print(f"bench/launch_streams.py: --only {args.only!r} names no condition", file=sys.stderr)
         return 2
     if args.card_run:
