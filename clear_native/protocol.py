@@ -25,22 +25,21 @@ from .profile import SensorProfile, calibrate
 from .results import Measurement, MeasureRun
 from .sampler import Sampler, SamplerResult, drain_interval_for, reason_names
 from .stats import Summary
-from .trials import Rules, Trials, Verdict
+from .trials import MAX_UNROLL, Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 11: the reset runs the profiler around one eager call of each capture, as
-# kernel_times_s around a forward pass (10's profiler around one tiny kernel did not reset: GPU-fc055883); 10: the
-# trials begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake
-# idle replayed a graph of empty kernels (one run, results/reproducibility/2026-11-28_130424); 8: awake idle also
-# before the warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture
-# warm-ups on the current stream, as eager kernels on two streams slow a process's launches (Note [Launch-latency
-# state], backend.py); 6: so does a capture still noisy at the longest window, and the warm-up waits for a steady
+# never averaged or compared unawares. 12: no trial asks a replay for more than MAX_LAUNCHES launches; 11: the
+# reset runs the profiler around one eager call of each capture, as kernel_times_s around a forward pass; 10: trials
+# begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
+# replayed a graph of empty kernels (results/reproducibility/2026-11-28_130424); 8: awake idle also before the
+# warm-up, for the card's leakage (Note [Leakage measured in every run], thermal.py); 7: capture warm-ups on the
+# current stream; 6: so does a capture still noisy at the longest window, and the warm-up waits for a steady
 # temperature; 5: a capture at the power limit gets windows of whole limiter cycles (Note [The limiter's cycle],
 # trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
 # run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
 # timing; 1: before.
-PROTOCOL_VERSION = 11
+PROTOCOL_VERSION = 12
 
 
 def _name(item, i: int) -> str:
@@ -179,7 +178,7 @@ def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
     for i, item in enumerate(items):
         name = _name(item, i)
         t1 = st.backend.time_per_call_s(item)
-        unroll = int(np.clip(math.ceil(launch_s / t1), 1, 20_000))
+        unroll = int(np.clip(math.ceil(launch_s / t1), 1, MAX_UNROLL))
         t = Trials(item, name, st.backend.prepare(item, unroll), unroll, t1, st.profile.settle_s, window_s,
                    st.tail_s)
         out.append(t)
@@ -209,8 +208,7 @@ def _launch_state(st: _Run, say: Callable | None = None) -> dict | None:
 
 
 def _reset_launch_state(st: _Run) -> None:
-    """The card's launch-latency state reset, then read: the state the trials begin in (Note [Launch-latency
-    state], backend.py)."""
+    """The card's launch-latency state reset, then read: the state the trials begin in (backend.py's Note)."""
     launch_state.reset(st.backend, st.say, [t.item for t in st.trials])
     _launch_state(st)
 
@@ -241,6 +239,7 @@ def _run_trials(st: _Run, budget_s: float) -> None:
         before = {}
         for t in active:
             before[t.name] = previous
+            t.fit_launches(st.backend.prepare)
             r = st.backend.run(t.handle, t.launches)
             t.results.append((r, _steady_window(r, t.settle_s, st.tail_s)))
             t.tried += 1

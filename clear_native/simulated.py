@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from . import clock
 from ._native import core
 from .graphs import ReplayResult
+from .trials import MAX_LAUNCHES
 
 
 # The Hopper sensor's sampling 10x faster (a sample every 2 ms, 10 ms counter and status updates): a simulated
@@ -169,6 +170,9 @@ class SimulatedBackend:
 
     def run(self, handle, launches: int) -> ReplayResult:
         call, unroll = handle
+        if launches > MAX_LAUNCHES:  # as a GPU's replay refuses to time them one by one (csrc/replay.cu)
+            raise ValueError(f"stamp_launches allows at most {MAX_LAUNCHES} launches per replay: unroll the graph "
+                             "more instead")
         scale = self.gap_scale()
         per_call = call.true_time_per_call_s(unroll, scale)
         per_call, watts = self.limited(per_call, call.true_energy_per_call_j(unroll, self.awake_w, scale) / per_call)

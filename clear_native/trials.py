@@ -72,6 +72,8 @@ from .stats import Summary
 
 MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
 MAX_STRETCH = 16         # ... at most this many times more (a sensor that never reports is an error)
+MAX_UNROLL = 20_000      # calls per graph launch (K), at most: an unrolled graph's copies are instantiated nodes
+MAX_LAUNCHES = 1 << 20   # launches per trial, at most: what a replay times one by one (csrc/replay.hpp)
 WINDOW_AT_LIMIT = 0.95   # of the power limit: a window reading this much is at the limit (accounting.AT_LIMIT: a regime)
 LIMIT_CYCLES = 3         # limiter cycles a window at the limit covers
 
@@ -130,9 +132,22 @@ class Trials:
 
     @property
     def launches(self) -> int:
-        """Launches per trial: settle + window + tail of back-to-back calls."""
+        """Launches per trial: settle + window + tail of back-to-back calls (at most MAX_LAUNCHES: regraph())."""
+        return min(MAX_LAUNCHES, self._launches(self.unroll))
+
+    def _launches(self, unroll: int) -> int:
         trial_s = self.settle_s + self.window_s + self.tail_s
-        return self.stretch * max(1, math.ceil(trial_s / (self.unroll * self.t1)))
+        return self.stretch * max(1, math.ceil(trial_s / (unroll * self.t1)))
+
+    def fit_launches(self, prepare) -> None:
+        """More calls per launch (K) where the next trial's launches would pass MAX_LAUNCHES, which a replay cannot
+        time one by one; ``prepare(item, K)``: the backend's, the graph of K calls. A graph that is launch-bound
+        alone (a few tiny kernels; a model without its components) runs unrolled far faster than singly: the plan
+        learns its time from its first runs (judge()), then lengthens its window, and the launches grow thousands
+        of times (GPU-cda91c8e, 2026-11-29: BERT without its components, 0.49 µs a call singly, asked 1.6 M)."""
+        if self._launches(self.unroll) > MAX_LAUNCHES and self.unroll < MAX_UNROLL:
+            k = min(MAX_UNROLL, math.ceil(self.unroll * self._launches(self.unroll) / MAX_LAUNCHES) + 1)
+            self.unroll, self.handle = k, prepare(self.item, k)
 
     @property
     def converged(self) -> bool:

@@ -604,3 +604,22 @@ def test_another_process_using_the_card_between_rounds_leaves_the_readings_true(
     # The first trial of each round says what ran before it: the other process's turn; the second, the first.
     assert set(run["light"].trial_after[1:]) == {"between_rounds"} and set(run["heavy"].trial_after) == {"light"}
     assert run.settings["between_rounds"] is True
+
+
+def test_a_graph_launch_bound_alone_gets_more_calls_a_launch_not_more_launches_than_a_replay_times(sim, monkeypatch):
+    # BERT-base without its components on GPU-cda91c8e (2026-11-29): 0.49 µs a call singly, ~1 ns unrolled. The plan,
+    # learning the calls' time from their runs, asked a replay for 1.6 M launches, which a GPU refuses to time one
+    # by one (2**20 at most), and the whole measurement failed.
+    backend, profile = sim
+    empty = cn.SimulatedCall("nearly_empty", kernel_s=1e-9, power_w=backend.awake_w + 20.0)
+    asked, run_once = [], backend.run
+    monkeypatch.setattr(backend, "run", lambda handle, launches: asked.append((handle[1], launches)) or
+                        run_once(handle, launches))
+    run = cn.measure([empty], backend=backend, profile=profile, min_trials=3, max_trials=4, window_s=5.0,
+                     max_window_s=5.0, idle_s=0.2, max_warmup_s=0.5, budget_s=600)
+    m = run["nearly_empty"]
+    first_unroll = math.ceil(2e-3 / empty.true_time_per_call_s(1))
+    assert max(n for _, n in asked) <= 1 << 20
+    assert asked[0][0] == first_unroll and m.unroll > first_unroll  # more calls a launch once its time was known
+    assert m.trials >= 3
+    assert m.energy_per_call_j == pytest.approx(empty.true_energy_per_call_j(m.unroll, backend.awake_w), rel=0.02)
