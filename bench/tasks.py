@@ -83,6 +83,8 @@ class Lab:
                                                           "pci_bus_id": f"sim:{card}", "driver_version": "none",
                                                           "power_limit_w": 700.0}) | {"simulated": True}
         else:
+            # Every launch of this process on one stream, before its first: Note [One stream], backend.py.
+            self._stack.enter_context(cn.one_stream(0))
             self.backend, self.device = None, "cuda"
             self.identity = run_identity(self.torch)
         self.identity["transformers"] = self.T.__version__

@@ -19,7 +19,7 @@ from .components import Component, ComponentGroup, find_components, group_compon
 from .device import GpuInfo, cuda_pci_bus_id, gpu_info, nvml_device, nvml_device_count, nvml_devices
 from .errors import CaptureError, ModelInputError
 from .graph_capture import Capture, capture
-from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .graphs import PrunedGraph, ReplayResult, UnrolledGraph, awake_idle, calibration_load, one_stream, replay
 from .hf_compat import decode_inputs
 from .meter import Meter, MeterResult, MultiMeterResult
 from .model import measure_model
@@ -64,6 +64,7 @@ __all__ = [
     "l2_copies",
     "measure",
     "measure_model",
+    "one_stream",
     "Measurement",
     "MeasureRun",
     "Meter",

@@ -84,15 +84,32 @@ from __future__ import annotations
 # alone, 16 GiB allocated or 300 small graphs kept all left 0.911-0.913 µs (results/launch_state-runs/2026-11-28_19*,
 # _2024*): it takes the process's earlier work too. Bisected with launch_state --select (GPU-1b3d42f2, results/
 # launch_state-runs/2026-11-28_2252_select_*): it turns at the process's third capture whichever parts they are
-# (two captures stayed fast: 0.94 µs; a third, 1.12), at 0.6 GiB reserved as at 0.97. Not found yet.
+# (two captures stayed fast: 0.94 µs; a third, 1.12), at 0.6 GiB reserved as at 0.97. Found: Note [One stream].
 # A state of the process, not of the card: two processes of one task taking turns on GPU-1f738388 (2026-11-29,
 # results/reproducibility/2026-11-29_003520) sat at 1.04-1.05 and 0.96 µs at the same time, in each of three
 # pairs. Not every part follows the probe: Llama's rotary embedding moved by its 9 kernels x the probe's 0.080 µs,
 # its input layernorm (8 kernels) by 0.06 µs; the reports take a repeat's slower reading to the faster one's time.
 
+# Note [One stream]
+# ~~~~~~~~~~~~~~~~~
+# What turned measure_model's processes slow at their third capture (bench/launch_streams.py, results/launch_state-
+# runs/2026-11-29_03*; H200s GPU-2e44a228, GPU-18b30f05, GPU-50f52ab4, two fresh processes a condition): eager
+# kernels on the default stream, then three graphs captured with torch.cuda.graph on its own stream. The probe read
+# 1.089-1.133 µs a kernel after three or four such captures, 0.911-0.954 after one or two, after four with nothing
+# eager before them, or with the eager work, the captures and the replays all on one stream. What the captures
+# allocate, a stream of each capture's own, or eager work on the default stream again after them changed nothing.
+# Each capture launches two fills on its capture stream before it begins (PyTorch's RNG state for graphs); the
+# counts fit "more than six eager kernels on other streams after work on the default one" (2 or 4 eager adds on a
+# side stream left a process fast, pytorch#161104's 6 slow), not shown further. So a process that measures launches
+# everything on one stream from its first CUDA work (graphs.one_stream: bench's task processes, the CLI), and
+# capture() and the probe capture on the current stream where it is not the default (graphs.capture_stream). A
+# BERT-base process so made read 0.960-0.998 µs in all 16 of its readings over 200 s (results/reproducibility/
+# 2026-11-29_035811, GPU-cda91c8e), where every earlier one read 1.11-1.14 from its captures on. A user whose process
+# built the model on the default stream gets the slow state after three captures, as before; one_stream() avoids it.
+
 from . import clock
 from ._native import core
-from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, replay
+from .graphs import ReplayResult, UnrolledGraph, awake_idle, calibration_load, capture_stream, replay
 
 HEATER_N, HEATER_BURST = 8192, 4  # heat(): 1.1 TFLOP a GEMM, ~2 ms on an H200; a sync every 4
 
@@ -237,7 +254,7 @@ class GpuBackend:
                 y = torch.zeros(256, device=f"cuda:{self.device}")
                 y.add_(1)  # warm-up on the current stream, never a side one (Note [Launch-latency state])
                 g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
+                with torch.cuda.graph(g, stream=capture_stream(self.device)):
                     for _ in range(kernels):
                         y.add_(1)
                 self._latency_graph = (g, y, kernels)

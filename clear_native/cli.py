@@ -151,16 +151,17 @@ def dry_run(args, config) -> int:
 def measure(args, config) -> int:
     import torch
 
-    from . import measure_model
+    from . import measure_model, one_stream
 
     if not args.simulate and not torch.cuda.is_available():
         raise UsageError("measuring needs an NVIDIA GPU that PyTorch sees; --dry-run shows the plan without one")
     device = "cpu" if args.simulate else f"cuda:{args.device}"
-    model = build(config, args.dtype, device, args.model if args.weights else None)
-    inputs, kw = inputs_for(model, args.batch, args.seq, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with _simulated(args) as sim:
+    # On a GPU every launch on one stream, from building the model on: Note [One stream], backend.py.
+    with contextlib.nullcontext() if args.simulate else one_stream(args.device), _simulated(args) as sim:
+        model = build(config, args.dtype, device, args.model if args.weights else None)
+        inputs, kw = inputs_for(model, args.batch, args.seq, device)
         rep = measure_model(model, *inputs, model_kwargs=kw, mode=args.mode, cache_len=args.cache_len,
                             window_s=args.window_s, in_context=args.in_context, **sim,
                             progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))

@@ -169,12 +169,14 @@ def _capture_graph(torch, cap: Capture, replay: _Replay, reference: list) -> tup
     """Captures and instantiates cap's graph; ("", None) or (why it failed, the exception)."""
     import warnings
 
+    from .graphs import capture_stream
+
     graph = torch.cuda.CUDAGraph(keep_graph=True)
     try:
         with replay.replaying(), warnings.catch_warnings():
             # An empty graph is refused below with a reason; PyTorch's warning about it would only repeat it.
             warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=capture_stream(cap.device), capture_error_mode="thread_local"):
                 cap.outputs = cap.fn(*cap.args, **cap.kwargs)
         graph.instantiate()
     except Exception as exc:  # noqa: BLE001 - any capture failure is reported with its reason

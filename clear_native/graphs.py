@@ -6,6 +6,7 @@ Handles are integers: ``torch.cuda.CUDAGraph(keep_graph=True)`` gives them as
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -27,6 +28,31 @@ def _current_stream_and_device(stream, device) -> tuple[int, int]:
     if not isinstance(stream, int) or stream < 0:
         raise TypeError(f"stream must be a torch.cuda.Stream or an integer cudaStream_t, got {stream!r}")
     return stream, int(device)
+
+
+@contextlib.contextmanager
+def one_stream(device: int | None = None):
+    """Runs everything the block launches on CUDA ``device`` (the current one by default) on one new stream: eager
+    calls, every capture() and replay, and the launch-latency probe. Enter it before the process's first CUDA work
+    (building the model, making its inputs): a process that has launched on the default stream and captured three
+    graphs on another replays short kernels ~20 % slower for as long as it lives, one whose every launch went to one
+    stream does not (Note [One stream], backend.py). Yields the stream."""
+    require_cuda("one_stream()")
+    import torch
+
+    device = torch.cuda.current_device() if device is None else int(device)
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.device(device), torch.cuda.stream(stream):
+        yield stream
+
+
+def capture_stream(device: int):
+    """The stream a graph on ``device`` is captured on: the current one where it is not the default stream (as under
+    one_stream()), else None, torch.cuda.graph's own (the default stream cannot capture)."""
+    import torch
+
+    current = torch.cuda.current_stream(device)
+    return None if current == torch.cuda.default_stream(device) else current
 
 
 @dataclass(frozen=True)

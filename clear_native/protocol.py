@@ -29,7 +29,8 @@ from .trials import MAX_UNROLL, Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 12: no trial asks a replay for more than MAX_LAUNCHES launches; 11: the
+# never averaged or compared unawares. 12: bench's and the CLI's processes launch on one stream, captures on the
+# current one (Note [One stream], backend.py), and no trial asks a replay for more than MAX_LAUNCHES launches; 11: the
 # reset runs the profiler around one eager call of each capture, as kernel_times_s around a forward pass; 10: trials
 # begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
 # replayed a graph of empty kernels (results/reproducibility/2026-11-28_130424); 8: awake idle also before the
