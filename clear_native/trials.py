@@ -132,12 +132,12 @@ class Trials:
 
     @property
     def launches(self) -> int:
-        """Launches per trial: settle + window + tail of back-to-back calls (at most MAX_LAUNCHES: regraph())."""
-        return min(MAX_LAUNCHES, self._launches(self.unroll))
+        """Launches per trial: settle + window + tail of back-to-back calls (at most MAX_LAUNCHES: fit_launches())."""
+        return min(MAX_LAUNCHES, self._launches())
 
-    def _launches(self, unroll: int) -> int:
+    def _launches(self) -> int:
         trial_s = self.settle_s + self.window_s + self.tail_s
-        return self.stretch * max(1, math.ceil(trial_s / (unroll * self.t1)))
+        return self.stretch * max(1, math.ceil(trial_s / (self.unroll * self.t1)))
 
     def fit_launches(self, prepare) -> None:
         """More calls per launch (K) where the next trial's launches would pass MAX_LAUNCHES, which a replay cannot
@@ -145,8 +145,8 @@ class Trials:
         alone (a few tiny kernels; a model without its components) runs unrolled far faster than singly: the plan
         learns its time from its first runs (judge()), then lengthens its window, and the launches grow thousands
         of times (GPU-cda91c8e, 2026-11-29: BERT without its components, 0.49 µs a call singly, asked 1.6 M)."""
-        if self._launches(self.unroll) > MAX_LAUNCHES and self.unroll < MAX_UNROLL:
-            k = min(MAX_UNROLL, math.ceil(self.unroll * self._launches(self.unroll) / MAX_LAUNCHES) + 1)
+        if self._launches() > MAX_LAUNCHES and self.unroll < MAX_UNROLL:
+            k = min(MAX_UNROLL, math.ceil(self.unroll * self._launches() / MAX_LAUNCHES) + 1)
             self.unroll, self.handle = k, prepare(self.item, k)
 
     @property
