@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -212,15 +213,20 @@ def _one_stream(x, made: dict) -> None:
 
 
 def _step(where: str):
-    """A history step named with a count ("graphs:N", "graphs:N:alloc", "capture()xN"), or None."""
-    if where.startswith("graphs:"):
-        _, n, *how = where.split(":")
-        return lambda x, made: _graphs(x, made, int(n), "".join(how))
-    if where.startswith("side:"):
-        return lambda x, made: _eager_on(made["streams"]["side"], x, int(where[len("side:"):]))
-    if where.startswith("capture()x"):
-        return lambda x, made: _captures(x, made, int(where[len("capture()x"):]))
+    """What a history step that is not a stream's eager adds does: a STEPS entry, or one named with a count
+    ("graphs:N", "graphs:N:alloc|own|here", "side:N", "capture()xN"); None for any other name."""
+    if m := re.fullmatch(r"graphs:(\d+)(?::(alloc|own|here))?", where):
+        return lambda x, made: _graphs(x, made, int(m[1]), m[2] or "")
+    if m := re.fullmatch(r"side:(\d+)", where):
+        return lambda x, made: _eager_on(made["streams"]["side"], x, int(m[1]))
+    if m := re.fullmatch(r"capture\(\)x(\d+)", where):
+        return lambda x, made: _captures(x, made, int(m[1]))
     return STEPS.get(where)
+
+
+def known_step(where: str) -> bool:
+    """Whether a child can take this history step (a misspelt one would fail only on a GPU)."""
+    return where in EAGER_CALLS or _step(where) is not None
 
 
 def _free(x, made: dict) -> None:

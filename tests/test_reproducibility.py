@@ -594,7 +594,8 @@ def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes
     assert LS.main(["--only", "no such history"]) == 2 and "names no condition" in capsys.readouterr().err
     # Every step a history names is one a child can take (a stream's eager adds or a STEPS entry): a misspelt step
     # would fail only on a GPU, one process at a time.
-    assert {w for h, _ in LS.CONDITIONS.values() for w in h} <= set(LS.STEPS) | set(LS.EAGER_CALLS)
+    assert all(LS.known_step(w) for h, _ in LS.CONDITIONS.values() for w in h)
+    assert not any(LS.known_step(w) for w in ("graphs:", "graphs:4:allocate", "side:x", "capture()x", "defualt"))
     assert LS.main(["--readings", "0"]) == 2 and "--readings >= 1" in capsys.readouterr().err
     # Without a GPU (this CPU test), one line that says so and exit code 2, before any child starts.
     with pytest.raises(SystemExit) as stop:
@@ -616,7 +617,7 @@ def test_the_launch_streams_card_run_keeps_a_line_for_every_process_that_failed(
     # Every condition's history is made of eager adds on a named stream or of named steps, and replays on a stream
     # the child makes: a misspelt step would only fail on a GPU.
     for history, replay_on in LS.CONDITIONS.values():
-        assert all(h in LS.EAGER_CALLS or h in LS.STEPS for h in history) and replay_on in LS.EAGER_CALLS
+        assert all(LS.known_step(h) for h in history) and replay_on in LS.EAGER_CALLS
     assert all(s["failed"] == 1 and s["processes"] == 0 for s in LS.summarise({"GPU-x": lines}).values())
 
 

@@ -6,6 +6,7 @@ energy model E = a·FLOPs + b·bytes + P·t (with the FLOPs and bytes the dry ru
 plans), so the report's fit can be checked against the truth.
 """
 
+import contextlib
 import csv
 import json
 import math
@@ -113,6 +114,7 @@ def fake(monkeypatch):
                                                             "protocol_version": PROTOCOL_VERSION})
     monkeypatch.setattr(run, "code_version", lambda: "fake-code")
     monkeypatch.setattr(cn, "calibrate", lambda **kw: profile)
+    monkeypatch.setattr(cn, "one_stream", lambda device=None: contextlib.nullcontext())
     clock = iter(range(10**6))
     monkeypatch.setattr(run.time, "monotonic", lambda: float(next(clock)))  # deterministic wall times
 

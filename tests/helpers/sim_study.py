@@ -5,6 +5,7 @@ the report. Only what needs a GPU is replaced: each task "measures" for a random
 and returns a small report. Run as: python tests/helpers/sim_study.py <bench/run.py arguments>.
 """
 
+import contextlib
 import os
 import random
 import sys
@@ -46,6 +47,7 @@ preflight.gpu = lambda device: None
 preflight.torch_sees_gpu = lambda: True
 preflight.card_name = lambda device=0: "Sim H0"
 cn.calibrate = lambda **kw: PROFILE
+cn.one_stream = lambda device=None: contextlib.nullcontext()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
 
 if __name__ == "__main__":
