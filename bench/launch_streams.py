@@ -177,7 +177,7 @@ def _graphs(x, made: dict, n: int = GRAPHS, how: str = "") -> None:
     alloc = how == "alloc"
     for _ in range(n):
         g = torch.cuda.CUDAGraph()
-        on = {"own": torch.cuda.Stream(), "here": made["streams"]["capture"]}.get(how)
+        on = torch.cuda.Stream() if how == "own" else made["streams"]["capture"] if how == "here" else None
         with torch.cuda.graph(g, stream=on):
             y = torch.zeros(1 << 20, device=x.device) if alloc else x
             outs = [y + 1 if alloc else x.add_(1) for _ in range(4)]
@@ -260,8 +260,8 @@ def child(condition: str, seconds: float, readings: int) -> int:
     streams = {"default": torch.cuda.default_stream(), "side": torch.cuda.Stream(), "capture": torch.cuda.Stream()}
     made["streams"] = streams
     for where in history:
-        if _step(where) is not None:
-            _step(where)(x, made)
+        if (step := _step(where)) is not None:
+            step(x, made)
             continue
         _eager_on(streams[where], x, EAGER_CALLS[where])
     torch.cuda.synchronize()
