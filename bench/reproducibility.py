@@ -43,6 +43,7 @@ option (the cards then measure each task at one time, under one load on the host
 Usage:
   python bench/reproducibility.py --gpus all               # every GPU of this host (>= 3 for card spread)
   python bench/reproducibility.py --report RUN             # the analysis again, from RUN's records
+  python bench/reproducibility.py --report RUN1,RUN2,RUN3  # runs on other cards (other hosts) as one
   python bench/reproducibility.py --resume RUN             # measures what RUN lacks (an interrupted run), then reports
   python bench/reproducibility.py --gpus all --lead-in     # a process of each task first, never compared
   python bench/reproducibility.py --gpus all --lockstep    # every job started on every card together
@@ -658,7 +659,9 @@ def markdown(an: dict, ident: dict) -> str:
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
          + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
-             if len(an.get("versions", ())) > 1 else ""), "",
+             if len(an.get("versions", ())) > 1 else "") + (
+             f" Joined from {len(an['runs'])} runs, each card's from one (Note [Runs of several hosts]): "
+             + ", ".join(Path(r).name for r in an["runs"]) + "." if an.get("runs") else ""), "",
          "| quantity | value | meaning |", "|---|---|---|",
          *_summary_rows(an, pc, ref_c)]
     L += _by_task(an, pc)
@@ -701,13 +704,53 @@ def _side_by_side_words(an: dict) -> str:
             ": Note [Repeats side by side], the repeats leave out the card's drift between two moments")
 
 
-def write(folder: Path, out: Path) -> dict:
-    recs = store.load(folder, "records.jsonl")
-    an = analyse(recs, run=str(folder))
+def write(folders, out: Path, recs: list | None = None) -> dict:
+    """Analyses the records of ``folders`` (one run's folder, or several: load_runs) and writes the report."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    recs = [r for f in folders for r in store.load(f, "records.jsonl")] if recs is None else recs
+    run = ",".join(str(f) for f in folders)
+    an = analyse(recs, run=run) | ({"runs": [str(f) for f in folders]} if len(folders) > 1 else {})
     ident = next(r["identity"] for r in recs if r.get("status") == "ok")
-    res = {"identity": ident, "run": str(folder)} | an
+    res = {"identity": ident, "run": run} | an
     write_results(out, "reproducibility", res, markdown(an, ident))
     return res
+
+
+# Note [Runs of several hosts]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The card spread asks for three cards or more of one kind, and a host of several is not always to be had (the
+# lender gave one H200 at a time for whole sessions of 2026-11-29, a fresh card at nearly every start). Each run
+# measures its own card reference (card_check, every round), so runs on other cards can be analysed as one:
+# --report RUN1,RUN2,... joins their records. What a card's repeats say comes from its one run, never from two (a
+# card in two runs is refused: its rounds would overwrite each other), and the spread then compares cards in other
+# hosts, at other times and room temperatures: what a user comparing two machines sees, and what the card
+# reference, fitted on its workloads only, has to take out. Runs of other code or protocol versions are refused
+# unless --allow-mixed, as a resumed run's are.
+def load_runs(report: str, allow_mixed: bool = False) -> tuple:
+    """(folders, their records) for --report RUN[,RUN...]: several runs, one card or more each (a host lent one
+    GPU at a time: Note [Runs of several hosts]). ValueError where a folder holds no records, where one card was
+    measured in two of them (its rounds would overwrite each other), or, without ``allow_mixed``, where they were
+    measured by other code or protocol versions."""
+    folders = [Path(p.strip()) for p in report.split(",") if p.strip()]
+    lacking = [str(f) for f in folders if not (f / "records.jsonl").exists()]
+    if not folders or lacking:
+        raise ValueError(f"--report {report!r}: no records.jsonl in {', '.join(lacking) or 'it'} (give run folders, "
+                         "<out>/reproducibility/<date_time>, separated by commas)")
+    by_run = {f: store.load(f, "records.jsonl") for f in folders}
+    if len(folders) == 1:
+        return folders, by_run[folders[0]]
+    where: dict = {}
+    for f, recs in by_run.items():
+        for card in {r["identity"]["gpu"]["uuid"] for r in recs if r.get("status") == "ok"}:
+            if card in where:
+                raise ValueError(f"--report: {card} was measured in both {where[card]} and {f}: a card's rounds come "
+                                 "from one run; report those runs apart")
+            where[card] = f
+    versions = set().union(*(store.versions(recs) for recs in by_run.values()))
+    if len(versions) > 1 and not allow_mixed:
+        raise ValueError(f"--report: the runs were measured by code/protocol {sorted(versions)}: pass --allow-mixed "
+                         "to report them together (the report names every version), or report them apart")
+    return folders, [r for recs in by_run.values() for r in recs]
 
 
 def _run_folder(args, cards) -> tuple:
@@ -743,10 +786,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpus", default="all", help="'all' or nvidia-smi indices / UUIDs (comma-separated)")
     ap.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per card (>= 2)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="writes reproducibility.json/.md here")
-    ap.add_argument("--report", metavar="RUN", help="analyse RUN's records again, measure nothing")
+    ap.add_argument("--report", metavar="RUN[,RUN...]", help="analyse RUN's records again, measure nothing; several "
+                    "runs (each on other cards, e.g. hosts lent one GPU at a time) are analysed as one")
     ap.add_argument("--resume", metavar="RUN", help="measure what RUN's records lack (jobs with no ok record; give "
                                                     "the same --gpus, --rounds and --tasks), then analyse all of them")
-    ap.add_argument("--allow-mixed", action="store_true", help="--resume a run that other code or protocol measured")
+    ap.add_argument("--allow-mixed", action="store_true", help="--resume a run that other code or protocol measured, "
+                    "or --report runs of several versions together")
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
     ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
@@ -787,10 +832,12 @@ def _bad(args) -> str:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.report is not None:
-        if not (Path(args.report) / "records.jsonl").exists():
-            print(f"bench/reproducibility.py: --report {args.report!r}: no records.jsonl there", file=sys.stderr)
+        try:
+            folders, recs = load_runs(args.report, args.allow_mixed)
+        except ValueError as exc:
+            print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
             return 2
-        write(Path(args.report), Path(args.out))
+        write(folders, Path(args.out), recs)
         return 0
     bad = _bad(args)
     if bad:

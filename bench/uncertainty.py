@@ -402,10 +402,10 @@ def scaled_repeats(repeats: list, kind: str, run: str = "", fit=None) -> tuple:
     ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give (those
     ``fit`` marks True, where given: the ones whose GPU time held, not moved by the launch state), or where none of
     those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled), unless that
-    run is ``run`` itself (a folder). Note [Energy per call per °C]."""
+    run is ``run`` itself (a folder, or several joined by commas). Note [Energy per call per °C]."""
     earlier = KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
-    if run and earlier[1] and Path(earlier[1]).name == Path(run).name:
-        earlier = (math.nan, None)  # the run that set the coefficient is not judged by it
+    if run and earlier[1] and Path(earlier[1]).name in {Path(r).name for r in run.split(",")}:
+        earlier = (math.nan, None)  # the run that set the coefficient is not judged by it (run: folders, joined)
     fit = [True] * len(repeats) if fit is None else list(fit)
     used = {}
     for task in {t for t, _, _ in repeats}:

@@ -538,6 +538,53 @@ def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     assert not (tmp_path / "reproducibility").exists()
 
 
+def test_runs_on_other_cards_are_reported_as_one(result, tmp_path):
+    # Note [Runs of several hosts]: a host lent one card at a time; the run of three simulated cards split into a
+    # run of two and a run of one (as two leases would give) reports the spread the cards' gains set, and the same
+    # repeats, as the one run did.
+    from bench import store
+
+    res, _ = result
+    recs = store.load(res["run"], "records.jsonl")
+    card = lambda r: r["identity"]["gpu"]["uuid"]  # noqa: E731
+    runs = {"a": [r for r in recs if card(r) != CARDS[2]], "b": [r for r in recs if card(r) == CARDS[2]]}
+    for name, rs in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    both = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    report = [sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--out", str(tmp_path / "out"), "--report"]
+    p = subprocess.run(report + [both], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    joined = json.loads((tmp_path / "out" / "reproducibility.json").read_text())
+    gains = [tasks.sim_card_gain(c) for c in CARDS]
+    assert sorted(joined["cards"]) == sorted(CARDS) and joined["runs"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert joined["card_spread_raw_rel"] == pytest.approx((max(gains) - min(gains)) / statistics.fmean(gains),
+                                                          abs=0.003)
+    assert joined["card_spread_normalized_rel"] < 0.005
+    assert joined["interval_pairs"] == res["interval_pairs"]
+    assert sorted(x["rel_diff"] for x in joined["repeat"]) == sorted(x["rel_diff"] for x in res["repeat"])
+    assert "Joined from 2 runs" in (tmp_path / "out" / "reproducibility.md").read_text()
+    # One card in two runs: its rounds would overwrite each other, so the runs are refused, and nothing is written.
+    (tmp_path / "out" / "reproducibility.json").unlink()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs["b"]))
+    p = subprocess.run(report + [f"{both},{tmp_path / 'c'}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 2 and CARDS[2] in p.stderr and "report those runs apart" in p.stderr, p.stderr
+    assert not (tmp_path / "out" / "reproducibility.json").exists()
+    # Runs of other code versions are joined only when told to, and the report then names both versions.
+    other = [r | {"identity": r["identity"] | {"code_version": "0000000other"}} for r in runs["b"]]
+    (tmp_path / "b" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    p = subprocess.run(report + [both], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 2 and "--allow-mixed" in p.stderr and "0000000other" in p.stderr, p.stderr
+    p = subprocess.run(report + [both, "--allow-mixed"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "0000000other" in (tmp_path / "out" / "reproducibility.md").read_text()
+    # A folder with no records is named in the error.
+    p = subprocess.run(report + [f"{tmp_path / 'a'},{tmp_path / 'nowhere'}"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "nowhere" in p.stderr and "no records.jsonl" in p.stderr
+
+
 def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_held():
     # Three cards; the bf16 GEMM runs at the limit (sw_power_cap, 690 W of 700, clocks below the check's top), so
     # its energy says how far the limiter let the clocks go, not what the card draws: card B's silicon draws 4 %
