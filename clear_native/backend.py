@@ -106,6 +106,10 @@ from __future__ import annotations
 # BERT-base process so made read 0.960-0.998 µs in all 16 of its readings over 200 s (results/reproducibility/
 # 2026-11-29_035811, GPU-cda91c8e), where every earlier one read 1.11-1.14 from its captures on. A user whose process
 # built the model on the default stream gets the slow state after three captures, as before; one_stream() avoids it.
+# The probe's own level on a stream of its own is not the default's: a bare process that launched nothing before it
+# reads 1.031-1.035 µs there and 0.910-0.913 on the default stream (GPU-419cdb72, GPU-4e1c2156, 2026-11-29 05:15),
+# while task processes inside one_stream read 0.91-0.99. So a probe reading compares processes made alike, not a
+# one_stream process with a default-stream one; and it does not predict every part's time (docs/measured.md).
 
 from . import clock
 from ._native import core
