@@ -162,8 +162,9 @@ def _round(rec: dict) -> int:
     return int(rec.get("round", 0))
 
 
-def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
-    """The run's repeats, card spread and temperature effect from its records (``run``: its folder, where known)."""
+def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
+    """The run's repeats, card spread and temperature effect from its records (``folders``: its runs', where
+    known)."""
     ok = [r for r in recs if r.get("status") == "ok"]
     tasks = [r for r in ok if r["job"] == "task" and _round(r) != LEAD_IN]
     checks = [r for r in ok if r["job"] == "card_check"]
@@ -205,7 +206,7 @@ def analyse(recs: list, at_reference: bool = True, run: str = "") -> dict:
     kinds = _kinds(ok)
     out |= _launch_normalised(long, pairs_long, sigma_p)
     out |= _repeatability(long, pairs_long, sigma_p, _target(tasks)) | _temperature_scaled(
-        long, pairs_long, sigma_p, _main_kind(kinds), run)
+        long, pairs_long, sigma_p, _main_kind(kinds), folders)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
@@ -339,14 +340,14 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float, target_ci: floa
     return out
 
 
-def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str, run: str = "") -> dict:
+def _temperature_scaled(long: list, pairs_long: list, sigma_p: float, kind: str, runs: tuple = ()) -> dict:
     """The repeats (as _repeatability takes them) with each second reading scaled to its first's temperature by
     the energy per call's coefficient per °C, for each task's repeats fitted on the other tasks', or where none of
-    those moved on the ``kind``'s earlier run unless that is ``run`` (Note [Energy per call per °C],
+    those moved on the ``kind``'s earlier run unless that is one of ``runs`` (Note [Energy per call per °C],
     bench/uncertainty.py): how far they moved, and how many land in the interval (sigma_p from the other tasks'
     scaled repeats; ``sigma_p`` where there is no other task)."""
     held = [U.time_held(x["time_rel_diff"]) for x in long]  # the launch state's moves set no coefficient
-    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, run,
+    scaled, used = U.scaled_repeats([(x["task"], x["rel_diff"], x["temperature_diff_c"]) for x in long], kind, runs,
                                     fit=held)
     out = {"temperature_coefficient_per_c": U.temperature_coefficient(
         [(x["rel_diff"], x["temperature_diff_c"]) for x, h in zip(long, held) if h]),
@@ -704,14 +705,12 @@ def _side_by_side_words(an: dict) -> str:
             ": Note [Repeats side by side], the repeats leave out the card's drift between two moments")
 
 
-def write(folders, out: Path, recs: list | None = None) -> dict:
-    """Analyses the records of ``folders`` (one run's folder, or several: load_runs) and writes the report."""
-    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    recs = [r for f in folders for r in store.load(f, "records.jsonl")] if recs is None else recs
-    run = ",".join(str(f) for f in folders)
-    an = analyse(recs, run=run) | ({"runs": [str(f) for f in folders]} if len(folders) > 1 else {})
+def write(folders: list, out: Path, recs: list) -> dict:
+    """Analyses ``recs``, the records of ``folders`` (one run's, or several: load_runs), and writes the report."""
+    runs = tuple(str(f) for f in folders)
+    an = analyse(recs, folders=runs) | ({"runs": list(runs)} if len(runs) > 1 else {})
     ident = next(r["identity"] for r in recs if r.get("status") == "ok")
-    res = {"identity": ident, "run": run} | an
+    res = {"identity": ident, "run": ",".join(runs)} | an
     write_results(out, "reproducibility", res, markdown(an, ident))
     return res
 
@@ -868,8 +867,9 @@ def main(argv=None) -> int:
     print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
           f"{folder}", flush=True)
     rc = _measure(ex, jobs, folder, args)
-    if any(r.get("status") == "ok" for r in store.load(folder, "records.jsonl")):
-        write(folder, Path(args.out))  # what was measured, "Incomplete" where a job is missing
+    recs = store.load(folder, "records.jsonl")
+    if any(r.get("status") == "ok" for r in recs):
+        write([folder], Path(args.out), recs)  # what was measured, "Incomplete" where a job is missing
     return rc
 
 

@@ -397,15 +397,15 @@ def scaled_to_temperature(rel_diff_: float, delta_c: float, beta: float) -> floa
     return (1 + rel_diff_) / (1 + beta * delta_c) - 1
 
 
-def scaled_repeats(repeats: list, kind: str, run: str = "", fit=None) -> tuple:
+def scaled_repeats(repeats: list, kind: str, runs: tuple = (), fit=None) -> tuple:
     """([each repeat's relative change scaled to one temperature], {task: (beta per °C, where it came from)}) for
     ``repeats`` [(task, rel_diff, delta °C)]: each task's by the coefficient the other tasks' repeats give (those
     ``fit`` marks True, where given: the ones whose GPU time held, not moved by the launch state), or where none of
     those moved, the ``kind``'s earlier run's (KIND_TEMPERATURE_COEFFICIENT; (NaN, None): not scaled), unless that
-    run is ``run`` itself (a folder, or several joined by commas). Note [Energy per call per °C]."""
+    run is one of ``runs`` (folders). Note [Energy per call per °C]."""
     earlier = KIND_TEMPERATURE_COEFFICIENT.get(kind, (math.nan, None))
-    if run and earlier[1] and Path(earlier[1]).name in {Path(r).name for r in run.split(",")}:
-        earlier = (math.nan, None)  # the run that set the coefficient is not judged by it (run: folders, joined)
+    if earlier[1] and Path(earlier[1]).name in {Path(r).name for r in runs}:
+        earlier = (math.nan, None)  # the run that set the coefficient is not judged by it
     fit = [True] * len(repeats) if fit is None else list(fit)
     used = {}
     for task in {t for t, _, _ in repeats}:

@@ -778,7 +778,7 @@ def test_where_no_other_task_moved_the_kinds_earlier_coefficient_scales_the_repe
     assert R._coefficients(out, pc).startswith("held 0.30 % from the other tasks' repeats; hot n/a from nowhere")
     # The earlier run judging itself (its report made again): not scaled by the coefficient it set.
     out = R._temperature_scaled([r[0] for r in reps], [r[1] for r in reps], 0.001, "Simulated GPU",
-                                "/elsewhere/results/reproducibility/an earlier run")
+                                ("/elsewhere/results/reproducibility/an earlier run",))
     assert out["temperature_coefficient_used"]["hot"]["from"] is None
 
 
