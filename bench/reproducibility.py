@@ -115,12 +115,13 @@ LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side sha
 
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
          done=frozenset(), order: str = "interleaved", lead_in: bool = False,
-         side_by_side: bool = False) -> workers.Jobs:
+         side_by_side: bool = False, card_checks: bool = True) -> workers.Jobs:
     """Every card's jobs in order, less those whose ids are in ``done`` (measured by an earlier invocation).
     ``order``: "interleaved" takes a job's rounds back-to-back (Note [Repeats back-to-back]); "rounds" takes
     every job once per round, one round after the other. ``lead_in``: each task's first round follows, on its
     card, a process of the same task (round LEAD_IN, never compared: Note [A lead-in before the repeats]).
-    ``side_by_side``: a task's rounds on a card run at the same time, taking turns (Note [Repeats side by side])."""
+    ``side_by_side``: a task's rounds on a card run at the same time, taking turns (Note [Repeats side by side]).
+    ``card_checks``: False leaves out the card reference (repeats only: no card spread, no normalisation)."""
     by_id = suite.by_ids(task_ids, "--tasks:")
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
@@ -144,7 +145,7 @@ def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = Tru
         return job | ({"args": beside, "turns": {"key": f"{key}@{c.uuid}", "me": r, "members": rounds}}
                       if side_by_side else {})
 
-    keys = [None, *task_ids]
+    keys = [None, *task_ids] if card_checks else list(task_ids)
     steps = ([(k, r) for k in keys for r in range(rounds)] if order == "interleaved" else
              [(k, r) for r in range(rounds) for k in keys])
     if lead_in:  # a task's lead-in right before its first round
@@ -793,6 +794,8 @@ def _parser() -> argparse.ArgumentParser:
                     "or --report runs of several versions together")
     ap.add_argument("--simulate", action="store_true", help="the simulated GPU (tests the pipeline, no GPU)")
     ap.add_argument("--no-thermal", action="store_true")
+    ap.add_argument("--no-card-checks", action="store_true", help="no card reference: repeats only (no card spread, "
+                    "no normalisation); the quickest check of repeatability on one card")
     ap.add_argument("--lead-in", action="store_true", help="a process of each task before its first round, never "
                     "compared: the repeats then follow the task's own load (Note [A lead-in before the repeats])")
     ap.add_argument("--side-by-side", action="store_true", help="a task's rounds run at the same time on their card, "
@@ -859,7 +862,7 @@ def main(argv=None) -> int:
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
                     task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in,
-                    side_by_side=args.side_by_side)
+                    side_by_side=args.side_by_side, card_checks=not args.no_card_checks)
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
@@ -899,7 +902,7 @@ def _same_flags(args) -> str:
         "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
     return f" {values}" + "".join(f" --{flag}" for flag, on in (
         ("lead-in", args.lead_in), ("lockstep", args.lockstep), ("side-by-side", args.side_by_side),
-        ("no-thermal", args.no_thermal),
+        ("no-thermal", args.no_thermal), ("no-card-checks", args.no_card_checks),
         ("simulate", args.simulate)) if on)
 
 

@@ -3,7 +3,8 @@
 
 The protocol (protocol.py, profile.py) and measure_model talk only to this interface, so the
 same code is tested on the CPU against the synthetic sensor and run on the GPU:
-- time_per_call_s(item), prepare(item, unroll), run(handle, launches), load(s), awake_idle(s);
+- time_per_call_s(item), prepare(item or its instances, unroll), run(handle, launches), load(s), awake_idle(s);
+- instances(item, n, say): the item and fresh captures of its call, up to n (Note [Graph instances], instances.py);
 - capture(fn, *args, name=, **kwargs): what measure() takes for a callable;
 - l2_bytes(model), kernel_times_s(model, components, inputs, kw, graph) -> (all kernels s, inside components
   s, the glue's largest ops [(op, µs)]; graph: leave out what a captured graph does not run), in_context (bool);
@@ -134,6 +135,7 @@ class GpuBackend:
         self._nvml = nvml_device(device)
         self.source = core.NvmlSource(self._nvml)
         self._unrolled: dict = {}
+        self._instances: dict = {}  # id(capture) -> (instances asked, its instances): instances()
         self._latency_graph = None
         self._sleep_hz = None  # torch.cuda._sleep's cycles per second here (idle_fn)
         self._heater = None  # heat()'s operands, made on first use
@@ -151,13 +153,27 @@ class GpuBackend:
         return replay(cap.exec_handle, n, device=cap.device).gpu_time_per_call_s
 
     def prepare(self, cap, copies: int):
-        """What run() launches: the capture unrolled `copies` times (one graph)."""
-        if cap.eager:
-            return (cap, copies)
-        key = (id(cap), copies)
+        """What run() launches: the capture unrolled `copies` times (one graph); a tuple of a capture's instances
+        (instances()) unrolled in turn, `copies` calls in all."""
+        caps = tuple(cap) if isinstance(cap, tuple) else (cap,)
+        if caps[0].eager:
+            return (caps[0], copies)
+        key = (tuple(map(id, caps)), copies)
         if key not in self._unrolled:
-            self._unrolled[key] = (cap, UnrolledGraph(cap.graph_handle, copies, device=cap.device))
+            graph = UnrolledGraph([c.graph_handle for c in caps], copies, device=caps[0].device)
+            self._unrolled[key] = (caps, graph)
         return self._unrolled[key][1]
+
+    def instances(self, cap, n: int, say=lambda msg: None) -> tuple:
+        """``cap`` and fresh captures of its call, ``n`` in all where memory allows (Note [Graph instances],
+        instances.py); kept, so that a later measure() of the same capture reuses them."""
+        from .instances import recapture
+
+        asked, made = self._instances.get(id(cap), (1, (cap,)))  # held here, so no other capture gets its id
+        if n > asked:
+            made = recapture(cap, n, say)
+            self._instances[id(cap)] = (n, made)
+        return made[:max(1, n)]
 
     def run(self, handle, launches: int) -> ReplayResult:
         if isinstance(handle, tuple):  # an eager capture

@@ -48,7 +48,8 @@ def per_copy(m, l2_copies: int):
         trial_energy_per_call_j=[x / n for x in m.trial_energy_per_call_j],
         trial_time_per_call_s=[x / n for x in m.trial_time_per_call_s],
         trial_run_time_per_call_s=[x / n for x in m.trial_run_time_per_call_s],
-        graph_kernels_per_call=m.graph_kernels_per_call / n)
+        graph_kernels_per_call=m.graph_kernels_per_call / n,
+        instance_time_per_call_s=[x / n for x in m.instance_time_per_call_s])
 
 
 class ColdCopies:

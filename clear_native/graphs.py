@@ -100,18 +100,22 @@ class UnrolledGraph:
 
     One launch of it runs the component ``copies`` times with no launch gap
     between calls. Owns its graph and executable; keep the source graph alive.
+    ``graph_handle`` may be a sequence of graphs, the instances of one call: copy i
+    is then a copy of instance i mod n (Note [Graph instances], instances.py).
     """
 
-    def __init__(self, graph_handle: int, copies: int, *, device: int | None = None) -> None:
+    def __init__(self, graph_handle, copies: int, *, device: int | None = None) -> None:
         require_cuda("UnrolledGraph")
-        if not isinstance(graph_handle, int) or graph_handle == 0:
+        handles = [graph_handle] if isinstance(graph_handle, int) else list(graph_handle)
+        if not handles or not all(isinstance(h, int) and h != 0 for h in handles):
             raise ValueError("graph_handle must be a non-null cudaGraph_t (torch: CUDAGraph(keep_graph=True)"
-                             ".raw_cuda_graph())")
+                             ".raw_cuda_graph()), or a non-empty sequence of them")
         if not isinstance(copies, int) or copies < 1:
             raise ValueError(f"copies must be an integer >= 1, got {copies!r}")
         _, device = _current_stream_and_device(0, device)
-        self._native = core.UnrolledGraph(device, graph_handle, copies)
+        self._native = core.UnrolledGraph(device, handles if len(handles) > 1 else handles[0], copies)
         self.copies = copies
+        self.instances = len(handles)
         self.device = device
 
     @property

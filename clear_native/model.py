@@ -43,7 +43,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
                   target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, pace="auto",
-                  progress=None, between_rounds=None, **kw) -> ModelReport:
+                  progress=None, between_rounds=None, instances: int = 8, **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).
@@ -77,7 +77,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
     ctx = _capture_in_context(backend, whole_fn, model, groups, inputs, kw, failures) if in_context else None
     opts = dict(profile=profile, min_trials=min_trials, max_trials=max_trials, target_ci_rel=target_ci_rel,
                 target_cv=target_cv, window_s=window_s, budget_s=budget_s, progress=progress,
-                between_rounds=between_rounds)
+                between_rounds=between_rounds, instances=instances)
     run = measure([whole] + caps + (ctx["captures"] if ctx else []), backend=backend, **opts)
     wm = per_copy(run["whole_model"], copies["whole_model"])
     measured = _measured(run, caps, groups + block_groups, copies, wm)
@@ -242,7 +242,8 @@ def _group_result(m, g, cap, n: int, wm) -> GroupResult:
         settle_s=m.settle_s, rejected_trials=len(m.rejected_trials), window_restarts=m.window_restarts,
         failed_trials=m.failed_trials, trial_temperature_c=m.trial_temperature_c, unroll=m.unroll,
         trial_time_per_call_s=m.trial_time_per_call_s, trials_from=m.trials_from,
-        graph_kernels_per_call=m.graph_kernels_per_call)
+        graph_kernels_per_call=m.graph_kernels_per_call, graph_instances=m.graph_instances,
+        instance_time_per_call_s=m.instance_time_per_call_s)
 
 
 def _context_results(ctx: dict, run, groups, results: list, n: int, wm) -> tuple:

@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from . import clock, launch_state, thermal
+from .instances import spread_rel, unroll_for
 from .profile import SensorProfile, calibrate
-from .results import Measurement, MeasureRun
-from .sampler import Sampler, SamplerResult, drain_interval_for, reason_names
-from .stats import Summary
+from .results import MeasureRun
+from .sampler import Sampler, SamplerResult, drain_interval_for
+from .summary import summarise
 from .trials import MAX_UNROLL, Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 12: bench's and the CLI's processes launch on one stream, captures on the
+# never averaged or compared unawares. 13: a capture's number is the mean of its graph instances, unrolled in turn
+# (Note [Graph instances], instances.py); 12: bench's and the CLI's processes launch on one stream, captures on the
 # current one (Note [One stream], backend.py), and no trial asks a replay for more than MAX_LAUNCHES launches; 11: the
 # reset runs the profiler around one eager call of each capture, as kernel_times_s around a forward pass; 10: trials
 # begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
@@ -40,7 +42,7 @@ BASELINES = ("awake_idle", "idle")
 # trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
 # run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
 # timing; 1: before.
-PROTOCOL_VERSION = 12
+PROTOCOL_VERSION = 13
 
 
 def _name(item, i: int) -> str:
@@ -84,7 +86,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 10.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
             unsettled_z: float = 4.0, limiter_s: float = 1.0, progress: Callable[[str], None] | None = None,
-            between_rounds: Callable[[], None] | None = None) -> MeasureRun:
+            between_rounds: Callable[[], None] | None = None, instances: int = 8) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
     Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch reset -> trials -> summary
@@ -104,17 +106,15 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
         between_rounds: called after each round of trials (every capture still measuring, one trial each), with
             the GPU left as it was: e.g. another process's turn on the card (its time counts in budget_s).
+        instances: graphs of each capture's call (fresh captures of it), unrolled in turn (Note [Graph instances]).
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).
     """
     items = _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv,
-                   max_window_s, unsettled_z, limiter_s, between_rounds)
+                   max_window_s, unsettled_z, limiter_s, between_rounds, instances)
     say = progress or (lambda msg: None)
-    if backend is None:
-        from .backend import GpuBackend
-
-        backend = GpuBackend(device)
+    backend = backend or _gpu(device)
     profile = profile or calibrate(backend)                                       # calibrate
     rules = Rules(min_trials, max_trials, target_ci_rel, target_cv,
                   4 * window_s if max_window_s is None else max_window_s, 4 * profile.settle_s, unsettled_z,
@@ -123,7 +123,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
     error = None
     try:
         _rest(st, idle_s, window_s)                                                 # baselines: idle, awake
-        st.trials = _plan(st, items, window_s, launch_s)                            # plan
+        st.trials = _plan(st, items, window_s, launch_s, instances)                 # plan
         _warm_up(st, max_warmup_s)                                                  # warm-up
         st.awake_window = _awake_baseline(st, window_s)                             # baselines: awake idle
         _reset_launch_state(st)                                                     # launch reset
@@ -136,13 +136,23 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
                                    settle_s=profile.settle_s, tail_s=st.tail_s, baseline=baseline,
                                    target_cv=target_cv, max_window_s=rules.max_window_s, unsettled_z=unsettled_z,
                                    power_limit_w=rules.power_limit_w, limiter_s=limiter_s,
-                                   between_rounds=between_rounds is not None, protocol_version=PROTOCOL_VERSION),
+                                   between_rounds=between_rounds is not None, instances=instances,
+                                   protocol_version=PROTOCOL_VERSION),
                    baseline)
 
 
+def _gpu(device: int):
+    from .backend import GpuBackend
+
+    return GpuBackend(device)
+
+
 def _check(items, target_ci_rel, min_trials, max_trials, window_s, budget_s, baseline, target_cv, max_window_s,
-           unsettled_z, limiter_s, between_rounds) -> list:
+           unsettled_z, limiter_s, between_rounds, instances) -> list:
     """Phase check: the arguments, before any GPU time is spent."""
+    if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= MAX_UNROLL:
+        raise ValueError(f"instances must be an integer from 1 to {MAX_UNROLL} (graphs of each call), got "
+                         f"{instances!r}")
     if between_rounds is not None and not callable(between_rounds):
         raise TypeError(f"between_rounds must be a function of no arguments or None, got {between_rounds!r}")
     items = list(items) if isinstance(items, (list, tuple)) else [items]
@@ -173,17 +183,22 @@ def _rest(st: _Run, idle_s: float, window_s: float) -> None:
     st.cool_window = _awake_baseline(st, window_s)
 
 
-def _plan(st: _Run, items, window_s: float, launch_s: float) -> list:
-    """Phase plan: time one call of each capture; unroll it so a launch lasts ``launch_s``."""
+def _plan(st: _Run, items, window_s: float, launch_s: float, instances: int) -> list:
+    """Phase plan: each capture's graph instances, as many as one launch of ``launch_s`` holds calls, up to
+    ``instances`` (Note [Graph instances]), one call of each timed; unrolled in turn so a launch lasts ``launch_s``."""
     out = []
     for i, item in enumerate(items):
         name = _name(item, i)
-        t1 = st.backend.time_per_call_s(item)
-        unroll = int(np.clip(math.ceil(launch_s / t1), 1, MAX_UNROLL))
-        t = Trials(item, name, st.backend.prepare(item, unroll), unroll, t1, st.profile.settle_s, window_s,
-                   st.tail_s)
+        fit = math.ceil(launch_s / st.backend.time_per_call_s(item))
+        made = st.backend.instances(item, max(1, min(instances, fit)), st.say)
+        t1s = tuple(st.backend.time_per_call_s(c) for c in made)
+        t1 = float(np.mean(t1s))
+        unroll = unroll_for(int(np.clip(math.ceil(launch_s / t1), 1, MAX_UNROLL)), len(made), MAX_UNROLL)
+        t = Trials(item, name, st.backend.prepare(made, unroll), unroll, t1, st.profile.settle_s, window_s,
+                   st.tail_s, instances=made, instance_t1=t1s)
         out.append(t)
-        st.say(f"plan {name}: {t1 * 1e6:.2f} µs/call single, K={unroll}, R={t.launches}")
+        st.say(f"plan {name}: {t1 * 1e6:.2f} µs/call single ({len(made)} graphs, {spread_rel(t1s):.2%} apart), "
+               f"K={unroll}, R={t.launches}")
     return out
 
 
@@ -283,7 +298,7 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
         res, error = getattr(exc, "result", None), error or exc
     if error is not None and (res is None or st.idle_window is None or not any(t.values for t in st.trials)):
         raise error
-    run = _summarise(res, st.trials, st.profile, st.backend, st.idle_window, (st.awake_window, st.cool_window),
+    run = summarise(res, st.trials, st.profile, st.backend, st.idle_window, (st.awake_window, st.cool_window),
                      baseline, st.stop_reason if error is None else f"interrupted: {type(error).__name__}: {error}",
                      clock.now_s() - st.t_begin, settings)
     run.launch_state = list(st.launch_state)
@@ -296,55 +311,3 @@ def _finish(st: _Run, error, settings: dict, baseline: str) -> MeasureRun:
 def _steady_window(r, settle_s: float, tail_s: float) -> tuple[int, int]:
     """The monotonic span of a run whose samples are steady: after the settle time, before the tail."""
     return r.host_start_ns + int(settle_s * 1e9), r.host_end_ns - int(tail_s * 1e9)
-
-
-def _range(values: np.ndarray) -> tuple:
-    v = values[np.isfinite(values)]
-    return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
-
-
-def _summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idle_window, awake_windows, baseline,
-               stop_reason, wall_s, settings) -> MeasureRun:
-    """``awake_windows``: awake idle's after the warm-up and before it (Note [Leakage measured in every run])."""
-    idle_w = res.mean_power_w(*idle_window)
-    (awake_w, awake_c), cool = ((res.mean_power_w(*w), res.temperature_in(*w)) if w else (math.nan, math.nan)
-                                for w in awake_windows)
-    base_w = awake_w if baseline == "awake_idle" else idle_w
-    out = []
-    for p in plans:
-        values, after, drift, timing, temps, trials_from = p.reported()
-        pw = np.array([v[0] for v in values])
-        tc = np.array([v[1] for v in values])
-        e = Summary.of(pw * tc)
-        in_windows = np.zeros(res.status_t_ns.shape, dtype=bool)
-        for _, (a, b) in p.results:
-            in_windows |= (res.status_t_ns >= a) & (res.status_t_ns <= b)
-        reasons = int(np.bitwise_or.reduce(res.clock_event_reasons[in_windows])) if in_windows.any() else 0
-        out.append(Measurement(
-            name=p.name, energy_per_call_j=e.mean, energy_per_call_ci95_j=e.ci95_half,
-            dynamic_energy_per_call_j=float(np.mean((pw - base_w) * tc)) if pw.size else math.nan,
-            baseline=baseline, baseline_power_w=base_w, idle_power_w=idle_w, awake_idle_power_w=awake_w,
-            gpu_time_per_call_s=float(tc.mean()) if tc.size else math.nan,
-            mean_power_w=float(pw.mean()) if pw.size else math.nan, trials=e.n, cv=e.cv, ci95_rel=e.ci95_rel,
-            unroll=p.unroll, launches_per_trial=p.launches,
-            steady_window_s=float(np.mean([v[3] for v in values])) if values else math.nan,
-            samples_per_trial=float(np.mean([v[2] for v in values])) if values else math.nan,
-            temperature_c=_range(res.temperature_c[in_windows]), sm_clock_mhz=_range(res.sm_clock_mhz[in_windows]),
-            clock_event_reasons=reason_names(reasons), converged=not math.isnan(p.converged_at),
-            time_to_target_s=p.converged_at, eager=bool(getattr(p.item, "eager", False)),
-            trial_energy_per_call_j=(pw * tc).tolist(), trial_power_w=pw.tolist(), trial_time_per_call_s=tc.tolist(),
-            trial_after=list(after), trial_drift_rel=list(drift), trial_temperature_c=list(temps),
-            trial_window_launches=[n for n, _ in timing], trial_run_time_per_call_s=[t for _, t in timing],
-            settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
-            failed_trials=p.failed, trials_from=trials_from,
-            graph_kernels_per_call=float(getattr(p.item, "graph_kernels", math.nan))))
-    a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)
-    sample_j = res.sample_integral_j(a, b)
-    counter_j = res.counter_energy_j(a, b)
-    return MeasureRun(
-        measurements=out, gpu=dict(backend.info), profile=profile.to_dict(), idle_power_w=idle_w,
-        awake_idle_power_w=awake_w, counter_energy_j=counter_j, sample_energy_j=sample_j,
-        counter_vs_samples_rel=(counter_j - sample_j) / sample_j if sample_j else math.nan,
-        samples_lost=res.samples_lost, wall_s=wall_s, stop_reason=stop_reason, settings=settings,
-        awake_idle_temperature_c=awake_c, cool_awake_idle_power_w=cool[0], cool_awake_idle_temperature_c=cool[1],
-        leakage_w_per_c=thermal.leakage_slope([cool[::-1], (awake_c, awake_w)]))

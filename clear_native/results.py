@@ -61,6 +61,8 @@ class Measurement:
     # Kernels one call launches in its graph (NaN: eager, or a backend that cannot count them). In the card's slow
     # launch-latency state a call lasts this many times the probe's change longer (Note [Launch-latency state]).
     graph_kernels_per_call: float = math.nan
+    graph_instances: int = 1  # graphs of its call unrolled in turn (Note [Graph instances], instances.py)
+    instance_time_per_call_s: list = field(default_factory=list)  # GPU time per call of each, launched singly
 
 
 @dataclass
@@ -159,6 +161,8 @@ class GroupResult:
     trial_time_per_call_s: list = field(default_factory=list)  # GPU time per call in each trial's window
     trials_from: str = ""            # Measurement.trials_from: "" or the set a restart dropped
     graph_kernels_per_call: float = math.nan  # Measurement.graph_kernels_per_call, for one copy's call
+    graph_instances: int = 1         # Measurement.graph_instances (Note [Graph instances])
+    instance_time_per_call_s: list = field(default_factory=list)  # each instance's, launched singly, one copy's call
 
     @property
     def energy_total_j(self) -> float:

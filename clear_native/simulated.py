@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import clock
 from ._native import core
@@ -63,7 +63,7 @@ class SimulatedBackend:
     def __init__(self, source, *, awake_w: float = 110.0, load_w: float = 650.0, costs=None,
                  slow_gap_scale: float = 1.0, slow_for_s: float = 0.0, power_limit_w: float | None = None,
                  leak_w_per_c: float = 0.0, limiter_s: float = 1.0, limiter_swing: float = 0.04,
-                 slow_resets: bool = True) -> None:
+                 slow_resets: bool = True, instance_spread_rel: float = 0.0, seed: int = 0) -> None:
         """``slow_gap_scale``, ``slow_for_s``: the card's launch-latency state (Note [Launch-latency state],
         backend.py): for its first ``slow_for_s`` seconds the gaps between kernels last ``slow_gap_scale`` times
         as long, then the card switches to the fast state (the default: always fast); ``slow_resets``: whether
@@ -72,7 +72,8 @@ class SimulatedBackend:
         the limit, +/- ``limiter_swing`` of it, every ``limiter_s``, starting high (Note [The limiter's cycle],
         trials.py). ``leak_w_per_c``: a card draws this much more per °C its die is above the sensor's idle
         temperature (leakage), on a sensor that heats as it draws (synthetic_sensor's thermal_c_per_w), also while
-        a run lasts."""
+        a run lasts. ``instance_spread_rel``: how far each graph instance of a call runs from the call's time
+        (instances()); ``seed``: where this backend (a process) places them."""
         self.source = source
         self.awake_w = awake_w
         self.load_w = load_w
@@ -85,6 +86,7 @@ class SimulatedBackend:
         self._t_made = clock.now_s()
         self.leak_w_per_c = leak_w_per_c
         self.limiter_s, self.limiter_swing = limiter_s, limiter_swing
+        self.instance_spread_rel, self._place, self._instances = instance_spread_rel, random.Random(seed), {}
 
     def gap_scale(self) -> float:
         """How much longer than the cost model's the gaps between kernels last now (1: the fast state)."""
@@ -95,8 +97,26 @@ class SimulatedBackend:
     def time_per_call_s(self, call: SimulatedCall) -> float:
         return call.true_time_per_call_s(1, self.gap_scale())
 
-    def prepare(self, call: SimulatedCall, unroll: int):
+    def prepare(self, call, unroll: int):
+        """(the call, unroll); a tuple of a call's instances (instances()) runs as their mean call."""
+        if isinstance(call, tuple):
+            call = replace(call[0], kernel_s=sum(c.kernel_s for c in call) / len(call))
         return (call, unroll)
+
+    def instances(self, call: SimulatedCall, n: int, say=lambda msg: None) -> tuple:
+        """``n`` instances of the call (Note [Graph instances], instances.py): each placed by this backend (a
+        process) at a GPU time, and so an energy, ``instance_spread_rel`` x N(0, 1) off the call's, drawn once
+        (the first is the call itself where the spread is 0); kept, as a GPU backend keeps its captures. An eager
+        call is its own one instance."""
+        if call.eager:
+            return (call,)
+        made = self._instances.get(id(call), (call, ()))[1]  # the call held with them: its id stays its own
+        if n > len(made):
+            made += tuple(replace(call, name=call.name if i == 0 else f"{call.name} #{i}",
+                                  kernel_s=call.kernel_s * (1 + self.instance_spread_rel * self._place.gauss(0, 1)))
+                          for i in range(len(made), n))
+            self._instances[id(call)] = (call, made)
+        return made[:max(1, n)]
 
     def capture(self, fn, *args, name: str, **kwargs) -> SimulatedCall:
         """The callable as the cost model prices one call of it."""

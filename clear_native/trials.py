@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .instances import unroll_for
 from .stats import Summary
 
 MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
@@ -115,6 +116,8 @@ class Trials:
     settle_s: float
     window_s: float
     tail_s: float
+    instances: tuple = ()                         # the graphs the handle runs in turn (Note [Graph instances])
+    instance_t1: tuple = ()                       # s per call of each, launched singly
     stretch: int = 1                              # x launches, where windows held too few samples
     results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial
     values: list = field(default_factory=list)    # (power_w, time_per_call_s, n_samples, window_s)
@@ -146,8 +149,9 @@ class Trials:
         learns its time from its first runs (judge()), then lengthens its window, and the launches grow thousands
         of times (GPU-cda91c8e, 2026-11-29: BERT without its components, 0.49 µs a call singly, asked 1.6 M)."""
         if self._launches() > MAX_LAUNCHES and self.unroll < MAX_UNROLL:
-            k = min(MAX_UNROLL, math.ceil(self.unroll * self._launches() / MAX_LAUNCHES) + 1)
-            self.unroll, self.handle = k, prepare(self.item, k)
+            n = max(1, len(self.instances))
+            k = unroll_for(min(MAX_UNROLL, math.ceil(self.unroll * self._launches() / MAX_LAUNCHES) + 1), n, MAX_UNROLL)
+            self.unroll, self.handle = k, prepare(self.instances or self.item, k)
 
     @property
     def converged(self) -> bool:

@@ -210,6 +210,10 @@ PYBIND11_MODULE(_core, m) {
   py::class_<cn::UnrolledGraph>(m, "UnrolledGraph")
       .def(py::init<int, uintptr_t, int>(), "device"_a, "graph_handle"_a, "copies"_a,
            py::call_guard<py::gil_scoped_release>())
+      .def(py::init<int, const std::vector<uintptr_t>&, int>(), "device"_a, "graph_handles"_a, "copies"_a,
+           py::call_guard<py::gil_scoped_release>(),
+           "Node i a copy of graph_handles[i % len(graph_handles)] (Note [Graph instances]).")
+      .def_property_readonly("instances", &cn::UnrolledGraph::instances)
       .def_property_readonly("exec_handle", &cn::UnrolledGraph::exec_handle)
       .def_property_readonly("copies", &cn::UnrolledGraph::copies)
       .def_property_readonly("device", &cn::UnrolledGraph::device);

@@ -148,16 +148,23 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
   return t;
 }
 
-UnrolledGraph::UnrolledGraph(int device, uintptr_t graph, int copies) : device_(device), copies_(copies) {
-  if (graph == 0) throw std::invalid_argument("graph handle is null: capture with keep_graph=True");
+UnrolledGraph::UnrolledGraph(int device, uintptr_t graph, int copies)
+    : UnrolledGraph(device, std::vector<uintptr_t>{graph}, copies) {}
+
+UnrolledGraph::UnrolledGraph(int device, const std::vector<uintptr_t>& graphs, int copies)
+    : device_(device), copies_(copies), instances_(static_cast<int>(graphs.size())) {
+  if (graphs.empty()) throw std::invalid_argument("graphs is empty: give at least one graph handle");
+  for (uintptr_t h : graphs) {
+    if (h == 0) throw std::invalid_argument("graph handle is null: capture with keep_graph=True");
+  }
   if (copies < 1) throw std::invalid_argument("copies must be >= 1");
   DeviceGuard on(device);
-  auto child = reinterpret_cast<cudaGraph_t>(graph);
   cudaGraph_t g = nullptr;
   CN_CUDA_CHECK(cudaGraphCreate(&g, 0));
   owned_.own(g);  // destroyed with this object, also if what follows throws
   cudaGraphNode_t prev = nullptr;
   for (int i = 0; i < copies; ++i) {
+    auto child = reinterpret_cast<cudaGraph_t>(graphs[static_cast<std::size_t>(i) % graphs.size()]);
     cudaGraphNode_t node = nullptr;
     CN_CUDA_CHECK(cudaGraphAddChildGraphNode(&node, g, prev ? &prev : nullptr, prev ? 1 : 0, child));
     prev = node;

@@ -55,20 +55,24 @@ ReplayTiming replay_graph_exec(int device, uintptr_t exec, uintptr_t stream, int
                                int64_t check_every, const std::function<bool()>& should_stop,
                                bool stamp_launches = false);
 
-// A graph made of `copies` child-graph nodes, each a copy of `graph`, in a
-// chain, and its executable. Owns both.
+// A graph made of `copies` child-graph nodes in a chain, node i a copy of
+// graphs[i % graphs.size()] (the instances of one call, Note [Graph instances]
+// in clear_native/instances.py), and its executable. Owns both.
 class UnrolledGraph {
  public:
   UnrolledGraph(int device, uintptr_t graph, int copies);
+  UnrolledGraph(int device, const std::vector<uintptr_t>& graphs, int copies);
   UnrolledGraph(const UnrolledGraph&) = delete;
   UnrolledGraph& operator=(const UnrolledGraph&) = delete;
   uintptr_t exec_handle() const noexcept { return owned_.exec_handle(); }
   int copies() const noexcept { return copies_; }
   int device() const noexcept { return device_; }
+  int instances() const noexcept { return instances_; }
 
  private:
   int device_;
   int copies_;
+  int instances_;
   GraphOwner owned_;
 };
 

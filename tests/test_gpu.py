@@ -90,6 +90,36 @@ def test_replay_counts_calls_and_times_them(torch, matmul_capture):
     assert t_mid == pytest.approx(stamped.gpu_time_per_call_s, rel=0.05)
 
 
+def test_an_unrolled_graph_of_instances_runs_each_in_turn(torch):
+    # Note [Graph instances]: copy i of the unrolled graph is instance i mod n; each instance its own capture,
+    # adding one to its own counter, so after two launches of 7 copies over 3 instances the counters read 5, 5, 4.
+    counters = [torch.zeros(4, device="cuda") for _ in range(3)]
+    caps = [cn.capture(lambda y=y: y.add_(1), name=f"add{i}") for i, y in enumerate(counters)]
+    for y in counters:
+        y.zero_()  # the capture's eager calls added to it
+    graph = cn.UnrolledGraph([c.graph_handle for c in caps], 7)
+    assert graph.instances == 3 and graph.copies == 7
+    r = cn.replay(graph, 2)
+    assert r.calls == 14
+    torch.cuda.synchronize()
+    assert [float(y[0]) for y in counters] == [5.0, 5.0, 4.0]
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        cn.UnrolledGraph([], 2)
+    # The backend's instances: fresh captures of the call, each writing its own output, kept for the next ask.
+    from clear_native.backend import GpuBackend
+
+    backend = GpuBackend(0)
+    x = torch.randn(256, 256, device="cuda")
+    cap = cn.capture(torch.mul, x, x, name="square")
+    made = backend.instances(cap, 3)
+    assert made[0] is cap and len(made) == 3 and backend.instances(cap, 2) == made[:2]
+    assert len({c.outputs.data_ptr() for c in made}) == 3
+    cn.replay(backend.prepare(made, 6), 1)
+    torch.cuda.synchronize()
+    for c in made:
+        torch.testing.assert_close(c.outputs, x * x)
+
+
 def test_replay_is_interruptible(torch, matmul_capture):
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     t0 = time.monotonic()
@@ -366,5 +396,9 @@ def test_every_measurement_reads_the_launch_latency_state(torch, matmul_capture)
     # What the slow state costs a call: its graph's kernels (one GEMM here; cuBLAS may add a small one), each one
     # probe step (Note [Launch-latency state]). An add of two tensors is one kernel, exactly.
     assert run["matmul1024"].graph_kernels_per_call in (1.0, 2.0)
+    # Note [Graph instances]: a ~10 µs call is measured over 8 graphs of it, each timed singly near their mean.
+    m = run["matmul1024"]
+    assert m.graph_instances == 8 and len(m.instance_time_per_call_s) == 8 and m.unroll % 8 == 0
+    assert all(abs(t / m.gpu_time_per_call_s - 1) < 0.2 for t in m.instance_time_per_call_s)
     x = torch.ones(256, device="cuda")
     assert cn.capture(torch.add, x, x, name="add").graph_kernels == 1.0

@@ -94,8 +94,8 @@ def test_protocol_recovers_known_energy_for_5us_and_1ms_calls(sim):
         assert len(m.trial_temperature_c) == m.trials and m.trial_temperature_c == pytest.approx([temp] * m.trials)
     # Time per call comes from the launches inside each window, not from the whole trial.
     assert min(big.trial_window_launches) >= 3 and len(big.trial_run_time_per_call_s) == big.trials
-    # The unroll keeps each launch ~2 ms.
-    assert run["tiny_5us"].unroll == math.ceil(2e-3 / 7e-6)
+    # The unroll keeps each launch ~2 ms: 286 calls, rounded up to whole rounds of its 8 graph instances.
+    assert run["tiny_5us"].unroll == 288 and run["tiny_5us"].graph_instances == 8
     assert run["big_1ms"].unroll == 2
 
 
@@ -623,3 +623,34 @@ def test_a_graph_launch_bound_alone_gets_more_calls_a_launch_not_more_launches_t
     assert asked[0][0] == first_unroll and m.unroll > first_unroll  # more calls a launch once its time was known
     assert m.trials >= 3
     assert m.energy_per_call_j == pytest.approx(empty.true_energy_per_call_j(m.unroll, backend.awake_w), rel=0.02)
+
+
+def test_a_call_is_measured_over_its_graph_instances_so_a_fresh_process_draws_less_offset(virtual_clock):
+    # Note [Graph instances]: each capture of a call runs at its own GPU time (where its intermediates land), fixed
+    # for the process; the simulated backend places each instance 2 % x N(0, 1) off. Measured over one graph, two
+    # processes differ by their two draws; over 8 unrolled in turn, by the draws' means (sqrt(8) closer). Each
+    # number is the true energy of the graphs it ran: the call's power x their mean kernel time.
+    call = cn.SimulatedCall("attention", kernel_s=35e-6, power_w=400.0, launch_gap_s=0.0)
+    readings = {1: [], 8: []}
+    for seed in range(6):
+        for n in (1, 8):
+            backend = cn.SimulatedBackend(cn.synthetic_sensor(**FAST), instance_spread_rel=0.02, seed=seed)
+            profile = cn.calibrate(backend, rest_s=0.3, load_s=0.4)
+            m = cn.measure([call], backend=backend, profile=profile, min_trials=3, target_ci_rel=0.002,
+                           instances=n, **KW)["attention"]
+            placed = backend.instances(call, n)  # the simulation's placements (kept: the ones measured)
+            truth = call.power_w * statistics.fmean(c.kernel_s for c in placed)
+            assert m.graph_instances == n and m.unroll % n == 0
+            assert m.energy_per_call_j == pytest.approx(truth, rel=0.003)
+            assert m.instance_time_per_call_s == pytest.approx([c.kernel_s for c in placed], rel=1e-9)
+            readings[n].append(m.energy_per_call_j)
+    spread = {n: statistics.stdev(v) / statistics.fmean(v) for n, v in readings.items()}
+    assert spread[1] > 0.01 and spread[8] < spread[1] / 2, spread
+
+
+def test_instances_are_checked_before_any_gpu_time(sim):
+    backend, profile = sim
+    call = cn.SimulatedCall("c", kernel_s=1e-5, power_w=300.0)
+    for bad in (0, 2.5, True, -1):
+        with pytest.raises(ValueError, match="instances must be an integer"):
+            cn.measure([call], backend=backend, profile=profile, instances=bad, **KW)

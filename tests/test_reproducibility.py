@@ -844,6 +844,9 @@ def test_each_jobs_rounds_run_back_to_back_unless_told_one_round_after_the_other
     rounds = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, order="rounds"), "SIM-GPU-0")
     assert rounds == ["card_check/round0", f"{tids[0]}#0", f"{tids[1]}#0", "card_check/round1", f"{tids[0]}#1",
                       f"{tids[1]}#1"]
+    # Repeats only (--no-card-checks): the same tasks in the same order, no card reference.
+    bare = order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, card_checks=False), "SIM-GPU-1")
+    assert bare == [f"{tids[0]}#0", f"{tids[0]}#1", f"{tids[1]}#0", f"{tids[1]}#1"]
     # What an earlier invocation measured is left out; a bad order is refused before any job exists.
     done = {f"{tids[0]}@SIM-GPU-0#0"}
     assert f"{tids[0]}#0" not in order(R.plan(cards, 2, {}, True, thermal=False, task_ids=tids, done=done),

@@ -1,0 +1,75 @@
+"""Graph instances: one call captured several times, each into its own memory, measured as their mean.
+
+Note [Graph instances]
+~~~~~~~~~~~~~~~~~~~~~~
+Measured on an H200 (GPU-10ca9bd3-ce45-30c9-6fd5-1bf1362de21f, driver 580.159.04, 2026-11-29, two fresh processes
+on one stream): six captures of BERT-base's layer-0 attention (bf16, 8 x 128 tokens) on the same module and the
+same inputs ran 32.99-33.40 µs a call in one process (1.2 % apart) and 32.90-33.65 µs in the other (2.3 %), each
+graph read as the median of 5 interleaved rounds of 3000 calls; the fastest and the slowest were the same
+captures in both processes (they ran one after the other, alone on the card). Six deep copies with their own
+inputs spread alike (1.0 / 1.2 %); so did the intermediate part (0.6-1.6 %) and the embeddings (1.1-1.7 %).
+Meanwhile a part's trials inside one process held its GPU time to
++-0.05 %, and two processes measuring it side by side read it 0.8-1.0 % apart, its energy with it (protocol 12:
+results/reproducibility/2026-11-29_052856 and _064442). So the offset is fixed when the graph is captured: what
+differs between two captures of one call is where its intermediates and outputs land (every capture has its own
+memory pool), and no number of trials of one graph averages it out; a repeat in a fresh process draws it again.
+
+So measure() takes each capture's number over ``instances`` graphs of its call (recapture(): the capture itself
+and fresh captures of its callable on the same arguments), unrolled in turn in every launch (UnrolledGraph over
+the instances): the offset of their mean shrinks as 1 / sqrt(instances). A launch holds ~2 ms of calls
+(measure()'s launch_s), so a call longer than that over ``instances`` gets fewer (BERT-base's whole model, 0.8 ms:
+three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose placements average
+within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs attention
+moved 0.8-1.0 %), and fewer spare the largest calls' memory and capture time. Each instance's GPU time, launched
+singly, is kept with the measurement (Measurement.instance_time_per_call_s), so a report can state this layer.
+Instances cost memory (a pool of intermediates each): recapture() stops adding them where free memory would
+fall below twice what one took plus a margin, and says so. A capture that is eager, or is not a plain capture of
+a callable (a pruned graph of the model without a group: measure_model's in_context), is its own one instance;
+the simulated backend places its calls' instances as this note says (SimulatedBackend.instances).
+"""
+
+from __future__ import annotations
+
+import math
+
+FREE_MARGIN_BYTES = 1 << 30  # free memory left after the instances at least, beyond twice what one took
+
+
+def recapture(cap, n: int, say=lambda msg: None) -> tuple:
+    """``cap`` and up to ``n - 1`` fresh captures of its callable on its arguments (graph_capture.capture), each into
+    its own memory pool; fewer where memory runs short or a capture fails (``say`` tells why). Eager captures and
+    what is not a graph_capture.Capture are returned alone."""
+    from .graph_capture import Capture, capture
+
+    if n <= 1 or not isinstance(cap, Capture) or cap.eager:
+        return (cap,)
+    import torch
+
+    made, took = [cap], 0
+    for i in range(1, n):
+        free, _ = torch.cuda.mem_get_info(cap.device)
+        if free < 2 * took + FREE_MARGIN_BYTES:
+            say(f"{cap.name}: {len(made)} graph instances, not {n}: {free / 2**30:.1f} GiB free, the last took "
+                f"{took / 2**30:.2f} GiB")
+            break
+        before = torch.cuda.memory_reserved(cap.device)
+        try:
+            made.append(capture(cap.fn, *cap.args, name=f"{cap.name} #{i}", **cap.kwargs))
+        except Exception as exc:  # noqa: BLE001 - the instances made so far measure it; the reason is said
+            say(f"{cap.name}: {len(made)} graph instances, not {n}: {type(exc).__name__}: {str(exc)[:200]}")
+            break
+        took = max(took, torch.cuda.memory_reserved(cap.device) - before)
+    return tuple(made)
+
+
+def unroll_for(unroll: int, instances: int, max_unroll: int) -> int:
+    """Calls per launch: ``unroll`` rounded up to a whole number of rounds of the instances (each as often in
+    every launch), at most ``max_unroll`` rounded down to whole rounds (at least one round)."""
+    k = instances * math.ceil(unroll / instances)
+    return max(instances, min(k, instances * (max_unroll // instances)))
+
+
+def spread_rel(times_s) -> float:
+    """(max - min) / mean of the instances' GPU times per call; NaN for fewer than two."""
+    t = [x for x in times_s if math.isfinite(x)]
+    return (max(t) - min(t)) / (sum(t) / len(t)) if len(t) >= 2 else math.nan
