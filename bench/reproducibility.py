@@ -816,6 +816,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-cv", type=float, default=0.004,
                     help="a part whose trials scatter more than this (relative) gets longer windows")
     ap.add_argument("--max-trials", type=int, default=16)
+    ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in turn (Note [Graph "
+                    "instances], clear_native/instances.py)")
     ap.add_argument("--task-budget-s", type=float, default=130.0, help="seconds of trials per task at most")
     return ap
 
@@ -858,7 +860,7 @@ def main(argv=None) -> int:
     settings = dict(window_s=args.window_s, min_trials=3, max_trials=args.max_trials, target_ci=args.target_ci,
                     target_cv=args.target_cv, task_budget_s=args.task_budget_s, l2="cold", reference_calls=0,
                     reference_trials=0, verbose=False, order=args.order, lead_in=args.lead_in,
-                    lockstep=args.lockstep, side_by_side=args.side_by_side)
+                    lockstep=args.lockstep, side_by_side=args.side_by_side, instances=args.instances)
     try:
         jobs = plan(cards, args.rounds, settings, args.simulate, thermal=not args.no_thermal,
                     task_ids=suite.as_list(args.tasks, TASKS), done=done, order=args.order, lead_in=args.lead_in,
@@ -899,7 +901,8 @@ def _measure(ex, jobs: workers.Jobs, folder: Path, args) -> int:
 def _same_flags(args) -> str:
     """The flags that plan and measure a run as ``args`` did (what --resume needs given again)."""
     values = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in (
-        "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s"))
+        "gpus", "rounds", "tasks", "order", "window_s", "target_ci", "target_cv", "max_trials", "task_budget_s",
+        "instances"))
     return f" {values}" + "".join(f" --{flag}" for flag, on in (
         ("lead-in", args.lead_in), ("lockstep", args.lockstep), ("side-by-side", args.side_by_side),
         ("no-thermal", args.no_thermal), ("no-card-checks", args.no_card_checks),

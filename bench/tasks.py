@@ -137,7 +137,7 @@ def measure_task(lab: Lab, task, profile, args) -> dict:
                                backend=lab.backend, profile=profile, min_trials=args.min_trials,
                                max_trials=args.max_trials, target_ci_rel=args.target_ci, window_s=args.window_s,
                                budget_s=args.task_budget_s, l2=args.l2, target_cv=args.target_cv, progress=verbose,
-                               between_rounds=lab.between_rounds)
+                               between_rounds=lab.between_rounds, instances=getattr(args, "instances", 1))
         return rep.to_dict()
     finally:
         del model

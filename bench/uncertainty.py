@@ -120,8 +120,9 @@ def interval(ci95_rel: float, sigma_p: float, sigma_c: float = 0.0) -> float:
 
 def interval_coverage(pairs: list, sigma_p: float, diffs: list | None = None) -> float:
     """The share of pairs whose second reading lands within the combined interval of both; ``diffs``: each pair's
-    relative change as compared (state_corrected_diff), where not the raw one."""
-    if not pairs:
+    relative change as compared (state_corrected_diff), where not the raw one. NaN where there are none, or no
+    sigma_p to state an interval with (one task and no card reference: a share of 0 would say the intervals failed)."""
+    if not pairs or math.isnan(sigma_p):
         return math.nan
     diffs = [rel_diff(a, b) for (a, _), (b, _) in pairs] if diffs is None else diffs
     inside = [abs(d) <= math.hypot(interval(ca, sigma_p), interval(cb, sigma_p))

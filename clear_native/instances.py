@@ -8,16 +8,16 @@ same inputs ran 32.99-33.40 µs a call in one process (1.2 % apart) and 32.90-33
 graph read as the median of 5 interleaved rounds of 3000 calls; the fastest and the slowest were the same
 captures in both processes (they ran one after the other, alone on the card). Six deep copies with their own
 inputs spread alike (1.0 / 1.2 %); so did the intermediate part (0.6-1.6 %) and the embeddings (1.1-1.7 %).
-Meanwhile a part's trials inside one process held its GPU time to
-+-0.05 %, and two processes measuring it side by side read it 0.8-1.0 % apart, its energy with it (protocol 12:
-results/reproducibility/2026-11-29_052856 and _064442). So the offset is fixed when the graph is captured: what
+Meanwhile a part's trials inside one process held its GPU time to +-0.05 %, and two processes measuring it side
+by side read it 0.8-1.0 % apart, its energy with it (protocol 12: results/reproducibility/2026-11-29_052856 and
+_064442). So the offset is fixed when the graph is captured: what
 differs between two captures of one call is where its intermediates and outputs land (every capture has its own
 memory pool), and no number of trials of one graph averages it out; a repeat in a fresh process draws it again.
 
-So measure() takes each capture's number over ``instances`` graphs of its call (recapture(): the capture itself
+So measure(instances=n) takes each capture's number over n graphs of its call (recapture(): the capture itself
 and fresh captures of its callable on the same arguments), unrolled in turn in every launch (UnrolledGraph over
-the instances): the offset of their mean shrinks as 1 / sqrt(instances). A launch holds ~2 ms of calls
-(measure()'s launch_s), so a call longer than that over ``instances`` gets fewer (BERT-base's whole model, 0.8 ms:
+the instances): the offset of their mean should shrink as 1 / sqrt(n). A launch holds ~2 ms of calls
+(measure()'s launch_s), so a call longer than that over n gets fewer (BERT-base's whole model, 0.8 ms:
 three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose placements average
 within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs attention
 moved 0.8-1.0 %), and fewer spare the largest calls' memory and capture time. Each instance's GPU time, launched
@@ -26,6 +26,20 @@ Instances cost memory (a pool of intermediates each): recapture() stops adding t
 fall below twice what one took plus a margin, and says so. A capture that is eager, or is not a plain capture of
 a callable (a pruned graph of the model without a group: measure_model's in_context), is its own one instance;
 the simulated backend places its calls' instances as this note says (SimulatedBackend.instances).
+
+Measured with it (GPU-32d382d1-ea10-41d1-2e47-a3f3b5da6679, 2026-11-29, code d32e846, BERT-base b8 x 128, two
+processes side by side, instances=8: results/reproducibility/2026-11-29_070853): the parts' GPU time moved at most
+0.34 % between the processes (attention -0.19 %, where protocol 12 had read +1.02 % and +0.79 % on two other
+cards), their energy at most 0.89 % (the intermediate part, whose die ran 2.5 °C cooler in the second process),
+0.26 % over the five pairs whose GPU time and temperature held. Inside each process the instances, launched
+singly, spread 0.1-1.2 %. But on that card, in one process, six groups of 8 graphs of a plain attention (no cold
+copies) unrolled in turn spread 0.70 %, six single graphs 0.54 %, and the groups ran 1.0 % slower (intermediate:
+0.37 % against 0.14 %, 2.6 % slower; results/launch_state-runs/2026-11-29_0716_graph_instance_groups_*),
+presumably because a call on other intermediates than the last loses the L2 hits that reused buffers give, which
+a model's layers, reusing their freed blocks, keep. measure_model's cold copies (Note [Cold L2]) call one
+instance 22-27 times in a row and lose little of it; a plain capture loses it all. So ``instances`` is 1 by
+default (protocol 12's number) until runs of one card with 1 and with 8, and with a block of calls per instance
+rather than a turn per call, say more than one pair can.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def measure_model(model, *inputs, model_kwargs: dict | None = None, mode: str = 
                   select=None, backend=None, profile=None, min_trials: int = 5, max_trials: int = 30,
                   target_ci_rel: float = 0.01, window_s: float = 0.5, budget_s: float = 600.0, l2: str = "cold",
                   target_cv: float | None = 0.01, in_context: bool = False, blocks: bool = True, pace="auto",
-                  progress=None, between_rounds=None, instances: int = 8, **kw) -> ModelReport:
+                  progress=None, between_rounds=None, instances: int = 1, **kw) -> ModelReport:
     """Energy of every component of ``model`` on ``inputs``, and how they add up to the model.
 
     model_kwargs: the model's own keyword arguments (attention_mask, decoder_input_ids...).

@@ -30,9 +30,10 @@ from .trials import MAX_UNROLL, Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 13: a capture's number is the mean of its graph instances, unrolled in turn
-# (Note [Graph instances], instances.py); 12: bench's and the CLI's processes launch on one stream, captures on the
-# current one (Note [One stream], backend.py), and no trial asks a replay for more than MAX_LAUNCHES launches; 11: the
+# never averaged or compared unawares. 13: a capture can be measured over several graph instances, unrolled in turn
+# (Note [Graph instances], instances.py; settings["instances"], 1 by default: then as 12); 12: bench's and the CLI's
+# processes launch on one stream, captures on the current one (Note [One stream], backend.py), and no trial asks a
+# replay for more than MAX_LAUNCHES launches; 11: the
 # reset runs the profiler around one eager call of each capture, as kernel_times_s around a forward pass; 10: trials
 # begin after a launch-state reset (Note [Launch-latency state], backend.py), awake idle eager again; 9: awake idle
 # replayed a graph of empty kernels (results/reproducibility/2026-11-28_130424); 8: awake idle also before the
@@ -86,7 +87,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
             budget_s: float = 300.0, launch_s: float = 2e-3, idle_s: float = 1.0, max_warmup_s: float = 10.0,
             baseline: str = "awake_idle", target_cv: float | None = 0.01, max_window_s: float | None = None,
             unsettled_z: float = 4.0, limiter_s: float = 1.0, progress: Callable[[str], None] | None = None,
-            between_rounds: Callable[[], None] | None = None, instances: int = 8) -> MeasureRun:
+            between_rounds: Callable[[], None] | None = None, instances: int = 1) -> MeasureRun:
     """Measures the energy per call of each capture (a Capture, or a list of them).
 
     Phases: check -> calibrate -> idle, awake idle -> plan -> warm-up -> awake idle -> launch reset -> trials -> summary
@@ -106,7 +107,8 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
         between_rounds: called after each round of trials (every capture still measuring, one trial each), with
             the GPU left as it was: e.g. another process's turn on the card (its time counts in budget_s).
-        instances: graphs of each capture's call (fresh captures of it), unrolled in turn (Note [Graph instances]).
+        instances: graphs of each capture's call (fresh captures of it) unrolled in turn: less of the ~1 % a graph
+            can be off, but light parts run slower (Note [Graph instances]); 1, one graph, as protocol 12.
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
     attached as ``exc.partial`` (a MeasureRun).

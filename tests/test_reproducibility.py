@@ -254,6 +254,8 @@ def test_the_interval_is_judged_on_each_task_with_the_spread_of_the_others():
     # One task alone is judged with the fallback (the card reference's sigma_p): 0.5 % holds a 1 % move.
     assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.005)[0] == 1.0
     assert U.held_out_coverage({"loose": loose}, fallback_sigma=0.001)[0] == 0.0
+    # ... and with none (no card reference: --no-card-checks), no interval is stated, so no share is either.
+    assert math.isnan(U.held_out_coverage({"loose": loose}, fallback_sigma=math.nan)[0])
 
 
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
