@@ -191,16 +191,18 @@ def _plan(st: _Run, items, window_s: float, launch_s: float, instances: int) -> 
     out = []
     for i, item in enumerate(items):
         name = _name(item, i)
-        fit = math.ceil(launch_s / st.backend.time_per_call_s(item))
-        made = st.backend.instances(item, max(1, min(instances, fit)), st.say)
-        t1s = tuple(st.backend.time_per_call_s(c) for c in made)
+        made = st.backend.instances(item, 1, st.say)  # its own graph: timed once, whatever follows
+        t1s = (st.backend.time_per_call_s(made[0]),)
+        if (n := min(instances, math.ceil(launch_s / t1s[0]))) > 1:
+            made = st.backend.instances(item, n, st.say)
+            t1s += tuple(st.backend.time_per_call_s(c) for c in made[1:])
         t1 = float(np.mean(t1s))
         unroll = unroll_for(int(np.clip(math.ceil(launch_s / t1), 1, MAX_UNROLL)), len(made), MAX_UNROLL)
         t = Trials(item, name, st.backend.prepare(made, unroll), unroll, t1, st.profile.settle_s, window_s,
                    st.tail_s, instances=made, instance_t1=t1s)
         out.append(t)
-        st.say(f"plan {name}: {t1 * 1e6:.2f} µs/call single ({len(made)} graphs, {spread_rel(t1s):.2%} apart), "
-               f"K={unroll}, R={t.launches}")
+        graphs = f" ({len(made)} graphs, {spread_rel(t1s):.2%} apart)" if len(made) > 1 else ""
+        st.say(f"plan {name}: {t1 * 1e6:.2f} µs/call single{graphs}, K={unroll}, R={t.launches}")
     return out
 
 
