@@ -113,6 +113,8 @@ def parse(argv=None):
     m.add_argument("--device", type=int, default=0, help="CUDA device index")
     m.add_argument("--in-context", action="store_true", help="also measure each group inside the model's graph")
     m.add_argument("--window-s", type=float, default=0.3, help="steady seconds of samples per trial")
+    m.add_argument("--instances", type=int, default=1, help="graphs of each part, captured apart and measured in "
+                   "turn: less of the ~1 %% one graph can be off (Note [Graph instances])")
     m.add_argument("--out", default="clear_native_report", help="folder for report.json, groups.csv, REPORT.md")
     m.add_argument("--dry-run", action="store_true", help="print components, blocks and FLOPs; no GPU")
     m.add_argument("--repeats", type=int, default=1, help="measure N times, each in a fresh process, and say how "
@@ -121,8 +123,9 @@ def parse(argv=None):
                                                            "numbers are not measurements")
     m.add_argument("--sim-seed", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.batch < 1 or args.seq < 1 or args.cache_len < 1 or (args.layers is not None and args.layers < 1):
-        ap.error("--batch, --seq, --cache-len and --layers must be >= 1")
+    if args.batch < 1 or args.seq < 1 or args.cache_len < 1 or args.instances < 1 or \
+            (args.layers is not None and args.layers < 1):
+        ap.error("--batch, --seq, --cache-len, --instances and --layers must be >= 1")
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     return args
@@ -163,7 +166,7 @@ def measure(args, config) -> int:
         model = build(config, args.dtype, device, args.model if args.weights else None)
         inputs, kw = inputs_for(model, args.batch, args.seq, device)
         rep = measure_model(model, *inputs, model_kwargs=kw, mode=args.mode, cache_len=args.cache_len,
-                            window_s=args.window_s, in_context=args.in_context, **sim,
+                            window_s=args.window_s, in_context=args.in_context, instances=args.instances, **sim,
                             progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     rep.to_json(out / "report.json")
     rep.to_csv(out / "groups.csv")

@@ -54,18 +54,23 @@ def test_bad_input_is_one_line_and_exit_2(configs, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["measure", str(configs / "llama")]) == 2
     assert "needs an NVIDIA GPU" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["measure", str(configs / "llama"), "--batch", "0"])
+    for bad in (["--batch", "0"], ["--instances", "0"]):
+        with pytest.raises(SystemExit):
+            cli.main(["measure", str(configs / "llama"), *bad])
+        assert "must be >= 1" in capsys.readouterr().err
 
 
 def test_repeats_in_fresh_processes_say_how_much_each_number_moves(configs, tmp_path, capsys):
     # Issue 14: measure again in fresh processes on request; on the simulated GPU, each process its own noise.
     out = tmp_path / "rep"
     assert cli.main(["measure", str(configs / "llama"), "--simulate", "--seq", "16", "--window-s", "0.1",
-                     "--repeats", "3", "--out", str(out)]) == 0
+                     "--repeats", "3", "--instances", "4", "--out", str(out)]) == 0
     import json
 
     reports = [json.loads((out / f"repeat{i}" / "report.json").read_text()) for i in (1, 2, 3)]
+    # --instances reaches every repeat: each part over 4 graphs of it (Note [Graph instances]), said in the report.
+    assert all(r["run"]["settings"]["instances"] == 4 and {g["graph_instances"] for g in r["groups"]} == {4}
+               for r in reports)
     res = json.loads((out / "repeats.json").read_text())
     rows = {r["name"]: r for r in res["rows"]}
     assert res["repeats"] == 3 and "whole model" in rows and "model.layers.0.mlp" in rows
