@@ -63,7 +63,7 @@ def recapture(cap, n: int, say=lambda msg: None) -> tuple:
     for i in range(1, n):
         free, _ = torch.cuda.mem_get_info(cap.device)
         if free < 2 * took + FREE_MARGIN_BYTES:
-            say(f"{cap.name}: {len(made)} graph instances, not {n}: {free / 2**30:.1f} GiB free, the last took "
+            say(f"{cap.name}: {len(made)} graph instances, not {n}: {free / 2**30:.1f} GiB free, one took up to "
                 f"{took / 2**30:.2f} GiB")
             break
         before = torch.cuda.memory_reserved(cap.device)
