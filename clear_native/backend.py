@@ -170,8 +170,8 @@ class GpuBackend:
         from .instances import recapture
 
         asked, made = self._instances.get(id(cap), (1, (cap,)))  # held here, so no other capture gets its id
-        if n > asked:
-            made = recapture(cap, n, say)
+        if n > asked:  # more than before: the instances made then, and fresh ones
+            made = recapture(made, n, say)
             self._instances[id(cap)] = (n, made)
         return made[:max(1, n)]
 

@@ -49,18 +49,19 @@ import math
 FREE_MARGIN_BYTES = 1 << 30  # free memory left after the instances at least, beyond twice what one took
 
 
-def recapture(cap, n: int, say=lambda msg: None) -> tuple:
-    """``cap`` and up to ``n - 1`` fresh captures of its callable on its arguments (graph_capture.capture), each into
-    its own memory pool; fewer where memory runs short or a capture fails (``say`` tells why). Eager captures and
-    what is not a graph_capture.Capture are returned alone."""
+def recapture(made: tuple, n: int, say=lambda msg: None) -> tuple:
+    """``made`` (a capture, then the instances of it made before) and fresh captures of its callable on its arguments
+    (graph_capture.capture), each into its own memory pool, up to ``n`` in all; fewer where memory runs short or a
+    capture fails (``say`` tells why). Eager captures and what is not a graph_capture.Capture stay alone."""
     from .graph_capture import Capture, capture
 
-    if n <= 1 or not isinstance(cap, Capture) or cap.eager:
-        return (cap,)
+    cap = made[0]
+    if n <= len(made) or not isinstance(cap, Capture) or cap.eager:
+        return made
     import torch
 
-    made, took = [cap], 0
-    for i in range(1, n):
+    made, took = list(made), 0
+    for i in range(len(made), n):
         free, _ = torch.cuda.mem_get_info(cap.device)
         if free < 2 * took + FREE_MARGIN_BYTES:
             say(f"{cap.name}: {len(made)} graph instances, not {n}: {free / 2**30:.1f} GiB free, one took up to "

@@ -197,7 +197,7 @@ def _plan(st: _Run, items, window_s: float, launch_s: float, instances: int) -> 
             made = st.backend.instances(item, n, st.say)
             t1s += tuple(st.backend.time_per_call_s(c) for c in made[1:])
         t1 = float(np.mean(t1s))
-        unroll = unroll_for(int(np.clip(math.ceil(launch_s / t1), 1, MAX_UNROLL)), len(made), MAX_UNROLL)
+        unroll = unroll_for(max(1, math.ceil(launch_s / t1)), len(made), MAX_UNROLL)
         t = Trials(item, name, st.backend.prepare(made, unroll), unroll, t1, st.profile.settle_s, window_s,
                    st.tail_s, instances=made, instance_t1=t1s)
         out.append(t)
