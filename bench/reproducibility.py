@@ -493,13 +493,13 @@ def _card_table(an: dict) -> list:
     below = an.get("workloads", {}).get("below_limit") or ()
     L = ["", "## Card reference", "", f"Workloads below the power limit on every card: {', '.join(below) or 'none'}.",
          "", "| card | " + " | ".join(f"{w} (mJ)" for w in every) + " | awake idle (W) | one factor | static | "
-         "dynamic | dynamic below the limit |", "|---|" + "---|" * (len(every) + 5)]
+         "dynamic | dynamic below the limit | dynamic, median |", "|---|" + "---|" * (len(every) + 6)]
     for c, f in an["card_factors"].items():
         r = an["card_reference"][c]
-        below_f = f"{f['dynamic_below_limit']:.4f}" if "dynamic_below_limit" in f else "-"
+        below_f, median_f = (f"{f[k]:.4f}" if k in f else "-" for k in ("dynamic_below_limit", "dynamic_median"))
         L.append(f"| {c} | " + " | ".join(f"{r[w]['energy_per_call_j'] * 1e3:.3f}" for w in every) +
                  f" | {r['awake_w']:.1f} | {f['one']:.4f} (±{f['one_u_rel'] * 100:.2f} %) | {f['static']:.4f} | "
-                 f"{f['dynamic']:.4f} | {below_f} |")
+                 f"{f['dynamic']:.4f} | {below_f} | {median_f} |")
     return L
 
 
@@ -816,7 +816,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-cv", type=float, default=0.004,
                     help="a part whose trials scatter more than this (relative) gets longer windows")
     ap.add_argument("--max-trials", type=int, default=16)
-    ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in turn (Note [Graph "
+    ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in blocks (Note [Graph "
                     "instances], clear_native/instances.py)")
     ap.add_argument("--task-budget-s", type=float, default=130.0, help="seconds of trials per task at most")
     return ap

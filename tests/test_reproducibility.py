@@ -587,24 +587,28 @@ def test_runs_on_other_cards_are_reported_as_one(result, tmp_path):
     assert p.returncode == 2 and "nowhere" in p.stderr and "no records.jsonl" in p.stderr
 
 
+def _card_check(uuid, gemm_j, copy_j, fp32_j, awake_w):
+    """A card-check record of the three reference workloads: the bf16 GEMM at the 700 W limit (sw_power_cap, its
+    clocks held below the check's top), the copy and the fp32 GEMM below it."""
+    def w(e, t, power, reasons, clk):
+        return {"energy_per_call_j": e, "dynamic_energy_per_call_j": e - awake_w * t, "gpu_time_per_call_s": t,
+                "ci95_rel": 0.002, "mean_power_w": power, "clock_event_reasons": reasons, "sm_clock_mhz": clk}
+    return {"status": "ok", "identity": {"gpu": {"uuid": uuid, "power_limit_w": 700.0}},
+            "card_check": {"awake_idle_power_w": awake_w, "workloads": {
+                "gemm": w(gemm_j, gemm_j / 690, 690.0, ["sw_power_cap"], [1400.0, 1600.0]),
+                "copy": w(copy_j, 127e-6, copy_j / 127e-6, ["sw_power_cap"], [1965.0, 1980.0]),
+                "gemm_fp32": w(fp32_j, 2e-3, fp32_j / 2e-3, [], [1980.0, 1980.0])}}}
+
+
 def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_held():
     # Three cards; the bf16 GEMM runs at the limit (sw_power_cap, 690 W of 700, clocks below the check's top), so
     # its energy says how far the limiter let the clocks go, not what the card draws: card B's silicon draws 4 %
     # more dynamic power (copy and fp32 GEMM read +4 %) but its GEMM reads +0.5 %. "two_below_limit" takes B's
     # dynamic factor from the copy and the fp32 GEMM alone.
-    def check(uuid, gemm_j, copy_j, fp32_j, awake_w):
-        def w(e, t, power, reasons, clk):
-            return {"energy_per_call_j": e, "dynamic_energy_per_call_j": e - awake_w * t, "gpu_time_per_call_s": t,
-                    "ci95_rel": 0.002, "mean_power_w": power, "clock_event_reasons": reasons, "sm_clock_mhz": clk}
-        return {"status": "ok", "identity": {"gpu": {"uuid": uuid, "power_limit_w": 700.0}},
-                "card_check": {"awake_idle_power_w": awake_w, "workloads": {
-                    "gemm": w(gemm_j, gemm_j / 690, 690.0, ["sw_power_cap"], [1400.0, 1600.0]),
-                    "copy": w(copy_j, 127e-6, copy_j / 127e-6, ["sw_power_cap"], [1965.0, 1980.0]),
-                    "gemm_fp32": w(fp32_j, 2e-3, fp32_j / 2e-3, [], [1980.0, 1980.0])}}}
-
     def parts(scale):  # (static at 120 W for t, dynamic): the energy a card reads
         return lambda dyn_j, t, awake: awake * t + dyn_j * scale
 
+    check = _card_check
     a = check("GPU-a", 0.1440, 120 * 127e-6 + 0.0620, 120 * 2e-3 + 0.8, 120.0)
     b = check("GPU-b", 0.1447, 120 * 127e-6 + 0.0620 * 1.04, 120 * 2e-3 + 0.8 * 1.04, 120.0)
     ref = U.card_reference([a, b])
@@ -612,11 +616,33 @@ def test_the_dynamic_factor_below_the_limit_leaves_out_workloads_the_limiter_hel
     assert ref["GPU-a"]["gemm"]["at_limit"] and not ref["GPU-a"]["copy"]["at_limit"]
     f = U.card_factors(ref, "GPU-a")
     assert f["GPU-b"]["dynamic_below_limit"] == pytest.approx(1.04)
-    assert U.models_of(f) == ["one", "two", "two_below_limit"]
+    assert U.models_of(f) == ["one", "two", "two_below_limit", "two_median"]
     # A part that draws 10 mJ dynamic in 20 µs reads 120 W x 20 µs + 10.4 mJ on B; normalised back: 12.4 mJ.
     e_b = parts(1.04)(10e-3, 20e-6, 120.0)
     assert U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two_below_limit") == pytest.approx(120 * 20e-6 + 10e-3)
     assert abs(U.normalise(e_b, 20e-6, 120.0, f["GPU-b"], "two") / (120 * 20e-6 + 10e-3) - 1) > 0.005
+
+
+def test_the_median_dynamic_factor_leaves_out_one_workload_that_departs_on_one_card():
+    # As GPU-3a6067ee (results/reproducibility/2026-11-29_084238): its copy read 14 % less dynamic energy than the
+    # reference card's while both GEMMs read 2.4 % less, and BERT-base's parts (a memory-bound gather among them)
+    # read 0.6-2.4 % less. The geometric mean of the three ratios (0.93) over-corrects every part; their median
+    # (0.976) is the GEMMs'.
+    check = _card_check
+    a = check("GPU-a", 0.1440, 120 * 127e-6 + 0.0620, 120 * 2e-3 + 0.8, 120.0)
+    c = check("GPU-c", 0.1440 * 0.976, 120 * 127e-6 + 0.0620 * 0.86,  # at the limit: dynamic energy as its time
+              120 * 2e-3 + 0.8 * 0.976, 120.0)
+    f = U.card_factors(U.card_reference([a, c]), "GPU-a")["GPU-c"]
+    assert f["dynamic_median"] == pytest.approx(0.976)
+    assert f["dynamic"] == pytest.approx((0.976 * 0.976 * 0.86) ** (1 / 3))
+    assert f["dynamic_median_u_rel"] == pytest.approx(1 - 0.86 / 0.976)  # the copy, as far as it departs
+    e_c = 120 * 20e-6 + 10e-3 * 0.976  # a part drawing 10 mJ dynamic on A, 2.4 % less on C
+    assert U.normalise(e_c, 20e-6, 120.0, f, "two_median") == pytest.approx(120 * 20e-6 + 10e-3)
+    assert U.normalise(e_c, 20e-6, 120.0, f, "two") > 1.03 * (120 * 20e-6 + 10e-3)  # 4.3 % of its dynamic part
+    # Two workloads have no median apart from their mean: no such model then.
+    two = U.card_factors(U.card_reference([{**a, "card_check": {**a["card_check"], "workloads": {
+        k: v for k, v in a["card_check"]["workloads"].items() if k != "gemm"}}}, c]), "GPU-a")
+    assert "dynamic_median" not in two["GPU-a"] and "two_median" not in U.models_of(two)
 
 
 def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes(capsys):
