@@ -154,13 +154,16 @@ class GpuBackend:
 
     def prepare(self, cap, copies: int):
         """What run() launches: the capture unrolled `copies` times (one graph); a tuple of a capture's instances
-        (instances()) unrolled in turn, `copies` calls in all."""
+        (instances()) unrolled in blocks, each instance's calls in a row, `copies` calls in all (Note [Graph
+        instances])."""
         caps = tuple(cap) if isinstance(cap, tuple) else (cap,)
         if caps[0].eager:
             return (caps[0], copies)
         key = (tuple(map(id, caps)), copies)
         if key not in self._unrolled:
-            graph = UnrolledGraph([c.graph_handle for c in caps], copies, device=caps[0].device)
+            n = len(caps)  # copy i is instance i n / copies: a block of calls each, so each keeps its own L2 hits
+            graph = UnrolledGraph([caps[i * n // copies].graph_handle for i in range(copies)] if n > 1
+                                  else [caps[0].graph_handle], copies, device=caps[0].device)
             self._unrolled[key] = (caps, graph)
         return self._unrolled[key][1]
 

@@ -37,9 +37,16 @@ copies) unrolled in turn spread 0.70 %, six single graphs 0.54 %, and the groups
 0.37 % against 0.14 %, 2.6 % slower; results/launch_state-runs/2026-11-29_0716_graph_instance_groups_*),
 presumably because a call on other intermediates than the last loses the L2 hits that reused buffers give, which
 a model's layers, reusing their freed blocks, keep. measure_model's cold copies (Note [Cold L2]) call one
-instance 22-27 times in a row and lose little of it; a plain capture loses it all. So ``instances`` is 1 by
-default (protocol 12's number) until runs of one card with 1 and with 8, and with a block of calls per instance
-rather than a turn per call, say more than one pair can.
+instance 22-27 times in a row and lose little of it; a plain capture loses it all.
+
+So the instances run in blocks (protocol 14): copy i of a launch of K calls is instance i n / K, each instance's
+calls in a row. On GPU-3a6067ee-d777-682f-2a5a-e1ce55cf6dd3 (2026-11-29, one process, K = 64, six graphs of each
+kind, medians of 5 interleaved rounds; results/launch_state-runs/2026-11-29_0855_instance_blocks_GPU-3a6067ee.txt)
+BERT-base's layer-0 intermediate part spread 0.63 % (sd 0.22 %) as single graphs, 0.73 % (sd 0.32 %) as groups of
+8 in turn, 2.8 % slower, and 0.14 % (sd 0.05 %) as groups of 8 in blocks, 0.25 % slower; the attention part
+1.05 / 0.54 / 0.61 % (sd 0.40 / 0.20 / 0.21 %), 1.3 and 1.1 % slower. ``instances`` stays 1 by default
+(protocol 12's number): with it, two processes side by side read BERT-base's parts within 0.34 % on that card
+(results/reproducibility/2026-11-29_084238), and a light part's GPU time is what a model's layers keep.
 """
 
 from __future__ import annotations

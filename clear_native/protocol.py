@@ -30,7 +30,8 @@ from .trials import MAX_UNROLL, Rules, Trials, Verdict
 
 BASELINES = ("awake_idle", "idle")
 # Bumped whenever what a number means or how it is taken changes, so that records of different procedures are
-# never averaged or compared unawares. 13: a capture can be measured over several graph instances, unrolled in turn
+# never averaged or compared unawares. 14: a capture's graph instances run in blocks, each a run of calls in a row
+# (13: in turn, one call each); 13: a capture can be measured over several graph instances
 # (Note [Graph instances], instances.py; settings["instances"], 1 by default: then as 12); 12: bench's and the CLI's
 # processes launch on one stream, captures on the current one (Note [One stream], backend.py), and no trial asks a
 # replay for more than MAX_LAUNCHES launches; 11: the
@@ -43,7 +44,7 @@ BASELINES = ("awake_idle", "idle")
 # trials.py); 4: trials start again once where the launch-latency state moved under them (Note [One state per
 # run], launch_state.py); 3: re-planned short trials, bounded launches per trial; 2: adaptive trials and window
 # timing; 1: before.
-PROTOCOL_VERSION = 13
+PROTOCOL_VERSION = 14
 
 
 def _name(item, i: int) -> str:
@@ -107,7 +108,7 @@ def measure(items, *, backend=None, device: int = 0, profile: SensorProfile | No
         limiter_s: the power limiter's cycle (s); a capture at the limit is read over 3 (Note [The limiter's cycle]).
         between_rounds: called after each round of trials (every capture still measuring, one trial each), with
             the GPU left as it was: e.g. another process's turn on the card (its time counts in budget_s).
-        instances: graphs of each capture's call (fresh captures of it) unrolled in turn: less of the ~1 % a graph
+        instances: graphs of each capture's call (fresh captures of it), in blocks of calls: less of the ~1 % a graph
             can be off, but light parts run slower (Note [Graph instances]); 1, one graph, as protocol 12.
 
     A failure (or Ctrl-C) during the trials is re-raised with what was measured before it
@@ -187,7 +188,7 @@ def _rest(st: _Run, idle_s: float, window_s: float) -> None:
 
 def _plan(st: _Run, items, window_s: float, launch_s: float, instances: int) -> list:
     """Phase plan: each capture's graph instances, as many as one launch of ``launch_s`` holds calls, up to
-    ``instances`` (Note [Graph instances]), one call of each timed; unrolled in turn so a launch lasts ``launch_s``."""
+    ``instances`` (Note [Graph instances]), one call of each timed; in blocks so a launch lasts ``launch_s``."""
     out = []
     for i, item in enumerate(items):
         name = _name(item, i)

@@ -61,7 +61,7 @@ class Measurement:
     # Kernels one call launches in its graph (NaN: eager, or a backend that cannot count them). In the card's slow
     # launch-latency state a call lasts this many times the probe's change longer (Note [Launch-latency state]).
     graph_kernels_per_call: float = math.nan
-    graph_instances: int = 1  # graphs of its call unrolled in turn (Note [Graph instances], instances.py)
+    graph_instances: int = 1  # graphs of its call, a block of calls each (Note [Graph instances], instances.py)
     instance_time_per_call_s: list = field(default_factory=list)  # GPU time per call of each, launched singly
 
 

@@ -116,7 +116,7 @@ class Trials:
     settle_s: float
     window_s: float
     tail_s: float
-    instances: tuple = ()                         # the graphs the handle runs in turn (Note [Graph instances])
+    instances: tuple = ()                         # the graphs the handle runs in blocks (Note [Graph instances])
     instance_t1: tuple = ()                       # s per call of each, launched singly
     stretch: int = 1                              # x launches, where windows held too few samples
     results: list = field(default_factory=list)   # (ReplayResult, steady window) per trial

@@ -90,7 +90,7 @@ def test_replay_counts_calls_and_times_them(torch, matmul_capture):
     assert t_mid == pytest.approx(stamped.gpu_time_per_call_s, rel=0.05)
 
 
-def test_an_unrolled_graph_of_instances_runs_each_in_turn(torch):
+def test_an_unrolled_graph_of_instances_runs_each_in_turn_and_the_backend_in_blocks(torch):
     # Note [Graph instances]: copy i of the unrolled graph is instance i mod n; each instance its own capture,
     # adding one to its own counter: a launch of 7 copies over 3 instances runs them 3, 2, 2 times; two, 6, 4, 4.
     counters = [torch.zeros(4, device="cuda") for _ in range(3)]
@@ -118,6 +118,14 @@ def test_an_unrolled_graph_of_instances_runs_each_in_turn(torch):
     torch.cuda.synchronize()
     for c in made:
         torch.testing.assert_close(c.outputs, x * x)
+    # prepare() runs the instances in blocks (0 0 1 1 2 2), each keeping its own L2 hits: each instance copies a
+    # shared count, then adds one to it, so what it copied last says where its calls ran (in turn: 3, 4, 5).
+    count, seen = torch.zeros(1, device="cuda"), [torch.zeros(1, device="cuda") for _ in range(3)]
+    order = tuple(cn.capture(lambda o=o: (o.copy_(count), count.add_(1)), name=f"step{i}") for i, o in enumerate(seen))
+    count.zero_()
+    cn.replay(backend.prepare(order, 6), 1)
+    torch.cuda.synchronize()
+    assert [float(o[0]) for o in seen] == [1.0, 3.0, 5.0] and float(count[0]) == 6.0
 
 
 def test_replay_is_interruptible(torch, matmul_capture):
