@@ -50,12 +50,15 @@ reference card, both fitted on the reference workloads only:
   1.01 / 1.50 % for the best (results/reproducibility/2026-11-28_*/summary.md).
 - "static + median dynamic": the same, the dynamic ratio the median of the workloads' (three or more), so
   that one workload departing on one card does not move the factor. On GPU-3a6067ee-d777-682f-2a5a-e1ce55cf6dd3
-  (results/reproducibility/2026-11-29_084238) the copy drew 546 W where three other H200s drew 618-620 W at
-  the same GPU time (its dynamic energy 0.86 of the reference card's) while both GEMMs read 0.976; BERT-base's
-  parts there read 0.6-2.4 % below the reference card's, the memory-bound embeddings 0.6 %. Joined with two
-  more cards (2026-11-29_052856, _064442) the geometric mean over-corrected every part (median spread 2.95 %
-  normalised, 2.21 % raw) where the median brought them to 0.74 % (max 1.17 %). On older runs, where no
-  workload departed so, it did no better than the others (1.30-5.58 % against the best 0.75-4.97 %).
+  (results/reproducibility/2026-11-29_084238) the copy drew 546 W where three other H200s drew 618-620 W (in
+  126.9 µs; it took 127.6), its dynamic energy 0.86 of the reference card's, while both GEMMs read 0.976;
+  BERT-base's parts there read 0.6-2.4 % below the reference card's, the memory-bound embeddings 0.6 %. Joined
+  with two more cards (2026-11-29_052856, _064442) the geometric mean over-corrected every part (median spread
+  2.95 % normalised, 2.21 % raw) where the median brought them to 0.74 % (max 1.17 %). A fourth card measured
+  after this model was written, GPU-7260ca5a-fdbf-45ca-53bd-bc3e7edddbe0 (2026-11-29_091056), was the second
+  of that kind (copy 560 W in 127.6 µs, its parts -0.4..+1.6 % raw): over the four, median spread 0.99 % (max
+  1.64 %) with the median, 3.58-4.95 % with the others, 2.33 % raw. On older runs, where no workload departed
+  so, it did no better than the others (1.30-5.58 % against the best 0.75-4.97 %).
 Which one a report uses is chosen by how well each brings components together that were not
 used to fit it (the study's and reproducibility's own tasks).
 """
