@@ -463,3 +463,25 @@ def test_the_identity_names_the_cuda_environment_but_the_card(monkeypatch):
     assert common.cuda_env_text(ident) == "; under CUDA_DEVICE_MAX_CONNECTIONS=1"
     assert common.cuda_env_text({"cuda_env": {"CUDA_HOME": "/usr/local/cuda", "CUDA_VERSION": "13.0.2"}}) == ""
     assert common.cuda_env_text({}) == ""  # results from before cuda_env was recorded
+
+
+def test_a_task_builds_the_same_weights_and_inputs_whatever_drew_random_numbers_before():
+    # Two processes of one task must replay the same tensors: a worker may have drawn random numbers before (its
+    # own earlier tasks, a heater), and torch's generators are one stream per process.
+    torch = pytest.importorskip("torch")
+    import transformers as T
+
+    from bench import suite
+
+    task = suite.Task("gpt2", mode="prefill", batch=1, seq=8, dtype="fp32",
+                      overrides=(("n_embd", 32), ("n_head", 2), ("n_layer", 1), ("n_positions", 16),
+                                 ("vocab_size", 50)))
+    m1, in1, _ = suite.build(T, torch, task, "cpu")
+    torch.rand(1000)
+    m2, in2, _ = suite.build(T, torch, task, "cpu")
+    torch.testing.assert_close(in1, in2)
+    for (n, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)
+    torch.manual_seed(123)
+    _, in3, _ = suite.build(T, torch, task, "cpu")
+    assert torch.equal(in3[0], in1[0])
