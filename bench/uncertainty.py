@@ -31,7 +31,10 @@ still cooling, a launch state that moved) several times further, so a normal spr
 fitted on: 92.5 % of 40 at 45 °C on three H200s (results/reproducibility/2026-11-28_194941), where the
 moment estimate it replaced gave 85.0 %. The sigma_p a report states is therefore calibrated: the
 smallest whose interval holds 95 % of the other tasks' repeats, counted as split-conformal prediction
-counts (calibrated_sigma); the normal spread is reported beside it.
+counts (calibrated_sigma); the normal spread is reported beside it. Where every repeat is of one task (runs of
+one task joined across hosts), each card's repeats are judged with the sigma_p of the other cards' instead
+(bench/reproducibility.py held_out_by): the card reference's sigma_p, the fallback, held 83 % of BERT-base's 24
+repeats on four H200s (results/reproducibility/2026-11-29_091056/joined_4_cards.md).
 
 Note [Card normalisation]
 ~~~~~~~~~~~~~~~~~~~~~~~~~

@@ -258,6 +258,28 @@ def test_the_interval_is_judged_on_each_task_with_the_spread_of_the_others():
     assert math.isnan(U.held_out_coverage({"loose": loose}, fallback_sigma=math.nan)[0])
 
 
+def test_repeats_of_one_task_on_several_cards_are_held_out_by_card():
+    # One task on three cards: no other task's sigma_p exists, so each card's repeats are judged with the sigma_p
+    # the other cards' repeats set, not with the card reference's (which the note found too small).
+    from bench import reproducibility as R
+
+    def rep(task, card, d):
+        return {"task": task, "card": card, "rel_diff": d}
+
+    one = [rep("bert", c, d) for c, d in (("A", 0.004), ("A", -0.003), ("B", 0.005), ("C", -0.004))]
+    assert R.held_out_by(one) == "card"
+    assert R.held_out_by(one + [rep("gpt2", "A", 0.001)]) == "task"
+    assert R.held_out_by([rep("bert", "A", 0.004)] * 2) == "task"  # one card: nothing to hold out by
+    pairs = [((1.0, 0.0), (1.0 + x["rel_diff"], 0.0)) for x in one]
+    out = R._repeatability([x | {"state_corrected_rel_diff": x["rel_diff"], "time_rel_diff": 0.0,
+                                 "temperature_diff_c": 0.0, "ci95_rel": (0.0,)} for x in one], pairs, sigma_p=0.0005)
+    # Each card judged by the others' calibrated sigma_p (with so few, the largest need among them): A's two
+    # repeats and C's by an interval that holds 0.5 %, B's 0.5 % by one that holds 0.4 % only: 3 of 4 inside.
+    # With the fallback of 0.05 % none would be.
+    assert out["interval_held_out_by"] == "card" and out["interval_coverage"] == pytest.approx(0.75)
+    assert U.held_out_coverage({"bert": pairs}, fallback_sigma=0.0005)[0] == 0.0
+
+
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     from bench import report_trust
 
