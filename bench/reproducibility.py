@@ -337,11 +337,8 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float, target_ci: floa
     read = [max(x.get("ci95_rel", (math.inf,))) <= READ_TO_TARGET * target_ci for x in long]
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
                                                            x["temperature_diff_c"], r) for x, r in zip(long, read)])
-    by_task: dict = {}
-    for x, pair in zip(long, pairs_long):
-        by_task.setdefault(x["task"], []).append(pair)
     out["repeatability_by_task"] = {t: U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long
-                                                        if x["task"] == t]) for t in sorted(by_task)}
+                                                        if x["task"] == t]) for t in sorted({x["task"] for x in long})}
     held_out: dict = {}
     out["interval_held_out_by"] = key = held_out_by(long)
     for x, pair in zip(long, pairs_long):

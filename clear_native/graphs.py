@@ -101,7 +101,8 @@ class UnrolledGraph:
     One launch of it runs the component ``copies`` times with no launch gap
     between calls. Owns its graph and executable; keep the source graph alive.
     ``graph_handle`` may be a sequence of graphs, the instances of one call: copy i
-    is then a copy of instance i mod n (Note [Graph instances], instances.py).
+    is then a copy of entry i mod its length (GpuBackend.prepare gives one entry per
+    copy, in blocks); ``instances`` counts the distinct graphs (Note [Graph instances]).
     """
 
     def __init__(self, graph_handle, copies: int, *, device: int | None = None) -> None:
@@ -115,7 +116,7 @@ class UnrolledGraph:
         _, device = _current_stream_and_device(0, device)
         self._native = core.UnrolledGraph(device, handles if len(handles) > 1 else handles[0], copies)
         self.copies = copies
-        self.instances = len(handles)
+        self.instances = len(set(handles))
         self.device = device
 
     @property

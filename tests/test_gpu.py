@@ -124,7 +124,9 @@ def test_an_unrolled_graph_of_instances_runs_each_in_turn_and_the_backend_in_blo
     count, seen = torch.zeros(1, device="cuda"), [torch.zeros(1, device="cuda") for _ in range(3)]
     order = tuple(cn.capture(lambda o=o: (o.copy_(count), count.add_(1)), name=f"step{i}") for i, o in enumerate(seen))
     count.zero_()
-    cn.replay(backend.prepare(order, 6), 1)
+    blocks = backend.prepare(order, 6)
+    assert blocks.instances == 3 and blocks.copies == 6
+    cn.replay(blocks, 1)
     torch.cuda.synchronize()
     assert [float(o[0]) for o in seen] == [1.0, 3.0, 5.0] and float(count[0]) == 6.0
 

@@ -628,7 +628,7 @@ def test_a_graph_launch_bound_alone_gets_more_calls_a_launch_not_more_launches_t
 def test_a_call_is_measured_over_its_graph_instances_so_a_fresh_process_draws_less_offset(virtual_clock):
     # Note [Graph instances]: each capture of a call runs at its own GPU time (where its intermediates land), fixed
     # for the process; the simulated backend places each instance 2 % x N(0, 1) off. Measured over one graph, two
-    # processes differ by their two draws; over 8 unrolled in turn, by the draws' means (sqrt(8) closer). Each
+    # processes differ by their two draws; over 8 unrolled together, by the draws' means (sqrt(8) closer). Each
     # number is the true energy of the graphs it ran: the call's power x their mean kernel time.
     call = cn.SimulatedCall("attention", kernel_s=35e-6, power_w=400.0, launch_gap_s=0.0)
     readings = {1: [], 8: []}
