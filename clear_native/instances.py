@@ -18,8 +18,8 @@ So measure(instances=n) takes each capture's number over n graphs of its call (r
 and fresh captures of its callable on the same arguments), all of them in every launch (UnrolledGraph over the
 instances; in blocks since protocol 14, below): the offset of their mean should shrink as 1 / sqrt(n). A launch
 holds ~2 ms of calls (measure()'s launch_s), so a call longer than that over n gets fewer (BERT-base's whole
-model, 0.8 ms: three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose placements average
-within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs attention
+model, 0.8 ms: three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose
+placements average within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs attention
 moved 0.8-1.0 %), and fewer spare the largest calls' memory and capture time. Each instance's GPU time, launched
 singly, is kept with the measurement (Measurement.instance_time_per_call_s), so a report can state this layer.
 Instances cost memory (a pool of intermediates each): recapture() stops adding them where free memory would
