@@ -14,18 +14,18 @@ _064442). So the offset is fixed when the graph is captured: what
 differs between two captures of one call is where its intermediates and outputs land (every capture has its own
 memory pool), and no number of trials of one graph averages it out; a repeat in a fresh process draws it again.
 
-So measure(instances=n) takes each capture's number over n graphs of its call (recapture(): the capture itself
-and fresh captures of its callable on the same arguments), all of them in every launch (UnrolledGraph over the
+So measure(instances=n) takes each capture's number over n graphs of its call (recapture(): the capture itself and
+fresh captures of its callable on the same arguments), all of them in every launch (UnrolledGraph over the
 instances; in blocks since protocol 14, below): the offset of their mean should shrink as 1 / sqrt(n). A launch
-holds ~2 ms of calls (measure()'s launch_s), so a call longer than that over n gets fewer (BERT-base's whole
-model, 0.8 ms: three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose
-placements average within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs attention
-moved 0.8-1.0 %), and fewer spare the largest calls' memory and capture time. Each instance's GPU time, launched
-singly, is kept with the measurement (Measurement.instance_time_per_call_s), so a report can state this layer.
-Instances cost memory (a pool of intermediates each): recapture() stops adding them where free memory would
-fall below twice what one took plus a margin, and says so. A capture that is eager, or is not a plain capture of
-a callable (a pruned graph of the model without a group: measure_model's in_context), is its own one instance;
-the simulated backend places its calls' instances as this note says (SimulatedBackend.instances).
+holds ~2 ms of calls (measure()'s launch_s), so a call longer than that over n gets fewer (BERT-base's whole model,
+0.8 ms: three; a call of 2 ms or more: one): a long call runs many kernels on many intermediates, whose placements
+average within the call (that whole model, 154 kernels, moved 0.2-0.6 % between two processes where its 35 µs
+attention moved 0.8-1.0 %), and fewer spare the largest calls' memory and capture time. Each instance's GPU time,
+launched singly, is kept with the measurement (Measurement.instance_time_per_call_s), so a report can state this
+layer. Instances cost memory (a pool of intermediates each): recapture() stops adding them where free memory would
+fall below twice what one took plus a margin, and says so. A capture that is eager, or is not a plain capture of a
+callable (a pruned graph of the model without a group: measure_model's in_context), is its own one instance; the
+simulated backend places its calls' instances as this note says (SimulatedBackend.instances).
 
 Measured with it (GPU-32d382d1-ea10-41d1-2e47-a3f3b5da6679, 2026-11-29, code d32e846, BERT-base b8 x 128, two
 processes side by side, instances=8: results/reproducibility/2026-11-29_070853): the parts' GPU time moved at most
