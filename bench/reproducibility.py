@@ -401,7 +401,7 @@ def _cards(checks: list, rows: list, kinds: dict) -> dict:
     ref = U.card_reference(checks)
     base = cards[0]
     factors = U.card_factors(ref, base)
-    raw, norm = [], {m: [] for m in U.models_of(factors)}
+    raw, norm, by_task = [], {m: [] for m in U.models_of(factors)}, {}
 
     def normalised(row, model):  # the static part from each card's own GPU time (its launch state, its clocks)
         return {c: U.normalise(e, row["gpu_time_s_by_card"][c], ref[c]["awake_w"], factors[c], model)
@@ -413,7 +413,9 @@ def _cards(checks: list, rows: list, kinds: dict) -> dict:
         raw.append(U.spread(list(row["energy_j"].values())))
         for model in norm:
             norm[model].append(U.spread(list(normalised(row, model).values())))
+            by_task.setdefault(row["task"], {}).setdefault(model, []).append(norm[model][-1])
     best = min(norm, key=lambda m: statistics.median(norm[m]) if norm[m] else math.inf)
+    held_out, held_out_max, chosen = U.held_out_model(by_task)
     for row in rows:
         row["normalised_j"] = normalised(row, best)
 
@@ -432,6 +434,8 @@ def _cards(checks: list, rows: list, kinds: dict) -> dict:
         "card_spread_normalized_rel": statistics.median(norm[best]) if norm[best] else math.nan,
         "card_spread_normalized_max_rel": max(norm[best], default=math.nan),
         "card_spread_normalized_by_model": {m: statistics.median(v) if v else math.nan for m, v in norm.items()},
+        "card_spread_normalized_held_out_rel": held_out, "card_spread_normalized_held_out_max_rel": held_out_max,
+        "normalisation_held_out": chosen,
         "parts": rows}
 
 
@@ -630,6 +634,9 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
         f"{pc(an.get('card_spread_normalized_max_rel'))}) | the same after the card reference "
         f"({an.get('normalisation')!s} model; fitted on the reference workloads only) |",
+        f"| ... the model chosen without the task | {pc(an.get('card_spread_normalized_held_out_rel'))} (max "
+        f"{pc(an.get('card_spread_normalized_held_out_max_rel'))}) | each task's parts normalised by the model the "
+        f"other tasks' parts chose ({_chosen(an.get('normalisation_held_out'))}; Note [Card normalisation]) |",
         f"| ... corrected for the launch state | {pc(an.get('card_spread_normalized_state_corrected_rel'))} | each "
         "card's reading taken at the fastest card's GPU time, the time beyond it at awake-idle power |",
         f"| ... at {ref_c:.0f} °C | {pc(an.get('card_spread_raw_rel_at_reference'))} raw, "
@@ -638,6 +645,12 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"{pc(an.get('card_spread_normalized_state_corrected_rel_at_reference'))} also at the fastest card's GPU "
         "time | every energy and awake idle, the card reference's too, taken to "
         f"{ref_c:.0f} °C by its card's leakage (as above) before the factors are fitted |"]
+
+
+def _chosen(chosen) -> str:
+    """Which model each task's parts were read with (held_out_model), in words."""
+    return "; ".join(f"{t}: {m}" for t, m in sorted(chosen.items())) if chosen else \
+        "n/a: fewer than two tasks on several cards, none to choose by"
 
 
 def _by_task(an: dict, pc) -> list:
@@ -663,8 +676,10 @@ def markdown(an: dict, ident: dict) -> str:
     how = _side_by_side_words(an) or _ORDER_WORDS.get(tuple(an.get("order") or ()), "orders mixed")
     L = ["# Reproducibility: repeats, cards, temperature", "",
          f"{' + '.join(an.get('kinds') or [ident['gpu']['name']])} x {len(an['cards'])}: {', '.join(an['cards'])}; "
-         f"driver {ident['gpu'].get('driver_version')}; code {ident.get('code_version')}, protocol "
-         f"{ident.get('protocol_version')}; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
+         f"driver {ident['gpu'].get('driver_version')}; "
+         + (f"code {ident.get('code_version')}, protocol {ident.get('protocol_version')}"
+            if len(an.get("versions") or ()) <= 1 else f"{len(an['versions'])} code/protocol versions (below)")
+         + f"; {ident.get('date')}. Tasks: {', '.join(an['tasks']) or 'none'}; "
          f"{an['rounds']} rounds ({how}), every task and "
          "check in a fresh process" + (f", each task's first round after a lead-in process of it ({an['lead_ins']}, "
                                       "never compared: Note [A lead-in before the repeats])" if an.get("lead_ins")

@@ -52,6 +52,8 @@ def test_the_card_spread_is_measured_and_the_card_reference_removes_it(result):
     for c, g in zip(CARDS, gains):
         assert f[c]["one"] == pytest.approx(g / gains[0], rel=0.003)
     assert "card_spread_normalized_rel" in md and "SIM-GPU-1" in md
+    # One task: no other task's parts to choose the model by (test_each_tasks_card_spread_is_read_...).
+    assert res["normalisation_held_out"] == {} and "none to choose by" in md
 
 
 def test_repeats_in_fresh_processes_land_inside_the_stated_interval(result):
@@ -602,7 +604,10 @@ def test_runs_on_other_cards_are_reported_as_one(result, tmp_path):
     assert p.returncode == 2 and "--allow-mixed" in p.stderr and "0000000other" in p.stderr, p.stderr
     p = subprocess.run(report + [both, "--allow-mixed"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "0000000other" in (tmp_path / "out" / "reproducibility.md").read_text()
+    mixed_md = (tmp_path / "out" / "reproducibility.md").read_text()
+    assert "0000000other" in mixed_md
+    # ... and its heading names no one version as the run's: the first run's alone would read as all of them.
+    assert "2 code/protocol versions (below)" in mixed_md.splitlines()[2]
     # A folder with no records is named in the error.
     p = subprocess.run(report + [f"{tmp_path / 'a'},{tmp_path / 'nowhere'}"], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
@@ -665,6 +670,25 @@ def test_the_median_dynamic_factor_leaves_out_one_workload_that_departs_on_one_c
     two = U.card_factors(U.card_reference([{**a, "card_check": {**a["card_check"], "workloads": {
         k: v for k, v in a["card_check"]["workloads"].items() if k != "gemm"}}}, c]), "GPU-a")
     assert "dynamic_median" not in two["GPU-a"] and "two_median" not in U.models_of(two)
+
+
+def test_each_tasks_card_spread_is_read_with_the_model_the_other_tasks_chose():
+    # As the seven-card join of 2026-11-29: BERT-base on cards where the copy departed, best read with the median
+    # model; the decode tasks on cards where it did not, best read with the below-the-limit one. Chosen on all the
+    # parts together, one model reads every part; held out, each task is read with the model the others chose, and
+    # its spread is what that model leaves of it.
+    spreads = {"bert": {"two_below_limit": [0.030, 0.050, 0.055], "two_median": [0.006, 0.016, 0.012]},
+               "gpt2": {"two_below_limit": [0.002, 0.004], "two_median": [0.010, 0.012]},
+               "llama": {"two_below_limit": [0.003, 0.005], "two_median": [0.009, 0.010]}}
+    median, largest, chosen = U.held_out_model(spreads)
+    # bert's model from gpt2 + llama (below the limit: median 0.35 % against 1.0 %); gpt2's from bert + llama
+    # (the median model: 1.0 % against 3.0 %); llama's from bert + gpt2 (1.2 % against 3.0 %).
+    assert chosen == {"bert": "two_below_limit", "gpt2": "two_median", "llama": "two_median"}
+    kept = [0.030, 0.050, 0.055, 0.010, 0.012, 0.009, 0.010]
+    assert median == pytest.approx(statistics.median(kept)) and largest == pytest.approx(0.055)
+    # One task (or tasks of which only one was measured on several cards): none to choose by.
+    assert all(math.isnan(x) for x in U.held_out_model({"bert": spreads["bert"]})[:2])
+    assert U.held_out_model({"bert": spreads["bert"], "gpt2": {"two_median": []}})[2] == {}
 
 
 def test_the_launch_streams_probe_summarises_each_condition_over_fresh_processes(capsys):
