@@ -224,14 +224,17 @@ def _safe(job_id: str) -> str:
 class HostProcesses:
     """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer]); jobs that take turns
     (their "turns" share a key: bench/turns.py) run side by side on their card, each in its process. ``lockstep``:
-    the cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep])."""
+    the cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep]).
+    ``stop_at`` (a time.monotonic() deadline) with ``bound`` (a job's longest expected run, s): no job starts that
+    could not end by then; the run ends once the jobs running have, the others left in ``jobs`` (Note [A time
+    limit])."""
 
     pins = True
 
     def __init__(self, cards: list[Card], folder: Path, simulate: bool = False, retries: int = 2,
-                 poll_s: float = 0.1, lockstep: bool = False):
+                 poll_s: float = 0.1, lockstep: bool = False, stop_at: float | None = None, bound=None):
         self.cards, self.simulate, self.retries, self.poll_s = cards, simulate, retries, poll_s
-        self.lockstep = lockstep
+        self.lockstep, self.stop_at, self.bound = lockstep, stop_at, bound
         self.folder = Path(folder) / "workers"
         self.description = f"{len(cards)} GPU(s), one process per job{', in lockstep' if lockstep else ''}: " + \
             ", ".join(c.uuid for c in cards)
@@ -244,7 +247,8 @@ class HostProcesses:
         try:
             while True:
                 for card in () if self.lockstep and running else self.cards:
-                    if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
+                    if card.uuid not in running and self._fits(jobs.peek(card.uuid)) and \
+                            (job := jobs.take(card.uuid)) is not None:
                         group = self._ring([job, *jobs.take_beside(job, card.uuid)])
                         running[card.uuid] = [self._start(j, card, tries, spares) for j in group]
                         if len(jobs):
@@ -264,10 +268,15 @@ class HostProcesses:
         finally:
             for w in (w for ws in running.values() for w in ws):
                 w.stop()
-            for proc, log in spares.values():
+            for proc, log in spares.values():  # never given a job: its stdin is still open
                 proc.kill()
                 proc.wait()
+                proc.stdin.close()
                 log.unlink(missing_ok=True)
+
+    def _fits(self, job: dict | None) -> bool:
+        """Whether ``job`` may start now: there is one, and it can end by ``stop_at`` (or there is no limit)."""
+        return job is not None and (self.stop_at is None or time.monotonic() + self.bound(job) <= self.stop_at)
 
     def _ring(self, group: list) -> list:
         """Jobs that take turns (bench/turns.py), each told the folder they share, set up for these members alone;

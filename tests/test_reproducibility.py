@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -514,6 +515,44 @@ def test_a_run_stopped_by_sigterm_keeps_its_records_and_says_how_to_measure_the_
     ids = [r["job_id"] for r in store.load(folder, "records.jsonl") if r["status"] == "ok"]
     assert len(ids) == len(set(ids)) == 6 and set(kept) <= set(ids)
     assert json.loads((tmp_path / "reproducibility.json").read_text())["task_runs_repeated"] == [1, 1]
+
+
+def test_a_time_limit_starts_no_job_that_could_run_past_it_and_leaves_the_rest_for_resume(tmp_path):
+    # Note [A time limit]: jobs start in order while each can end by the limit by its bound; the first that
+    # cannot holds back every later one on its card, and the run ends once the jobs running have.
+    from bench import reproducibility as R, workers
+
+    cards = workers.host_cards("0", simulate=True)
+    settings = dict(window_s=0.1, min_trials=3, max_trials=12, target_ci=0.005, target_cv=0.01, task_budget_s=130.0,
+                    l2="cold", reference_calls=0, reference_trials=0, verbose=False, instances=1)
+    jobs = R.plan(cards, 2, settings, simulate=True, task_ids=["bert-base/prefill/b1s8/bf16"])
+    planned = [j["id"] for j in jobs.left()]
+    assert [j.split("/")[0] for j in planned[:3]] == ["thermal", "card_check", "card_check"]
+    # The thermal job fits (bound 0 s here), the card check after it does not (a year): only the thermal job runs.
+    ex = workers.HostProcesses(cards, tmp_path, simulate=True, stop_at=time.monotonic() + 3600.0,
+                               bound=lambda job: 0.0 if job["job"] == "thermal" else 3.2e7)
+    ran = [(job["id"], rec["status"]) for job, rec in ex.run(jobs)]
+    assert ran == [(planned[0], "ok")]
+    assert [j["id"] for j in jobs.left()] == planned[1:]
+    # A task's bound is its budget (side by side: its rounds' together) and its setup; the others' as measured.
+    task = next(j for j in R.plan(cards, 2, settings | {"task_budget_s": 100.0}, simulate=True, thermal=False,
+                                  task_ids=["bert-base/prefill/b1s8/bf16"], side_by_side=True).left()
+                if j["job"] == "task")
+    assert R.bound(task) == 2 * 100.0 + R.SIDE_BY_SIDE_SETUP_S + R.TASK_SETUP_S
+    assert R.bound(jobs.left()[0]) == R.CHECK_BOUND_S
+
+
+def test_a_time_limit_too_short_for_any_job_measures_nothing_and_says_how_to_go_on(tmp_path):
+    args = ["--simulate", "--gpus", "0", "--tasks", "bert-base/prefill/b1s8/bf16", "--no-thermal"]
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), *args, "--time-limit", "60",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 3, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "time limit: 4 job(s) not started" in p.stderr and "started " not in p.stdout  # the card check: 150 s
+    resume = p.stderr.split("measure the rest with: ")[1].split()
+    assert resume[2] == "--resume" and "--simulate" in resume and "--no-thermal" in resume
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), *args, "--time-limit", "0",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "--time-limit must be > 0" in bad.stderr
 
 
 def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
