@@ -647,6 +647,12 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         "the others') |",
         f"| ... with the card reference's sigma_p | {pc(an.get('interval_coverage_card_reference_sigma'))} | raw "
         f"readings; at the faster reading's GPU time {pc(an.get('interval_coverage_state_corrected'))} |",
+        *_card_spread_rows(an, pc, ref_c)]
+
+
+def _card_spread_rows(an: dict, pc, ref_c: float) -> list:
+    """The summary table's rows of the card spread, raw and normalised (_summary_rows)."""
+    return [
         f"| card_spread_raw_rel | {pc(an.get('card_spread_raw_rel'))} (max {pc(an.get('card_spread_raw_max_rel'))}) | "
         "median over parts of (max - min) / mean across cards |",
         f"| card_spread_normalized_rel | {pc(an.get('card_spread_normalized_rel'))} (max "
