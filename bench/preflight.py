@@ -136,6 +136,10 @@ def for_run(args) -> tuple:
         return "--redo needs --resume RUN: it measures again tasks of an existing run", None
     if args.retries < 0:
         return f"--retries must be >= 0, got {args.retries}", None
+    if args.time_limit is not None and (args.time_limit <= 0 or args.ray):
+        return ("--time-limit must be > 0 (seconds)" if args.time_limit <= 0 else
+                "--time-limit with --ray: a Ray cluster queues every job at once, so no job's start can be held "
+                "back; use the cluster's own limits, or --gpus"), None
     problem = libraries() or (None if args.simulate or args.ray else gpu(0 if args.gpus else args.device)) or \
         (ray_available() if args.ray else None)
     if problem:

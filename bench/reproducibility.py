@@ -112,25 +112,6 @@ LEAD_IN = -1
 SIDE_BY_SIDE_SETUP_S = 60.0
 LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
 
-# Note [A time limit]
-# ~~~~~~~~~~~~~~~~~~~
-# A lease or a batch system's slot ends at a set time, and a job stopped by it loses all it measured (its record is
-# written when it ends). With --time-limit S no job starts that could not end within S seconds of the command's
-# start by its bound (bound): a task its budget of trials (task_budget_s, side by side already its rounds'
-# together) plus TASK_SETUP_S for its import, model, captures and warm-up; a card check or the thermal job the
-# longest seen on H200s with room (85-115 s and 150-160 s: results/reproducibility/2026-11-29_104052, _105225,
-# where GPT-2's two processes side by side took 355 s on a budget of 320). The jobs left are measured by --resume;
-# the command says so and exits with 3.
-TASK_SETUP_S, CHECK_BOUND_S, THERMAL_BOUND_S = 90.0, 150.0, 200.0
-TIME_LIMIT_LEFT = 3  # the exit code of a run stopped by --time-limit with jobs left
-
-
-def bound(job: dict) -> float:
-    """The longest a job is expected to run (s): Note [A time limit]."""
-    return {"task": lambda: job["args"]["task_budget_s"] + TASK_SETUP_S, "thermal": lambda: THERMAL_BOUND_S}.get(
-        job["job"], lambda: CHECK_BOUND_S)()
-
-
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
          done=frozenset(), order: str = "interleaved", lead_in: bool = False,
          side_by_side: bool = False, card_checks: bool = True) -> workers.Jobs:
@@ -872,7 +853,8 @@ def _parser() -> argparse.ArgumentParser:
                     "instances], clear_native/instances.py)")
     ap.add_argument("--task-budget-s", type=float, default=130.0, help="seconds of trials per task at most")
     ap.add_argument("--time-limit", type=float, metavar="S", help="start no job that could not end within S seconds "
-                    "(a lease's or batch slot's end); the rest is left for --resume, exit code 3 (Note [A time limit])")
+                    "(a lease's or batch slot's end); the rest is left for --resume, exit code 3 (Note [A time limit], "
+                    "bench/workers.py)")
     return ap
 
 
@@ -924,8 +906,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"bench/reproducibility.py: {exc}", file=sys.stderr)
         return 2
-    ex = workers.HostProcesses(cards, folder, simulate=args.simulate, lockstep=args.lockstep, bound=bound,
-                               stop_at=None if args.time_limit is None else t0 + args.time_limit)
+    if args.time_limit is not None:
+        jobs.limit(t0 + args.time_limit)
+    ex = workers.HostProcesses(cards, folder, simulate=args.simulate, lockstep=args.lockstep)
     print(f"{len(jobs)} jobs on {ex.description} ({len(done)} measured before); code {code_version()}; records in "
           f"{folder}", flush=True)
     rc = _measure(ex, jobs, folder, args)
@@ -952,13 +935,11 @@ def _measure(ex, jobs: workers.Jobs, folder: Path, args) -> int:
               f"rest with: python bench/reproducibility.py --resume {folder}{_same_flags(args)}", file=sys.stderr,
               flush=True)
         return 130
-    if len(jobs):  # held back by --time-limit (Note [A time limit])
-        left = jobs.left()
-        print(f"time limit: {len(left)} job(s) not started, each could run past {fmt_s(args.time_limit)} (next: "
-              f"{left[0]['id']}, up to {fmt_s(bound(left[0]))}); the records so far are in {folder}; measure the rest "
+    if jobs.held_back:
+        print(f"{workers.held_back(jobs, args.time_limit)}; the records so far are in {folder}; measure the rest "
               f"with: python bench/reproducibility.py --resume {folder}{_same_flags(args)}", file=sys.stderr,
               flush=True)
-        return TIME_LIMIT_LEFT
+        return workers.TIME_LIMIT_LEFT
     return 0
 
 

@@ -198,6 +198,8 @@ def run(args, tasks, folder: Path) -> int:
     n_tasks = sum(1 for j in jobs.left() if j["job"] == "task" and not j["task"].get("repeat"))
     print(f"{len(tasks)} tasks, {len(tasks) - n_tasks} already measured, {n_tasks} to go ({total} jobs with card "
           f"checks, repeats and the reference); on {ex.description}; results in {folder}", flush=True)
+    if getattr(args, "stop_at", None) is not None:
+        jobs.limit(args.stop_at)
     workers.stop_on_sigterm()
     t_start, finished, rc = time.monotonic(), 0, 0
     try:
@@ -216,10 +218,17 @@ def run(args, tasks, folder: Path) -> int:
         print(f"\ninterrupted after {fmt_s(time.monotonic() - t_start)}: the measurements so far are in {folder}; "
               f"continue with: python bench/run.py --resume {folder}{_where(args)}", file=sys.stderr)
         rc = 130
-    if rc == 0 and len(jobs):  # e.g. a resumed run's repeats, pinned to a card this invocation does not have
+    if rc == 0 and jobs.held_back:
+        print(f"{workers.held_back(jobs, args.time_limit)}; the measurements so far are in {folder}; continue with: "
+              f"python bench/run.py --resume {folder}{_where(args)}", file=sys.stderr)
+        rc = workers.TIME_LIMIT_LEFT
+    elif rc == 0 and len(jobs):  # e.g. a resumed run's repeats, pinned to a card this invocation does not have
         print(f"{len(jobs)} jobs wait for cards this invocation did not use: "
               + ", ".join(f"{j['id']} (card {j['card']})" for j in jobs.left()), file=sys.stderr)
-    _report(folder, tasks)
+    if store.load(folder):
+        _report(folder, tasks)
+    else:  # stopped before its first measurement (a time limit, Ctrl-C)
+        print(f"no measurements in {folder} yet: no report yet", file=sys.stderr)
     print(f"this invocation: {fmt_s(time.monotonic() - t_start)} min:s", flush=True)
     return rc
 
@@ -254,6 +263,9 @@ def parse(argv=None):
                     help="run the tasks on a Ray cluster, one GPU each (ADDRESS: 'auto', ray://host:10001; "
                          "none: a local cluster)")
     ap.add_argument("--retries", type=int, default=2, help="times a task whose worker process died is tried again")
+    ap.add_argument("--time-limit", type=float, metavar="S", help="start no job that could not end within S seconds "
+                    "(a lease's or batch slot's end); continue with --resume, exit code 3 (Note [A time limit], "
+                    "bench/workers.py)")
     ap.add_argument("--simulate", action="store_true",
                     help="the simulated GPU on the CPU, for testing a setup (--gpus, --ray) without GPUs: its "
                          "numbers are not measurements")
@@ -287,6 +299,7 @@ def parse(argv=None):
                     help="let one run's records (and its report) come from several code or protocol versions")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    args.stop_at = None if args.time_limit is None else time.monotonic() + args.time_limit
     if args.quick:
         args.window_s = min(args.window_s, 0.15)
     if args.reference_calls is None:

@@ -34,7 +34,8 @@ def fmt_s(seconds: float) -> str:
 
 
 def new_run(out: Path, card: str, now: _dt.datetime | None = None) -> Path:
-    """A fresh run folder under ``out/card/``, named for the time it starts (UTC)."""
+    """A fresh run folder under ``out/card/``, named for the time it starts (UTC), with its (empty) records file:
+    a run stopped before its first measurement (a time limit, Ctrl-C) is a run that --resume continues."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     base = Path(out) / card_slug(card) / now.strftime("%Y-%m-%d_%H%M%S")
     folder, n = base, 1
@@ -42,6 +43,7 @@ def new_run(out: Path, card: str, now: _dt.datetime | None = None) -> Path:
         n += 1
         folder = base.with_name(f"{base.name}-{n}")
     folder.mkdir(parents=True)
+    (folder / MEASUREMENTS).touch()
     return folder
 
 

@@ -46,14 +46,51 @@ def _may_run_on(job: dict, card: str | None) -> bool:
     return job.get("card") in (None, card)
 
 
+# Note [A time limit]
+# ~~~~~~~~~~~~~~~~~~~
+# A lease or a batch system's slot ends at a set time, and a job stopped by it loses all it measured (its record is
+# written when it ends). With a time limit (--time-limit S of bench/run.py and bench/reproducibility.py) no job
+# starts that could not end within S seconds of the command's start by its bound (bound): a task its budget of
+# trials (task_budget_s; side by side already its rounds' together) plus TASK_SETUP_S for its import, model,
+# captures and warm-up; the others the longest seen on H200s, with room: a card check 54-115 s, the thermal job
+# 150-160 s, the CLEAR authors' procedure at its defaults 96-105 s (results/study/nvidia-h200/*/cards.jsonl,
+# reference.jsonl; results/reproducibility/2026-11-29_104052 and _105225, where GPT-2's two processes side by side
+# took 355 s on a budget of 320). Jobs start in their order: the first that does not fit holds back the ones after
+# it on its card. The run ends once the jobs running have; the command names what it left and how to measure it
+# (--resume), and exits with TIME_LIMIT_LEFT. A Ray cluster queues every job at once, before any starts, so no
+# start can be bounded there: bench/run.py refuses --time-limit with --ray.
+TASK_SETUP_S, CHECK_BOUND_S, THERMAL_BOUND_S, REFERENCE_BOUND_S = 90.0, 150.0, 200.0, 200.0
+REFERENCE_DEFAULT_CALLS = 10_000 * 20  # the authors' procedure's calls x trials that REFERENCE_BOUND_S was seen at
+TIME_LIMIT_LEFT = 3  # the exit code of a run that a time limit left jobs of
+
+
+def bound(job: dict) -> float:
+    """The longest ``job`` is expected to run (s): Note [A time limit]."""
+    kind, args = job["job"], job.get("args") or {}
+    if kind == "task":
+        return args["task_budget_s"] + TASK_SETUP_S
+    if kind == "reference":
+        calls = args.get("reference_calls", 10_000) * args.get("reference_trials", 20)
+        return REFERENCE_BOUND_S * max(1.0, calls / REFERENCE_DEFAULT_CALLS)
+    return THERMAL_BOUND_S if kind == "thermal" else CHECK_BOUND_S
+
+
 class Jobs:
     """The jobs still to run, in order; a job with a "card" runs only on that card. The driver may add
     jobs while an executor runs (repeats of finished tasks). ``profiles``: each card's sensor profile,
-    sent with every job so that a card is calibrated once per run."""
+    sent with every job so that a card is calibrated once per run. After ``limit``, no job is taken that could
+    not end by its deadline (``held_back`` then says that one was not)."""
 
     def __init__(self, jobs=()):
         self._items = collections.deque(jobs)
         self.profiles: dict = {}
+        self.stop_at: float | None = None
+        self.held_back = False
+
+    def limit(self, stop_at: float, clock=None) -> None:
+        """Take no job that could not end by ``stop_at``, a deadline on ``clock`` (time.monotonic, looked up when
+        read) (Note [A time limit])."""
+        self.stop_at, self._clock = stop_at, clock
 
     def add(self, job: dict, first: bool = False) -> None:
         (self._items.appendleft if first else self._items.append)(job)
@@ -67,6 +104,9 @@ class Jobs:
         """The next job that may run on ``card``, out of the queue, with the cards' sensor profiles."""
         job = self.peek(card)
         if job is None:
+            return None
+        if self.stop_at is not None and (self._clock or time.monotonic)() + bound(job) > self.stop_at:
+            self.held_back = True
             return None
         self._items.remove(job)
         return self._with_profiles(job)
@@ -99,6 +139,13 @@ class Jobs:
 
     def left(self) -> list:
         return list(self._items)
+
+
+def held_back(jobs: Jobs, limit_s: float) -> str:
+    """What a time limit left (Note [A time limit]), in words."""
+    left = jobs.left()
+    return (f"time limit: {len(left)} job(s) not started, each could run past {limit_s:.0f} s from the start "
+            f"(next: {left[0]['id']}, up to {bound(left[0]):.0f} s)")
 
 
 def _on_sigterm(signum, frame):
@@ -225,16 +272,14 @@ class HostProcesses:
     """One fresh process per job, one job per GPU at a time, on ``cards`` (Note [One writer]); jobs that take turns
     (their "turns" share a key: bench/turns.py) run side by side on their card, each in its process. ``lockstep``:
     the cards start their next jobs together, once every card's job before has ended (Note [Cards in lockstep]).
-    ``stop_at`` (a time.monotonic() deadline) with ``bound`` (a job's longest expected run, s): no job starts that
-    could not end by then; the run ends once the jobs running have, the others left in ``jobs`` (Note [A time
-    limit])."""
+    A time limit on ``jobs`` (Jobs.limit) holds back what could not end by it."""
 
     pins = True
 
     def __init__(self, cards: list[Card], folder: Path, simulate: bool = False, retries: int = 2,
-                 poll_s: float = 0.1, lockstep: bool = False, stop_at: float | None = None, bound=None):
+                 poll_s: float = 0.1, lockstep: bool = False):
         self.cards, self.simulate, self.retries, self.poll_s = cards, simulate, retries, poll_s
-        self.lockstep, self.stop_at, self.bound = lockstep, stop_at, bound
+        self.lockstep = lockstep
         self.folder = Path(folder) / "workers"
         self.description = f"{len(cards)} GPU(s), one process per job{', in lockstep' if lockstep else ''}: " + \
             ", ".join(c.uuid for c in cards)
@@ -247,8 +292,7 @@ class HostProcesses:
         try:
             while True:
                 for card in () if self.lockstep and running else self.cards:
-                    if card.uuid not in running and self._fits(jobs.peek(card.uuid)) and \
-                            (job := jobs.take(card.uuid)) is not None:
+                    if card.uuid not in running and (job := jobs.take(card.uuid)) is not None:
                         group = self._ring([job, *jobs.take_beside(job, card.uuid)])
                         running[card.uuid] = [self._start(j, card, tries, spares) for j in group]
                         if len(jobs):
@@ -273,10 +317,6 @@ class HostProcesses:
                 proc.wait()
                 proc.stdin.close()
                 log.unlink(missing_ok=True)
-
-    def _fits(self, job: dict | None) -> bool:
-        """Whether ``job`` may start now: there is one, and it can end by ``stop_at`` (or there is no limit)."""
-        return job is not None and (self.stop_at is None or time.monotonic() + self.bound(job) <= self.stop_at)
 
     def _ring(self, group: list) -> list:
         """Jobs that take turns (bench/turns.py), each told the folder they share, set up for these members alone;

@@ -9,7 +9,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -528,18 +527,21 @@ def test_a_time_limit_starts_no_job_that_could_run_past_it_and_leaves_the_rest_f
     jobs = R.plan(cards, 2, settings, simulate=True, task_ids=["bert-base/prefill/b1s8/bf16"])
     planned = [j["id"] for j in jobs.left()]
     assert [j.split("/")[0] for j in planned[:3]] == ["thermal", "card_check", "card_check"]
-    # The thermal job fits (bound 0 s here), the card check after it does not (a year): only the thermal job runs.
-    ex = workers.HostProcesses(cards, tmp_path, simulate=True, stop_at=time.monotonic() + 3600.0,
-                               bound=lambda job: 0.0 if job["job"] == "thermal" else 3.2e7)
+    # A deadline of 250 s: the thermal job's bound (200 s) fits at its start; once it has run (here a virtual clock
+    # that each reading moves on by 1000 s), the card check's (150 s) no longer does.
+    clock = iter(range(0, 10**9, 1000))
+    jobs.limit(250.0, clock=lambda: float(next(clock)))
+    ex = workers.HostProcesses(cards, tmp_path, simulate=True, poll_s=0.0)
     ran = [(job["id"], rec["status"]) for job, rec in ex.run(jobs)]
-    assert ran == [(planned[0], "ok")]
+    assert ran == [(planned[0], "ok")] and jobs.held_back
     assert [j["id"] for j in jobs.left()] == planned[1:]
+    assert workers.held_back(jobs, 250.0).startswith(f"time limit: {len(planned) - 1} job(s) not started")
     # A task's bound is its budget (side by side: its rounds' together) and its setup; the others' as measured.
     task = next(j for j in R.plan(cards, 2, settings | {"task_budget_s": 100.0}, simulate=True, thermal=False,
                                   task_ids=["bert-base/prefill/b1s8/bf16"], side_by_side=True).left()
                 if j["job"] == "task")
-    assert R.bound(task) == 2 * 100.0 + R.SIDE_BY_SIDE_SETUP_S + R.TASK_SETUP_S
-    assert R.bound(jobs.left()[0]) == R.CHECK_BOUND_S
+    assert workers.bound(task) == 2 * 100.0 + R.SIDE_BY_SIDE_SETUP_S + workers.TASK_SETUP_S
+    assert workers.bound(jobs.left()[0]) == workers.CHECK_BOUND_S
 
 
 def test_a_time_limit_too_short_for_any_job_measures_nothing_and_says_how_to_go_on(tmp_path):

@@ -160,6 +160,27 @@ def test_interrupted_run_resumes_and_gives_the_same_report_as_one_run(tmp_path, 
         assert (folder / f"{name}.png").stat().st_size > 1000
 
 
+def test_a_time_limit_starts_no_task_that_could_run_past_it_and_resume_measures_the_rest(tmp_path, fake, capsys):
+    # Note [A time limit] (bench/workers.py): a task's bound is its budget of trials (100 s here) and 90 s of setup.
+    budget = ["--task-budget-s", "100"]
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + budget + ["--time-limit", "150", "--out", str(tmp_path)]) == 3
+    folder = the_run(tmp_path)
+    err = capsys.readouterr().err
+    n_tasks = len(suite.plan(SMALL[1].split(","), SMALL[3].split(",")))  # the repeats are queued as tasks end
+    assert gpu.calls == 0 and f"time limit: {n_tasks} job(s) not started" in err
+    assert f"continue with: python bench/run.py --resume {folder}" in err and "no report yet" in err
+    # The fake GPU's tasks end at once (its clock: a second each reading): with 1000 s every one fits.
+    gpu = fake(FakeGpu())
+    assert run.main(SMALL + budget + ["--resume", str(folder), "--time-limit", "1000"]) == 0
+    assert gpu.calls == planned(SMALL) and "time limit" not in capsys.readouterr().err
+    # Refused before any GPU time: a limit that is no time, and a Ray cluster, which queues every job at once.
+    assert run.main(SMALL + ["--time-limit", "0", "--out", str(tmp_path)]) == 2
+    assert "--time-limit must be > 0" in capsys.readouterr().err
+    assert run.main(SMALL + ["--time-limit", "60", "--ray", "--out", str(tmp_path)]) == 2
+    assert "--time-limit with --ray" in capsys.readouterr().err
+
+
 def test_a_torn_last_record_is_kept_aside_and_its_task_measured_again(tmp_path, fake):
     fake(FakeGpu(interrupt_at=4))
     assert run.main(SMALL + ["--out", str(tmp_path)]) == 130
