@@ -85,6 +85,7 @@ class Jobs:
         self._items = collections.deque(jobs)
         self.profiles: dict = {}
         self.stop_at: float | None = None
+        self._clock = None
         self.held_back = False
 
     def limit(self, stop_at: float, clock=None) -> None:
@@ -144,8 +145,8 @@ class Jobs:
 def held_back(jobs: Jobs, limit_s: float) -> str:
     """What a time limit left (Note [A time limit]), in words."""
     left = jobs.left()
-    return (f"time limit: {len(left)} job(s) not started, each could run past {limit_s:.0f} s from the start "
-            f"(next: {left[0]['id']}, up to {bound(left[0]):.0f} s)")
+    return (f"time limit: {len(left)} job(s) not started (the next, {left[0]['id']}, could take up to "
+            f"{bound(left[0]):.0f} s, past the limit of {limit_s:.0f} s from the start)")
 
 
 def _on_sigterm(signum, frame):
