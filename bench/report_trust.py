@@ -150,9 +150,12 @@ def _across_cards(checks: list) -> list:
                    "these factors.")
     if REPRODUCIBILITY.exists():
         rp = json.loads(REPRODUCIBILITY.read_text())
+        versions = rp.get("versions") or []  # a report joined from runs of several (--allow-mixed) names them all
+        code = f"{len(versions)} code/protocol versions" if len(versions) > 1 else \
+            f"code {rp.get('identity', {}).get('code_version', '?')}"
         L.append(f"  bench/reproducibility.py on {len(rp.get('cards', []))} cards of "
-                 f"{rp.get('identity', {}).get('gpu', {}).get('name', '?')} (code "
-                 f"{rp.get('identity', {}).get('code_version', '?')}): parts spread {_pc(rp.get('card_spread_raw_rel'))} "
+                 f"{rp.get('identity', {}).get('gpu', {}).get('name', '?')} ({code}): parts spread "
+                 f"{_pc(rp.get('card_spread_raw_rel'))} "
                  f"raw, {_pc(rp.get('card_spread_normalized_rel'))} after the card reference (sigma_c); fresh "
                  f"processes on one card {_pc(rp.get('repeatability_max_rel'))} apart at most, "
                  f"{_pc(rp.get('repeatability_max_rel_at_reference'))} once taken to "

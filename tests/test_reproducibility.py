@@ -282,6 +282,22 @@ def test_repeats_of_one_task_on_several_cards_are_held_out_by_card():
     assert U.held_out_coverage({"bert": pairs}, fallback_sigma=0.0005)[0] == 0.0
 
 
+def test_the_study_report_names_every_code_version_of_a_joined_reproducibility_report(tmp_path, monkeypatch):
+    # The study's REPORT.md quotes results/reproducibility.json; joined from runs of several code versions, its
+    # identity is the first run's, and quoting that code alone would say one version measured it all.
+    from bench import report_trust
+
+    rp = {"cards": ["GPU-a", "GPU-b", "GPU-c"], "identity": {"gpu": {"name": "NVIDIA H200"}, "code_version": "aaa"},
+          "card_spread_raw_rel": 0.0259, "card_spread_normalized_rel": 0.0097, "repeatability_max_rel": 0.0141,
+          "interval_coverage": 0.9318, "versions": [["aaa", "12"], ["bbb", "14"]]}
+    monkeypatch.setattr(report_trust, "REPRODUCIBILITY", tmp_path / "reproducibility.json")
+    report_trust.REPRODUCIBILITY.write_text(json.dumps(rp))
+    line = "\n".join(report_trust._across_cards([]))
+    assert "on 3 cards of NVIDIA H200 (2 code/protocol versions)" in line and "0.97 % after the card reference" in line
+    report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"versions": [["aaa", "12"]]}))
+    assert "(code aaa)" in "\n".join(report_trust._across_cards([]))
+
+
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
     from bench import report_trust
 
