@@ -547,7 +547,7 @@ def test_a_time_limit_starts_no_job_that_could_run_past_it_and_leaves_the_rest_f
     # that each reading moves on by 1000 s), the card check's (150 s) no longer does.
     clock = iter(range(0, 10**9, 1000))
     jobs.limit(250.0, clock=lambda: float(next(clock)))
-    ex = workers.HostProcesses(cards, tmp_path, simulate=True, poll_s=0.0)
+    ex = workers.HostProcesses(cards, tmp_path, simulate=True)
     ran = [(job["id"], rec["status"]) for job, rec in ex.run(jobs)]
     assert ran == [(planned[0], "ok")] and jobs.held_back
     assert [j["id"] for j in jobs.left()] == planned[1:]
