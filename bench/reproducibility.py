@@ -112,6 +112,7 @@ LEAD_IN = -1
 SIDE_BY_SIDE_SETUP_S = 60.0
 LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
 
+
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
          done=frozenset(), order: str = "interleaved", lead_in: bool = False,
          side_by_side: bool = False, card_checks: bool = True) -> workers.Jobs:

@@ -198,7 +198,7 @@ def run(args, tasks, folder: Path) -> int:
     n_tasks = sum(1 for j in jobs.left() if j["job"] == "task" and not j["task"].get("repeat"))
     print(f"{len(tasks)} tasks, {len(tasks) - n_tasks} already measured, {n_tasks} to go ({total} jobs with card "
           f"checks, repeats and the reference); on {ex.description}; results in {folder}", flush=True)
-    if getattr(args, "stop_at", None) is not None:
+    if args.stop_at is not None:
         jobs.limit(args.stop_at)
     workers.stop_on_sigterm()
     t_start, finished, rc = time.monotonic(), 0, 0

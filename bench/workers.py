@@ -70,7 +70,7 @@ def bound(job: dict) -> float:
     if kind == "task":
         return args["task_budget_s"] + TASK_SETUP_S
     if kind == "reference":
-        calls = args.get("reference_calls", 10_000) * args.get("reference_trials", 20)
+        calls = args.get("reference_calls", 0) * args.get("reference_trials", 0)  # unknown: as at the defaults
         return REFERENCE_BOUND_S * max(1.0, calls / REFERENCE_DEFAULT_CALLS)
     return THERMAL_BOUND_S if kind == "thermal" else CHECK_BOUND_S
 
