@@ -198,7 +198,8 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
     rounds = 1 + max([_round(r) for r in tasks + checks] or [0])  # a run of no tasks still has its card checks
     out = {"cards": cards, "tasks": sorted({r["task"]["id"] for r in tasks}), "rounds": rounds, "sigma_p_rel": sigma_p,
            "sigma_p_from": f"the card reference's workloads, round 0 vs 1 on each card ({len(ref_pairs)} pairs)",
-           "repeat": repeat, "versions": sorted(store.versions(ok)), "launch_states": _launch_states(tasks)}
+           "repeat": repeat, "versions": sorted(store.versions(ok)), "instances": sorted(store.instances(tasks)),
+           "launch_states": _launch_states(tasks)}
     runs: dict = {}  # (task, card) -> the rounds measured
     for r in tasks:
         runs.setdefault((r["task"]["id"], r["identity"]["gpu"]["uuid"]), set()).add(_round(r))
@@ -488,6 +489,17 @@ def _thermal(recs: list) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+def _graphs(an: dict) -> str:
+    """How many graphs of each part were measured (Note [Graph instances]), in words: a setting that moves them."""
+    n = an.get("instances") or []
+    if len(n) > 1:
+        return f" Graph instances per part mixed: {', '.join(map(str, n))} (`--instances`; joined with --allow-mixed)."
+    if not n or n == [1]:
+        return " Each part over one graph of it (`--instances 1`)."
+    return (f" Each part over up to {n[0]} graph instances, measured in blocks (`--instances {n[0]}`, Note [Graph "
+            "instances]; a call longer than a launch's ~2 ms over that many gets fewer).")
+
+
 def _partial(an: dict) -> str:
     """What a run cut short lacks, and cards of several kinds, in words ('' for a complete run of one kind)."""
     kinds = an.get("kinds", {})
@@ -693,7 +705,7 @@ def markdown(an: dict, ident: dict) -> str:
              "; the cards in lockstep (each job started on every card together: Note [Cards in lockstep])"
              if an.get("lockstep") == [True] else "") + "; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
-         + " (its trials' 95 % CI, where its budget allowed)." + _partial(an) + (
+         + " (its trials' 95 % CI, where its budget allowed)." + _graphs(an) + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
              if len(an.get("versions", ())) > 1 else "") + (
              f" Joined from {len(an['runs'])} runs, each card's from one (Note [Runs of several hosts]): "
@@ -784,6 +796,11 @@ def load_runs(report: str, allow_mixed: bool = False) -> tuple:
     if len(versions) > 1 and not allow_mixed:
         raise ValueError(f"--report: the runs were measured by code/protocol {sorted(versions)}: pass --allow-mixed "
                          "to report them together (the report names every version), or report them apart")
+    graphs = set().union(*(store.instances(recs) for recs in by_run.values()))
+    if len(graphs) > 1 and not allow_mixed:
+        raise ValueError(f"--report: the runs measured their parts over {sorted(graphs)} graph instances (--instances:"
+                         " Note [Graph instances]): pass --allow-mixed to report them together (the report names "
+                         "each), or report them apart")
     return folders, [r for recs in by_run.values() for r in recs]
 
 
@@ -807,6 +824,9 @@ def _run_folder(args, cards) -> tuple:
         raise ValueError(f"{folder} was measured by code/protocol {sorted(other)}, this is "
                          f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new "
                          "run")
+    if store.instances(recs) - {args.instances} and not args.allow_mixed:
+        raise ValueError(f"{folder} measured its parts over {sorted(store.instances(recs))} graph instances, this "
+                         f"is --instances {args.instances}: give the run's, or pass --allow-mixed")
     kinds, here = {r["identity"]["gpu"]["name"] for r in recs if r.get("identity")}, {c.name for c in cards}
     if kinds and not here <= kinds and not args.allow_mixed:
         raise ValueError(f"{folder} was measured on {', '.join(sorted(kinds))}, this host's cards are "

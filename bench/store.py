@@ -117,3 +117,10 @@ def versions(recs: list) -> set:
     """The (code version, protocol version) pairs that measured ``recs`` ('?' where a record predates them)."""
     return {(str(r.get("identity", {}).get("code_version", "?")), str(r.get("identity", {}).get("protocol_version", "?")))
             for r in recs if r.get("status") == "ok"}
+
+
+def instances(recs: list) -> set:
+    """The graph instances per part that measured ``recs``' tasks (settings["instances"]; 1 where a record predates
+    them, as protocol 12 measured): a procedure setting that moves the numbers (Note [Graph instances])."""
+    return {int((r.get("settings") or {}).get("instances") or 1) for r in recs
+            if r.get("status") == "ok" and r.get("job") == "task"}

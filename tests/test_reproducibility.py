@@ -615,6 +615,14 @@ def test_an_interrupted_run_is_resumed_where_it_stopped(result, tmp_path):
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other_kind))
     p = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "NVIDIA H100 80GB HBM3" in p.stderr and "Simulated GPU" in p.stderr
+    # Nor one whose parts were measured over other graph instances (a setting that moves the numbers).
+    (run / "records.jsonl").write_text("".join(line + "\n" for line in lines))
+    p = subprocess.run(args + ["--resume", str(run), "--allow-mixed", "--instances", "8"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0 and "0 jobs on" in p.stdout, p.stderr[-2000:]  # told to: nothing left to measure
+    p = subprocess.run(args + ["--resume", str(run), "--instances", "8"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "[1] graph instances" in p.stderr and "--instances 8" in p.stderr, p.stderr
     # An empty --resume (a script's unset variable) is refused, not taken for a new run.
     p = subprocess.run(args + ["--resume", ""], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "no records.jsonl there" in p.stderr
@@ -665,6 +673,22 @@ def test_runs_on_other_cards_are_reported_as_one(result, tmp_path):
     assert "0000000other" in mixed_md
     # ... and its heading names no one version as the run's: the first run's alone would read as all of them.
     assert "2 code/protocol versions (below)" in mixed_md.splitlines()[2]
+    # So are runs that measured their parts over other numbers of graph instances (Note [Graph instances]), and
+    # the report then says so where a single run's says how many it used.
+    assert "Each part over one graph of it (`--instances 1`)." in mixed_md.splitlines()[2]  # 1 in both runs
+    eight = [r | {"settings": r["settings"] | {"instances": 8}} for r in runs["b"]]
+    (tmp_path / "b" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eight))
+    p = subprocess.run(report + [both], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 2 and "[1, 8] graph instances" in p.stderr, p.stderr
+    p = subprocess.run(report + [both, "--allow-mixed"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    heading = (tmp_path / "out" / "reproducibility.md").read_text().splitlines()[2]
+    assert "Graph instances per part mixed: 1, 8" in heading and "one graph of it" not in heading
+    assert json.loads((tmp_path / "out" / "reproducibility.json").read_text())["instances"] == [1, 8]
+    p = subprocess.run(report + [str(tmp_path / "b")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "up to 8 graph instances, measured in blocks (`--instances 8`" in (
+        tmp_path / "out" / "reproducibility.md").read_text().splitlines()[2]
     # A folder with no records is named in the error.
     p = subprocess.run(report + [f"{tmp_path / 'a'},{tmp_path / 'nowhere'}"], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
