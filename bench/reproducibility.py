@@ -870,8 +870,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-cv", type=float, default=0.004,
                     help="a part whose trials scatter more than this (relative) gets longer windows")
     ap.add_argument("--max-trials", type=int, default=16)
-    ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in blocks (Note [Graph "
-                    "instances], clear_native/instances.py)")
+    ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in blocks; 1 repeats best "
+                    "(8 moved whole models ~2 %% between processes: Note [Graph instances], clear_native/instances.py)")
     ap.add_argument("--task-budget-s", type=float, default=130.0, help="seconds of trials per task at most")
     ap.add_argument("--time-limit", type=float, metavar="S", help="start no job that could not end within S seconds "
                     "(a lease's or batch slot's end); the rest is left for --resume, exit code 3 (Note [A time limit], "

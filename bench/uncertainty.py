@@ -66,10 +66,14 @@ Which one a report uses is chosen by how well each brings components together th
 used to fit it (the study's and reproducibility's own tasks). That choice is made on the parts whose spread
 is then reported, so the report also reads each task's parts with the model the other tasks' parts chose
 (held_out_model). Seven H200s (BERT-base on four, GPT-2 and Llama-3.2-1B decode on two more measured after
-the median model was written; results/reproducibility.md, 2026-11-29): chosen on all the parts, the median
-model, 0.97 % (max 1.64 %); held out 1.04 % (max 5.52 %): the decode tasks' two cards, where no workload
-departed, chose "below the limit" for BERT-base, which that model over-corrects by up to 5.5 % on the two
+the median model was written; results/reproducibility/2026-11-29_105225/joined_7_cards.md): chosen on all the
+parts, the median model, 0.97 % (max 1.64 %); held out 1.04 % (max 5.52 %): the decode tasks' two cards, where no
+workload departed, chose "below the limit" for BERT-base, which that model over-corrects by up to 5.5 % on the two
 cards whose copy departed, while the decode tasks, read with the median model BERT-base chose, kept 0.21-1.18 %.
+Four more H200s of one host (results/reproducibility/2026-11-29_133857): one card's awake idle read 137.5 W where
+the others read 124-129 (its leakage 0.95 W/°C); its static factor, 1.099, over-corrected GPT-2's decode parts
+(1.3-8.9 % normalised against 0.6-7.9 % raw), every model gave 1.68-2.03 %, held out 2.90 %; taken to 45 °C by
+each card's leakage first, 0.97 %. A static factor read at a card's own temperature carries that temperature.
 """
 
 from __future__ import annotations

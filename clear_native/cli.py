@@ -114,7 +114,8 @@ def parse(argv=None):
     m.add_argument("--in-context", action="store_true", help="also measure each group inside the model's graph")
     m.add_argument("--window-s", type=float, default=0.3, help="steady seconds of samples per trial")
     m.add_argument("--instances", type=int, default=1, help="graphs of each part, captured apart and measured in "
-                   "blocks of calls: less of the ~1 %% one graph can be off (Note [Graph instances])")
+                   "blocks of calls; 1 repeats best across processes (8 moved whole models ~2 %%: Note [Graph "
+                   "instances])")
     m.add_argument("--out", default="clear_native_report", help="folder for report.json, groups.csv, REPORT.md")
     m.add_argument("--dry-run", action="store_true", help="print components, blocks and FLOPs; no GPU")
     m.add_argument("--repeats", type=int, default=1, help="measure N times, each in a fresh process, and say how "

@@ -47,6 +47,14 @@ BERT-base's layer-0 intermediate part spread 0.63 % (sd 0.22 %) as single graphs
 1.05 / 0.54 / 0.61 % (sd 0.40 / 0.20 / 0.21 %), 1.3 and 1.1 % slower. ``instances`` stays 1 by default
 (protocol 12's number): with it, two processes side by side read BERT-base's parts within 0.34 % on that card
 (results/reproducibility/2026-11-29_084238), and a light part's GPU time is what a model's layers keep.
+
+And measured in blocks across processes, it did worse (docs/measured.md, 2026-11-29 afternoon): with instances=8,
+BERT-base, GPT-2 and Llama-3.2-1B decode side by side on four H200s of one host (results/reproducibility/
+2026-11-29_133857) repeated within 3.00 % (1.57 % where time and temperature held and both readings reached their
+target); Llama's whole model, itself one graph, ran 1.6-2.2 % faster in the second process on all four cards, and
+on a fifth card 1.6 % slower with instances=8 and 0.27 % apart with 1, one run after the other
+(2026-11-29_140715, _140915): with a process's parts captured eight times over, even its one-graph captures
+land where they run differently. One graph per part is the default for that reason, not only for its cost.
 """
 
 from __future__ import annotations
