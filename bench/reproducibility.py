@@ -109,6 +109,9 @@ LEAD_IN = -1
 # (2026-11-29_004900) moved up to 1.17 % at 0.5 °C and 0.08 % of GPU time (side by side 0.20 %). What is left is the
 # launch-latency state, which in each pair differed between the two processes at the same time (Llama's rotary
 # embedding 5.71 % apart: Note [Launch-latency state], clear_native/backend.py).
+# What side by side adds: the second process sets up while the first holds its memory on the card. With eight
+# graph instances of every part in the first, the second's Llama-3.2-1B decode step ran 1.6-2.2 % apart from the
+# first's, either sign, timed before the second made any instance of its own (Note [Graph instances]).
 SIDE_BY_SIDE_SETUP_S = 60.0
 LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
 

@@ -53,8 +53,11 @@ BERT-base, GPT-2 and Llama-3.2-1B decode side by side on four H200s of one host 
 2026-11-29_133857) repeated within 3.00 % (1.57 % where time and temperature held and both readings reached their
 target); Llama's whole model, itself one graph, ran 1.6-2.2 % faster in the second process on all four cards, and
 on a fifth card 1.6 % slower with instances=8 and 0.27 % apart with 1, one run after the other
-(2026-11-29_140715, _140915): with a process's parts captured eight times over, even its one-graph captures
-land where they run differently. One graph per part is the default for that reason, not only for its cost.
+(2026-11-29_140715, _140915). The whole model's single call was timed (_plan, protocol.py) before its process made
+any instance of a part, so what differed was not that process's own instances but the other process's memory,
+eight instances of each part, held on the card while the second process set up (Note [Repeats side by side]):
+the second process's whole model read 2154-2163 µs on the four cards and 2236 on the fifth, the first processes'
+2187-2210, and at one graph per part both 2196-2217. One graph per part is the default for that reason too.
 """
 
 from __future__ import annotations
