@@ -153,6 +153,8 @@ def _across_cards(checks: list) -> list:
         versions = rp.get("versions") or []  # a report joined from runs of several (--allow-mixed) names them all
         code = f"{len(versions)} code/protocol versions" if len(versions) > 1 else \
             f"code {rp.get('identity', {}).get('code_version', '?')}"
+        graphs = rp.get("instances") or [1]  # graphs of each part measured (Note [Graph instances])
+        code += "" if graphs == [1] else f"; {' and '.join(map(str, graphs))} graph instances per part"
         L.append(f"  bench/reproducibility.py on {len(rp.get('cards', []))} cards of "
                  f"{rp.get('identity', {}).get('gpu', {}).get('name', '?')} ({code}): parts spread "
                  f"{_pc(rp.get('card_spread_raw_rel'))} "

@@ -296,6 +296,11 @@ def test_the_study_report_names_every_code_version_of_a_joined_reproducibility_r
     assert "on 3 cards of NVIDIA H200 (2 code/protocol versions)" in line and "0.97 % after the card reference" in line
     report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"versions": [["aaa", "12"]]}))
     assert "(code aaa)" in "\n".join(report_trust._across_cards([]))
+    # ... and a report measured over other than one graph per part (Note [Graph instances]) says so.
+    report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"versions": [["aaa", "12"]], "instances": [8]}))
+    assert "(code aaa; 8 graph instances per part)" in "\n".join(report_trust._across_cards([]))
+    report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"instances": [1, 8]}))
+    assert "(2 code/protocol versions; 1 and 8 graph instances per part)" in "\n".join(report_trust._across_cards([]))
 
 
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
