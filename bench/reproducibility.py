@@ -827,9 +827,10 @@ def _run_folder(args, cards) -> tuple:
         raise ValueError(f"{folder} was measured by code/protocol {sorted(other)}, this is "
                          f"{code_version()}/{PROTOCOL_VERSION}: pass --allow-mixed to resume anyway, or start a new "
                          "run")
-    if store.instances(recs) - {args.instances} and not args.allow_mixed:
-        raise ValueError(f"{folder} measured its parts over {sorted(store.instances(recs))} graph instances, this "
-                         f"is --instances {args.instances}: give the run's, or pass --allow-mixed")
+    graphs = store.instances(recs)
+    if graphs - {args.instances} and not args.allow_mixed:
+        raise ValueError(f"{folder} measured its parts over {sorted(graphs)} graph instances, this is --instances "
+                         f"{args.instances}: give the run's, or pass --allow-mixed")
     kinds, here = {r["identity"]["gpu"]["name"] for r in recs if r.get("identity")}, {c.name for c in cards}
     if kinds and not here <= kinds and not args.allow_mixed:
         raise ValueError(f"{folder} was measured on {', '.join(sorted(kinds))}, this host's cards are "
