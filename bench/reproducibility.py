@@ -188,6 +188,7 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
                                "time_rel_diff": U.rel_diff(rs[0][2], rs[1][2]),
                                "temperature_diff_c": rs[1][4] - rs[0][4],
                                "ci95_rel": (rs[0][1], rs[1][1]),
+                               "window_restarts": (rs[0][7], rs[1][7]),
                                "state_corrected_rel_diff": U.state_corrected_diff(
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1))),
                                "launch_normalised_rel_diff": _launch_normalised_diff(rs, fastest.get(c, math.nan))})
@@ -260,8 +261,8 @@ def _launch_states(tasks: list) -> list:
 
 def _readings(tasks: list) -> tuple:
     """values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C, graph kernels per call,
-    its kept trials' launch latency s), and each card's fastest such latency in the run (Note [Launch-latency
-    state])."""
+    its kept trials' launch latency s, window restarts), and each card's fastest such latency in
+    the run (Note [Launch-latency state])."""
     from clear_native.launch_state import kept_latency_s
 
     values: dict = {}
@@ -269,12 +270,14 @@ def _readings(tasks: list) -> tuple:
     for r in tasks:
         run, card = r["report"].get("run", {}), r["identity"]["gpu"]["uuid"]
         awake_w, temps, kernels = run.get("awake_idle_power_w", math.nan), U.temperatures(r), U.kernels_of(r["report"])
+        restarts = U.restarts(r)
         lat = kept_latency_s(run.get("launch_state") or [])
         if lat > 0:
             fastest[card] = min(fastest.get(card, math.inf), lat)
         for name, v in U.measurements(r).items():
             rounds_of = values.setdefault((r["task"]["id"], name), {}).setdefault(card, {})
-            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan), kernels.get(name, math.nan), lat)
+            rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan), kernels.get(name, math.nan), lat,
+                                        restarts.get(name, math.nan))
     return values, fastest
 
 
@@ -341,6 +344,8 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float, target_ci: floa
     read = [max(x.get("ci95_rel", (math.inf,))) <= READ_TO_TARGET * target_ci for x in long]
     out["repeatability_by_time_state"] = U.by_time_state([(x["rel_diff"], x["time_rel_diff"],
                                                            x["temperature_diff_c"], r) for x, r in zip(long, read)])
+    out["repeatability_by_window"] = U.by_restarts([(x["rel_diff"], *x.get("window_restarts", (math.nan,) * 2))
+                                                     for x in long])
     out["repeatability_by_task"] = {t: U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long
                                                         if x["task"] == t]) for t in sorted({x["task"] for x in long})}
     held_out: dict = {}
@@ -598,6 +603,17 @@ def _launch_normalised_row(an: dict, pc) -> list:
             "probe - the card's fastest in the run) at its run's awake-idle power (Note [Launch-latency state]) |"]
 
 
+def _window_rows(an: dict, pc) -> list:
+    """The summary's rows of the repeats whose two processes kept one window length, and of those whose windows
+    differed (a restart in one: Note [Trials a restart dropped], clear_native/trials.py)."""
+    words = {"same_window": "both processes kept one window length",
+             "window_differed": "one process's window grew more than the other's"}
+    return [f"| ... where {words[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | the two "
+            "readings' windows restarted as often, or not: a capture whose trials vary more than target_cv doubles "
+            "its window and starts again (Note [Trials a restart dropped]) |"
+            for k, v in an.get("repeatability_by_window", {}).items() if v["n"]]
+
+
 def _summary_rows(an: dict, pc, ref_c: float) -> list:
     """The report's table of the issue's quantities: repeats, the interval, the card spread."""
     at = f"at {ref_c:.0f} °C" if "repeatability_max_rel_at_reference" in an else "as read (no card's leakage known)"
@@ -611,6 +627,7 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
           f"state]){_SPLIT_TEMPERATURE if k in ('time_and_temperature_held', 'held_and_read') else ''}"
           f"{_SPLIT_READ if k == 'held_and_read' else ''} |"
           for k, v in an.get("repeatability_by_time_state", {}).items() if v["n"]],
+        *_window_rows(an, pc),
         f"| ... corrected for the launch state | {pc(an.get('repeatability_state_corrected_max_rel'))} (RMS "
         f"{pc(an.get('repeatability_state_corrected_rms_rel'))}) | each reading taken at the faster one's GPU time, "
         "the time beyond it at its run's awake-idle power (Note [Launch-latency state]) |",
@@ -735,12 +752,13 @@ def markdown(an: dict, ident: dict) -> str:
         L += [f"| {x['task']} | {x['card'][:12]} | {x['round']} | {x['before_us']:.3f} | {x['kept_from_us']:.3f} | "
               f"{x['after_us']:.3f} | {x['readings']} |" for x in an["launch_states"]]
     L += ["", "## Repeats (same card, two fresh processes)", "", "| task | part | card | GPU time | energy change | "
-          "GPU time change | temperature change |", "|---|---|---|---|---|---|---|"]
+          "GPU time change | temperature change | window restarts |", "|---|---|---|---|---|---|---|---|"]
     for x in sorted(an["repeat"], key=lambda x: -abs(x["rel_diff"]))[:40]:
         dt = x.get("temperature_diff_c", math.nan)
+        win = " / ".join("n/a" if math.isnan(n) else f"{n:.0f}" for n in x.get("window_restarts", (math.nan,) * 2))
         L.append(f"| {x['task']} | {x['part']} | {x['card'][:12]} | {x['gpu_time_s'] * 1e6:.1f} µs | "
                  f"{x['rel_diff'] * 100:+.2f} % | {x['time_rel_diff'] * 100:+.2f} % | "
-                 + ("n/a" if math.isnan(dt) else f"{dt:+.1f} °C") + " |")
+                 + ("n/a" if math.isnan(dt) else f"{dt:+.1f} °C") + f" | {win} |")
     return "\n".join(L) + "\n"
 
 

@@ -333,6 +333,27 @@ def temperatures(rec: dict) -> dict:
     return {"whole model": temperature_of(rep["whole"])} | {g["name"]: temperature_of(g) for g in rep["groups"]}
 
 
+def restarts(rec: dict) -> dict:
+    """{name: times its window doubled and its trials started again} of a study record's whole model and parts
+    (NaN: not recorded)."""
+    rep = rec["report"]
+    return {n: x.get("window_restarts", math.nan)
+            for n, x in [("whole model", rep["whole"])] + [(g["name"], g) for g in rep["groups"]]}
+
+
+def by_restarts(diffs: list) -> dict:
+    """Repeats split by whether both processes' windows restarted as often, so kept one window length (a restart
+    doubles it: Note [Trials that adapt], clear_native/trials.py) (``diffs``: [(energy rel diff, restarts of the
+    first, of the second)]): for "same_window" and "window_differed", how many, the largest and RMS |energy change|
+    (Note [Trials a restart dropped])."""
+    known = [d for d in diffs if math.isfinite(d[1]) and math.isfinite(d[2])]
+    out = {}
+    for key, keep in (("same_window", lambda d: d[1] == d[2]), ("window_differed", lambda d: d[1] != d[2])):
+        largest, rms = largest_and_rms([abs(d[0]) for d in known if keep(d)])
+        out[key] = {"n": sum(map(keep, known)), "max_rel": largest, "rms_rel": rms}
+    return out
+
+
 # Energies are compared at one temperature (Note [Leakage measured in every run], clear_native/thermal.py): near
 # where H200s run light and mid-weight work (36-50 °C in results/reproducibility/2026-11-28_064818).
 REFERENCE_TEMPERATURE_C = 45.0

@@ -241,7 +241,7 @@ def _group_result(m, g, cap, n: int, wm) -> GroupResult:
         temperature_c=m.temperature_c, sm_clock_mhz=m.sm_clock_mhz, clock_event_reasons=m.clock_event_reasons,
         settle_s=m.settle_s, rejected_trials=len(m.rejected_trials), window_restarts=m.window_restarts,
         failed_trials=m.failed_trials, trial_temperature_c=m.trial_temperature_c, unroll=m.unroll,
-        trial_time_per_call_s=m.trial_time_per_call_s, trials_from=m.trials_from,
+        trial_time_per_call_s=m.trial_time_per_call_s, trials_from=m.trials_from, dropped_sets=m.dropped_sets,
         graph_kernels_per_call=m.graph_kernels_per_call, graph_instances=m.graph_instances,
         instance_time_per_call_s=m.instance_time_per_call_s)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from .launch_state import launch_state_line
 from .tables import blocks_table, context_table, glue_line, paced_table
-from .writers import coverage_pc as _pc
-from .writers import csv_text, json_text, markdown_table, plain
+from .writers import coverage_pc as _pc, csv_text, json_text, markdown_table, plain
 
 
 # --------------------------------------------------------------------------- measure()
@@ -58,6 +57,7 @@ class Measurement:
     failed_trials: int = 0            # trials lost to a sampler error or a window without samples
     trial_temperature_c: list = field(default_factory=list)  # the GPU's mean temperature in each trial's window
     trials_from: str = ""             # "": its last set of trials; else the set a restart dropped, and why
+    dropped_sets: list = field(default_factory=list)  # each set a restart dropped (trials.dropped_set)
     # Kernels one call launches in its graph (NaN: eager, or a backend that cannot count them). In the card's slow
     # launch-latency state a call lasts this many times the probe's change longer (Note [Launch-latency state]).
     graph_kernels_per_call: float = math.nan
@@ -81,9 +81,8 @@ class MeasureRun:
     wall_s: float
     stop_reason: str
     settings: dict
-    # The card's launch-latency state before and after the trials (Note [Launch-latency state]): dicts with
-    # latency_s, the GPU time per tiny kernel in a graph (NaN: not read), and what else the backend tells
-    # (clocks, PCIe link); empty where the backend has no probe.
+    # The card's launch-latency state before and after the trials (Note [Launch-latency state]), [] with no probe:
+    # dicts with latency_s, the GPU time per tiny kernel in a graph (NaN: not read), and the clocks and PCIe link.
     launch_state: list = field(default_factory=list)
     # The GPU's temperature while awake idle was measured (°C; NaN: not read): with awake_idle_power_w, across
     # runs, how the card's static power moves with its temperature (its leakage; docs/measured.md, 2026-11-28).
@@ -160,6 +159,7 @@ class GroupResult:
     unroll: int = 0                  # K: calls per graph launch its trials used (Measurement.unroll)
     trial_time_per_call_s: list = field(default_factory=list)  # GPU time per call in each trial's window
     trials_from: str = ""            # Measurement.trials_from: "" or the set a restart dropped
+    dropped_sets: list = field(default_factory=list)  # Measurement.dropped_sets
     graph_kernels_per_call: float = math.nan  # Measurement.graph_kernels_per_call, for one copy's call
     graph_instances: int = 1         # Measurement.graph_instances (Note [Graph instances])
     instance_time_per_call_s: list = field(default_factory=list)  # each instance's, launched singly, one copy's call

@@ -53,7 +53,7 @@ def summarise(res: SamplerResult, plans: Sequence[Trials], profile, backend, idl
             trial_after=list(after), trial_drift_rel=list(drift), trial_temperature_c=list(temps),
             trial_window_launches=[n for n, _ in timing], trial_run_time_per_call_s=[t for _, t in timing],
             settle_s=p.settle_s, rejected_trials=list(p.rejected), window_restarts=p.restarts,
-            failed_trials=p.failed, trials_from=trials_from,
+            failed_trials=p.failed, trials_from=trials_from, dropped_sets=list(p.dropped_sets),
             graph_kernels_per_call=float(getattr(p.item, "graph_kernels", math.nan)),
             graph_instances=max(1, len(p.instances)), instance_time_per_call_s=list(p.instance_t1)))
     a, b = res.sample_span_ns(int(res.energy_t_ns[0]), int(res.energy_t_ns[-1])) if res.energy_t_ns.size else (0, 0)

@@ -57,7 +57,13 @@ and their windows to 2.7 s, and Llama's trials restarted when the state moved
 (what each restart dropped was not recorded then). So a restart
 keeps the largest set it dropped, and a capture whose last set holds fewer than
 two trials reports that one instead (never converged), saying which it is
-(Measurement.trials_from).
+(Measurement.trials_from). And every set a restart dropped goes into the record
+(Measurement.dropped_sets: why, its window, each trial's power, time and
+temperature): BERT-base's whole model read 1.4-1.5 % more energy in the one of
+two processes whose window had grown to 1.6 s, at the same GPU time (three
+cards, docs/measured.md 2026-11-29 evening), and without the dropped trials
+nothing said whether the power had moved under the process (its restarts'
+cause) or the longer window read it higher.
 """
 
 from __future__ import annotations
@@ -132,6 +138,7 @@ class Trials:
     restarts: int = 0                             # times the window doubled and the trials started again
     at_limit: bool = False                        # judged LIMITED (Note [The limiter's cycle])
     dropped: tuple = ()                           # (why, the kept trials then: _kept()) of the largest set
+    dropped_sets: list = field(default_factory=list)  # every set a restart dropped, summarised (dropped_set())
 
     @property
     def launches(self) -> int:
@@ -167,6 +174,8 @@ class Trials:
         stay. The largest set dropped is kept aside (Note [Trials a restart dropped])."""
         if len(self.values) >= 2 and len(self.values) > (len(self.dropped[1][0]) if self.dropped else 0):
             self.dropped = (why, self._kept())
+        if self.values:
+            self.dropped_sets.append(dropped_set(why, self.values, self.temperatures))
         self.values, self.after, self.drift, self.timing, self.temperatures = [], [], [], [], []
         self.converged_at = math.nan
 
@@ -235,6 +244,14 @@ class Trials:
             self.converged_at = now_s
             return Verdict.CONVERGED
         return Verdict.ACCEPTED
+
+
+def dropped_set(why: str, values: list, temperatures: list) -> dict:
+    """What a restart dropped, as a record keeps it (Note [Trials a restart dropped]): why, its window (s) and
+    each trial's power (W), GPU time per call (s) and temperature (°C)."""
+    return {"why": why, "window_s": float(np.mean([v[3] for v in values])),
+            "trial_power_w": [float(v[0]) for v in values], "trial_time_per_call_s": [float(v[1]) for v in values],
+            "trial_temperature_c": [float(c) for c in temperatures]}
 
 
 def drift_of(power_w: np.ndarray) -> tuple[float, float]:

@@ -152,6 +152,11 @@ def test_a_swinging_capture_gets_longer_windows(sim):
     assert adapted.window_restarts >= 1 and adapted.steady_window_s >= 0.035
     assert adapted.cv < fixed.cv / 2
     assert len(adapted.trial_power_w) == adapted.trials  # only the trials of its last window count
+    # ... and the sets its restarts dropped are in the record, each of a shorter window than the next
+    assert len(adapted.dropped_sets) == adapted.window_restarts and fixed.dropped_sets == []
+    windows = [d["window_s"] for d in adapted.dropped_sets] + [adapted.steady_window_s]
+    assert all(b > 1.5 * a for a, b in zip(windows, windows[1:]))
+    assert all(len(d["trial_power_w"]) >= 2 for d in adapted.dropped_sets)
 
 
 def test_stopping_rule_budget_and_max_trials(sim):

@@ -1,5 +1,7 @@
 """The trial state machine, fed numbers: no clock, no GPU, no sensor (Note [Trials that adapt])."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,30 @@ def test_a_restart_keeps_the_largest_set_it_dropped_for_a_run_that_ends_before_t
         t.values.append((watts, 10e-6, 10, 0.4))
     t.start_again("the launch-latency state moved (-16%)")
     assert len(t.reported()[0]) == 4 and "launch-latency state moved (-16%) (4 of 0.40 s" in t.reported()[-1]
+
+
+def test_every_set_a_restart_dropped_goes_into_the_record_with_its_window_power_time_and_temperature():
+    # Note [Trials a restart dropped]: BERT-base's whole model read +1.5 % in the process whose window had grown;
+    # the sets its restarts dropped say whether the power moved under it or the longer window read higher.
+    t = fresh()
+    sets = [(300.0, 330.0, 270.0), (290.0, 335.0, 275.0)]
+    for i, watts_set in enumerate(sets):  # CV 10 %: each set doubles the window and is dropped
+        for j, watts in enumerate(watts_set):
+            t.judge(flat(watts, seed=j), 0.2 * 2 ** i, 10e-6, 90, 10e-6, "x", RULES, 1.0, temperature_c=40.0 + j)
+    assert t.restarts == 2 and t.values == []
+    assert [d["window_s"] for d in t.dropped_sets] == pytest.approx([0.2, 0.4])
+    for d, watts_set in zip(t.dropped_sets, sets):
+        assert d["trial_power_w"] == pytest.approx(watts_set, abs=1.0)
+        assert d["trial_time_per_call_s"] == pytest.approx([10e-6] * 3)
+        assert d["trial_temperature_c"] == [40.0, 41.0, 42.0]
+        assert d["why"].startswith("its trials varied more than target_cv")
+    # A restart with nothing kept drops nothing; one whose state moved says so.
+    t.start_again("the launch-latency state moved (+8%)")
+    assert len(t.dropped_sets) == 2
+    t.judge(flat(300.0), 0.8, 10e-6, 90, 10e-6, "x", RULES, 1.0, temperature_c=45.0)
+    t.start_again("the launch-latency state moved (+8%)")
+    assert len(t.dropped_sets) == 3 and t.dropped_sets[-1]["why"] == "the launch-latency state moved (+8%)"
+    assert json.loads(json.dumps(t.dropped_sets)) == t.dropped_sets  # a record can hold them as they are
 
 
 def test_a_capture_that_never_restarted_reports_what_it_has_even_one_trial():
