@@ -189,6 +189,8 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
                                "temperature_diff_c": rs[1][4] - rs[0][4],
                                "ci95_rel": (rs[0][1], rs[1][1]),
                                "window_restarts": (rs[0][7], rs[1][7]),
+                               "at_other_window_rel_diff": U.at_other_window(*((rs[k][0], *rs[k][7:9])
+                                                                               for k in (0, 1))),
                                "state_corrected_rel_diff": U.state_corrected_diff(
                                    *((rs[k][0], rs[k][2], rs[k][3]) for k in (0, 1))),
                                "launch_normalised_rel_diff": _launch_normalised_diff(rs, fastest.get(c, math.nan))})
@@ -261,8 +263,8 @@ def _launch_states(tasks: list) -> list:
 
 def _readings(tasks: list) -> tuple:
     """values[(task, part)][card][round] = (J, ci95_rel, GPU s, awake-idle W of its run, °C, graph kernels per call,
-    its kept trials' launch latency s, window restarts), and each card's fastest such latency in
-    the run (Note [Launch-latency state])."""
+    its kept trials' launch latency s, window restarts, the sets of trials its restarts dropped), and each card's
+    fastest such latency in the run (Note [Launch-latency state])."""
     from clear_native.launch_state import kept_latency_s
 
     values: dict = {}
@@ -270,14 +272,14 @@ def _readings(tasks: list) -> tuple:
     for r in tasks:
         run, card = r["report"].get("run", {}), r["identity"]["gpu"]["uuid"]
         awake_w, temps, kernels = run.get("awake_idle_power_w", math.nan), U.temperatures(r), U.kernels_of(r["report"])
-        restarts = U.restarts(r)
+        restarts, dropped = U.restarts(r), U.dropped_sets(r)
         lat = kept_latency_s(run.get("launch_state") or [])
         if lat > 0:
             fastest[card] = min(fastest.get(card, math.inf), lat)
         for name, v in U.measurements(r).items():
             rounds_of = values.setdefault((r["task"]["id"], name), {}).setdefault(card, {})
             rounds_of[_round(r)] = v + (awake_w, temps.get(name, math.nan), kernels.get(name, math.nan), lat,
-                                        restarts.get(name, math.nan))
+                                        restarts.get(name, math.nan), dropped.get(name, []))
     return values, fastest
 
 
@@ -346,6 +348,10 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float, target_ci: floa
                                                            x["temperature_diff_c"], r) for x, r in zip(long, read)])
     out["repeatability_by_window"] = U.by_restarts([(x["rel_diff"], *x.get("window_restarts", (math.nan,) * 2))
                                                      for x in long])
+    at_other = [abs(x["at_other_window_rel_diff"]) for x in long if math.isfinite(x.get("at_other_window_rel_diff",
+                                                                                         math.nan))]
+    out["repeatability_at_other_window"] = dict(zip(("max_rel", "rms_rel"), U.largest_and_rms(at_other)),
+                                                n=len(at_other))
     out["repeatability_by_task"] = {t: U.by_time_state([(x["rel_diff"], x["time_rel_diff"]) for x in long
                                                         if x["task"] == t]) for t in sorted({x["task"] for x in long})}
     held_out: dict = {}
@@ -611,7 +617,11 @@ def _window_rows(an: dict, pc) -> list:
     return [f"| ... where {words[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | the two "
             "readings' windows restarted as often, or not: a capture whose trials vary more than target_cv doubles "
             "its window and starts again (Note [Trials a restart dropped]) |"
-            for k, v in an.get("repeatability_by_window", {}).items() if v["n"]]
+            for k, v in an.get("repeatability_by_window", {}).items() if v["n"]] + [
+        f"| ... those, the one that restarted more read at the other's window | {pc(v['max_rel'])} (RMS "
+        f"{pc(v['rms_rel'])}, {v['n']} pairs) | the trials its restart dropped at the window the other kept, against "
+        "the other reading (recorded from 2026-11-29 evening: Note [Trials a restart dropped]) |"
+        for v in [an.get("repeatability_at_other_window") or {"n": 0}] if v["n"]]
 
 
 def _summary_rows(an: dict, pc, ref_c: float) -> list:

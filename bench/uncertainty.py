@@ -86,6 +86,7 @@ from pathlib import Path
 from clear_native import thermal
 from clear_native.accounting import clock_range, regime
 from clear_native.analysis import parts
+from clear_native.trials import NOISY
 
 Z95 = 1.96
 SIGMA_FLOOR = 0.0005  # the repeatability layer is never taken below 0.05 % (few pairs)
@@ -339,6 +340,31 @@ def restarts(rec: dict) -> dict:
     rep = rec["report"]
     return {n: x.get("window_restarts", math.nan)
             for n, x in [("whole model", rep["whole"])] + [(g["name"], g) for g in rep["groups"]]}
+
+
+def dropped_sets(rec: dict) -> dict:
+    """{name: the sets of trials its restarts dropped} of a study record's whole model and parts ([] where none, or
+    recorded before they were kept: Note [Trials a restart dropped], clear_native/trials.py)."""
+    rep = rec["report"]
+    return {n: x.get("dropped_sets") or [] for n, x in [("whole model", rep["whole"])] + [(g["name"], g)
+                                                                                         for g in rep["groups"]]}
+
+
+def at_other_window(first: tuple, second: tuple) -> float:
+    """A repeat whose two readings' windows restarted unequally, taken at one window: the reading that restarted
+    more, as the set of trials its restart dropped at the window the other kept, against the other (relative, as
+    second against first). ``first``, ``second``: (J, restarts, dropped sets). A restart for noise doubles the
+    window, so the other's k restarts name the k-th set dropped for noise. NaN where the counts agree or no such
+    set was kept."""
+    if not all(math.isfinite(x[1]) for x in (first, second)) or first[1] == second[1]:
+        return math.nan
+    more, other = (first, second) if first[1] > second[1] else (second, first)
+    noisy = [d for d in more[2] if d.get("why", "").startswith(NOISY)]
+    if len(noisy) <= other[1]:
+        return math.nan
+    d = noisy[int(other[1])]
+    e = statistics.fmean(p * t for p, t in zip(d["trial_power_w"], d["trial_time_per_call_s"]))
+    return rel_diff(first[0], e) if more is second else rel_diff(e, second[0])
 
 
 def by_restarts(diffs: list) -> dict:

@@ -77,6 +77,7 @@ import numpy as np
 from .instances import unroll_for
 from .stats import Summary
 
+NOISY = "its trials varied more than target_cv"  # why a restart that doubled the window dropped its trials
 MIN_SAMPLES = 3          # a window with fewer samples says nothing: the next trials launch more
 MAX_STRETCH = 16         # ... at most this many times more (a sensor that never reports is an error)
 MAX_UNROLL = 20_000      # calls per graph launch (K), at most: an unrolled graph's copies are instantiated nodes
@@ -238,7 +239,7 @@ class Trials:
         if noisy and (longer or self.window_s < cycles_s):
             self.window_s = 2 * self.window_s if longer else cycles_s  # then whole cycles of a slower swing
             self.restarts += 1
-            self.start_again(f"its trials varied more than target_cv (CV {e.cv:.2%})")
+            self.start_again(f"{NOISY} (CV {e.cv:.2%})")
             return Verdict.RESTART
         if e.n >= rules.min_trials and e.ci95_rel <= rules.target_ci_rel:
             self.converged_at = now_s

@@ -1177,6 +1177,26 @@ def test_repeats_are_split_by_whether_both_processes_windows_restarted_as_often(
     assert rows[0].startswith("| ... where both processes kept one window length | 0.30 % (RMS ")
     assert rows[1].startswith("| ... where one process's window grew more than the other's | 1.49 % (RMS 1.14 %, "
                               "2 pairs)")
+    # Where the restart counts differ, the one that restarted more is also read at the other's window, from the
+    # trials its restart dropped there: the k-th set dropped for noise, k the other's restarts.
+    def dropped(why, watts, t=1e-3):
+        return {"why": why, "window_s": 0.4, "trial_power_w": list(watts), "trial_time_per_call_s": [t] * len(watts),
+                "trial_temperature_c": [45.0] * len(watts)}
+
+    noise = "its trials varied more than target_cv (CV 0.6%)"
+    sets = [dropped("the launch-latency state moved (+9%)", [900.0]), dropped(noise, [1000.0, 1002.0]),
+            dropped(noise, [1010.0, 1012.0])]
+    assert U.at_other_window((1.0, 0, []), (1.015, 2, sets)) == pytest.approx(0.001)  # its 0.4 s set: 1.001 J
+    assert U.at_other_window((1.015, 2, sets), (1.0, 1, [])) == pytest.approx(1.0 / 1.011 - 1)  # its 0.8 s set
+    assert math.isnan(U.at_other_window((1.0, 1, sets), (1.01, 1, sets)))  # one window: nothing to take
+    assert math.isnan(U.at_other_window((1.0, 2, []), (1.01, 3, sets)))  # none kept at the other's 1.6 s window
+    rows = [dict(row(0.0149, (0, 2)), at_other_window_rel_diff=0.001), dict(row(0.006, (2, 1)),
+                                                                             at_other_window_rel_diff=-0.004)]
+    an = R._repeatability(rows, [((1.0, 0.002), (1.01, 0.002))] * 2, 0.002)
+    assert an["repeatability_at_other_window"] == pytest.approx({"max_rel": 0.004, "n": 2,
+                                                                 "rms_rel": math.sqrt((0.001 ** 2 + 0.004 ** 2) / 2)})
+    assert R._window_rows(an, lambda x: f"{x * 100:.2f} %")[-1].startswith(
+        "| ... those, the one that restarted more read at the other's window | 0.40 % (RMS 0.29 %, 2 pairs) |")
     # The simulated run: every repeat carries both processes' restart counts, as their records say.
     an, md = result
     assert all(len(x["window_restarts"]) == 2 for x in an["repeat"])
