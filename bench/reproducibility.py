@@ -340,6 +340,8 @@ def _repeatability(long: list, pairs_long: list, sigma_p: float, target_ci: floa
     out: dict = {}
     out["repeatability_max_rel"], out["repeatability_rms_rel"] = U.largest_and_rms([abs(x["rel_diff"]) for x in long])
     out["repeatability_worst"] = max(long, key=lambda x: abs(x["rel_diff"]), default=None)
+    out["repeatability_max_rel_from_ci"] = U.largest_from_ci(pairs_long)  # the floor with no process spread
+    out["repeatability_max_rel_from_ci_95"] = U.largest_from_ci(pairs_long, 0.95)
     corrected = [x["state_corrected_rel_diff"] for x in long if not math.isnan(x["state_corrected_rel_diff"])]
     out["repeatability_state_corrected_max_rel"], out["repeatability_state_corrected_rms_rel"] = \
         U.largest_and_rms([abs(x) for x in corrected])
@@ -632,6 +634,11 @@ def _summary_rows(an: dict, pc, ref_c: float) -> list:
         f"| repeatability_max_rel | {pc(an['repeatability_max_rel'])} | largest change of a part (>= 5 µs) or whole "
         "model between two fresh processes on one card |",
         f"| repeatability_rms_rel | {pc(an['repeatability_rms_rel'])} | its RMS |",
+        *([f"| ... from the readings' CIs alone | {pc(an['repeatability_max_rel_from_ci'])} (95 % of runs below "
+           f"{pc(an['repeatability_max_rel_from_ci_95'])}) | the largest change these pairs would show if each moved "
+           "only by its two readings' 95 % CIs, with no process-to-process offset (median over runs): the floor "
+           "under repeatability_max_rel |"] if math.isfinite(an.get("repeatability_max_rel_from_ci", math.nan))
+          else []),
         *[f"| ... where {_SPLITS[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | GPU time "
           f"per call within / beyond {U.TIME_MOVED * 100:.0f} % between the two processes (Note [Launch-latency "
           f"state]){_SPLIT_TEMPERATURE if k in ('time_and_temperature_held', 'held_and_read') else ''}"

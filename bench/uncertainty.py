@@ -104,6 +104,24 @@ def _changes(pairs: list) -> tuple:
     return d2, within
 
 
+def largest_from_ci(pairs: list, share: float = 0.5) -> float:
+    """The largest |relative change| that ``pairs`` ((a, ci_a), (b, ci_b)) would show with no process spread at all,
+    each moving only by its two readings' within-run CIs (normal): the value that a run's largest stays below with
+    probability ``share`` (0.5: its median), the floor under repeatability_max_rel. NaN where no pair has CIs."""
+    sds = [math.sqrt(v) for v in _changes(pairs)[1] if v > 0]
+    if not sds:
+        return math.nan
+    unit = statistics.NormalDist()
+
+    def below(x: float) -> float:  # P(every pair's |change| <= x), rising with x
+        return math.prod(2 * unit.cdf(x / sd) - 1 for sd in sds)
+
+    lo, hi = 0.0, 10 * max(sds)
+    for _ in range(100):
+        lo, hi = ((lo + hi) / 2, hi) if below((lo + hi) / 2) < share else (lo, (lo + hi) / 2)
+    return (lo + hi) / 2
+
+
 def process_sigma(pairs: list) -> float:
     """sigma_p as a normal spread (Note [The reported interval]) from pairs ((a, ci_a), (b, ci_b)) of one
     measurement in two processes: Paule and Mandel's estimate (J. Res. NBS 87, 1982), the sigma at which every

@@ -117,6 +117,29 @@ def test_the_calibrated_sigma_holds_the_share_of_repeats_it_claims():
     assert U.calibrated_sigma(pairs[:38] + pairs[-1:]) == U.SIGMA_FLOOR
 
 
+def test_the_largest_repeat_the_readings_cis_alone_would_give_is_the_floor_under_the_target(result):
+    # 40 pairs read to +-0.25 % each (95 % CI), no process spread: each change is normal with sd sqrt(2) x 0.25 % /
+    # 1.96, and the largest of 40 stays below x with probability (2 Phi(x / sd) - 1) ** 40.
+    unit = statistics.NormalDist()
+    pairs = [((1.0, 0.0025), (1.0, 0.0025))] * 40
+    sd = math.sqrt(2) * 0.0025 / 1.96
+    for share in (0.5, 0.95):
+        truth = sd * unit.inv_cdf((1 + share ** (1 / 40)) / 2)
+        assert U.largest_from_ci(pairs, share) == pytest.approx(truth, rel=1e-6)
+    assert 0.0042 < U.largest_from_ci(pairs) < 0.0044 < 0.0057 < U.largest_from_ci(pairs, 0.95) < 0.0059
+    # One wide reading sets the floor by itself; pairs without CIs say nothing.
+    wide = pairs[:39] + [((1.0, 0.05), (1.0, 0.0025))]
+    sd_wide = math.hypot(0.05, 0.0025) / 1.96  # the others, 7 sd below it, hardly move the median of its |change|
+    assert U.largest_from_ci(wide) == pytest.approx(sd_wide * unit.inv_cdf(0.75), rel=1e-3)
+    assert math.isnan(U.largest_from_ci([((1.0, math.nan), (1.0, math.nan))])) and math.isnan(U.largest_from_ci([]))
+    # The simulated run's report gives it beside its largest repeat.
+    an, md = result
+    floor = U.largest_from_ci([((1.0, a), (1.0, b)) for x in an["repeat"] if x["gpu_time_s"] >= 5e-6
+                               for a, b in [x["ci95_rel"]]])
+    assert an["repeatability_max_rel_from_ci"] == pytest.approx(floor)
+    assert "| ... from the readings' CIs alone | " in md
+
+
 def test_the_temperature_effect_is_measured_per_workload(result, monkeypatch):
     # Note [Two temperatures]: the thermal job's simulated card heats as it draws (also while a run lasts) and
     # leaks SIM_THERMAL's watts per °C more: d(energy per call)/dT = leak x time per call, so the slope per 10 °C of a workload
