@@ -155,11 +155,13 @@ def _across_cards(checks: list) -> list:
             f"code {rp.get('identity', {}).get('code_version', '?')}"
         graphs = rp.get("instances") or [1]  # graphs of each part measured (Note [Graph instances])
         code += "" if graphs == [1] else f"; {' and '.join(map(str, graphs))} graph instances per part"
+        floor = rp.get("repeatability_max_rel_from_ci", math.nan)  # with no process spread (largest_from_ci)
         L.append(f"  bench/reproducibility.py on {len(rp.get('cards', []))} cards of "
                  f"{rp.get('identity', {}).get('gpu', {}).get('name', '?')} ({code}): parts spread "
                  f"{_pc(rp.get('card_spread_raw_rel'))} "
                  f"raw, {_pc(rp.get('card_spread_normalized_rel'))} after the card reference (sigma_c); fresh "
-                 f"processes on one card {_pc(rp.get('repeatability_max_rel'))} apart at most, "
+                 f"processes on one card {_pc(rp.get('repeatability_max_rel'))} apart at most"
+                 + (f" (the readings' own CIs alone would give {_pc(floor)})" if math.isfinite(floor) else "") + ", "
                  f"{_pc(rp.get('repeatability_max_rel_at_reference'))} once taken to "
                  f"{rp.get('reference_temperature_c', U.REFERENCE_TEMPERATURE_C):.0f} °C by each card's leakage; "
                  f"repeats inside the stated interval {_pc(rp.get('interval_coverage'), 1)} "

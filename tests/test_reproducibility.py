@@ -324,6 +324,11 @@ def test_the_study_report_names_every_code_version_of_a_joined_reproducibility_r
     assert "(code aaa; 8 graph instances per part)" in "\n".join(report_trust._across_cards([]))
     report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"instances": [1, 8]}))
     assert "(2 code/protocol versions; 1 and 8 graph instances per part)" in "\n".join(report_trust._across_cards([]))
+    # ... and the largest repeat beside what the readings' own CIs would give with no process spread.
+    assert "1.41 % apart at most, " in "\n".join(report_trust._across_cards([]))  # not given: nothing said
+    report_trust.REPRODUCIBILITY.write_text(json.dumps(rp | {"repeatability_max_rel_from_ci": 0.0038}))
+    assert "1.41 % apart at most (the readings' own CIs alone would give 0.38 %), " in "\n".join(
+        report_trust._across_cards([]))
 
 
 def test_the_report_names_the_light_parts_that_moved_with_the_launch_state():
