@@ -616,14 +616,17 @@ def _window_rows(an: dict, pc) -> list:
     differed (a restart in one: Note [Trials a restart dropped], clear_native/trials.py)."""
     words = {"same_window": "both processes kept one window length",
              "window_differed": "one process's window grew more than the other's"}
-    return [f"| ... where {words[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | the two "
+    rows = [f"| ... where {words[k]} | {pc(v['max_rel'])} (RMS {pc(v['rms_rel'])}, {v['n']} pairs) | the two "
             "readings' windows restarted as often, or not: a capture whose trials vary more than target_cv doubles "
             "its window and starts again (Note [Trials a restart dropped]) |"
-            for k, v in an.get("repeatability_by_window", {}).items() if v["n"]] + [
-        f"| ... those, the one that restarted more read at the other's window | {pc(v['max_rel'])} (RMS "
-        f"{pc(v['rms_rel'])}, {v['n']} pairs) | the trials its restart dropped at the window the other kept, against "
-        "the other reading (recorded from 2026-11-29 evening: Note [Trials a restart dropped]) |"
-        for v in [an.get("repeatability_at_other_window") or {"n": 0}] if v["n"]]
+            for k, v in an.get("repeatability_by_window", {}).items() if v["n"]]
+    v = an.get("repeatability_at_other_window") or {"n": 0}
+    if v["n"]:
+        rows.append(f"| ... those, the one that restarted more read at the other's window | {pc(v['max_rel'])} (RMS "
+                    f"{pc(v['rms_rel'])}, {v['n']} pairs) | the trials its restart dropped at the window the other "
+                    "kept, against the other reading (recorded from 2026-11-29 evening: Note [Trials a restart "
+                    "dropped]) |")
+    return rows
 
 
 def _summary_rows(an: dict, pc, ref_c: float) -> list:

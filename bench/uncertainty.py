@@ -267,12 +267,16 @@ def measurements(rec: dict) -> dict:
     return parts(rec["report"])
 
 
+def per_part(report: dict, read) -> dict:
+    """{name: read(its measurement dict)} of a ModelReport dict's whole model and groups, named as parts() names
+    them."""
+    return {"whole model": read(report["whole"])} | {g["name"]: read(g) for g in report["groups"]}
+
+
 def kernels_of(report: dict) -> dict:
-    """{name: graph kernels per call} of a ModelReport dict, named as parts() names them (NaN: not recorded, as
-    before 2026-11-28 evening, or eager)."""
-    out = {"whole model": report["whole"].get("graph_kernels_per_call", math.nan)}
-    out.update({g["name"]: g.get("graph_kernels_per_call", math.nan) for g in report["groups"]})
-    return out
+    """{name: graph kernels per call} of a ModelReport dict (NaN: not recorded, as before 2026-11-28 evening, or
+    eager)."""
+    return per_part(report, lambda x: x.get("graph_kernels_per_call", math.nan))
 
 
 def reference_pairs(checks: list, first: str, second: str) -> list:
@@ -348,24 +352,19 @@ def temperature_of(x: dict) -> float:
 
 def temperatures(rec: dict) -> dict:
     """{name: °C} of a study record: the whole model's and each part's temperature_of."""
-    rep = rec["report"]
-    return {"whole model": temperature_of(rep["whole"])} | {g["name"]: temperature_of(g) for g in rep["groups"]}
+    return per_part(rec["report"], temperature_of)
 
 
 def restarts(rec: dict) -> dict:
     """{name: times its window doubled and its trials started again} of a study record's whole model and parts
     (NaN: not recorded)."""
-    rep = rec["report"]
-    return {n: x.get("window_restarts", math.nan)
-            for n, x in [("whole model", rep["whole"])] + [(g["name"], g) for g in rep["groups"]]}
+    return per_part(rec["report"], lambda x: x.get("window_restarts", math.nan))
 
 
 def dropped_sets(rec: dict) -> dict:
     """{name: the sets of trials its restarts dropped} of a study record's whole model and parts ([] where none, or
     recorded before they were kept: Note [Trials a restart dropped], clear_native/trials.py)."""
-    rep = rec["report"]
-    return {n: x.get("dropped_sets") or [] for n, x in [("whole model", rep["whole"])] + [(g["name"], g)
-                                                                                         for g in rep["groups"]]}
+    return per_part(rec["report"], lambda x: x.get("dropped_sets") or [])
 
 
 def at_other_window(first: tuple, second: tuple) -> float:
