@@ -115,6 +115,20 @@ LEAD_IN = -1
 SIDE_BY_SIDE_SETUP_S = 60.0
 LEAD_IN_BESIDE = "--lead-in and --side-by-side: a task's rounds side by side share one history already; choose one"
 
+# Note [One window for every repeat]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Up to code 301f5d5 this bench ran --target-cv 0.004: a part whose first three trials varied more than 0.4 % doubled
+# its window and started again (Note [Trials that adapt], clear_native/trials.py). Three trials' CV is a loose
+# estimate, so two processes of one part often ended on different windows, and those pairs were the worst: on four
+# H200s (the headline of 2026-11-29, 42 pairs) repeats whose windows restarted as often moved up to 0.66 %, the 10
+# whose counts differed up to 1.49 %; of 14 BERT-base pairs, the three whose whole model ended on 1.6 s windows in one
+# process and shorter in the other read +1.41..+1.49 %, the longer window always higher, at the same GPU time and
+# within 0.6 °C. A longer window averages later in a trial, and a part's energy per call still rises seconds into a
+# load as its die warms (the card reference's copy +0.85 % between 0.5 and 2.0 s after it began from cool: run
+# 2026-11-29_155415's thermal job; bench/window_length.py measures it for a whole model). So every part now keeps
+# --window-s (a part at the power limit still gets whole limiter cycles, Note [The limiter's cycle]: a rule of its
+# power, not of chance); a part that varies more gets more trials, up to --max-trials, and says so in its CI.
+
 
 def plan(cards, rounds: int, settings: dict, simulate: bool, thermal: bool = True, task_ids=TASKS,
          done=frozenset(), order: str = "interleaved", lead_in: bool = False,
@@ -216,6 +230,7 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
     out |= _repeatability(long, pairs_long, sigma_p, _target(tasks)) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), folders)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
+    out["target_cv"] = sorted({str(r.get("settings", {}).get("target_cv")) for r in tasks})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
     out["lockstep"] = sorted({bool(r.get("settings", {}).get("lockstep")) for r in tasks + checks})
@@ -724,6 +739,16 @@ def _by_task(an: dict, pc) -> list:
     return ["", "Repeatability by task: " + "; ".join(parts) + "."] if parts else []
 
 
+def _windows(an: dict) -> str:
+    """How the parts' windows were chosen, from the records' target_cv (Note [One window for every repeat])."""
+    cvs = an.get("target_cv") or []
+    if not cvs:
+        return ""
+    fixed = "each part at one window (`--target-cv none`: Note [One window for every repeat])"
+    grown = lambda c: f"windows doubled where trials varied more than {float(c) * 100:.2f} %"  # noqa: E731
+    return ", " + "; ".join(fixed if c == "None" else grown(c) for c in cvs)
+
+
 _ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-to-back]",
                 ("rounds",): "one after the other"}
 
@@ -745,7 +770,7 @@ def markdown(an: dict, ident: dict) -> str:
              "; the cards in lockstep (each job started on every card together: Note [Cards in lockstep])"
              if an.get("lockstep") == [True] else "") + "; each part read to "
          + (" / ".join(f"±{c * 100:.2f} %" for c in an.get("target_ci") or ()) or "n/a")
-         + " (its trials' 95 % CI, where its budget allowed)." + _graphs(an) + _partial(an) + (
+         + " (its trials' 95 % CI, where its budget allowed)" + _windows(an) + "." + _graphs(an) + _partial(an) + (
              " Records of several code/protocol versions: " + ", ".join("/".join(v) for v in an["versions"]) + "."
              if len(an.get("versions", ())) > 1 else "") + (
              f" Joined from {len(an['runs'])} runs, each card's from one (Note [Runs of several hosts]): "
@@ -909,8 +934,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--window-s", type=float, default=0.4, help="steady seconds of samples per trial (s)")
     ap.add_argument("--target-ci", type=float, default=0.0025,
                     help="each part's trials go on until its 95 %% CI is within this (relative; 0.005 = ±0.5 %%)")
-    ap.add_argument("--target-cv", type=float, default=0.004,
-                    help="a part whose trials scatter more than this (relative) gets longer windows")
+    # Fixed windows from code after 301f5d5: with 0.004 a part's window doubled when three trials' CV passed 0.4 %,
+    # partly by chance, and the three repeats whose windows differed (0.4 vs 1.6 s) read 1.41-1.49 % apart, the
+    # longer always higher (Note [One window for every repeat]).
+    ap.add_argument("--target-cv", type=_cv, default=None,
+                    help="a part whose trials scatter more than this (relative) gets longer windows; none (default): "
+                         "every part keeps --window-s (but at the power limit)")
     ap.add_argument("--max-trials", type=int, default=16)
     ap.add_argument("--instances", type=int, default=1, help="graphs of each part measured in blocks; 1 repeats best "
                     "(8 moved whole models ~2 %% between processes: Note [Graph instances], clear_native/instances.py)")
@@ -921,11 +950,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _cv(text: str) -> float | None:
+    """--target-cv: a fraction, or none (fixed windows)."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def _bad(args) -> str:
     """What is wrong with the measuring arguments, in words ('' where nothing is): before any GPU time."""
     return ("--rounds must be >= 2 (repeatability needs two)" if args.rounds < 2 else
             "--target-ci and --target-cv must lie in (0, 1): relative, 0.005 is ±0.5 %"
-            if not (0 < args.target_ci < 1 and 0 < args.target_cv < 1) else
+            if not (0 < args.target_ci < 1 and (args.target_cv is None or 0 < args.target_cv < 1)) else
             "--max-trials must be >= 3" if args.max_trials < 3 else
             LEAD_IN_BESIDE if args.lead_in and args.side_by_side else
             "--window-s and --task-budget-s must be > 0 (seconds)" if min(args.window_s, args.task_budget_s) <= 0

@@ -1520,3 +1520,34 @@ def test_a_side_by_side_process_killed_mid_run_loses_nothing_and_never_holds_the
     # Member 1 went on without the dead one (it never waited for it to the end); member 0 ran again, alone.
     assert by_round[0]["attempts"] == 2 and by_round[1]["attempts"] == 1
     assert by_round[0]["turns"]["handed_on"] == 0
+
+
+@pytest.mark.parametrize("target_cv, restarted", [(None, False), ("0.001", True)])
+def test_every_part_keeps_one_window_unless_told_to_grow_it(tmp_path, target_cv, restarted):
+    # Note [One window for every repeat]: by default no part's window doubles on its trials' CV (the simulated
+    # card's noise, ~0.1-0.3 %, doubles them at --target-cv 0.001), and the report says which rule chose them.
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0",
+                        "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(out),
+                        "--no-thermal", "--no-card-checks", "--target-ci", "0.01", "--max-trials", "4"]
+                       + (["--target-cv", target_cv] if target_cv else []),
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads((out / "reproducibility.json").read_text())
+    recs = [json.loads(x) for x in (Path(res["run"]) / "records.jsonl").read_text().splitlines()]
+    reports = [r["report"] for r in recs if r["job"] == "task"]
+    assert len(reports) == 2 and all(r["settings"]["target_cv"] == (float(target_cv) if target_cv else None)
+                                     for r in recs if r["job"] == "task")
+    restarts = [g["window_restarts"] for rep in reports for g in rep["groups"] + [rep["whole"]]]
+    assert any(restarts) == restarted
+    md = (out / "reproducibility.md").read_text()
+    assert ("each part at one window (`--target-cv none`" in md) != restarted
+    assert ("windows doubled where trials varied more than 0.10 %" in md) == restarted
+
+
+def test_a_bad_target_cv_is_refused_before_any_gpu_time():
+    from bench import reproducibility as R
+
+    assert "--target-cv must lie in (0, 1)" in R._bad(R._parser().parse_args(["--target-cv", "1.5"]))
+    assert R._bad(R._parser().parse_args(["--target-cv", "none"])) == ""
+    assert R._bad(R._parser().parse_args([])) == "" and R._parser().parse_args([]).target_cv is None
