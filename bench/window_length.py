@@ -13,6 +13,9 @@ job). This bench asks the second directly, in one process on one card, where no 
     None; --trials trials each), the windows in ABBA order over --rounds rounds;
   - then each replayed without a break for --transient-s s, read in 0.25 s bins (bench/cardref.transient): how its
     energy per call moves with the time since its load began, which is what a longer window averages over.
+Measured on four H200s of one host (results/window_length.md, 2026-11-29): no. The whole model at 1.6 s read
+-0.30..+0.07 % from 0.4 s, the copy -0.04..+0.08 %, each inside its 95 % interval (0.22-0.98 %); their transients
+moved -0.3..+0.5 % over 4 s. Note [Window length and repeats] (bench/reproducibility.py) says what followed.
 
 Usage: python bench/window_length.py [--windows 0.4,1.6] [--rounds 2] [--trials 4] [--out results]
        python bench/window_length.py --report results/window_length   (the table of every card's file)

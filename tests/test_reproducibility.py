@@ -1522,21 +1522,21 @@ def test_a_side_by_side_process_killed_mid_run_loses_nothing_and_never_holds_the
     assert by_round[0]["turns"]["handed_on"] == 0
 
 
-@pytest.mark.parametrize("target_cv, restarted", [(None, False), ("0.001", True)])
-def test_every_part_keeps_one_window_unless_told_to_grow_it(tmp_path, target_cv, restarted):
-    # Note [One window for every repeat]: by default no part's window doubles on its trials' CV (the simulated
-    # card's noise, ~0.1-0.3 %, doubles them at --target-cv 0.001), and the report says which rule chose them.
+@pytest.mark.parametrize("target_cv, restarted", [("none", False), ("0.001", True)])
+def test_with_target_cv_none_every_part_keeps_one_window(tmp_path, target_cv, restarted):
+    # Note [Window length and repeats]: with --target-cv none no part's window doubles on its trials' CV (the
+    # simulated card's noise, ~0.1-0.3 %, doubles them at --target-cv 0.001), and the report says which rule chose.
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "reproducibility.py"), "--simulate", "--gpus", "0",
                         "--tasks", "bert-base/prefill/b1s8/bf16", "--window-s", "0.1", "--out", str(out),
                         "--no-thermal", "--no-card-checks", "--target-ci", "0.01", "--max-trials", "4"]
-                       + (["--target-cv", target_cv] if target_cv else []),
+                       + ["--target-cv", target_cv],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads((out / "reproducibility.json").read_text())
     recs = [json.loads(x) for x in (Path(res["run"]) / "records.jsonl").read_text().splitlines()]
     reports = [r["report"] for r in recs if r["job"] == "task"]
-    assert len(reports) == 2 and all(r["settings"]["target_cv"] == (float(target_cv) if target_cv else None)
+    assert len(reports) == 2 and all(r["settings"]["target_cv"] == (None if target_cv == "none" else float(target_cv))
                                      for r in recs if r["job"] == "task")
     restarts = [g["window_restarts"] for rep in reports for g in rep["groups"] + [rep["whole"]]]
     assert any(restarts) == restarted
@@ -1550,4 +1550,4 @@ def test_a_bad_target_cv_is_refused_before_any_gpu_time():
 
     assert "--target-cv must lie in (0, 1)" in R._bad(R._parser().parse_args(["--target-cv", "1.5"]))
     assert R._bad(R._parser().parse_args(["--target-cv", "none"])) == ""
-    assert R._bad(R._parser().parse_args([])) == "" and R._parser().parse_args([]).target_cv is None
+    assert R._parser().parse_args([]).target_cv == 0.004 and R._parser().parse_args(["--target-cv", "None"]).target_cv is None

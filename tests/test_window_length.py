@@ -1,5 +1,5 @@
 """bench/window_length.py on the CPU: its arithmetic against numbers worked by hand, and the whole bench on the
-simulated card that heats as it draws (Note [One window for every repeat], bench/reproducibility.py)."""
+simulated card that heats as it draws (Note [Window length and repeats], bench/reproducibility.py)."""
 
 import json
 
