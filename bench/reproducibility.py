@@ -230,7 +230,7 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
     out |= _repeatability(long, pairs_long, sigma_p, _target(tasks)) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), folders)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
-    out["target_cv"] = sorted({str(r.get("settings", {}).get("target_cv")) for r in tasks})
+    out["target_cv"] = sorted({str(r["settings"]["target_cv"]) for r in tasks if "target_cv" in r.get("settings", {})})
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
     out["lockstep"] = sorted({bool(r.get("settings", {}).get("lockstep")) for r in tasks + checks})
