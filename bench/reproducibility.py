@@ -230,7 +230,8 @@ def analyse(recs: list, at_reference: bool = True, folders: tuple = ()) -> dict:
     out |= _repeatability(long, pairs_long, sigma_p, _target(tasks)) | _temperature_scaled(
         long, pairs_long, sigma_p, _main_kind(kinds), folders)
     out["target_ci"] = sorted({r.get("settings", {}).get("target_ci") for r in tasks} - {None})
-    out["target_cv"] = sorted({str(r["settings"]["target_cv"]) for r in tasks if "target_cv" in r.get("settings", {})})
+    out["target_cv"] = sorted({r["settings"]["target_cv"] for r in tasks if "target_cv" in r.get("settings", {})},
+                              key=lambda c: -1.0 if c is None else c)  # None: fixed windows
     out["order"] = sorted({r.get("settings", {}).get("order", "rounds") for r in tasks + checks})
     out["lead_ins"] = sum(r["job"] == "task" and _round(r) == LEAD_IN for r in ok)
     out["lockstep"] = sorted({bool(r.get("settings", {}).get("lockstep")) for r in tasks + checks})
@@ -741,12 +742,9 @@ def _by_task(an: dict, pc) -> list:
 
 def _windows(an: dict) -> str:
     """How the parts' windows were chosen, from the records' target_cv (Note [Window length and repeats])."""
-    cvs = an.get("target_cv") or []
-    if not cvs:
-        return ""
-    fixed = "each part at one window (`--target-cv none`: Note [Window length and repeats])"
-    grown = lambda c: f"windows doubled where trials varied more than {float(c) * 100:.2f} %"  # noqa: E731
-    return ", " + "; ".join(fixed if c == "None" else grown(c) for c in cvs)
+    words = ["each part at one window (`--target-cv none`: Note [Window length and repeats])" if c is None else
+             f"windows doubled where trials varied more than {c * 100:.2f} %" for c in an.get("target_cv") or []]
+    return ", " + "; ".join(words) if words else ""
 
 
 _ORDER_WORDS = {("interleaved",): "each job's back-to-back: Note [Repeats back-to-back]",

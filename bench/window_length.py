@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import clear_native as cn  # noqa: E402
 from bench import cardref, suite  # noqa: E402
 from bench.common import write_results  # noqa: E402
-from clear_native.cold_l2 import cold  # noqa: E402
+from clear_native.cold_l2 import cold, per_copy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = suite.Task("bert-base", batch=8, seq=128, dtype="bf16")
@@ -63,12 +63,11 @@ def measure(backend, profile, caps, per_call: dict, windows, rounds: int, trials
             say(f"round {r}: {w:.2f} s windows")
             run = cn.measure(caps, backend=backend, profile=profile, window_s=w, max_window_s=w, target_cv=None,
                              min_trials=trials, max_trials=trials, target_ci_rel=1e-6, budget_s=600.0)
-            for m in run.measurements:
-                n = per_call[m.name]
+            for m in (per_copy(m, per_call[m.name]) for m in run.measurements):
                 rows.append({"round": r, "window_s": w, "name": m.name, "trials": m.trials,
-                             "energy_per_call_j": m.energy_per_call_j / n, "mean_power_w": m.mean_power_w,
-                             "gpu_time_per_call_s": m.gpu_time_per_call_s / n,
-                             "trial_energy_per_call_j": [e / n for e in m.trial_energy_per_call_j],
+                             "energy_per_call_j": m.energy_per_call_j, "mean_power_w": m.mean_power_w,
+                             "gpu_time_per_call_s": m.gpu_time_per_call_s,
+                             "trial_energy_per_call_j": list(m.trial_energy_per_call_j),
                              "trial_power_w": list(m.trial_power_w), "trial_drift_rel": list(m.trial_drift_rel),
                              "trial_temperature_c": list(m.trial_temperature_c),
                              "steady_window_s": m.steady_window_s, "window_restarts": m.window_restarts})

@@ -63,7 +63,9 @@ temperature): BERT-base's whole model read 1.4-1.5 % more energy in the one of
 two processes whose window had grown to 1.6 s, at the same GPU time (three
 cards, docs/measured.md 2026-11-29 evening), and without the dropped trials
 nothing said whether the power had moved under the process (its restarts'
-cause) or the longer window read it higher.
+cause) or the longer window read it higher. Measured since, in one process on
+four H200s (bench/window_length.py): a 1.6 s window reads as a 0.4 s one, so it
+was the process (Note [Window length and repeats], bench/reproducibility.py).
 """
 
 from __future__ import annotations
